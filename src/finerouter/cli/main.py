@@ -1,0 +1,41 @@
+"""The `finerouter` command: one sub-command per module in this package, each thin over the library."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+app = typer.Typer(
+    name="finerouter",
+    help="Route prompts to the best LLM in a pool (fine-grained latent task discovery).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _register() -> None:
+    # Each module exposes one function; importing them is cheap (heavy imports live inside the functions).
+    from finerouter.cli import discover
+
+    app.command("discover")(discover.discover)
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
