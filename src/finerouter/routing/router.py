@@ -1,0 +1,543 @@
+"""`FineRouter`: the two-stage router (paper Sections 3.1-3.3) behind one fit / route / save / load facade."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finerouter._io import atomic_directory, atomic_write_json, load_arrays, save_arrays, sha256_file
+from finerouter._validation import check_float, check_int, check_is_fitted
+from finerouter._version import __version__
+from finerouter.errors import ArtifactError, DataError, ParameterError
+from finerouter.routing.costs import CostModel
+from finerouter.routing.decision import RoutingDecision
+from finerouter.routing.policy import choose_models, combine_scores
+
+logger = logging.getLogger(__name__)
+
+ARTIFACT_FORMAT = "finerouter-router"
+ARTIFACT_FORMAT_VERSION = 1
+#: Fixed sentences whose embeddings fingerprint the encoder an artifact was trained with.
+ENCODER_PROBES = (
+    "Solve for x: 2x + 3 = 11.",
+    "Write a Python function that reverses a string.",
+    "Who wrote the novel Pride and Prejudice?",
+    "Summarise the following paragraph in one sentence.",
+)
+_FINGERPRINT_MIN_COSINE = 0.98
+
+
+@dataclass
+class RouterScores:
+    """Every score the router computes for a batch of prompts.
+
+    Attributes:
+        stage1: ``(n, m)`` the assigned task's median score per model (raw; NaN where never observed).
+        stage2: ``(n, m)`` the quality estimator's predictions.
+        final: ``(n, m)`` ``alpha * norm(stage2) + (1 - alpha) * norm(stage1)``.
+        task: ``(n,)`` assigned task id, -1 for "Others".
+        confidence: ``(n,)`` classifier probability of the best task.
+    """
+
+    stage1: np.ndarray
+    stage2: np.ndarray
+    final: np.ndarray
+    task: np.ndarray
+    confidence: np.ndarray
+
+
+def _encoder_spec(encoder: Any) -> dict[str, Any] | None:
+    """A JSON description from which ``get_encoder`` rebuilds ``encoder``, or None if it cannot."""
+    inner = getattr(encoder, "encoder", encoder)  # unwrap CachedEncoder
+    model = getattr(inner, "model", None)
+    if model is None and type(inner).__name__ != "SentenceTransformerEncoder":
+        return None
+    spec: dict[str, Any] = {"model": model if isinstance(model, str) or model is None else str(model)}
+    for key in ("max_seq_length", "batch_size"):
+        if hasattr(inner, key):
+            spec[key] = getattr(inner, key)
+    return spec
+
+
+class FineRouter:
+    """Route prompts to the best model in a pool, trading quality against cost.
+
+    Stage 1 discovers fine-grained tasks in the training data (kNN graph on description embeddings, RBO-filtered
+    edges, iterated Leiden), picks adaptive candidate models per task, and trains a bilinear task classifier.
+    Stage 2 trains a mixture-of-experts quality estimator (general adapters per model, task adapters per task
+    candidate). A prompt's final score per model is ``alpha * norm(stage 2) + (1 - alpha) * norm(task medians)``.
+
+    Args:
+        encoder: None (the packaged all-MiniLM-L6-v2), a sentence-transformers model name or path, or any object
+            implementing :class:`finerouter.encoders.Encoder`.
+        describer: None (the prompt is its own task description, offline) or a description writer such as
+            :class:`finerouter.describe.OpenAIDescriber`; when it has ``summarize``, it also names the tasks.
+        alpha: weight of stage 2 in the final score, in [0, 1].
+        discovery: keyword arguments for :class:`finerouter.discovery.TaskDiscovery`.
+        classifier: keyword arguments for :class:`finerouter.classify.TaskClassifier`.
+        quality: keyword arguments for :class:`finerouter.quality.QualityEstimator`.
+        prices: a prices CSV path or :class:`finerouter.data.prices.Prices`, used to estimate per-prompt cost.
+            Without it, costs observed in the training data (if any) are fitted per model against prompt length.
+        cache_dir: where embeddings are cached (None: no cache).
+        seed: seed for every random step.
+    """
+
+    def __init__(
+        self,
+        encoder: Any = None,
+        describer: Any = None,
+        alpha: float = 0.5,
+        discovery: dict[str, Any] | None = None,
+        classifier: dict[str, Any] | None = None,
+        quality: dict[str, Any] | None = None,
+        prices: Any = None,
+        cache_dir: str | Path | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.encoder = encoder
+        self.describer = describer
+        self.alpha = alpha
+        self.discovery = discovery
+        self.classifier = classifier
+        self.quality = quality
+        self.prices = prices
+        self.cache_dir = cache_dir
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        enc = self.encoder if isinstance(self.encoder, (str, type(None))) else type(self.encoder).__name__
+        return f"FineRouter(encoder={enc!r}, alpha={self.alpha}, seed={self.seed})"
+
+    # ------------------------------------------------------------------ helpers
+    def _validate_params(self) -> None:
+        owner = "FineRouter"
+        check_float(self.alpha, "alpha", owner, low=0.0, high=1.0)
+        check_int(self.seed, "seed", owner, low=0)
+        for name in ("discovery", "classifier", "quality"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, dict):
+                raise ParameterError(f"The '{name}' parameter of {owner} must be a dict or None. Got {value!r}.")
+
+    def _resolve_encoder(self) -> Any:
+        from finerouter.encoders import CachedEncoder, get_encoder
+
+        enc = self.encoder
+        if enc is None or isinstance(enc, str):
+            return get_encoder(enc, cache_dir=self.cache_dir)
+        if not (hasattr(enc, "encode") and hasattr(enc, "name") and hasattr(enc, "dim")):
+            raise ParameterError(
+                "The 'encoder' parameter of FineRouter must be None, a sentence-transformers model name or path, "
+                f"or an Encoder (with name, dim, encode). Got {enc!r}."
+            )
+        if self.cache_dir is not None and not isinstance(enc, CachedEncoder):
+            return CachedEncoder(enc, self.cache_dir)
+        return enc
+
+    def _resolve_prices(self) -> Any:
+        if self.prices is None or not isinstance(self.prices, (str, Path)):
+            return self.prices
+        from finerouter.data.prices import Prices
+
+        return Prices.read(self.prices)
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        dataset: Any,
+        embeddings: np.ndarray | None = None,
+        description_embeddings: np.ndarray | None = None,
+    ) -> FineRouter:
+        """Run Stage 1 (discovery + classifier) and Stage 2 (quality estimator) on ``dataset``.
+
+        Args:
+            dataset: a :class:`finerouter.RoutingDataset`.
+            embeddings: optional precomputed ``(n, d)`` prompt embeddings from this router's encoder.
+            description_embeddings: optional ``(n, d)`` embeddings of the task descriptions (default: from the
+                describer, or the prompt embeddings when the prompt is its own description).
+        """
+        from finerouter.classify import TaskClassifier
+        from finerouter.data.dataset import RoutingDataset
+        from finerouter.discovery import TaskDiscovery
+        from finerouter.quality import QualityEstimator
+
+        self._validate_params()
+        if not isinstance(dataset, RoutingDataset):
+            raise ParameterError(f"FineRouter.fit expects a RoutingDataset. Got {type(dataset).__name__}.")
+        if dataset.n_prompts < 10:
+            raise DataError(f"{dataset.source}: FineRouter needs at least 10 prompts to fit, got {dataset.n_prompts}")
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        encoder = self._resolve_encoder()
+        prompts = dataset.prompts
+        if embeddings is None:
+            logger.info("embedding %d prompts with %s", len(prompts), encoder.name)
+            embeddings = encoder.encode(prompts)
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.shape[0] != dataset.n_prompts:
+            raise ParameterError(
+                f"embeddings have {embeddings.shape[0]} rows for {dataset.n_prompts} prompts in FineRouter.fit"
+            )
+        timings["embed"] = time.perf_counter() - t0
+
+        descriptions = list(prompts)
+        if self.describer is not None:
+            descriptions = list(self.describer.describe(prompts))
+            if description_embeddings is None:
+                description_embeddings = encoder.encode(descriptions)
+        if description_embeddings is None:
+            description_embeddings = embeddings
+        t = time.perf_counter()
+        disc_params = {"seed": self.seed, **(self.discovery or {})}
+        discovery = TaskDiscovery(**disc_params).fit(
+            np.asarray(description_embeddings, dtype=np.float32),
+            dataset.scores,
+            model_names=dataset.models,
+            prompts=prompts,
+            descriptions=descriptions,
+        )
+        catalog = discovery.catalog_
+        if self.describer is not None and hasattr(self.describer, "summarize"):
+            for task in catalog.tasks:
+                task.description = self.describer.summarize(task.examples)
+        timings["discovery"] = time.perf_counter() - t
+        logger.info("discovered %d tasks (%.1fs)", catalog.n_tasks, timings["discovery"])
+
+        t = time.perf_counter()
+        classifier = None
+        n_tasks = catalog.n_tasks
+        if n_tasks > 0:
+            task_texts = [task.description for task in catalog.tasks]
+            task_embeddings = encoder.encode(task_texts) if task_texts else catalog.centers()
+            clf_params = {"seed": self.seed, **(self.classifier or {})}
+            classifier = TaskClassifier(**clf_params).fit(embeddings, discovery.labels_, task_embeddings)
+            train_tasks, _ = classifier.predict(embeddings)
+        else:
+            train_tasks = np.full(dataset.n_prompts, -1, dtype=np.int64)
+        timings["classifier"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        index = {name: j for j, name in enumerate(dataset.models)}
+        candidates = [[index[c] for c in task.candidates] for task in catalog.tasks]
+        q_params = {"seed": self.seed, **(self.quality or {})}
+        quality = QualityEstimator(**q_params).fit(embeddings, dataset.scores, train_tasks, candidates)
+        timings["quality"] = time.perf_counter() - t
+
+        self.encoder_ = encoder
+        self.models_ = list(dataset.models)
+        self.catalog_ = catalog
+        self.classifier_ = classifier
+        self.quality_ = quality
+        self.stage1_ = np.asarray(catalog.median_matrix(), dtype=np.float64)
+        self.cost_model_ = CostModel.fit(dataset.models, prompts, dataset.costs, self._resolve_prices())
+        self.n_features_ = int(embeddings.shape[1])
+        self.discovery_labels_ = discovery.labels_
+        timings["total"] = time.perf_counter() - t0
+        self.fit_summary_ = {
+            "n_prompts": dataset.n_prompts,
+            "n_models": dataset.n_models,
+            "n_tasks": n_tasks,
+            "share_in_tasks": float(np.mean(discovery.labels_ >= 0)),
+            "mean_candidates": float(np.mean([len(c) for c in candidates])) if candidates else 0.0,
+            "share_assigned_by_classifier": float(np.mean(train_tasks >= 0)),
+            "seconds": {k: round(v, 3) for k, v in timings.items()},
+        }
+        logger.info("fit done: %s", self.fit_summary_)
+        return self
+
+    # ------------------------------------------------------------------ scoring
+    def _check_fitted(self) -> None:
+        check_is_fitted(self, ["models_", "quality_", "catalog_"])
+
+    def score_embeddings(self, embeddings: np.ndarray) -> RouterScores:
+        """Stage-1, stage-2 and final scores for ``(n, d)`` prompt embeddings."""
+        self._check_fitted()
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[1] != self.n_features_:
+            raise ParameterError(f"embeddings must have shape (n, {self.n_features_}); got {emb.shape}")
+        n = emb.shape[0]
+        if self.classifier_ is not None:
+            task, confidence = self.classifier_.predict(emb)
+            task = np.asarray(task, dtype=np.int64)
+        else:
+            task = np.full(n, -1, dtype=np.int64)
+            confidence = np.zeros(n, dtype=np.float32)
+        stage2 = np.asarray(self.quality_.predict(emb, task), dtype=np.float64)
+        rows = np.where(task >= 0, task, self.catalog_.n_tasks)
+        stage1 = self.stage1_[rows]
+        final = combine_scores(stage2, stage1, float(self.alpha))
+        return RouterScores(stage1, stage2, final, task, np.asarray(confidence, dtype=np.float64))
+
+    def estimate_costs(self, prompts: Sequence[str]) -> np.ndarray | None:
+        """``(n, m)`` estimated USD cost per prompt and model, or None when costs are unknown."""
+        self._check_fitted()
+        return self.cost_model_.estimate(prompts)
+
+    # ------------------------------------------------------------------ routing
+    def _allowed_mask(self, allowed_models: Sequence[str] | None) -> np.ndarray | None:
+        if allowed_models is None:
+            return None
+        if isinstance(allowed_models, str):
+            allowed_models = [allowed_models]
+        unknown = [m for m in allowed_models if m not in self.models_]
+        if unknown:
+            raise ParameterError(f"allowed_models names unknown model(s) {unknown}; known: {self.models_}")
+        if not allowed_models:
+            raise ParameterError("allowed_models is empty: name at least one model")
+        mask = np.zeros(len(self.models_), dtype=bool)
+        mask[[self.models_.index(m) for m in allowed_models]] = True
+        return mask
+
+    def route(
+        self,
+        prompts: str | Sequence[str],
+        tolerance: float = 0.0,
+        allowed_models: Sequence[str] | None = None,
+        max_cost: float | None = None,
+    ) -> RoutingDecision | list[RoutingDecision]:
+        """Route one prompt (returns a decision) or a list of prompts (returns a list, in order).
+
+        Args:
+            tolerance: in [0, 1]; among models whose final score is within ``tolerance`` of the best, the
+                cheapest is chosen. 0 = best quality.
+            allowed_models: route only among these models.
+            max_cost: skip models whose estimated cost exceeds this (USD); if none fits, the cheapest is used.
+        """
+        self._check_fitted()
+        single = isinstance(prompts, str)
+        texts = [prompts] if single else list(prompts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or not text.strip():
+                raise ParameterError(f"prompt {i} is empty or not a string: {text!r}")
+        if not texts:
+            return []
+        emb = self.encoder_.encode(texts)
+        decisions = self.route_embeddings(emb, texts, tolerance, allowed_models, max_cost)
+        return decisions[0] if single else decisions
+
+    def route_embeddings(
+        self,
+        embeddings: np.ndarray,
+        prompts: Sequence[str],
+        tolerance: float = 0.0,
+        allowed_models: Sequence[str] | None = None,
+        max_cost: float | None = None,
+    ) -> list[RoutingDecision]:
+        """Route prompts whose embeddings are already computed (the encoder is not called)."""
+        self._check_fitted()
+        tolerance = check_float(tolerance, "tolerance", "FineRouter.route", low=0.0, high=1.0)
+        if max_cost is not None:
+            max_cost = check_float(max_cost, "max_cost", "FineRouter.route", low=0.0)
+        allowed = self._allowed_mask(allowed_models)
+        scores = self.score_embeddings(embeddings)
+        costs = self.cost_model_.estimate(prompts)
+        choice, over_budget = choose_models(scores.final, costs, tolerance, allowed, max_cost)
+        models = self.models_
+        tasks = self.catalog_.tasks
+        eligible = np.ones(len(models), dtype=bool) if allowed is None else allowed
+        out = []
+        for i, prompt in enumerate(prompts):
+            final_i = scores.final[i]
+            order = [j for j in np.argsort(-final_i, kind="stable") if eligible[j] and j != choice[i]]
+            t = int(scores.task[i])
+            task = tasks[t] if t >= 0 else None
+            notes = []
+            if over_budget[i]:
+                notes.append(f"no allowed model fits max_cost={max_cost}; chose the cheapest")
+            out.append(
+                RoutingDecision(
+                    prompt=prompt,
+                    model=models[int(choice[i])],
+                    ranking=[models[int(choice[i])]] + [models[j] for j in order],
+                    models=list(models),
+                    stage1_scores=scores.stage1[i].tolist(),
+                    stage2_scores=scores.stage2[i].tolist(),
+                    final_scores=final_i.tolist(),
+                    costs=[None] * len(models) if costs is None else costs[i].tolist(),
+                    task_id=t if t >= 0 else None,
+                    task_description=task.description if task is not None else "Others",
+                    task_candidates=list(task.candidates) if task is not None else [],
+                    classifier_confidence=float(scores.confidence[i]),
+                    tolerance=tolerance,
+                    alpha=float(self.alpha),
+                    allowed_models=None if allowed is None else [models[j] for j in np.flatnonzero(allowed)],
+                    max_cost=max_cost,
+                    notes=notes,
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ artifact
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted router to directory ``path`` atomically (JSON manifest + safetensors; no pickle)."""
+        self._check_fitted()
+        path = Path(path)
+        with atomic_directory(path) as tmp:
+            self.catalog_.save(tmp / "catalog")
+            if self.classifier_ is not None:
+                config, arrays = self.classifier_.to_state()
+                atomic_write_json(tmp / "classifier.json", config)
+                save_arrays(tmp / "classifier.safetensors", arrays)
+            config, arrays = self.quality_.to_state()
+            atomic_write_json(tmp / "quality.json", config)
+            save_arrays(tmp / "quality.safetensors", arrays)
+            probe = np.asarray(self.encoder_.encode(list(ENCODER_PROBES)), dtype=np.float32)
+            save_arrays(tmp / "router.safetensors", {"stage1": self.stage1_, "encoder_probe": probe})
+            files = {
+                str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
+            }
+            manifest = {
+                "format": ARTIFACT_FORMAT,
+                "format_version": ARTIFACT_FORMAT_VERSION,
+                "library_version": __version__,
+                "created_unix": int(time.time()),
+                "config": {
+                    "alpha": float(self.alpha),
+                    "seed": int(self.seed),
+                    "discovery": self.discovery or {},
+                    "classifier": self.classifier or {},
+                    "quality": self.quality or {},
+                },
+                "models": self.models_,
+                "n_features": self.n_features_,
+                "n_tasks": self.catalog_.n_tasks,
+                "costs": self.cost_model_.to_dict(),
+                "encoder": {
+                    "name": self.encoder_.name,
+                    "dim": int(self.encoder_.dim),
+                    "spec": _encoder_spec(self.encoder_),
+                    "fingerprint": _probe_digest(probe),
+                },
+                "fit_summary": getattr(self, "fit_summary_", {}),
+                "files": files,
+            }
+            atomic_write_json(tmp / "manifest.json", manifest)
+        return path
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        encoder: Any = None,
+        cache_dir: str | Path | None = None,
+        check_encoder: bool = True,
+    ) -> FineRouter:
+        """Load a router saved by :meth:`save`, verifying file hashes, versions and the encoder fingerprint.
+
+        Args:
+            encoder: the encoder to use; default: rebuilt from the manifest (needed for custom encoders).
+            check_encoder: compare the encoder's embeddings of fixed probe sentences with the saved ones and refuse
+                a different encoder.
+        """
+        from finerouter.classify import TaskClassifier
+        from finerouter.discovery import TaskCatalog
+        from finerouter.quality import QualityEstimator
+
+        path = Path(path)
+        manifest_path = path / "manifest.json"
+        if not manifest_path.is_file():
+            raise ArtifactError(f"{path}: not a FineRouter artifact (no manifest.json)")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+        if manifest.get("format") != ARTIFACT_FORMAT:
+            raise ArtifactError(f"{manifest_path}: format {manifest.get('format')!r} is not {ARTIFACT_FORMAT!r}")
+        if manifest.get("format_version") != ARTIFACT_FORMAT_VERSION:
+            raise ArtifactError(
+                f"{manifest_path}: artifact format version {manifest.get('format_version')} is not supported "
+                f"(this library reads version {ARTIFACT_FORMAT_VERSION})"
+            )
+        saved_version = str(manifest.get("library_version", "?"))
+        if saved_version.split(".")[0] != __version__.split(".")[0]:
+            raise ArtifactError(f"{path}: saved by finerouter {saved_version}, incompatible with {__version__}")
+        if saved_version != __version__:
+            warnings.warn(
+                f"{path}: saved by finerouter {saved_version}, loading with {__version__}", stacklevel=2
+            )
+        for rel, digest in manifest.get("files", {}).items():
+            f = path / rel
+            if not f.is_file():
+                raise ArtifactError(f"{path}: file {rel} listed in the manifest is missing")
+            if sha256_file(f) != digest:
+                raise ArtifactError(f"{path}: file {rel} was altered (SHA-256 does not match the manifest)")
+        cfg = manifest["config"]
+        router = cls(
+            encoder=encoder,
+            alpha=cfg["alpha"],
+            discovery=cfg.get("discovery") or None,
+            classifier=cfg.get("classifier") or None,
+            quality=cfg.get("quality") or None,
+            cache_dir=cache_dir,
+            seed=cfg.get("seed", 0),
+        )
+        try:
+            router.catalog_ = TaskCatalog.load(path / "catalog")
+            router.classifier_ = None
+            if (path / "classifier.json").is_file():
+                router.classifier_ = TaskClassifier.from_state(
+                    json.loads((path / "classifier.json").read_text()), load_arrays(path / "classifier.safetensors")
+                )
+            router.quality_ = QualityEstimator.from_state(
+                json.loads((path / "quality.json").read_text()), load_arrays(path / "quality.safetensors")
+            )
+            arrays = load_arrays(path / "router.safetensors")
+        except ArtifactError:
+            raise
+        except Exception as exc:  # a corrupt but hash-consistent file, or a missing unlisted file
+            raise ArtifactError(f"{path}: could not load the artifact ({type(exc).__name__}: {exc})") from exc
+        router.stage1_ = arrays["stage1"].astype(np.float64)
+        router.models_ = list(manifest["models"])
+        router.n_features_ = int(manifest["n_features"])
+        router.cost_model_ = CostModel.from_dict(manifest["costs"])
+        router.fit_summary_ = manifest.get("fit_summary", {})
+        router.encoder_ = _load_encoder(manifest["encoder"], encoder, cache_dir, path)
+        if check_encoder:
+            _check_fingerprint(router.encoder_, arrays["encoder_probe"], manifest["encoder"], path)
+        return router
+
+
+def _probe_digest(probe: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.sha256(np.round(probe, 3).astype(np.float32).tobytes()).hexdigest()[:16]
+
+
+def _load_encoder(info: dict[str, Any], encoder: Any, cache_dir: Any, path: Path) -> Any:
+    from finerouter.encoders import CachedEncoder, get_encoder
+
+    if encoder is not None and not isinstance(encoder, str):
+        return CachedEncoder(encoder, cache_dir) if cache_dir is not None else encoder
+    if isinstance(encoder, str):
+        return get_encoder(encoder, cache_dir=cache_dir)
+    spec = info.get("spec")
+    if spec is None:
+        raise ArtifactError(
+            f"{path}: the router was trained with a custom encoder {info.get('name')!r}; pass it as "
+            "FineRouter.load(path, encoder=...)"
+        )
+    spec = dict(spec)
+    return get_encoder(spec.pop("model", None), cache_dir=cache_dir, **spec)
+
+
+def _check_fingerprint(encoder: Any, saved: np.ndarray, info: dict[str, Any], path: Path) -> None:
+    probe = np.asarray(encoder.encode(list(ENCODER_PROBES)), dtype=np.float32)
+    if probe.shape != saved.shape:
+        raise ArtifactError(
+            f"{path}: encoder mismatch: the router was trained with {info.get('name')!r} (dim {saved.shape[1]}), "
+            f"but {encoder.name!r} gives dim {probe.shape[1]}"
+        )
+    cos = float(np.min(np.sum(probe * saved, axis=1)))
+    if cos < _FINGERPRINT_MIN_COSINE:
+        raise ArtifactError(
+            f"{path}: encoder mismatch: {encoder.name!r} embeds the probe sentences differently from the encoder "
+            f"the router was trained with ({info.get('name')!r}; min cosine {cos:.3f} < {_FINGERPRINT_MIN_COSINE})"
+        )
