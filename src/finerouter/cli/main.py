@@ -25,9 +25,12 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 
 def _register() -> None:
     # Each module exposes one function; importing them is cheap (heavy imports live inside the functions).
-    from finerouter.cli import discover
+    from finerouter.cli import demo, discover, fit, route
 
+    app.command("demo")(demo.demo)
     app.command("discover")(discover.discover)
+    app.command("fit")(fit.fit)
+    app.command("route")(route.route)
 
 
 _register()

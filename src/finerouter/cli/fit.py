@@ -1,0 +1,54 @@
+"""`finerouter fit`: train a FineRouter on routing data and save the artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from finerouter.cli._common import cli_errors, console
+
+
+def fit(
+    data: Path = typer.Option(..., "--data", help="Routing data (Parquet, CSV or JSONL; canonical, long or RouterBench layout)."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the router artifact to (replaced atomically)."),
+    prices: Path | None = typer.Option(None, "--prices", help="CSV model,input_usd_per_mtok,output_usd_per_mtok."),
+    encoder: str | None = typer.Option(None, "--encoder", help="sentence-transformers model name or path (default: packaged all-MiniLM-L6-v2)."),
+    cache_dir: Path | None = typer.Option(Path(".finerouter_cache"), "--cache-dir", help="Embedding cache directory."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Weight of stage 2 in the final score."),
+    seed: int = typer.Option(0, "--seed"),
+    rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
+    describe_url: str | None = typer.Option(None, "--describe-url", help="OpenAI-compatible base URL for LLM task descriptions (default: the prompt is its own description)."),
+    describe_model: str | None = typer.Option(None, "--describe-model", help="Model name for --describe-url."),
+    describe_key_env: str = typer.Option("OPENAI_API_KEY", "--describe-key-env", help="Environment variable holding the API key."),
+) -> None:
+    """Train Stage 1 (task discovery + classifier) and Stage 2 (quality estimator); save the router."""
+    from finerouter.data.readers import read_routing_data
+    from finerouter.routing.router import FineRouter
+
+    con = console()
+    with cli_errors():
+        dataset = read_routing_data(data, rescale=rescale)
+        con.print(f"[bold]data[/]: {dataset}")
+        describer = None
+        if describe_url:
+            from finerouter.describe import OpenAIDescriber
+
+            if not describe_model:
+                raise typer.BadParameter("--describe-model is required with --describe-url")
+            describer = OpenAIDescriber(
+                describe_url, describe_model, api_key_env=describe_key_env,
+                cache_dir=None if cache_dir is None else cache_dir / "descriptions",
+            )
+        router = FineRouter(
+            encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed
+        )
+        with con.status("fitting FineRouter (embeddings, discovery, classifier, quality estimator)..."):
+            router.fit(dataset)
+        router.save(out)
+        s = router.fit_summary_
+        con.print(
+            f"[green]saved[/] {out}: {s['n_tasks']} tasks, {s['share_in_tasks']:.0%} of prompts in a task, "
+            f"{s['mean_candidates']:.2f} candidates per task of {s['n_models']} models, "
+            f"costs: {router.cost_model_.kind}, fit {s['seconds']['total']:.1f}s"
+        )
