@@ -49,3 +49,20 @@ def minilm():
     from finerouter.encoders.sentence_transformer import SentenceTransformerEncoder
 
     return SentenceTransformerEncoder()
+
+
+@pytest.fixture(scope="session")
+def embedding_cache_dir() -> Path:
+    """A persistent embedding cache inside the checkout (git-ignored), shared by every test in the run, so the
+    real datasets are embedded once per machine."""
+    path = Path(__file__).resolve().parents[1] / ".finerouter_cache" / "tests"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cached_minilm(minilm, embedding_cache_dir):
+    """The real MiniLM behind the on-disk embedding cache."""
+    from finerouter.encoders import CachedEncoder
+
+    return CachedEncoder(minilm, embedding_cache_dir)

@@ -1,0 +1,160 @@
+"""The FineRouter facade: fit, route, tolerance policy, save/load, tampering, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from finerouter import FineRouter, RoutingDecision
+from finerouter.errors import ArtifactError, NotFittedError, ParameterError
+
+FAST = {"classifier": {"epochs": 15}, "quality": {"epochs_general": 8, "epochs_task": 5}}
+
+
+@pytest.fixture(scope="module")
+def synthetic_split():
+    from finerouter.data.synthetic import make_synthetic_routing_data
+
+    data = make_synthetic_routing_data(n_prompts=600, seed=3)
+    return data.split(test_size=0.25, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(synthetic_split, cached_minilm):
+    train, _ = synthetic_split
+    return FineRouter(encoder=cached_minilm, seed=0, **FAST).fit(train)
+
+
+def test_route_before_fit_raises_not_fitted():
+    with pytest.raises(NotFittedError, match="not fitted"):
+        FineRouter().route("hello")
+
+
+def test_bad_alpha_is_a_clear_parameter_error(synthetic_split):
+    with pytest.raises(ParameterError, match=r"The 'alpha' parameter of FineRouter must be a float in \[0, 1\]"):
+        FineRouter(alpha=1.5).fit(synthetic_split[0])
+
+
+def test_route_single_and_batch(fitted, synthetic_split):
+    _, test = synthetic_split
+    d = fitted.route(test.prompts[0])
+    assert isinstance(d, RoutingDecision)
+    assert d.model in fitted.models_ and d.ranking[0] == d.model
+    assert sorted(d.ranking) == sorted(fitted.models_)
+    assert len(d.final_scores) == len(fitted.models_)
+    json.dumps(d.to_dict())  # JSON-serialisable
+    if d.task_id is not None:
+        assert d.task_candidates == fitted.catalog_.tasks[d.task_id].candidates
+    batch = fitted.route(test.prompts[:5])
+    assert [b.prompt for b in batch] == test.prompts[:5]
+    assert batch[0].model == d.model
+
+
+def test_higher_tolerance_never_raises_expected_cost(fitted, synthetic_split):
+    _, test = synthetic_split
+    prev = np.inf
+    for tol in (0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0):
+        cost = np.mean([d.cost for d in fitted.route(test.prompts[:60], tolerance=tol)])
+        assert cost <= prev + 1e-15
+        prev = cost
+    cheapest = min(fitted.route(test.prompts[0], tolerance=1.0).costs)
+    assert fitted.route(test.prompts[0], tolerance=1.0).cost == cheapest
+
+
+def test_allowed_models_respected(fitted, synthetic_split):
+    _, test = synthetic_split
+    allowed = fitted.models_[2:4]
+    for d in fitted.route(test.prompts[:20], allowed_models=allowed):
+        assert d.model in allowed and set(d.ranking) == set(allowed)
+    with pytest.raises(ParameterError, match="unknown model"):
+        fitted.route("x", allowed_models=["no-such-model"])
+
+
+def test_router_beats_best_single_on_planted_data(fitted, synthetic_split):
+    train, test = synthetic_split
+    emb = fitted.encoder_.encode(test.prompts)
+    choice = np.argmax(fitted.score_embeddings(emb).final, axis=1)
+    routed = test.scores[np.arange(len(test)), choice].mean()
+    single = test.scores[:, train.best_single_model()].mean()
+    assert routed > single
+
+
+def test_save_load_identical_decisions(fitted, synthetic_split, tmp_path, cached_minilm):
+    _, test = synthetic_split
+    fitted.save(tmp_path / "r")
+    assert (tmp_path / "r" / "manifest.json").is_file()
+    loaded = FineRouter.load(tmp_path / "r", encoder=cached_minilm)
+    for tol in (0.0, 0.3):
+        a = [d.to_dict() for d in fitted.route(test.prompts[:30], tolerance=tol)]
+        b = [d.to_dict() for d in loaded.route(test.prompts[:30], tolerance=tol)]
+        assert a == b
+    assert not list(tmp_path.glob(".r.*")), "temporary directories left behind"
+
+
+def test_tampered_or_missing_files_refused(fitted, tmp_path, cached_minilm):
+    path = fitted.save(tmp_path / "r")
+    target = path / "quality.safetensors"
+    blob = bytearray(target.read_bytes())
+    blob[-1] ^= 0xFF
+    target.write_bytes(bytes(blob))
+    with pytest.raises(ArtifactError, match="altered"):
+        FineRouter.load(path, encoder=cached_minilm)
+    path = fitted.save(tmp_path / "r2")
+    (path / "quality.json").unlink()
+    with pytest.raises(ArtifactError, match="missing"):
+        FineRouter.load(path, encoder=cached_minilm)
+    with pytest.raises(ArtifactError, match="manifest"):
+        FineRouter.load(tmp_path / "nowhere", encoder=cached_minilm)
+
+
+class _RotatedEncoder:
+    """A genuinely different encoder of the same width: MiniLM followed by a fixed rotation."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = "rotated-minilm"
+        self.dim = inner.dim
+        q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(inner.dim, inner.dim)))
+        self.q = q.astype(np.float32)
+
+    def encode(self, texts):
+        return self.inner.encode(texts) @ self.q
+
+
+def test_different_encoder_refused_at_load(fitted, tmp_path, cached_minilm):
+    path = fitted.save(tmp_path / "r")
+    with pytest.raises(ArtifactError, match="encoder mismatch"):
+        FineRouter.load(path, encoder=_RotatedEncoder(cached_minilm))
+
+
+def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
+    from typer.testing import CliRunner
+
+    from finerouter.cli.main import app
+
+    train, test = synthetic_split
+    data = tmp_path / "train.parquet"
+    train.write(data)
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["fit", "--data", str(data), "--out", str(tmp_path / "router"), "--cache-dir", str(embedding_cache_dir)]
+    )
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), test.prompts[0]])
+    assert res.exit_code == 0, res.output
+    decision = json.loads(res.stdout)
+    assert decision["model"] in train.models and "task_id" in decision
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in test.prompts[:7]))
+    out = tmp_path / "out.jsonl"
+    res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), "--input", str(inp), "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == test.prompts[:7]
+    assert all({"prompt", "model", "task_id"} <= set(r) for r in rows)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
+    res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), "--input", str(bad), "--output", str(out)])
+    assert res.exit_code == 2 and "line 2" in res.output
