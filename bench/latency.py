@@ -1,0 +1,89 @@
+"""Routing latency on this machine with the default encoder.
+
+Prints, over N held-out prompts routed one at a time: the bare encoder's p50/p99, `FineRouter.route` p50/p99,
+the router's overhead per prompt (everything but the encoder: classifier, quality estimator, score combination,
+cost policy, the decision object), and batch throughput.
+
+    .venv/bin/python bench/latency.py                      # fit on dcrouter (../shared/data), 500 prompts
+    .venv/bin/python bench/latency.py --router DIR         # use a saved router instead
+
+The router's encoder is the bare (uncached) encoder during timing, so `route` pays the full encoder cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1e3, q))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--router", type=Path, default=None, help="saved router directory (default: fit on --data)")
+    ap.add_argument("--data", default="dcrouter", help="shared dataset name or a path")
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = library default)")
+    args = ap.parse_args()
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from finerouter import FineRouter, RoutingDataset
+    from finerouter.data.locate import dataset_path
+    from finerouter.encoders import CachedEncoder, SentenceTransformerEncoder
+
+    path = Path(args.data) if Path(args.data).exists() else dataset_path(args.data)
+    data = RoutingDataset.read(path)
+    train, test = data.split(test_size=0.2, seed=0)
+    bare = SentenceTransformerEncoder()
+    if args.router is not None:
+        router = FineRouter.load(args.router)
+    else:
+        t = time.perf_counter()
+        router = FineRouter(encoder=CachedEncoder(bare, args.cache_dir), seed=0).fit(train)
+        print(f"fitted on {len(train)} prompts of {path.name} in {time.perf_counter() - t:.1f}s")
+    router.encoder_ = bare  # time the real encoder, never the cache
+    prompts = (test.prompts * (args.n // max(len(test), 1) + 1))[: args.n]
+
+    for p in prompts[:20]:  # warm-up: model load, allocator, code paths
+        router.route(p)
+    enc_t, route_t, over_t = [], [], []
+    for p in prompts:
+        t0 = time.perf_counter()
+        emb = bare.encode([p])
+        t1 = time.perf_counter()
+        router.route_embeddings(emb, [p])
+        t2 = time.perf_counter()
+        router.route(p)
+        t3 = time.perf_counter()
+        enc_t.append(t1 - t0)
+        over_t.append(t2 - t1)
+        route_t.append(t3 - t2)
+    t = time.perf_counter()
+    router.route(prompts)
+    batch_s = time.perf_counter() - t
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
+    print(f"prompts: {len(prompts)} from {path.name} test split; encoder {bare.name}; {len(router.models_)} models, "
+          f"{router.catalog_.n_tasks} tasks")
+    print(f"bare encoder           p50 {_pct(enc_t, 50):7.2f} ms   p99 {_pct(enc_t, 99):7.2f} ms")
+    print(f"route (single prompt)  p50 {_pct(route_t, 50):7.2f} ms   p99 {_pct(route_t, 99):7.2f} ms")
+    print(f"router overhead        p50 {_pct(over_t, 50):7.3f} ms   p99 {_pct(over_t, 99):7.3f} ms   mean {np.mean(over_t) * 1e3:.3f} ms")
+    print(f"route p50 / encoder p50 = {np.percentile(route_t, 50) / np.percentile(enc_t, 50):.3f}")
+    print(f"batch route: {len(prompts)} prompts in {batch_s:.2f}s = {len(prompts) / batch_s:.1f} prompts/s")
+
+
+if __name__ == "__main__":
+    main()
