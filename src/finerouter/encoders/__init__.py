@@ -1,1 +1,67 @@
-"""encoders"""
+"""Text encoders: the `Encoder` protocol, the sentence-transformers encoder and the on-disk embedding cache.
+
+``get_encoder()`` gives the default, the packaged all-MiniLM-L6-v2 (offline); ``get_encoder(cache_dir=...)``
+wraps it in a :class:`CachedEncoder` so no text is embedded twice. Importing this package imports neither
+torch nor sentence-transformers; the model loads on the first ``encode``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from finerouter.encoders.base import Encoder, l2_normalise
+from finerouter.encoders.cache import CachedEncoder, is_encoder
+from finerouter.encoders.probes import fingerprint, probe_distance, probe_embeddings
+from finerouter.encoders.sentence_transformer import DEFAULT_MODEL_ID, SentenceTransformerEncoder
+from finerouter.errors import ParameterError
+
+
+def get_encoder(
+    spec: str | os.PathLike[str] | Encoder | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    **kw: Any,
+) -> Encoder:
+    """Build an encoder from a spec.
+
+    Args:
+        spec: ``None`` for the packaged all-MiniLM-L6-v2; a sentence-transformers model id or local folder;
+            or an object that already implements :class:`Encoder` (returned as is, or wrapped in the cache).
+        cache_dir: when given, the encoder is wrapped in a :class:`CachedEncoder` over this folder.
+        **kw: passed to :class:`SentenceTransformerEncoder` (``max_seq_length``, ``batch_size``, ``device``,
+            ``precision``...).
+
+    Returns:
+        An :class:`Encoder`.
+    """
+    if spec is None or isinstance(spec, (str, os.PathLike)):
+        encoder: Encoder = SentenceTransformerEncoder(spec, **kw)
+    elif is_encoder(spec):
+        if kw:
+            raise ParameterError(
+                f"get_encoder: keyword arguments {sorted(kw)} only apply to a model name or path, not to an "
+                f"{type(spec).__name__} instance."
+            )
+        encoder = spec
+    else:
+        raise ParameterError(
+            "The 'spec' parameter of get_encoder must be None, a model name or path, or an Encoder. "
+            f"Got {type(spec).__name__}."
+        )
+    if cache_dir is not None and not isinstance(encoder, CachedEncoder):
+        encoder = CachedEncoder(encoder, cache_dir)
+    return encoder
+
+
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "CachedEncoder",
+    "Encoder",
+    "SentenceTransformerEncoder",
+    "fingerprint",
+    "get_encoder",
+    "is_encoder",
+    "l2_normalise",
+    "probe_distance",
+    "probe_embeddings",
+]

