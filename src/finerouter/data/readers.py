@@ -252,7 +252,7 @@ def _numbers(series: Any, column: str, where: str, what: str = "value") -> np.nd
     inf = np.isinf(values)
     if inf.any():
         r = int(np.flatnonzero(inf)[0])
-        raise DataError(f"{where}: column {column!r}, row {r}: {what} {values[r]!r} is not a finite number")
+        raise DataError(f"{where}: column {column!r}, row {r}: {what} {float(values[r])!r} is not a finite number")
     return values
 
 
@@ -448,7 +448,7 @@ def _check_scores(cells: _Cells, rescale: bool) -> dict[str, list[float]] | None
             k = int(np.flatnonzero(out)[0])
             raise DataError(
                 f"{where}: column {cells.score_label[int(cells.model[k])]}, row {int(cells.row[k])}: "
-                f"score {s[k]!r} is outside [0, 1] ({int(out.sum())} such value(s)); pass rescale=True "
+                f"score {float(s[k])!r} is outside [0, 1] ({int(out.sum())} such value(s)); pass rescale=True "
                 "(CLI: --rescale) to min-max rescale each model's scores to [0, 1]"
             )
         return None
@@ -476,7 +476,7 @@ def _check_costs(cells: _Cells) -> None:
         k = int(np.flatnonzero(neg)[0])
         raise DataError(
             f"{cells.where}: column {cells.cost_label[int(cells.model[k])]}, row {int(cells.row[k])}: "
-            f"negative cost {cells.cost[k]!r}"
+            f"negative cost {float(cells.cost[k])!r}"
         )
 
 

@@ -1,0 +1,457 @@
+"""read_routing_data: every layout and file type, duplicates, prices, and one test per error."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finerouter.data import Prices, RoutingDataset, read_routing_data
+from finerouter.data.readers import detect_layout
+from finerouter.errors import DataError, ParameterError
+
+NAN = math.nan
+
+
+def _save(frame: pd.DataFrame, path) -> None:
+    name = str(path)
+    if name.endswith(".parquet"):
+        frame.to_parquet(path, index=False)
+    elif name.endswith(".csv.gz"):
+        frame.to_csv(path, index=False, compression="gzip")
+    elif name.endswith(".csv"):
+        frame.to_csv(path, index=False)
+    elif name.endswith(".jsonl.gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(frame.to_json(orient="records", lines=True))
+    elif name.endswith(".jsonl"):
+        path.write_text(frame.to_json(orient="records", lines=True), encoding="utf-8")
+    else:  # pragma: no cover - test helper misuse
+        raise AssertionError(name)
+
+
+def _wide(**extra) -> pd.DataFrame:
+    cols = {
+        "id": ["q0", "q1", "q2"],
+        "prompt": ["What is 2+2?", "Write a haiku about rain.", "def f(x): return x  # explain"],
+        "task": ["math", "poetry", "code"],
+        "split": ["train", "test", "train"],
+        "score::a": [1.0, 0.25, NAN],
+        "score::b": [0.0, 0.75, 1.0],
+        "cost::a": [0.001, 0.002, NAN],
+        "cost::b": [0.01, 0.02, 0.03],
+    }
+    cols.update(extra)
+    return pd.DataFrame(cols)
+
+
+def _write(tmp_path, frame: pd.DataFrame, name: str = "data.csv"):
+    path = tmp_path / name
+    _save(frame, path)
+    return path
+
+
+def _error(path, **kwargs) -> str:
+    with pytest.raises(DataError) as info:
+        read_routing_data(path, **kwargs)
+    message = str(info.value)
+    assert str(path) in message, message
+    return message
+
+
+# ---------------------------------------------------------------------------------------------- layouts
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".csv.gz", ".jsonl", ".jsonl.gz"])
+def test_wide_layout_every_file_type(tmp_path, suffix):
+    path = _write(tmp_path, _wide(extra_col=["x", "y", "z"]), "routing" + suffix)
+    ds = read_routing_data(path)
+    assert isinstance(ds, RoutingDataset)
+    assert ds.name == "routing" and ds.source == str(path)
+    assert ds.models == ["a", "b"]
+    assert ds.prompts[2] == "def f(x): return x  # explain"
+    np.testing.assert_array_equal(ds.scores, [[1.0, 0.0], [0.25, 0.75], [NAN, 1.0]])
+    np.testing.assert_allclose(ds.costs, [[0.001, 0.01], [0.002, 0.02], [NAN, 0.03]])
+    assert ds.tasks == ["math", "poetry", "code"] and ds.ids == ["q0", "q1", "q2"]
+    assert ds.meta["split"] == ["train", "test", "train"]
+    assert ds.meta["layout"] == "wide" and ds.meta["merged_duplicates"] == 0
+    assert ds.meta["cost_source"] == "data"
+
+
+def test_wide_layout_minimal_and_numeric_looking_text_kept_as_text(tmp_path):
+    frame = pd.DataFrame({"prompt": ["12", "NA", "0042"], "score::x": [1, 0, 1], "score::y": [0, 0, 1]})
+    ds = read_routing_data(_write(tmp_path, frame, "min.csv"), name="mini")
+    assert ds.prompts == ["12", "NA", "0042"]
+    assert ds.costs is None and ds.tasks is None and ds.ids == ["0", "1", "2"]
+    assert ds.name == "mini" and "split" not in ds.meta and ds.meta["cost_source"] is None
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_dataset_write_then_read_round_trip(tmp_path, suffix):
+    original = RoutingDataset(
+        prompts=["p one", "p two", "p three"],
+        models=["m1", "m2", "m3"],
+        scores=np.array([[0.5, NAN, 1.0], [0.0, 0.2, 0.1], [1.0, 1.0, NAN]]),
+        costs=np.array([[1e-4, 2e-4, NAN], [1e-4, 2e-4, 3e-4], [1e-4, 2e-4, 3e-4]]),
+        tasks=["t1", "t2", "t1"],
+        ids=["a", "b", "c"],
+    )
+    path = tmp_path / f"ds{suffix}"
+    original.write(path)
+    back = read_routing_data(path)
+    assert back.prompts == original.prompts and back.models == original.models
+    assert back.tasks == original.tasks and back.ids == original.ids
+    np.testing.assert_array_equal(back.scores, original.scores)
+    np.testing.assert_allclose(back.costs, original.costs)
+
+
+def test_long_layout_pivots_and_leaves_unobserved_pairs_nan(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "id": ["p1", "p1", "p2", "p2", "p3"],
+            "prompt": ["alpha", "alpha", "beta", "beta", "gamma"],
+            "model": ["m2", "m1", "m1", "m3", "m2"],
+            "score": [0.5, 1.0, 0.0, 0.25, 1.0],
+            "cost": [0.2, 0.1, 0.1, 0.3, 0.2],
+            "task": ["x", "x", "y", "y", "x"],
+        }
+    )
+    ds = read_routing_data(_write(tmp_path, frame, "long.parquet"))
+    assert ds.meta["layout"] == "long"
+    assert ds.models == ["m2", "m1", "m3"]  # first appearance
+    assert ds.prompts == ["alpha", "beta", "gamma"] and ds.ids == ["p1", "p2", "p3"]
+    assert ds.tasks == ["x", "y", "x"]
+    np.testing.assert_array_equal(ds.scores, [[0.5, 1.0, NAN], [NAN, 0.0, 0.25], [1.0, NAN, NAN]])
+    np.testing.assert_allclose(ds.costs, [[0.2, 0.1, NAN], [NAN, 0.1, 0.3], [0.2, NAN, NAN]])
+
+
+def test_llmrouter_routing_rows(tmp_path):
+    rows = []
+    for q, task, perf in [("Q1?", "gsm8k", (1.0, 0.0)), ("Q2?", "mmlu", (0.0, 1.0))]:
+        for model, p, cost in zip(["llama3-chatqa-1.5-8b", "qwen2.5-7b-instruct"], perf, [1e-5, 2e-5], strict=True):
+            rows.append(
+                {"task_name": task, "query": q, "ground_truth": "4", "metric": "GSM8K", "choices": None,
+                 "model_name": model, "response": "The answer is 4.", "input_tokens": 12, "output_tokens": 4,
+                 "performance": p, "cost": cost, "embedding_id": 0, "user_id": None}
+            )
+    path = tmp_path / "default_routing_train_data.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    ds = read_routing_data(path)
+    assert ds.meta["layout"] == "long"
+    assert ds.models == ["llama3-chatqa-1.5-8b", "qwen2.5-7b-instruct"]
+    assert ds.prompts == ["Q1?", "Q2?"] and ds.tasks == ["gsm8k", "mmlu"]
+    np.testing.assert_array_equal(ds.scores, [[1.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_allclose(ds.costs, [[1e-5, 2e-5], [1e-5, 2e-5]])
+
+
+def _routerbench_frame() -> pd.DataFrame:
+    models = ["gpt-4-1106-preview", "mistralai/mistral-7b-chat", "claude-v2"]
+    frame = pd.DataFrame(
+        {
+            "Unnamed: 0": [20693, 20696, 7],
+            "sample_id": ["mbpp.dev.1", "mbpp.dev.101", "mbpp.dev.1"],
+            "prompt": [
+                str(["Example: 1+1=2", "Question: 2+2=?"]),
+                str(["Write a function to find the perimeter of a pentagon."]),
+                "A plain prompt, not a list",
+            ],
+            "eval_name": ["mbpp", "mbpp", "arc-challenge"],
+            models[0]: [1.0, 0.0, 1.0],
+            models[1]: [0.0, NAN, 1.0],
+            models[2]: [1.0, 1.0, 0.0],
+        }
+    )
+    for m in models:
+        frame[f"{m}|model_response"] = ["['an answer']"] * 3
+    frame[f"{models[0]}|total_cost"] = [0.0109, 0.012, 0.011]
+    frame[f"{models[1]}|total_cost"] = [8.2e-5, 9e-5, 7e-5]
+    frame["oracle_model_to_route_to"] = [models[1], models[2], models[1]]
+    return frame
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_routerbench_layout(tmp_path, suffix):
+    path = _write(tmp_path, _routerbench_frame(), "mbpp_test" + suffix)
+    ds = read_routing_data(path)
+    assert ds.meta["layout"] == "routerbench"
+    assert ds.models == ["gpt-4-1106-preview", "mistralai/mistral-7b-chat", "claude-v2"]
+    assert ds.prompts[0] == "Example: 1+1=2\n\nQuestion: 2+2=?"
+    assert ds.prompts[1] == "Write a function to find the perimeter of a pentagon."
+    assert ds.prompts[2] == "A plain prompt, not a list"
+    assert ds.tasks == ["mbpp", "mbpp", "arc-challenge"]
+    assert ds.ids == ["mbpp.dev.1", "mbpp.dev.101", "mbpp.dev.1#2"]  # a repeated sample_id on another prompt
+    np.testing.assert_array_equal(ds.scores, [[1.0, 0.0, 1.0], [0.0, NAN, 1.0], [1.0, 1.0, 0.0]])
+    np.testing.assert_allclose(ds.costs[:, :2], [[0.0109, 8.2e-5], [0.012, 9e-5], [0.011, 7e-5]])
+    assert np.isnan(ds.costs[:, 2]).all()  # claude-v2 has no cost column
+
+
+def test_routerbench_pickle_needs_opt_in(tmp_path):
+    path = tmp_path / "routerbench_0shot.pkl"
+    _routerbench_frame().to_pickle(path)
+    message = _error(path)
+    assert "allow_pickle=True" in message and "runs arbitrary code" in message
+    ds = read_routing_data(path, allow_pickle=True)
+    assert ds.meta["layout"] == "routerbench" and ds.n_prompts == 3 and ds.n_models == 3
+
+
+def test_explicit_layout_and_detection():
+    assert detect_layout(["prompt", "score::a", "score::b"]) == "wide"
+    assert detect_layout(["prompt", "model", "score"]) == "long"
+    assert detect_layout(["query", "model_name", "performance"]) == "long"
+    assert detect_layout(["prompt", "eval_name", "a", "b"]) == "routerbench"
+    assert detect_layout(["prompt", "a", "a|total_cost"]) == "routerbench"
+    with pytest.raises(DataError, match="cannot tell the data layout"):
+        detect_layout(["prompt", "a", "b"], "f.csv")
+
+
+def test_explicit_routerbench_layout_without_markers(tmp_path):
+    frame = pd.DataFrame({"prompt": ["p", "q"], "m1": [1.0, 0.0], "m2": [0.0, 1.0]})
+    path = _write(tmp_path, frame, "rb.csv")
+    _error(path)  # auto cannot tell
+    ds = read_routing_data(path, layout="routerbench")
+    assert ds.models == ["m1", "m2"]
+
+
+# ---------------------------------------------------------------------------------------------- duplicates
+def _dup_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": ["r0", "r1", "r2", "r3"],
+            "prompt": ["same", "other", "same", "same"],
+            "task": ["t1", "t2", "t9", "t1"],
+            "score::a": [1.0, 0.5, 0.0, NAN],
+            "score::b": [NAN, 0.5, NAN, NAN],
+            "score::c": [0.2, 0.1, 0.4, 0.6],
+            "cost::a": [1.0, 2.0, 3.0, 5.0],
+            "cost::b": [NAN, 1.0, 4.0, NAN],
+            "cost::c": [1.0, 1.0, 1.0, 1.0],
+        }
+    )
+
+
+def test_duplicates_merge_averages_ignoring_nan(tmp_path, caplog):
+    path = _write(tmp_path, _dup_frame(), "dups.csv")
+    with caplog.at_level("INFO", logger="finerouter.data.readers"):
+        ds = read_routing_data(path)
+    assert "merged 2 rows" in caplog.text
+    assert ds.prompts == ["same", "other"] and ds.ids == ["r0", "r1"] and ds.tasks == ["t1", "t2"]
+    assert ds.meta["merged_duplicates"] == 2 and ds.meta["rows_read"] == 4
+    np.testing.assert_allclose(ds.scores, [[0.5, NAN, 0.4], [0.5, 0.5, 0.1]])
+    np.testing.assert_allclose(ds.costs, [[3.0, 4.0, 1.0], [2.0, 1.0, 1.0]])
+
+
+def test_duplicates_error_lists_rows(tmp_path):
+    message = _error(_write(tmp_path, _dup_frame(), "dups.csv"), duplicates="error")
+    assert "rows [0, 2, 3]" in message and "'same'" in message and "duplicates='merge'" in message
+
+
+def test_long_layout_duplicate_pairs(tmp_path):
+    frame = pd.DataFrame(
+        {"prompt": ["p", "p", "p", "q"], "model": ["a", "b", "a", "b"], "score": [1.0, 0.0, 0.0, 1.0]}
+    )
+    path = _write(tmp_path, frame, "long.csv")
+    ds = read_routing_data(path)
+    assert ds.meta["merged_duplicates"] == 1
+    np.testing.assert_array_equal(ds.scores, [[0.5, 0.0], [NAN, 1.0]])
+    message = _error(path, duplicates="error")
+    assert "rows [0, 2]" in message and "model 'a'" in message
+
+
+# ---------------------------------------------------------------------------------------------- prices
+def test_prices_fill_costs_where_data_has_none(tmp_path):
+    prices_path = tmp_path / "prices.csv"
+    prices_path.write_text("model,input_usd_per_mtok,output_usd_per_mtok\na,1,2\nb,10,20\n", encoding="utf-8")
+    frame = _wide().drop(columns=["cost::a", "cost::b"])
+    path = _write(tmp_path, frame, "nocost.parquet")
+    ds = read_routing_data(path, prices=prices_path)
+    assert ds.meta["cost_source"] == "prices"
+    expected = Prices.read(prices_path).estimate_costs(ds.prompts, ds.models)
+    np.testing.assert_allclose(ds.costs, expected)
+    assert np.isfinite(ds.costs).all()
+    # The first prompt has 12 characters: 3 input tokens, 256 output tokens.
+    assert ds.costs[0, 1] == pytest.approx((3 * 10 + 256 * 20) / 1e6)
+
+
+def test_prices_fill_only_missing_costs_and_leave_unpriced_models_unknown(tmp_path):
+    prices = Prices({"a": (1.0, 1.0)}, output_tokens=0)
+    ds = read_routing_data(_write(tmp_path, _wide(), "w.csv"), prices=prices)
+    assert ds.meta["cost_source"] == "data+prices"
+    assert ds.costs[0, 0] == pytest.approx(0.001)  # observed cost kept
+    assert ds.costs[2, 0] == pytest.approx(prices.estimate_costs([ds.prompts[2]], ["a"])[0, 0])
+    frame = _wide().drop(columns=["cost::a", "cost::b"])
+    ds = read_routing_data(_write(tmp_path, frame, "w2.csv"), prices=prices)
+    assert np.isfinite(ds.costs[:, 0]).all() and np.isnan(ds.costs[:, 1]).all()
+    with pytest.raises(ParameterError, match="'prices'"):
+        read_routing_data(_write(tmp_path, frame, "w3.csv"), prices=3.5)
+
+
+# ---------------------------------------------------------------------------------------------- rescale
+def test_rescale_min_max_per_model(tmp_path):
+    frame = pd.DataFrame(
+        {"prompt": ["p", "q", "r"], "score::a": [2.0, 4.0, 6.0], "score::b": [-1.0, 0.0, NAN], "score::c": [7, 7, 7]}
+    )
+    path = _write(tmp_path, frame, "raw.csv")
+    message = _error(path)
+    assert "column 'score::a', row 0" in message and "outside [0, 1]" in message and "rescale=True" in message
+    ds = read_routing_data(path, rescale=True)
+    np.testing.assert_allclose(ds.scores, [[0.0, 0.0, 0.5], [0.5, 1.0, 0.5], [1.0, NAN, 0.5]])
+    assert ds.meta["rescaled"] == {"a": [2.0, 6.0], "b": [-1.0, 0.0], "c": [7.0, 7.0]}
+
+
+def test_negative_score_is_out_of_range_in_long_layout(tmp_path):
+    frame = pd.DataFrame({"prompt": ["p", "p", "q"], "model": ["a", "b", "b"], "score": [0.5, 1.0, -0.25]})
+    message = _error(_write(tmp_path, frame, "long.csv"))
+    assert "column 'score' (model 'b'), row 2: score -0.25 is outside [0, 1]" in message
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def test_error_no_prompt_column(tmp_path):
+    frame = pd.DataFrame({"text": ["p", "q"], "score::a": [1, 0], "score::b": [0, 1]})
+    message = _error(_write(tmp_path, frame))
+    assert "no prompt column" in message and "'prompt'" in message and "text" in message
+
+
+def test_error_fewer_than_two_models(tmp_path):
+    frame = pd.DataFrame({"prompt": ["p", "q"], "score::a": [1, 0]})
+    assert "at least 2 models, found 1 ['a']" in _error(_write(tmp_path, frame))
+    long = pd.DataFrame({"prompt": ["p", "q"], "model": ["a", "a"], "score": [1, 0]})
+    assert "at least 2 models" in _error(_write(tmp_path, long, "long.csv"))
+
+
+def test_error_non_numeric_score_names_column_and_row(tmp_path):
+    frame = _wide()
+    frame["score::b"] = ["0", "1", "excellent"]
+    message = _error(_write(tmp_path, frame))
+    assert "column 'score::b'" in message and "row 2: 'excellent'" in message and "not numbers" in message
+
+
+def test_error_non_numeric_cost_in_jsonl(tmp_path):
+    path = tmp_path / "d.jsonl"
+    rows = [
+        {"prompt": "p", "score::a": 1, "score::b": 0, "cost::a": 0.1},
+        {"prompt": "q", "score::a": 0, "score::b": 1, "cost::a": "cheap"},
+    ]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    message = _error(path)
+    assert "column 'cost::a'" in message and "row 1: 'cheap'" in message
+
+
+def test_error_infinite_score(tmp_path):
+    frame = pd.DataFrame({"prompt": ["p", "q"], "score::a": ["inf", "0"], "score::b": ["0", "1"]})
+    assert "column 'score::a', row 0" in _error(_write(tmp_path, frame))
+
+
+@pytest.mark.parametrize("bad", ["", "   "])
+def test_error_empty_prompt(tmp_path, bad):
+    frame = _wide()
+    frame.loc[1, "prompt"] = bad
+    message = _error(_write(tmp_path, frame, "e.jsonl"))
+    assert "column 'prompt', row 1" in message and ("empty prompt" in message or "missing prompt" in message)
+
+
+def test_error_missing_prompt_in_parquet(tmp_path):
+    frame = _wide()
+    frame["prompt"] = ["a", None, "c"]
+    assert "column 'prompt', row 1: missing prompt" in _error(_write(tmp_path, frame, "m.parquet"))
+
+
+def test_error_model_without_scores(tmp_path):
+    frame = _wide()
+    frame["score::a"] = [NAN, NAN, NAN]
+    message = _error(_write(tmp_path, frame, "x.parquet"))
+    assert "column 'score::a'" in message and "model 'a' has no scores" in message
+    long = pd.DataFrame({"prompt": ["p", "q", "p"], "model": ["a", "b", "b"], "score": [NAN, 1.0, 0.0]})
+    message = _error(_write(tmp_path, long, "long.csv"))
+    assert "'score' (model 'a')" in message and "no scores" in message
+
+
+def test_error_negative_cost_and_orphan_cost_column(tmp_path):
+    frame = _wide()
+    frame["cost::b"] = [0.1, -0.5, 0.1]
+    assert "column 'cost::b', row 1: negative cost -0.5" in _error(_write(tmp_path, frame))
+    frame = _wide()
+    frame["cost::zzz"] = [0.1, 0.1, 0.1]
+    assert "['cost::zzz'] have no matching" in _error(_write(tmp_path, frame, "o.csv"))
+
+
+def test_error_id_reused_for_another_prompt(tmp_path):
+    frame = _wide()
+    frame["id"] = ["q0", "q1", "q0"]
+    assert "column 'id', row 2: id 'q0' is already used by row 0" in _error(_write(tmp_path, frame))
+
+
+def test_error_long_layout_missing_model_name(tmp_path):
+    frame = pd.DataFrame({"prompt": ["p", "q"], "model": ["a", ""], "score": [1, 0]})
+    assert "column 'model', row 1" in _error(_write(tmp_path, frame))
+
+
+def test_error_files(tmp_path):
+    assert "file not found" in _error(tmp_path / "missing.parquet")
+    weird = tmp_path / "data.xlsx"
+    weird.write_text("x", encoding="utf-8")
+    assert "unknown file type" in _error(weird)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "p"}\n{not json\n', encoding="utf-8")
+    assert "line 2: invalid JSON" in _error(broken)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("", encoding="utf-8")
+    assert "empty" in _error(empty)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("prompt,score::a,score::b\n", encoding="utf-8")
+    assert "no data rows" in _error(header_only)
+    nolayout = _write(tmp_path, pd.DataFrame({"prompt": ["p"], "answer": ["x"]}), "n.csv")
+    assert "cannot tell the data layout" in _error(nolayout)
+
+
+def test_bad_parameters():
+    with pytest.raises(ParameterError, match="The 'layout' parameter of read_routing_data must be one of"):
+        read_routing_data("x.csv", layout="tall")
+    with pytest.raises(ParameterError, match="'duplicates'"):
+        read_routing_data("x.csv", duplicates="keep")
+    with pytest.raises(ParameterError, match="'rescale'"):
+        read_routing_data("x.csv", rescale="yes")
+
+
+def test_dataset_read_delegates(tmp_path):
+    ds = RoutingDataset.read(_write(tmp_path, _dup_frame(), "d.csv"), duplicates="merge")
+    assert ds.n_prompts == 2
+
+
+# ---------------------------------------------------------------------------------------------- real data
+@pytest.mark.slow
+def test_real_dcrouter(shared_data, prices_csv):
+    path = shared_data("dcrouter")
+    raw = pd.read_parquet(path)
+    ds = read_routing_data(path, prices=prices_csv)
+    # SOURCE.md: 6,108 rows (5,608 train + 500 test), 119 test prompts repeat train ones -> 5,989 unique.
+    assert ds.meta["rows_read"] == 6108 and ds.n_prompts == 5989 and ds.meta["merged_duplicates"] == 119
+    assert ds.n_models == 9 and len(set(ds.tasks)) == 14
+    assert len(ds.meta["split"]) == 5989
+    assert ds.meta["cost_source"] == "prices" and np.isfinite(ds.costs).all() and (ds.costs > 0).all()
+    np.testing.assert_allclose(ds.costs, Prices.read(prices_csv).estimate_costs(ds.prompts, ds.models))
+    # A non-duplicated prompt keeps its raw scores.
+    row = raw.iloc[5]
+    i = ds.ids.index(row["id"])
+    np.testing.assert_array_equal(ds.scores[i], [row[f"score::{m}"] for m in ds.models])
+    assert read_routing_data(path).costs is None
+
+
+@pytest.mark.slow
+def test_real_routerdc(shared_data):
+    ds = read_routing_data(shared_data("routerdc"))
+    # SOURCE.md: 20,600 rows, 35 duplicated question strings.
+    assert ds.meta["rows_read"] == 20600 and ds.n_prompts == 20600 - 35
+    assert ds.n_models == 7 and ds.costs is None and len(set(ds.tasks)) == 10
+    assert set(ds.meta["split"]) == {"train", "test", "eval_only"}
+
+
+@pytest.mark.slow
+def test_real_routerbench_subset(shared_data):
+    ds = read_routing_data(shared_data("routerbench_subset"))
+    # SOURCE.md: 3,178 rows, 11 models, 154 NaN score cells over 28 rows, real per-query cost.
+    assert ds.meta["rows_read"] == 3178 and ds.n_prompts == 3178 - ds.meta["merged_duplicates"]
+    assert ds.n_models == 11 and len(set(ds.tasks)) == 3
+    assert int(np.isnan(ds.scores).sum()) == 154 and int(np.isnan(ds.scores).any(axis=1).sum()) == 28
+    assert ds.costs is not None and np.isfinite(ds.costs).all() and ds.meta["cost_source"] == "data"
