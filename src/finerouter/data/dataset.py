@@ -61,7 +61,7 @@ class RoutingDataset:
         if finite.size and (finite.min() < 0.0 or finite.max() > 1.0):
             r, c = np.argwhere(np.isfinite(self.scores) & ((self.scores < 0) | (self.scores > 1)))[0]
             raise DataError(
-                f"{where}: column 'score::{self.models[c]}', row {r}: score {self.scores[r, c]!r} is outside "
+                f"{where}: column 'score::{self.models[c]}', row {r}: score {float(self.scores[r, c])!r} is outside "
                 "[0, 1] (pass rescale=True to min-max rescale each model's scores)"
             )
         if np.isinf(self.scores).any():
