@@ -127,6 +127,18 @@ def test_long_layout_pivots_and_leaves_unobserved_pairs_nan(tmp_path):
     np.testing.assert_allclose(ds.costs, [[0.2, 0.1, NAN], [NAN, 0.1, 0.3], [0.2, NAN, NAN]])
 
 
+def test_json_array_and_column_dict(tmp_path):
+    records = [{"prompt": "p", "model": "a", "score": 1}, {"prompt": "p", "model": "b", "score": 0}]
+    array = tmp_path / "rows.json"
+    array.write_text(json.dumps(records), encoding="utf-8")
+    ds = read_routing_data(array, layout="long")
+    np.testing.assert_array_equal(ds.scores, [[1.0, 0.0]])
+    columns = tmp_path / "cols.json"
+    columns.write_text(json.dumps({"prompt": ["x", "y"], "score::a": [0, 1], "score::b": [1, None]}), encoding="utf-8")
+    ds = read_routing_data(columns)
+    np.testing.assert_array_equal(ds.scores, [[0.0, 1.0], [1.0, NAN]])
+
+
 def test_llmrouter_routing_rows(tmp_path):
     rows = []
     for q, task, perf in [("Q1?", "gsm8k", (1.0, 0.0)), ("Q2?", "mmlu", (0.0, 1.0))]:

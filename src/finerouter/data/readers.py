@@ -130,7 +130,7 @@ def load_frame(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> A
     if suf in _PICKLE_SUFFIXES and not allow_pickle:
         raise DataError(
             f"{where}: refusing to read a pickle file: unpickling runs arbitrary code stored in the file. "
-            "If you trust its origin, pass allow_pickle=True (CLI: --allow-pickle), or convert it once to "
+            "If you trust its origin, pass allow_pickle=True, or convert it once to "
             "Parquet/CSV/JSONL."
         )
     if not os.path.exists(where):
