@@ -18,6 +18,7 @@ def fit(
     alpha: float = typer.Option(0.5, "--alpha", help="Weight of stage 2 in the final score."),
     seed: int = typer.Option(0, "--seed"),
     rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow reading RouterBench's .pkl (unpickling runs code: only for files you trust)."),
     describe_url: str | None = typer.Option(None, "--describe-url", help="OpenAI-compatible base URL for LLM task descriptions (default: the prompt is its own description)."),
     describe_model: str | None = typer.Option(None, "--describe-model", help="Model name for --describe-url."),
     describe_key_env: str = typer.Option("OPENAI_API_KEY", "--describe-key-env", help="Environment variable holding the API key."),
@@ -28,7 +29,7 @@ def fit(
 
     con = console()
     with cli_errors():
-        dataset = read_routing_data(data, rescale=rescale)
+        dataset = read_routing_data(data, rescale=rescale, allow_pickle=allow_pickle)
         con.print(f"[bold]data[/]: {dataset}")
         describer = None
         if describe_url:
