@@ -31,6 +31,7 @@ def _register() -> None:
     app.command("discover")(discover.discover)
     app.command("fit")(fit.fit)
     app.command("route")(route.route)
+    from finerouter.cli import serve as _sv; app.command("serve")(_sv.serve)  # noqa: E702
 
 
 _register()

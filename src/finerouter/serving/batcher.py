@@ -1,0 +1,159 @@
+"""Routing off the event loop, with concurrent prompts batched into one encoder pass.
+
+Routing is CPU-bound (the encoder's forward pass), so it runs in worker threads and the event loop keeps
+answering. Requests that arrive while a batch is being routed wait in a queue; the next free worker takes
+everything queued (up to ``max_batch``) and routes it with one ``router.route(list_of_prompts, ...)`` call,
+grouped by identical routing options. Under load this amortises the encoder's per-call cost over many
+prompts; when idle a prompt is routed at once, alone, with no waiting window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from finerouter.routing.decision import RoutingDecision
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class RouterLike(Protocol):
+    """What the gateway needs of a router (``FineRouter`` satisfies it).
+
+    ``models_`` names every model the router can choose; ``route`` takes a prompt or a list of prompts and
+    returns a :class:`RoutingDecision` or a list of them.
+    """
+
+    models_: list[str]
+
+    def route(
+        self,
+        prompt: str | list[str],
+        tolerance: float = 0.0,
+        allowed_models: Sequence[str] | None = None,
+        max_cost: float | None = None,
+    ) -> RoutingDecision | list[RoutingDecision]: ...
+
+
+@dataclass(frozen=True)
+class RouteOptions:
+    """Per-request routing constraints (hashable, so equal options share a batch)."""
+
+    tolerance: float = 0.0
+    allowed_models: tuple[str, ...] | None = None
+    max_cost: float | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "tolerance": self.tolerance,
+            "allowed_models": None if self.allowed_models is None else list(self.allowed_models),
+            "max_cost": self.max_cost,
+        }
+
+
+@dataclass
+class _Pending:
+    prompt: str
+    options: RouteOptions
+    future: asyncio.Future[RoutingDecision]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class RouteBatcher:
+    """Routes prompts in worker threads, batching those that queue up.
+
+    Args:
+        router: any :class:`RouterLike`.
+        max_batch: the most prompts per ``route`` call.
+        workers: ``route`` calls that may run at once (1 is right for a torch encoder, which already uses
+            every core for one batch).
+    """
+
+    def __init__(self, router: RouterLike, *, max_batch: int = 32, workers: int = 1) -> None:
+        self.router = router
+        self.max_batch = max_batch
+        self.workers = workers
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.batches = 0
+        self.routed = 0
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._tasks = [asyncio.create_task(self._worker(), name=f"finerouter-route-{i}") for i in range(self.workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._tasks = []
+        if self._queue is not None:
+            while not self._queue.empty():
+                pending = self._queue.get_nowait()
+                if not pending.future.done():
+                    pending.future.set_exception(RuntimeError("the gateway is shutting down"))
+
+    async def route(self, prompt: str, options: RouteOptions) -> RoutingDecision:
+        """The decision for one prompt (raises what the router raised)."""
+        if self._queue is None:
+            raise RuntimeError("RouteBatcher.start() was not called (is the app's lifespan running?)")
+        future: asyncio.Future[RoutingDecision] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(prompt, options, future))
+        return await future
+
+    async def route_many(self, prompts: Sequence[str], options: RouteOptions) -> list[RoutingDecision]:
+        """Decisions for several prompts, in order, in one call (the ``/v1/route`` batch form)."""
+        if not prompts:
+            return []
+        return await asyncio.to_thread(self._call, list(prompts), options)
+
+    def _call(self, prompts: list[str], options: RouteOptions) -> list[RoutingDecision]:
+        result = self.router.route(prompts, **options.kwargs())
+        decisions = [result] if isinstance(result, RoutingDecision) else list(result)
+        if len(decisions) != len(prompts):
+            raise RuntimeError(f"the router returned {len(decisions)} decisions for {len(prompts)} prompts")
+        return decisions
+
+    async def _worker(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            live = [p for p in batch if not p.future.done()]  # skip callers that went away
+            groups: dict[RouteOptions, list[_Pending]] = {}
+            for p in live:
+                groups.setdefault(p.options, []).append(p)
+            for options, group in groups.items():
+                await self._run_group(options, group)
+
+    async def _run_group(self, options: RouteOptions, group: list[_Pending]) -> None:
+        try:
+            decisions = await asyncio.to_thread(self._call, [p.prompt for p in group], options)
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
+            if len(group) > 1:
+                # One bad prompt must not fail its batch-mates: route each alone.
+                for p in group:
+                    await self._run_group(options, [p])
+                return
+            if not group[0].future.done():
+                group[0].future.set_exception(exc)
+            return
+        self.batches += 1
+        self.routed += len(group)
+        for p, d in zip(group, decisions, strict=True):
+            if not p.future.done():
+                p.future.set_result(d)
+
+
+__all__ = ["RouteBatcher", "RouteOptions", "RouterLike"]

@@ -1,0 +1,305 @@
+"""The gateway's configuration: upstream endpoints (from YAML), gateway settings, client tokens.
+
+An upstreams file maps each model name *as the router knows it* to the OpenAI-compatible endpoint that
+serves it::
+
+    upstreams:
+      gpt-4o-mini:
+        base_url: https://api.openai.com/v1
+        model: gpt-4o-mini            # the id the upstream expects (default: the key)
+        api_key_env: OPENAI_API_KEY   # optional: the variable holding its key
+        timeout_s: 30                 # optional: connect / between-bytes timeout
+      llama-3-8b:
+        base_url: http://127.0.0.1:9001/v1
+        model: meta-llama/Meta-Llama-3-8B-Instruct
+        headers: {X-Team: routing}    # optional: extra headers sent upstream
+    gateway:                          # optional: GatewaySettings fields
+      max_attempts: 3
+      cooldown_s: 30
+
+Everything is checked when the gateway starts: an unknown key, a bad URL, a router model without an
+upstream or an unset key variable is a :class:`ConfigError` naming the file, the model and the key. Key
+values are read from the environment once and never logged, echoed or shown in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from finerouter._validation import check_choice, check_float, check_int
+from finerouter.errors import ParameterError
+from finerouter.serving.errors import ConfigError
+
+ROUTE_ON = ("last_user", "user", "all")
+
+_UPSTREAM_KEYS = {"base_url", "model", "api_key_env", "timeout_s", "connect_timeout_s", "headers"}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One OpenAI-compatible endpoint serving one router model.
+
+    Attributes:
+        name: the model name as the router knows it (the key in the upstreams file).
+        base_url: the API root, e.g. ``http://127.0.0.1:9001/v1``; requests go to ``{base_url}/chat/completions``.
+        model: the model id sent upstream in the request's ``model`` field.
+        api_key_env: the environment variable the key was read from (None: no key).
+        timeout_s: the longest wait for the upstream to send the next bytes of its answer.
+        connect_timeout_s: the longest wait to open a connection.
+        headers: extra headers sent with every request.
+        api_key: the key itself; excluded from ``repr`` and never logged.
+    """
+
+    name: str
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    headers: Mapping[str, str] = field(default_factory=dict)
+    api_key: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def chat_url(self) -> str:
+        return self.base_url.rstrip("/") + "/chat/completions"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """How the gateway routes, retries and protects itself.
+
+    Attributes:
+        alias: the model name clients send to be routed (``"finerouter"``; ``"finerouter:tolerance=0.2"``).
+        max_attempts: upstream attempts per request, the first choice included (fallback along the ranking).
+        cooldown_s: how long a failed upstream is skipped (a 429's ``Retry-After`` can lengthen it).
+        affinity_ttl_s: how long a conversation stays pinned to its model after its last turn.
+        affinity_max_entries: the most conversations remembered (least recently used are forgotten).
+        max_body_bytes: larger request bodies are refused with 413.
+        route_on: the text routed on: ``"last_user"`` message, every ``"user"`` message, or ``"all"`` messages.
+        default_tolerance: the tolerance used when a request gives none.
+        route_max_batch: concurrent prompts are routed together in batches of at most this many.
+        route_workers: routing calls that may run at once in worker threads.
+        max_route_prompts: the most prompts one ``/v1/route`` call may carry.
+        max_connections: the upstream connection pool's size.
+    """
+
+    alias: str = "finerouter"
+    max_attempts: int = 3
+    cooldown_s: float = 30.0
+    affinity_ttl_s: float = 3600.0
+    affinity_max_entries: int = 10_000
+    max_body_bytes: int = 2 * 1024 * 1024
+    route_on: str = "last_user"
+    default_tolerance: float = 0.0
+    route_max_batch: int = 32
+    route_workers: int = 1
+    max_route_prompts: int = 256
+    max_connections: int = 512
+
+    def __post_init__(self) -> None:
+        owner = "GatewaySettings"
+        if not isinstance(self.alias, str) or not self.alias or ":" in self.alias:
+            raise ParameterError(
+                f"The 'alias' parameter of {owner} must be a non-empty str without ':'. Got {self.alias!r}."
+            )
+        check_int(self.max_attempts, "max_attempts", owner, low=1)
+        check_float(self.cooldown_s, "cooldown_s", owner, low=0.0)
+        check_float(self.affinity_ttl_s, "affinity_ttl_s", owner, low=0.0, closed="neither")
+        check_int(self.affinity_max_entries, "affinity_max_entries", owner, low=1)
+        check_int(self.max_body_bytes, "max_body_bytes", owner, low=1)
+        check_choice(self.route_on, "route_on", owner, ROUTE_ON)
+        check_float(self.default_tolerance, "default_tolerance", owner, low=0.0, high=1.0)
+        check_int(self.route_max_batch, "route_max_batch", owner, low=1)
+        check_int(self.route_workers, "route_workers", owner, low=1)
+        check_int(self.max_route_prompts, "max_route_prompts", owner, low=1)
+        check_int(self.max_connections, "max_connections", owner, low=1)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Upstreams (by router model name) plus settings; ``source`` names the file they came from."""
+
+    upstreams: Mapping[str, Upstream]
+    settings: GatewaySettings = field(default_factory=GatewaySettings)
+    source: str = "<config>"
+
+    def check_covers(self, models: Iterable[str]) -> None:
+        """Raise ConfigError unless every router model has an upstream."""
+        missing = [m for m in models if m not in self.upstreams]
+        if missing:
+            raise ConfigError(
+                f"{self.source}: the router's model(s) {', '.join(repr(m) for m in missing)} have no upstream; "
+                f"add them under 'upstreams:' (configured: {', '.join(sorted(self.upstreams)) or 'none'})."
+            )
+
+
+def _fail(source: str, where: str, message: str) -> ConfigError:
+    return ConfigError(f"{source}: {where}: {message}")
+
+
+def _parse_upstream(
+    name: str, raw: Any, *, source: str, environ: Mapping[str, str]
+) -> Upstream:
+    where = f"upstreams.{name}"
+    if not isinstance(raw, Mapping):
+        raise _fail(source, where, f"must be a mapping with at least 'base_url'. Got {type(raw).__name__}.")
+    unknown = sorted(set(raw) - _UPSTREAM_KEYS)
+    if unknown:
+        raise _fail(
+            source, where, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(_UPSTREAM_KEYS))}."
+        )
+    base_url = raw.get("base_url")
+    if not isinstance(base_url, str):
+        raise _fail(source, f"{where}.base_url", "is required and must be a string such as 'http://127.0.0.1:9001/v1'.")
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _fail(source, f"{where}.base_url", f"must be an http(s) URL. Got {base_url!r}.")
+    model = raw.get("model", name)
+    if not isinstance(model, str) or not model:
+        raise _fail(source, f"{where}.model", f"must be a non-empty string. Got {model!r}.")
+    timeouts: dict[str, float] = {}
+    for key, default in (("timeout_s", 30.0), ("connect_timeout_s", None)):
+        value = raw.get(key, default)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise _fail(source, f"{where}.{key}", f"must be a positive number of seconds. Got {value!r}.")
+        timeouts[key] = float(value)
+    timeouts.setdefault("connect_timeout_s", min(5.0, timeouts["timeout_s"]))
+    headers = raw.get("headers", {}) or {}
+    if not isinstance(headers, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in headers.items()
+    ):
+        raise _fail(source, f"{where}.headers", "must be a mapping of header names to strings.")
+    if any(k.lower() == "authorization" for k in headers):
+        raise _fail(source, f"{where}.headers", "must not set Authorization; use api_key_env.")
+    key_env = raw.get("api_key_env")
+    api_key = None
+    if key_env is not None:
+        if not isinstance(key_env, str) or not key_env:
+            raise _fail(source, f"{where}.api_key_env", f"must be an environment variable name. Got {key_env!r}.")
+        api_key = environ.get(key_env)
+        if not api_key:
+            raise _fail(
+                source,
+                f"{where}.api_key_env",
+                f"the environment variable {key_env} is not set (or empty); export it before starting the gateway.",
+            )
+    return Upstream(
+        name=name,
+        base_url=base_url,
+        model=model,
+        api_key_env=key_env,
+        timeout_s=timeouts["timeout_s"],
+        connect_timeout_s=timeouts["connect_timeout_s"],
+        headers={str(k): str(v) for k, v in headers.items()},
+        api_key=api_key,
+    )
+
+
+def _parse_settings(raw: Any, *, source: str) -> GatewaySettings:
+    if raw is None:
+        return GatewaySettings()
+    if not isinstance(raw, Mapping):
+        raise _fail(source, "gateway", f"must be a mapping of settings. Got {type(raw).__name__}.")
+    allowed = {f.name for f in fields(GatewaySettings)}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise _fail(source, "gateway", f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}.")
+    try:
+        return GatewaySettings(**dict(raw))
+    except ParameterError as exc:
+        raise _fail(source, "gateway", str(exc)) from None
+
+
+def parse_gateway_config(
+    raw: Any, *, source: str = "<config>", environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Validate an already-parsed configuration mapping (``{"upstreams": {...}, "gateway": {...}}``)."""
+    environ = os.environ if environ is None else environ
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: must be a mapping with an 'upstreams:' section. Got {type(raw).__name__}.")
+    unknown = sorted(set(raw) - {"upstreams", "gateway"})
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(map(repr, unknown))}; allowed: 'gateway', 'upstreams'.")
+    ups = raw.get("upstreams")
+    if not isinstance(ups, Mapping) or not ups:
+        raise ConfigError(f"{source}: 'upstreams:' is required and must map model names to endpoints.")
+    upstreams: dict[str, Upstream] = {}
+    for name, spec in ups.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{source}: upstreams: model names must be non-empty strings. Got {name!r}.")
+        upstreams[name] = _parse_upstream(name, spec, source=source, environ=environ)
+    settings = _parse_settings(raw.get("gateway"), source=source)
+    if settings.alias in upstreams:
+        raise ConfigError(f"{source}: upstreams.{settings.alias}: clashes with the routing alias {settings.alias!r}.")
+    return GatewayConfig(upstreams=upstreams, settings=settings, source=source)
+
+
+def load_gateway_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> GatewayConfig:
+    """Read and validate an upstreams YAML file (see the module docstring for its keys)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the upstreams file ({exc.strerror or exc}).") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_gateway_config(raw, source=str(path), environ=environ)
+
+
+def load_auth_tokens(
+    path: str | os.PathLike[str] | None = None,
+    env_var: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> frozenset[str]:
+    """Client bearer tokens from a file (one a line, ``#`` comments) and/or a variable (comma-separated).
+
+    Returns an empty set when neither is given (auth off). A file or variable that is given but holds no
+    token is a ConfigError: silently running without auth would be worse.
+    """
+    environ = os.environ if environ is None else environ
+    tokens: set[str] = set()
+    if path is not None:
+        p = Path(path)
+        try:
+            lines = p.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read the token file ({exc.strerror or exc}).") from None
+        found = {ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")}
+        if not found:
+            raise ConfigError(f"{p}: the token file holds no token (one per line; '#' starts a comment).")
+        tokens |= found
+    if env_var is not None:
+        value = environ.get(env_var, "")
+        found = {t.strip() for t in value.split(",") if t.strip()}
+        if not found:
+            raise ConfigError(f"the environment variable {env_var} (client tokens) is not set or empty.")
+        tokens |= found
+    bad = [t for t in tokens if any(c.isspace() for c in t)]
+    if bad:
+        raise ConfigError("client tokens must not contain whitespace.")
+    return frozenset(tokens)
+
+
+__all__ = [
+    "ROUTE_ON",
+    "GatewayConfig",
+    "GatewaySettings",
+    "Upstream",
+    "load_auth_tokens",
+    "load_gateway_config",
+    "parse_gateway_config",
+]
