@@ -331,21 +331,24 @@ def create_app(
             return RelayResponse(result.stream, status_code=result.status_code, headers=headers)
         return Response(content=result.content, status_code=result.status_code, headers=headers)
 
+    def all_failed(exc: AllUpstreamsFailed) -> GatewayHTTPError:
+        return GatewayHTTPError(
+            502,
+            f"No upstream could answer: {exc}.",
+            type="upstream_error",
+            code="upstream_unavailable",
+            headers={
+                "x-finerouter-attempts": str(len(exc.attempts)),
+                "x-finerouter-fallback-from": ",".join(a.model for a in exc.attempts),
+            },
+        )
+
     async def forward(candidates: list[str], body: dict[str, Any], stream: bool, attempts: int) -> ProxyResult:
         assert state.proxy is not None, "the app's lifespan is not running"
         try:
             return await state.proxy.forward(candidates, body, stream=stream, max_attempts=attempts)
         except AllUpstreamsFailed as exc:
-            raise GatewayHTTPError(
-                502,
-                f"No upstream could answer: {exc}.",
-                type="upstream_error",
-                code="upstream_unavailable",
-                headers={
-                    "x-finerouter-attempts": str(len(exc.attempts)),
-                    "x-finerouter-fallback-from": ",".join(a.model for a in exc.attempts),
-                },
-            ) from None
+            raise all_failed(exc) from None
 
     # ---- endpoints --------------------------------------------------------------------------------------------
     @app.post("/v1/chat/completions")
@@ -382,12 +385,8 @@ def create_app(
             key = f"{tag}|user:{body['user']}"
         entry = state.affinity.get(key) if key else None
         routing_s = 0.0
-        if entry is not None and (options.allowed_models is None or entry.model in options.allowed_models):
-            affinity = "hit"
-            candidates = _order(entry.model, entry.ranking, options.allowed_models)
-            task_id, description = entry.task_id, entry.task_description
-        else:
-            affinity = "none" if not key else ("reroute" if entry is not None else "miss")
+
+        async def decide_now() -> tuple[list[str], int | None, str, float]:
             text = routing_text(messages, settings.route_on)
             if not text.strip():
                 raise GatewayHTTPError(
@@ -397,13 +396,45 @@ def create_app(
                     param="messages",
                     code="no_routable_text",
                 )
-            decision, routing_s = await decide(text, options)
-            candidates = _order(decision.model, decision.ranking)
-            task_id, description = decision.task_id, decision.task_description
+            decision, seconds = await decide(text, options)
+            return _order(decision.model, decision.ranking), decision.task_id, decision.task_description, seconds
+
+        if (
+            entry is not None
+            and (options.allowed_models is None or entry.model in options.allowed_models)
+            and not state.cooldown.is_cooling(entry.model)
+        ):
+            affinity = "hit"
+            candidates = _order(entry.model, entry.ranking, options.allowed_models)
+            task_id, description = entry.task_id, entry.task_description
+            assert state.proxy is not None, "the app's lifespan is not running"
+            try:
+                result = await state.proxy.forward(
+                    candidates, forward_body, stream=stream, max_attempts=settings.max_attempts
+                )
+            except AllUpstreamsFailed as exc:
+                # The pinned model (and its saved fallbacks) failed: route this turn afresh and go on with
+                # the attempts left, never retrying a model that just failed.
+                affinity = "reroute"
+                candidates, task_id, description, routing_s = await decide_now()
+                if len(exc.attempts) >= settings.max_attempts:
+                    raise all_failed(exc) from None
+                try:
+                    result = await state.proxy.forward(
+                        candidates,
+                        forward_body,
+                        stream=stream,
+                        max_attempts=settings.max_attempts,
+                        prior=exc.attempts,
+                    )
+                except AllUpstreamsFailed as exc2:
+                    raise all_failed(exc2) from None
+        else:
+            affinity = "none" if not key else ("reroute" if entry is not None else "miss")
+            candidates, task_id, description, routing_s = await decide_now()
+            result = await forward(candidates, forward_body, stream, settings.max_attempts)
         if key:
             metrics.affinity.labels(affinity).inc()
-
-        result = await forward(candidates, forward_body, stream, settings.max_attempts)
         if key and 200 <= result.status_code < 300:
             state.affinity.set(key, AffinityEntry(result.model, _order(result.model, candidates), task_id, description))
         return relay_response(

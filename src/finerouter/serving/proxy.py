@@ -206,13 +206,25 @@ class UpstreamProxy:
         logger.warning("upstream %s failed (%s); cooling down for %.1f s", attempt.model, error, span)
 
     async def forward(
-        self, candidates: Sequence[str], body: dict[str, Any], *, stream: bool, max_attempts: int
+        self,
+        candidates: Sequence[str],
+        body: dict[str, Any],
+        *,
+        stream: bool,
+        max_attempts: int,
+        prior: Sequence[Attempt] = (),
     ) -> ProxyResult:
-        """Try ``candidates`` in order (see :meth:`plan`) until one answers; raise AllUpstreamsFailed if none."""
+        """Try ``candidates`` in order (see :meth:`plan`) until one answers; raise AllUpstreamsFailed if none.
+
+        ``prior``: failed attempts already made for this request (their models are not tried again and
+        they count towards ``max_attempts``).
+        """
         import httpx
 
-        attempts: list[Attempt] = []
-        for model in self.plan(candidates, max_attempts):
+        attempts: list[Attempt] = list(prior)
+        tried = {a.model for a in attempts}
+        remaining = [m for m in candidates if m not in tried]
+        for model in self.plan(remaining, max_attempts - len(attempts)):
             upstream = self.upstreams[model]
             attempt = Attempt(model)
             attempts.append(attempt)

@@ -1,0 +1,539 @@
+"""The gateway end to end: the real app under uvicorn on loopback, in front of real (echoing) upstream servers.
+
+Every test talks HTTP to 127.0.0.1: routing, pass-through, streaming, tool calls, affinity, fallback, cooldown,
+auth, malformed requests, /v1/route, /v1/models, /healthz and /metrics. Expectations come from the router itself
+(``router.route(text)``), so the tests hold for whatever model the router picks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from finerouter.serving.app import create_app
+from finerouter.serving.config import GatewaySettings, parse_gateway_config
+from finerouter.serving.fake_upstream import FakeUpstream
+from finerouter.serving.server import BackgroundServer
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+COOLDOWN_S = 1.5
+TIMEOUT_S = 1.0
+PROMPTS = [
+    "Solve for x: 3x + 7 = 22. Show your steps.",
+    "Write a Python function that checks whether a string is a palindrome.",
+    "Who painted the Mona Lisa, and in which century?",
+    "Translate 'good morning, how are you?' into French.",
+    "What is the derivative of sin(x) * x^2?",
+    "Summarise the causes of the First World War in two sentences.",
+]
+
+
+# ---- the router -------------------------------------------------------------------------------------------------
+class RuleRouter:
+    """A small deterministic router (prompt length decides) with the FineRouter routing contract."""
+
+    models_ = ["model-a", "model-b", "model-c", "model-d"]
+
+    def route(self, prompt, tolerance=0.0, allowed_models=None, max_cost=None):
+        from finerouter.routing.decision import RoutingDecision
+
+        if not isinstance(prompt, str):
+            return [self.route(p, tolerance, allowed_models, max_cost) for p in prompt]
+        m = self.models_
+        i = len(prompt) % len(m)
+        order = [x for x in m[i:] + m[:i] if allowed_models is None or x in allowed_models]
+        n = len(m)
+        return RoutingDecision(
+            prompt=prompt, model=order[0], ranking=order, models=list(m), stage1_scores=[0.0] * n,
+            stage2_scores=[0.0] * n, final_scores=[0.0] * n, costs=[None] * n, task_id=i if i < 3 else None,
+            task_description=f"task {i}" if i < 3 else "Others", task_candidates=order,
+            classifier_confidence=1.0, tolerance=tolerance, alpha=0.5,
+        )
+
+
+@pytest.fixture(scope="module")
+def router():
+    return RuleRouter()
+
+
+# ---- servers ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def upstreams(router):
+    """One echoing upstream per router model (the first one requires a key), plus one not in the router."""
+    names = [*router.models_, "direct-only"]
+    fakes = {n: FakeUpstream(n, api_key=UPSTREAM_KEY if n == router.models_[0] else None, hang_s=TIMEOUT_S * 3) for n in names}
+    servers = {n: BackgroundServer(f).start() for n, f in fakes.items()}
+    yield SimpleNamespace(fakes=fakes, servers=servers)
+    for s in servers.values():
+        s.stop()
+
+
+def _config(router, upstreams):
+    raw = {
+        "upstreams": {
+            n: {
+                "base_url": s.url + "/v1",
+                "model": f"upstream/{n}",
+                "timeout_s": TIMEOUT_S,
+                **({"api_key_env": "FAKE_UPSTREAM_KEY"} if n == router.models_[0] else {}),
+            }
+            for n, s in upstreams.servers.items()
+        }
+    }
+    return parse_gateway_config(raw, source="test-upstreams", environ={"FAKE_UPSTREAM_KEY": UPSTREAM_KEY})
+
+
+def _start(router, upstreams, **kw):
+    settings = kw.pop("settings", GatewaySettings(max_attempts=3, cooldown_s=COOLDOWN_S, max_body_bytes=64 * 1024))
+    app = create_app(router, _config(router, upstreams), settings=settings, **kw)
+    server = BackgroundServer(app).start()
+    return SimpleNamespace(url=server.url, app=app, state=app.state.gateway, server=server)
+
+
+@pytest.fixture(scope="module")
+def gateway(router, upstreams):
+    gw = _start(router, upstreams)
+    yield gw
+    gw.server.stop()
+
+
+@pytest.fixture
+def gw(gateway, upstreams):
+    """The shared gateway, with upstreams healthy and no cooldowns or pinned conversations."""
+    for fake in upstreams.fakes.values():
+        fake.set_failure(None)
+        fake.requests.clear()
+    gateway.state.cooldown.clear()
+    gateway.state.affinity.clear()
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        yield SimpleNamespace(**vars(gateway), client=client, fakes=upstreams.fakes)
+
+
+def _chat(client, text, *, model="finerouter", headers=None, **extra):
+    body = {"model": model, "messages": [{"role": "user", "content": text}], **extra}
+    return client.post("/v1/chat/completions", json=body, headers=headers or {})
+
+
+def _answer(response) -> str:
+    return response.json()["choices"][0]["message"]["content"]
+
+
+def _metric(gw, name, **labels) -> float:
+    return gw.state.metrics.value(name, labels)
+
+
+# ---- routing and pass-through -----------------------------------------------------------------------------------
+def test_routed_requests_go_to_the_routers_choice(gw, router):
+    for text in PROMPTS:
+        expected = router.route(text)
+        r = _chat(gw.client, text, temperature=0.3)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-finerouter-model"] == expected.model
+        assert r.headers["x-finerouter-upstream-model"] == f"upstream/{expected.model}"
+        assert r.headers["x-finerouter-task"] == ("others" if expected.task_id is None else str(expected.task_id))
+        assert r.headers["x-finerouter-attempts"] == "1"
+        assert float(r.headers["x-finerouter-routing-ms"]) > 0
+        assert _answer(r) == f"[{expected.model}] {text}"
+        sent = gw.fakes[expected.model].requests[-1]
+        assert sent["body"]["model"] == f"upstream/{expected.model}"  # the upstream's own model id
+        assert sent["body"]["temperature"] == 0.3 and sent["body"]["messages"][0]["content"] == text
+    assert _metric(gw, "finerouter_routing_latency_seconds_count") >= len(PROMPTS)
+
+
+def test_upstream_key_is_sent_upstream_but_never_shown(gw, router, caplog):
+    keyed = router.models_[0]
+    caplog.set_level(logging.DEBUG)
+    r = _chat(gw.client, "hello keyed upstream", model=keyed)
+    assert r.status_code == 200 and r.headers["x-finerouter-model"] == keyed
+    assert gw.fakes[keyed].requests[-1]["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    gw.fakes[keyed].set_failure(500)
+    _chat(gw.client, "fail over from the keyed upstream", allowed_models=[keyed, router.models_[1]])
+    seen = [r.text, json.dumps(dict(r.headers)), gw.client.get("/healthz").text, gw.client.get("/v1/models").text,
+            gw.client.get("/metrics").text, caplog.text]
+    assert all(UPSTREAM_KEY not in s for s in seen)
+
+
+def test_content_as_list_of_parts_is_routed_on_its_text(gw, router):
+    text = "Explain what a monad is to a Python programmer."
+    parts = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": "http://127.0.0.1/x.png"}}]
+    r = gw.client.post("/v1/chat/completions", json={"model": "finerouter", "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": parts}]})
+    assert r.status_code == 200
+    assert r.headers["x-finerouter-model"] == router.route(text).model
+    assert gw.fakes[r.headers["x-finerouter-model"]].requests[-1]["body"]["messages"][1]["content"] == parts
+
+
+def test_a_named_model_is_passed_straight_to_it(gw, router):
+    routed_before = gw.state.batcher.routed
+    for name in [router.models_[-1], "direct-only"]:
+        r = _chat(gw.client, PROMPTS[0], model=name)
+        assert r.status_code == 200 and r.headers["x-finerouter-model"] == name
+        assert r.headers["x-finerouter-task"] == "none" and _answer(r).startswith(f"[{name}]")
+    assert gw.state.batcher.routed == routed_before  # no routing for named models
+
+
+def test_routing_options_from_extra_body_and_model_string(gw, router):
+    text = PROMPTS[1]
+    target = next(m for m in router.models_ if m != router.route(text).model)
+    r = _chat(gw.client, text, allowed_models=[target], tolerance=0.1)
+    assert r.headers["x-finerouter-model"] == target
+    sent = gw.fakes[target].requests[-1]["body"]
+    assert "allowed_models" not in sent and "tolerance" not in sent  # gateway-only keys stay here
+    r = _chat(gw.client, text, model=f"finerouter:allowed_models={target},tolerance=0.2")
+    assert r.status_code == 200 and r.headers["x-finerouter-model"] == target
+
+
+def test_openai_client_plain_and_raw_headers(gw, router):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    text = PROMPTS[2]
+    raw = client.chat.completions.with_raw_response.create(model="finerouter", messages=[{"role": "user", "content": text}])
+    completion = raw.parse()
+    assert raw.headers["x-finerouter-model"] == router.route(text).model
+    assert completion.choices[0].message.content == f"[{router.route(text).model}] {text}"
+    assert completion.usage.total_tokens > 0
+    models = {m.id for m in client.models.list()}
+    assert models == {"finerouter", *router.models_, "direct-only"}
+
+
+def test_streaming_passes_sse_through(gw, router):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    text = "Stream me a short answer about the moon"
+    expected = router.route(text).model
+    chunks = list(client.chat.completions.create(model="finerouter", messages=[{"role": "user", "content": text}], stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == f"[{expected}] {text}"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    with gw.client.stream("POST", "/v1/chat/completions", json={"model": "finerouter", "stream": True,
+                                                             "messages": [{"role": "user", "content": text}]}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["x-finerouter-model"] == expected
+        events = [line for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]" and len(events) == len(text.split()) + 1 + 3
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+                                           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+
+
+def test_tool_calls_pass_through_plain_and_streamed(gw, router):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    text = "What is the weather in Paris today?"
+    messages = [{"role": "user", "content": text}]
+    res = client.chat.completions.create(model="finerouter", messages=messages, tools=TOOLS, tool_choice="auto")
+    call = res.choices[0].message.tool_calls[0]
+    assert res.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"query": text}
+    model = router.route(text).model
+    assert gw.fakes[model].requests[-1]["body"]["tools"] == TOOLS and gw.fakes[model].requests[-1]["body"]["tool_choice"] == "auto"
+    # Streamed tool call: the argument pieces arrive as sent.
+    args, name = "", None
+    for chunk in client.chat.completions.create(model="finerouter", messages=messages, tools=TOOLS, stream=True):
+        for tc in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            name = tc.function.name or name
+            args += tc.function.arguments or ""
+    assert name == "get_weather" and json.loads(args) == {"query": text}
+    # The tool's result goes back on the same route (the conversation's last user message is unchanged).
+    follow = messages + [res.choices[0].message.model_dump(exclude_none=True),
+                         {"role": "tool", "tool_call_id": call.id, "content": "18 C and sunny"}]
+    final = client.chat.completions.create(model="finerouter", messages=follow, tools=TOOLS)
+    assert final.choices[0].message.content == f"[{model}] tool said: 18 C and sunny"
+
+
+# ---- affinity ---------------------------------------------------------------------------------------------------
+def test_conversation_stays_on_its_first_model(gw, router):
+    first, follow = PROMPTS[0], PROMPTS[3]
+    pinned = next(m for m in router.models_ if m != router.route(follow).model)
+    conv = {"x-conversation-id": "conv-42"}
+    r1 = _chat(gw.client, first, headers=conv, allowed_models=[pinned])
+    assert r1.headers["x-finerouter-model"] == pinned and r1.headers["x-finerouter-affinity"] == "miss"
+    r2 = _chat(gw.client, follow, headers=conv)
+    assert r2.headers["x-finerouter-model"] == pinned and r2.headers["x-finerouter-affinity"] == "hit"
+    # Without the id the same text is routed afresh; with another id too.
+    assert _chat(gw.client, follow).headers["x-finerouter-model"] == router.route(follow).model
+    assert _chat(gw.client, follow, headers={"x-conversation-id": "other"}).headers["x-finerouter-model"] != pinned
+    # The OpenAI `user` field keys affinity as well.
+    _chat(gw.client, first, user="alice", allowed_models=[pinned])
+    assert _chat(gw.client, follow, user="alice").headers["x-finerouter-model"] == pinned
+    assert _metric(gw, "finerouter_affinity_total", result="hit") >= 2
+
+
+def test_conversation_moves_when_its_model_fails(gw, router):
+    first, follow = PROMPTS[0], PROMPTS[3]
+    pinned = next(m for m in router.models_ if m != router.route(follow).model)
+    conv = {"x-conversation-id": "conv-fail"}
+    _chat(gw.client, first, headers=conv, allowed_models=[pinned])
+    gw.fakes[pinned].set_failure(503)
+    r = _chat(gw.client, follow, headers=conv)
+    assert r.status_code == 200 and r.headers["x-finerouter-model"] != pinned
+    moved = r.headers["x-finerouter-model"]
+    gw.fakes[pinned].set_failure(None)
+    gw.state.cooldown.clear()
+    assert _chat(gw.client, "and a third turn", headers=conv).headers["x-finerouter-model"] == moved
+
+
+# ---- fallback and cooldown --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("failure", [500, 429, "timeout"])
+def test_fallback_to_the_next_model_in_the_ranking(gw, router, failure):
+    text = PROMPTS[4]
+    decision = router.route(text)
+    first, second = decision.ranking[0], decision.ranking[1]
+    gw.fakes[first].set_failure(failure)
+    t0 = time.perf_counter()
+    r = _chat(gw.client, text)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-finerouter-model"] == second and _answer(r) == f"[{second}] {text}"
+    assert r.headers["x-finerouter-attempts"] == "2" and r.headers["x-finerouter-fallback-from"] == first
+    kind = {500: "http_5xx", 429: "http_429", "timeout": "timeout"}[failure]
+    assert _metric(gw, "finerouter_upstream_errors_total", model=first, kind=kind) >= 1
+    assert _metric(gw, "finerouter_fallbacks_total", from_model=first, to_model=second) >= 1
+    if failure == "timeout":
+        assert TIMEOUT_S * 0.9 < time.perf_counter() - t0 < TIMEOUT_S * 3
+
+
+def test_fallback_on_connection_refused(gw, router, upstreams):
+    text = PROMPTS[5]
+    decision = router.route(text)
+    first = decision.ranking[0]
+    server = upstreams.servers[first]
+    port = server.port
+    server.stop()
+    try:
+        r = _chat(gw.client, text)
+        assert r.status_code == 200 and r.headers["x-finerouter-model"] == decision.ranking[1]
+        assert _metric(gw, "finerouter_upstream_errors_total", model=first, kind="connect") >= 1
+    finally:
+        upstreams.servers[first] = BackgroundServer(upstreams.fakes[first], port=port).start()
+
+
+def test_streaming_request_falls_back_before_the_stream_starts(gw, router):
+    text = "Stream despite a broken first choice"
+    decision = router.route(text)
+    gw.fakes[decision.ranking[0]].set_failure(502)
+    with gw.client.stream("POST", "/v1/chat/completions", json={"model": "finerouter", "stream": True,
+                                                             "messages": [{"role": "user", "content": text}]}) as r:
+        body = r.read().decode()
+    assert r.headers["x-finerouter-model"] == decision.ranking[1]
+    assert f'"[{decision.ranking[1]}]' in body and body.rstrip().endswith("data: [DONE]")
+
+
+def test_a_failed_upstream_is_skipped_while_cooling_then_used_again(gw, router):
+    text = PROMPTS[4]
+    first, second = router.route(text).ranking[:2]
+    gw.fakes[first].set_failure(500, times=1)  # fails once, then would be healthy
+    assert _chat(gw.client, text).headers["x-finerouter-model"] == second
+    calls = gw.fakes[first].calls
+    assert first in gw.client.get("/healthz").json()["cooling_down"]
+    r = _chat(gw.client, text)
+    assert r.headers["x-finerouter-model"] == second and r.headers["x-finerouter-attempts"] == "1"
+    assert gw.fakes[first].calls == calls  # not even tried while cooling
+    time.sleep(COOLDOWN_S + 0.1)
+    r = _chat(gw.client, text)
+    assert r.headers["x-finerouter-model"] == first and gw.fakes[first].calls == calls + 1
+    assert _metric(gw, "finerouter_upstream_cooldowns_total", model=first) >= 1
+
+
+def test_all_attempts_failing_is_a_502_with_attempts_bounded(gw, router):
+    for fake in gw.fakes.values():
+        fake.set_failure(500)
+    before = {n: f.calls for n, f in gw.fakes.items()}
+    r = _chat(gw.client, PROMPTS[0])
+    assert r.status_code == 502
+    err = r.json()["error"]
+    assert err["type"] == "upstream_error" and err["code"] == "upstream_unavailable" and "HTTP 500" in err["message"]
+    tried = [n for n, f in gw.fakes.items() if f.calls > before[n]]
+    assert len(tried) == 3 == int(r.headers["x-finerouter-attempts"])  # max_attempts
+    ranking = router.route(PROMPTS[0]).ranking
+    assert set(tried) == set(ranking[:3]) and r.headers["x-finerouter-fallback-from"] == ",".join(ranking[:3])
+
+
+def test_upstream_client_errors_are_passed_back_without_fallback(gw, router):
+    text = PROMPTS[1]
+    first = router.route(text).model
+    gw.fakes[first].set_failure(400)
+    r = _chat(gw.client, text)
+    assert r.status_code == 400 and r.headers["x-finerouter-model"] == first
+    assert r.json()["error"]["message"] == f"{first} failing on purpose"
+    assert r.headers["x-finerouter-attempts"] == "1" and not gw.state.cooldown.is_cooling(first)
+
+
+# ---- malformed requests -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("payload", "status", "param"),
+    [
+        (b"{not json", 400, None),
+        (b"", 400, None),
+        (b"[1, 2]", 400, None),
+        (json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode(), 400, "model"),
+        (json.dumps({"model": "finerouter"}).encode(), 400, "messages"),
+        (json.dumps({"model": "finerouter", "messages": []}).encode(), 400, "messages"),
+        (json.dumps({"model": "finerouter", "messages": ["hi"]}).encode(), 400, "messages[0]"),
+        (json.dumps({"model": "finerouter", "messages": [{"role": "user", "content": 5}]}).encode(), 400, "messages[0].content"),
+        (json.dumps({"model": "finerouter", "stream": "yes", "messages": [{"role": "user", "content": "hi"}]}).encode(), 400, "stream"),
+        (json.dumps({"model": "finerouter:temperature=2", "messages": [{"role": "user", "content": "hi"}]}).encode(), 400, "model"),
+        (json.dumps({"model": "finerouter", "tolerance": 3, "messages": [{"role": "user", "content": "hi"}]}).encode(), 400, "tolerance"),
+        (json.dumps({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}).encode(), 404, "model"),
+        (json.dumps({"model": "finerouter", "allowed_models": ["nope"], "messages": [{"role": "user", "content": "hi"}]}).encode(), 422, "allowed_models"),
+        (json.dumps({"model": "finerouter", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}).encode(), 422, "messages"),
+    ],
+)
+def test_bad_requests_get_openai_style_errors(gw, payload, status, param):
+    r = gw.client.post("/v1/chat/completions", content=payload, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"] and err["param"] == param
+
+
+def test_oversized_body_is_refused_with_413(gw):
+    big = "x" * (gw.state.settings.max_body_bytes + 10)
+    r = _chat(gw.client, big)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+
+    def chunks():  # no content-length: the limit holds while reading too
+        for _ in range(100):
+            yield b"x" * 1024
+
+    r = gw.client.post("/v1/chat/completions", content=chunks())
+    assert r.status_code == 413
+
+
+def test_unknown_path_and_wrong_method(gw):
+    r = gw.client.get("/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = gw.client.get("/v1/chat/completions")
+    assert r.status_code == 405 and "error" in r.json()
+
+
+# ---- /v1/route, /v1/models, /healthz, /metrics ------------------------------------------------------------------
+def test_route_endpoint_single_batch_and_messages(gw, router):
+    r = gw.client.post("/v1/route", json={"prompt": PROMPTS[0], "tolerance": 0.2})
+    assert r.status_code == 200
+    d = r.json()
+    expected = router.route(PROMPTS[0], tolerance=0.2)
+    assert d["model"] == expected.model and d["ranking"] == expected.ranking and d["tolerance"] == 0.2
+    r = gw.client.post("/v1/route", json={"prompts": PROMPTS})
+    assert [x["model"] for x in r.json()["data"]] == [router.route(p).model for p in PROMPTS]
+    r = gw.client.post("/v1/route", json={"messages": [{"role": "user", "content": PROMPTS[1]}], "model": "finerouter:allowed_models=" + router.models_[2]})
+    assert r.json()["model"] == router.models_[2]
+    assert gw.client.post("/v1/route", json={"prompt": PROMPTS[0], "prompts": PROMPTS}).status_code == 400
+    assert gw.client.post("/v1/route", json={"prompts": ["ok", "  "]}).status_code == 422
+    assert gw.client.post("/v1/route", json={"prompts": ["x"] * (gw.state.settings.max_route_prompts + 1)}).status_code == 400
+
+
+def test_models_and_health(gw, router):
+    data = gw.client.get("/v1/models").json()["data"]
+    assert data[0]["id"] == "finerouter"
+    assert {d["id"]: d.get("routable") for d in data[1:]} == {**{m: True for m in router.models_}, "direct-only": False}
+    health = gw.client.get("/healthz").json()
+    assert health["status"] == "ok" and health["models"] == router.models_ and health["cooling_down"] == {}
+
+
+def test_metrics_exposition(gw, router):
+    text = PROMPTS[2]
+    d = router.route(text)
+    before = _metric(gw, "finerouter_routing_decisions_total", model=d.model, task="others" if d.task_id is None else d.task_id)
+    _chat(gw.client, text)
+    r = gw.client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    body = r.text
+    for name in ("finerouter_requests_total", "finerouter_routing_latency_seconds_bucket",
+                 "finerouter_upstream_latency_seconds_bucket", "finerouter_request_latency_seconds_bucket"):
+        assert name in body
+    after = _metric(gw, "finerouter_routing_decisions_total", model=d.model, task="others" if d.task_id is None else d.task_id)
+    assert after == before + 1
+    assert _metric(gw, "finerouter_requests_total", endpoint="/v1/chat/completions", status="200") >= 1
+    assert _metric(gw, "finerouter_upstream_latency_seconds_count", model=d.model) >= 1
+
+
+def test_concurrent_requests_are_batched_and_all_answered(gw, router):
+    texts = [f"{PROMPTS[i % len(PROMPTS)]} (variant {i})" for i in range(40)]
+    batches_before = gw.state.batcher.batches
+
+    async def fire():
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+            return await asyncio.gather(*(client.post("/v1/chat/completions", json={
+                "model": "finerouter", "messages": [{"role": "user", "content": t}]}) for t in texts))
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200] * len(texts)
+    assert [r.headers["x-finerouter-model"] for r in responses] == [router.route(t).model for t in texts]
+    assert [_answer(r) for r in responses] == [f"[{r.headers['x-finerouter-model']}] {t}" for r, t in zip(responses, texts)]
+    assert gw.state.batcher.batches - batches_before < len(texts)
+
+
+# ---- apps with other settings -----------------------------------------------------------------------------------
+def test_bearer_auth(router, upstreams):
+    gw = _start(router, upstreams, auth_tokens=["tok-one", "tok-two"])
+    try:
+        with httpx.Client(base_url=gw.url) as c:
+            body = {"model": "finerouter", "messages": [{"role": "user", "content": "hi"}]}
+            r = c.post("/v1/chat/completions", json=body)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+            assert r.json()["error"]["code"] == "invalid_api_key"
+            r = c.post("/v1/chat/completions", json=body, headers={"authorization": "Bearer tok-three"})
+            assert r.status_code == 401 and "tok-three" not in r.text
+            assert c.post("/v1/chat/completions", json=body, headers={"authorization": "Basic tok-one"}).status_code == 401
+            assert c.post("/v1/chat/completions", json=body, headers={"authorization": "Bearer tok-two"}).status_code == 200
+            assert c.post("/v1/route", json={"prompt": "hi"}).status_code == 401
+            assert c.get("/v1/models").status_code == 401
+            assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
+        openai = pytest.importorskip("openai")
+        ok = openai.OpenAI(base_url=gw.url + "/v1", api_key="tok-one", max_retries=0)
+        assert ok.chat.completions.create(model="finerouter", messages=[{"role": "user", "content": "hi"}]).choices
+        bad = openai.OpenAI(base_url=gw.url + "/v1", api_key="wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.chat.completions.create(model="finerouter", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        gw.server.stop()
+
+
+class SlowRouter:
+    """Wraps a router; each route call first sleeps (a stand-in for a heavy encoder) in its worker thread."""
+
+    def __init__(self, inner, delay_s: float) -> None:
+        self.inner, self.delay_s, self.models_ = inner, delay_s, inner.models_
+
+    def route(self, prompt, **kw):
+        time.sleep(self.delay_s)
+        return self.inner.route(prompt, **kw)
+
+
+def test_routing_runs_off_the_event_loop(router, upstreams):
+    gw = _start(router, upstreams, settings=GatewaySettings(route_workers=1))
+    slow = SlowRouter(router, 1.0)
+    gw.state.batcher.router = slow
+    try:
+        results = {}
+
+        def routed():
+            results["r"] = httpx.post(gw.url + "/v1/route", json={"prompt": PROMPTS[0]}, timeout=30)
+
+        t = threading.Thread(target=routed)
+        t.start()
+        time.sleep(0.2)  # the route call is now sleeping in its thread
+        t0 = time.perf_counter()
+        assert httpx.get(gw.url + "/healthz", timeout=5).status_code == 200
+        assert time.perf_counter() - t0 < 0.5
+        t.join()
+        assert results["r"].json()["model"] == router.route(PROMPTS[0]).model
+    finally:
+        gw.server.stop()
+
+
+def test_create_app_refuses_a_router_model_without_upstream(router, upstreams):
+    from finerouter.serving.errors import ConfigError
+
+    cfg = _config(router, upstreams)
+    partial = {n: u for n, u in cfg.upstreams.items() if n != router.models_[1]}
+    with pytest.raises(ConfigError, match=f"'{router.models_[1]}' have no upstream"):
+        create_app(router, partial)
+    with pytest.raises(ConfigError, match="'route' method"):
+        create_app(object(), cfg)

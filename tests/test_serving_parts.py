@@ -1,0 +1,230 @@
+"""Gateway building blocks: affinity store, cooldowns, request parsing, the routing batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from finerouter.errors import ParameterError
+from finerouter.routing.decision import RoutingDecision
+from finerouter.serving.affinity import AffinityEntry, AffinityStore
+from finerouter.serving.batcher import RouteBatcher, RouteOptions
+from finerouter.serving.errors import GatewayHTTPError
+from finerouter.serving.protocol import content_text, parse_model_string, route_options, routing_text
+from finerouter.serving.proxy import MAX_RETRY_AFTER_S, CooldownTracker
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# ---- affinity ---------------------------------------------------------------------------------------------------
+def test_affinity_lru_evicts_least_recently_used():
+    store = AffinityStore(max_entries=3, ttl_s=100, clock=Clock())
+    for k in "abc":
+        store.set(k, AffinityEntry(model=f"m-{k}", ranking=[f"m-{k}"]))
+    assert store.get("a").model == "m-a"  # "a" is now the most recent; "b" the least
+    store.set("d", AffinityEntry("m-d", ["m-d"]))
+    assert store.get("b") is None
+    assert {k for k in "acd" if store.get(k) is not None} == set("acd")
+    assert len(store) == 3
+
+
+def test_affinity_ttl_counts_from_last_use():
+    clock = Clock()
+    store = AffinityStore(max_entries=10, ttl_s=10, clock=clock)
+    store.set("conv", AffinityEntry("m", ["m"]))
+    clock.t += 8
+    assert store.get("conv") is not None  # refreshes the TTL
+    clock.t += 8
+    assert store.get("conv") is not None
+    clock.t += 10.5
+    assert store.get("conv") is None
+    assert len(store) == 0
+
+
+def test_affinity_store_stays_bounded_under_many_keys():
+    store = AffinityStore(max_entries=50, ttl_s=1e6, clock=Clock())
+    for i in range(10_000):
+        store.set(f"k{i}", AffinityEntry("m", ["m"]))
+    assert len(store) == 50 and store.get("k9999") is not None and store.get("k0") is None
+
+
+def test_affinity_parameters_are_validated():
+    with pytest.raises(ParameterError, match="The 'max_entries' parameter of AffinityStore must be an int"):
+        AffinityStore(max_entries=0)
+
+
+# ---- cooldown ---------------------------------------------------------------------------------------------------
+def test_cooldown_expires_and_success_clears():
+    clock = Clock()
+    cd = CooldownTracker(5.0, clock=clock)
+    assert cd.fail("a") == 5.0 and cd.is_cooling("a") and not cd.is_cooling("b")
+    clock.t += 4.9
+    assert cd.is_cooling("a") and set(cd.cooling()) == {"a"}
+    clock.t += 0.2
+    assert not cd.is_cooling("a") and cd.cooling() == {}
+    cd.fail("a")
+    cd.succeed("a")
+    assert not cd.is_cooling("a")
+
+
+def test_cooldown_honours_retry_after_within_bounds():
+    clock = Clock()
+    cd = CooldownTracker(5.0, clock=clock)
+    assert cd.fail("a", retry_after_s=20.0) == 20.0
+    assert cd.fail("b", retry_after_s=1.0) == 5.0  # never shorter than the configured cooldown
+    assert cd.fail("c", retry_after_s=1e9) == MAX_RETRY_AFTER_S
+    clock.t += 10
+    assert cd.is_cooling("a") and not cd.is_cooling("b")
+
+
+def test_zero_cooldown_disables_it():
+    cd = CooldownTracker(0.0, clock=Clock())
+    cd.fail("a")
+    assert not cd.is_cooling("a")
+
+
+# ---- request parsing --------------------------------------------------------------------------------------------
+def test_content_as_parts_keeps_text_only():
+    parts = [
+        {"type": "text", "text": "Describe this"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        {"type": "input_text", "text": "in one line"},
+    ]
+    assert content_text(parts) == "Describe this\nin one line"
+    assert content_text(None) == "" and content_text("plain") == "plain"
+
+
+def test_routing_text_modes():
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "an answer"},
+        {"role": "user", "content": [{"type": "text", "text": "follow-up about integrals"}]},
+        {"role": "tool", "content": "tool output", "tool_call_id": "x"},
+    ]
+    assert routing_text(messages) == "follow-up about integrals"
+    assert routing_text(messages, "user") == "first question\n\nfollow-up about integrals"
+    assert "You are terse." in routing_text(messages, "all") and "tool output" in routing_text(messages, "all")
+    # No user text at all: the last message with text.
+    assert routing_text([{"role": "system", "content": "only system"}]) == "only system"
+    assert routing_text([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]) == ""
+
+
+def test_model_string_options():
+    assert parse_model_string("finerouter", "finerouter") == {}
+    assert parse_model_string("gpt-4o", "finerouter") is None
+    assert parse_model_string("finerouterx", "finerouter") is None
+    assert parse_model_string("finerouter:tolerance=0.2,allowed_models=a|b,max_cost=0.01", "finerouter") == {
+        "tolerance": 0.2,
+        "allowed_models": ["a", "b"],
+        "max_cost": 0.01,
+    }
+    with pytest.raises(GatewayHTTPError, match="Cannot read routing option 'temperature=1'") as err:
+        parse_model_string("finerouter:temperature=1", "finerouter")
+    assert err.value.status_code == 400 and err.value.param == "model"
+    with pytest.raises(GatewayHTTPError, match="'tolerance' in model .* must be a number"):
+        parse_model_string("finerouter:tolerance=high", "finerouter")
+
+
+def test_route_options_merge_and_validation():
+    models = ["a", "b", "c"]
+    opts = route_options({"tolerance": 0.1, "allowed_models": ["a", "b"]}, {"tolerance": 0.3}, models=models, default_tolerance=0.0)
+    assert opts == RouteOptions(0.3, ("a", "b"), None)  # the model string wins
+    assert route_options({}, {}, models=models, default_tolerance=0.05).tolerance == 0.05
+    for body, status, param in [
+        ({"tolerance": -0.1}, 400, "tolerance"),
+        ({"tolerance": 1.5}, 400, "tolerance"),
+        ({"tolerance": "0.1"}, 400, "tolerance"),
+        ({"max_cost": -1}, 400, "max_cost"),
+        ({"allowed_models": "a"}, 400, "allowed_models"),
+        ({"allowed_models": ["a", "zzz"]}, 422, "allowed_models"),
+        ({"allowed_models": []}, 422, "allowed_models"),
+    ]:
+        with pytest.raises(GatewayHTTPError) as err:
+            route_options(body, {}, models=models, default_tolerance=0.0)
+        assert (err.value.status_code, err.value.param) == (status, param), body
+
+
+# ---- batcher ----------------------------------------------------------------------------------------------------
+class CountingRouter:
+    """Routes by prompt length; records each call's batch size; fails on prompts containing 'boom'."""
+
+    models_ = ["a", "b"]
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.calls: list[int] = []
+        self.delay_s = delay_s
+        self.threads: set[str] = set()
+
+    def route(self, prompt, tolerance=0.0, allowed_models=None, max_cost=None):
+        import time
+
+        self.threads.add(threading.current_thread().name)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        self.calls.append(len(prompts))
+        if any("boom" in p for p in prompts):
+            raise ParameterError("boom prompt")
+        time.sleep(self.delay_s)
+        out = []
+        for p in prompts:
+            first = self.models_[len(p) % 2]
+            ranking = [first] + [m for m in self.models_ if m != first]
+            out.append(
+                RoutingDecision(p, first, ranking, self.models_, [0, 0], [0, 0], [0, 0], [None, None], None, "Others", [], 1.0, tolerance, 0.5)
+            )
+        return out[0] if isinstance(prompt, str) else out
+
+
+def test_batcher_batches_concurrent_prompts_off_the_loop():
+    router = CountingRouter(delay_s=0.05)
+
+    async def main():
+        batcher = RouteBatcher(router, max_batch=8, workers=1)
+        await batcher.start()
+        try:
+            prompts = [f"prompt {'x' * i}" for i in range(20)]
+            decisions = await asyncio.gather(*(batcher.route(p, RouteOptions()) for p in prompts))
+        finally:
+            await batcher.stop()
+        return prompts, decisions
+
+    prompts, decisions = asyncio.run(main())
+    assert [d.prompt for d in decisions] == prompts  # each caller gets its own decision
+    assert [d.model for d in decisions] == [router.models_[len(p) % 2] for p in prompts]
+    assert sum(router.calls) == 20 and max(router.calls) == 8 and len(router.calls) < 20
+    assert threading.main_thread().name not in router.threads  # never on the event loop's thread
+
+
+def test_batcher_isolates_a_failing_prompt_and_groups_by_options():
+    router = CountingRouter()
+
+    async def main():
+        batcher = RouteBatcher(router, max_batch=16)
+        await batcher.start()
+        try:
+            return await asyncio.gather(
+                batcher.route("fine", RouteOptions()),
+                batcher.route("boom", RouteOptions()),
+                batcher.route("fine too", RouteOptions(tolerance=0.5)),
+                return_exceptions=True,
+            )
+        finally:
+            await batcher.stop()
+
+    ok, bad, other = asyncio.run(main())
+    assert isinstance(bad, ParameterError)
+    assert ok.prompt == "fine" and other.prompt == "fine too" and other.tolerance == 0.5
+
+
+def test_batcher_requires_start():
+    batcher = RouteBatcher(CountingRouter())
+    with pytest.raises(RuntimeError, match="start"):
+        asyncio.run(batcher.route("x", RouteOptions()))
