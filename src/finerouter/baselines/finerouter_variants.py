@@ -1,0 +1,164 @@
+"""FineRouter and its ablations (paper Table 2), wrapped in the harness's router interface.
+
+All variants read one fitted :class:`finerouter.routing.router.FineRouter`; :func:`share_fits` lets variants
+with the same settings share a single fit per training split.
+
+* ``finerouter``: the full router, Eq. 5 final scores.
+* ``stage2_only``: the quality estimator's predictions alone.
+* ``stage1_classifier`` ("Fine CLS"): the task classifier assigns a discovered task; the prompt goes to that
+  task's top candidate (the task's fused ranking); prompts assigned to "Others" use the Others medians.
+* ``stage1_embedding`` ("Embedding"): the nearest task centre (cosine) assigns the task, then as above.
+
+Stage-1 scores for the cost–quality curve: a task's models in fused-ranking order, scored ``(m - position) /
+(m - 1)`` (so tolerance walks down the task's ranking); "Others" rows use the Others median scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from finerouter._validation import check_choice, check_is_fitted
+from finerouter.baselines.base import Router, check_embeddings
+from finerouter.data.dataset import RoutingDataset
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("finerouter", "stage2_only", "stage1_classifier", "stage1_embedding")
+
+
+class SharedFineRouter:
+    """Fits a FineRouter once per (training set, embeddings) and hands the same fit to every variant."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = dict(params)
+        self._key: tuple[int, int] | None = None
+        self.router_: Any = None
+
+    def get(self, train: RoutingDataset, embeddings: np.ndarray) -> Any:
+        key = (id(train), id(embeddings))
+        if self._key != key or self.router_ is None:
+            from finerouter.routing.router import FineRouter
+
+            self.router_ = FineRouter(**self.params).fit(train, embeddings=embeddings)
+            self._key = key
+        return self.router_
+
+
+class FineRouterVariant(Router):
+    """One of :data:`VARIANTS`, over a FineRouter fitted with ``FineRouter(**params)``.
+
+    Args:
+        variant: which scores route (see the module docstring).
+        seed: FineRouter's seed.
+        encoder: the encoder that made the embeddings (FineRouter embeds its task descriptions with it).
+        prices: prices for FineRouter's cost model (routing in the harness uses the harness's cost estimates).
+        **params: other :class:`FineRouter` arguments (``alpha``, ``discovery``, ``classifier``, ``quality``...).
+    """
+
+    def __init__(self, variant: str = "finerouter", seed: int = 0, encoder: Any = None, prices: Any = None,
+                 **params: Any) -> None:
+        self.variant = variant
+        self.seed = seed
+        self.encoder = encoder
+        self.prices = prices
+        self.params = params
+        self.shared: SharedFineRouter | None = None
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.variant
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return "finerouter" if self.variant == "finerouter" else "ablation"
+
+    def router_params(self) -> dict[str, Any]:
+        return {"encoder": self.encoder, "prices": self.prices, "seed": self.seed, **self.params}
+
+    def fit(self, train: RoutingDataset, embeddings: np.ndarray) -> FineRouterVariant:
+        check_choice(self.variant, "variant", "FineRouterVariant", VARIANTS)
+        emb = self._fit_common(train, embeddings)
+        shared = self.shared or SharedFineRouter(self.router_params())
+        self.router_ = shared.get(train, embeddings if isinstance(embeddings, np.ndarray) else emb)
+        catalog = self.router_.catalog_
+        m = len(self.models_)
+        self.stage1_rank_scores_ = _ranking_scores(catalog, self.models_)
+        others = np.array([catalog.others.median_scores.get(name, np.nan) for name in self.models_], dtype=np.float64)
+        self.others_scores_ = np.where(np.isfinite(others), others, self.prior_) + 1e-9 * _prior_order(self.prior_)
+        centers = np.asarray(catalog.centers(), dtype=np.float32).reshape(-1, emb.shape[1])
+        norms = np.linalg.norm(centers, axis=1, keepdims=True)
+        self.centers_ = centers / np.where(norms > 0, norms, 1.0)
+        logger.debug("%s: %d tasks over %d models", self.variant, catalog.n_tasks, m)
+        return self
+
+    def predict_scores(self, embeddings: np.ndarray, data: RoutingDataset | None = None) -> np.ndarray:
+        check_is_fitted(self, ["router_"])
+        emb = check_embeddings(embeddings, f"{self.variant}.predict_scores")
+        if self.variant == "stage1_embedding":
+            if self.centers_.shape[0] == 0:
+                task = np.full(emb.shape[0], -1, dtype=np.int64)
+            else:
+                task = np.argmax(emb @ self.centers_.T, axis=1).astype(np.int64)
+            return self._stage1(task)
+        scores = self.router_.score_embeddings(emb)
+        if self.variant == "finerouter":
+            return np.asarray(scores.final, dtype=np.float64)
+        if self.variant == "stage2_only":
+            return np.asarray(scores.stage2, dtype=np.float64)
+        return self._stage1(np.asarray(scores.task, dtype=np.int64))
+
+    def _stage1(self, task: np.ndarray) -> np.ndarray:
+        out = np.empty((len(task), len(self.models_)), dtype=np.float64)
+        assigned = task >= 0
+        out[assigned] = self.stage1_rank_scores_[task[assigned]]
+        out[~assigned] = self.others_scores_
+        return out
+
+
+def _prior_order(prior: np.ndarray) -> np.ndarray:
+    return np.argsort(np.argsort(prior, kind="stable"), kind="stable").astype(np.float64)
+
+
+def _ranking_scores(catalog: Any, models: list[str]) -> np.ndarray:
+    """``(T, m)``: per task, ``(m - position) / (m - 1)`` of each model in the task's fused ranking."""
+    m = len(models)
+    out = np.zeros((catalog.n_tasks, m), dtype=np.float64)
+    for t, task in enumerate(catalog.tasks):
+        ranking = list(task.fused_ranking) + [x for x in models if x not in task.fused_ranking]
+        for pos, name in enumerate(ranking):
+            if name in models:
+                out[t, models.index(name)] = (m - pos) / max(m - 1, 1)
+    return out
+
+
+def share_fits(routers: list[Router]) -> None:
+    """Give every :class:`FineRouterVariant` with the same settings one shared FineRouter fit."""
+    holders: list[tuple[dict[str, Any], SharedFineRouter]] = []
+    for r in routers:
+        if not isinstance(r, FineRouterVariant):
+            continue
+        params = r.router_params()
+        for p, holder in holders:
+            if _same(p, params):
+                r.shared = holder
+                break
+        else:
+            holder = SharedFineRouter(params)
+            holders.append((params, holder))
+            r.shared = holder
+
+
+def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    if a.keys() != b.keys():
+        return False
+    return all(a[k] is b[k] or (type(a[k]) is type(b[k]) and _eq(a[k], b[k])) for k in a)
+
+
+def _eq(x: Any, y: Any) -> bool:
+    try:
+        return bool(x == y)
+    except Exception:  # noqa: BLE001 - objects without a usable ==
+        return False

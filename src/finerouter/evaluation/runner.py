@@ -1,0 +1,399 @@
+"""The experiment runner: repeated train/test splits by unique prompt, every router fitted on the training part
+and scored on the test part, aggregated over seeds into one JSON-ready result.
+
+Protocol, per seed ``s``:
+
+1. split by unique prompt text, stratified by the dataset's ``task`` label
+   (:func:`finerouter.data.dataset.split_indices` with ``seed=s``); test prompts with no score at all are dropped;
+2. fit each router on the training part only (routers that tune hyper-parameters carve a dev part out of it);
+3. route the test prompts at tolerance 0 with route-time cost estimates (:class:`finerouter.routing.costs.CostModel`
+   fitted on the training part: from ``prices`` when given, else a per-model linear fit of the observed costs
+   against prompt length), and score the choices against the true test scores and costs;
+4. for routers that output scores, sweep ``tolerance`` over ``tolerances`` to trace a cost–quality curve.
+
+The embeddings are computed by the caller, once per dataset (see :func:`embed_dataset`), so the runner never
+embeds and adding a router does not re-embed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from finerouter._validation import check_float, check_int
+from finerouter.data.dataset import RoutingDataset, split_indices
+from finerouter.errors import ParameterError
+from finerouter.evaluation import metrics as M
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TOLERANCES = tuple(float(x) for x in np.round(np.linspace(0.0, 1.0, 21), 4))
+NAN_POLICY = "a chosen model without a score on the prompt counts as 0; test prompts with no score at all are dropped"
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def embed_dataset(dataset: RoutingDataset, encoder: Any = None, cache_dir: Any = None) -> tuple[np.ndarray, Any]:
+    """``((n, d) float32 embeddings, encoder)`` of every prompt, through an on-disk cache when ``cache_dir`` is set.
+
+    Args:
+        encoder: None (the packaged all-MiniLM-L6-v2), a sentence-transformers model name or path, or an Encoder.
+        cache_dir: embedding cache folder (:class:`finerouter.encoders.CachedEncoder`); a second run, or one with
+            more routers, reads the vectors back instead of embedding again.
+    """
+    from finerouter.encoders import get_encoder
+
+    enc = get_encoder(encoder, cache_dir=cache_dir)
+    unique = list(dict.fromkeys(dataset.prompts))
+    vectors = np.asarray(enc.encode(unique), dtype=np.float32)
+    row = {p: i for i, p in enumerate(unique)}
+    return vectors[[row[p] for p in dataset.prompts]], enc
+
+
+def _seeds(seeds: int | Sequence[int]) -> list[int]:
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        n = check_int(seeds, "seeds", "run_evaluation", low=1)
+        return list(range(n))
+    out = [check_int(s, "seeds", "run_evaluation", low=0) for s in seeds]
+    if not out or len(set(out)) != len(out):
+        raise ParameterError(f"The 'seeds' parameter of run_evaluation must be distinct seeds. Got {list(seeds)!r}.")
+    return out
+
+
+def _router_info(router: Any) -> dict[str, Any]:
+    """Tuned or learned settings worth reporting (e.g. kNN's ``k_``)."""
+    info: dict[str, Any] = {}
+    for attr in ("k_", "model_index_"):
+        if hasattr(router, attr):
+            info[attr.rstrip("_")] = int(getattr(router, attr))
+    hist = getattr(router, "history_", None)
+    if isinstance(hist, dict):
+        info["best_epoch"] = hist.get("best_epoch")
+    fr = getattr(router, "router_", None)
+    summary = getattr(fr, "fit_summary_", None)
+    if isinstance(summary, dict):
+        info["n_tasks"] = summary.get("n_tasks")
+        info["share_in_tasks"] = summary.get("share_in_tasks")
+        info["mean_candidates"] = summary.get("mean_candidates")
+    return info
+
+
+def run_evaluation(
+    dataset: RoutingDataset,
+    embeddings: np.ndarray,
+    *,
+    routers: Sequence[str] | None = None,
+    seeds: int | Sequence[int] = 5,
+    test_size: float = 0.2,
+    prices: Any = None,
+    encoder: Any = None,
+    router_params: dict[str, dict[str, Any]] | None = None,
+    tolerances: Sequence[float] = DEFAULT_TOLERANCES,
+    reference: str = "finerouter",
+    progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``routers`` on ``dataset`` over several random splits; return the aggregated results.
+
+    Args:
+        dataset: the routing data.
+        embeddings: ``(n, d)`` prompt embeddings, row ``i`` for ``dataset.prompts[i]``.
+        routers: names from :data:`finerouter.baselines.ROUTERS` (default: all of them).
+        seeds: number of splits (seeds ``0..N-1``) or the seeds themselves.
+        test_size: share of unique prompts held out per split, in (0, 1).
+        prices: :class:`finerouter.data.prices.Prices` (or a CSV path) for route-time cost estimates; test costs
+            come from the data (a reader given prices fills them).
+        encoder: the encoder that produced ``embeddings`` (the FineRouter variants embed task descriptions).
+        router_params: ``{router name: {hyper-parameter: value}}`` overrides.
+        tolerances: values swept for the cost–quality curves, in [0, 1].
+        reference: the router every other one is compared with, seed by seed (skipped when not evaluated).
+        progress: optional ``f(description, done, total)`` called as routers finish.
+
+    Returns:
+        A JSON-serialisable dict: ``dataset``, ``seeds``, ``models``, ``routers`` (per router: ``quality_mean``,
+        ``quality_std``, ``cost_mean``, ``per_task``, ``headroom_mean``, ``routing_distribution``, ``curve``,
+        ``curve_area_mean``, ``cost_fraction_at_best_single_quality``...), ``single_models``, ``comparisons``.
+    """
+    from finerouter.baselines import ROUTERS, make_router
+    from finerouter.baselines.base import model_prior, select_models
+    from finerouter.baselines.finerouter_variants import share_fits
+    from finerouter.routing.costs import CostModel
+
+    t_start = time.perf_counter()
+    if not isinstance(dataset, RoutingDataset):
+        raise ParameterError(f"run_evaluation expects a RoutingDataset. Got {type(dataset).__name__}.")
+    emb = np.asarray(embeddings, dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != dataset.n_prompts:
+        raise ParameterError(
+            f"run_evaluation: embeddings must have shape ({dataset.n_prompts}, d); got {emb.shape}"
+        )
+    seed_list = _seeds(seeds)
+    test_size = check_float(test_size, "test_size", "run_evaluation", low=0.0, high=1.0, closed="neither")
+    tols = [check_float(t, "tolerances", "run_evaluation", low=0.0, high=1.0) for t in tolerances]
+    names = list(routers) if routers is not None else list(ROUTERS)
+    unknown = [n for n in names if n not in ROUTERS]
+    if unknown:
+        raise ParameterError(f"Unknown router(s) {unknown}; known routers: {list(ROUTERS)}")
+    if not names:
+        raise ParameterError("run_evaluation: no routers to evaluate")
+    names = list(dict.fromkeys(names))
+    params = router_params or {}
+    if isinstance(prices, str) or hasattr(prices, "__fspath__"):
+        from finerouter.data.prices import Prices
+
+        prices = Prices.read(prices)
+    models = list(dataset.models)
+    m = len(models)
+
+    per_seed: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    singles: list[dict[str, Any]] = []
+    seed_meta: list[dict[str, Any]] = []
+    total, done = len(seed_list) * len(names), 0
+    for seed in seed_list:
+        train_idx, test_idx = split_indices(dataset.prompts, dataset.tasks, test_size, seed)
+        scored = np.isfinite(dataset.scores[test_idx]).any(axis=1)
+        dropped = int((~scored).sum())
+        test_idx = test_idx[scored]
+        if len(train_idx) == 0 or len(test_idx) == 0:
+            raise ParameterError(
+                f"run_evaluation: seed {seed} gives {len(train_idx)} training and {len(test_idx)} test prompts; "
+                "use more data or another test_size"
+            )
+        train, test = dataset.subset(train_idx), dataset.subset(test_idx)
+        train_emb, test_emb = emb[train_idx], emb[test_idx]
+        true_costs = test.costs
+        route_costs = CostModel.fit(models, train.prompts, train.costs, prices).estimate(test.prompts)
+        n_test = test.n_prompts
+        # reference points computed directly, so headroom is defined whichever routers run
+        best_j = int(np.argmax(model_prior(train.scores)))
+        q_oracle = float(np.mean(test.oracle_scores()))
+        single = {}
+        for j, model in enumerate(models):
+            choice = np.full(n_test, j, dtype=np.int64)
+            single[model] = {
+                "quality": M.mean_quality(test.scores, choice),
+                "cost": M.mean_cost(true_costs, choice),
+                "per_task": M.per_task_quality(test.scores, choice, test.tasks) if test.tasks else {},
+            }
+        singles.append(single)
+        q_best = single[models[best_j]]["quality"]
+        c_best = single[models[best_j]]["cost"]
+        single_costs = [s["cost"] for s in single.values() if s["cost"] is not None]
+        c_low = min(single_costs) if len(single_costs) == m else None
+        c_high = max(single_costs) if len(single_costs) == m else None
+        seed_meta.append({
+            "seed": seed, "n_train": train.n_prompts, "n_test": n_test, "dropped_unscored_test_prompts": dropped,
+            "best_single_model": models[best_j], "best_single_quality": q_best, "best_single_cost": c_best,
+            "oracle_quality": q_oracle, "cost_low": c_low, "cost_high": c_high,
+        })
+        logger.info("seed %d: %d train / %d test prompts; best single %s", seed, train.n_prompts, n_test, models[best_j])
+
+        built = [make_router(n, seed=seed, encoder=encoder, prices=prices, **params.get(n, {})) for n in names]
+        share_fits(built)
+        for name, router in zip(names, built):
+            t0 = time.perf_counter()
+            router.fit(train, train_emb)
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            scores = router.predict_scores(test_emb, test) if router.is_score_based else None
+            if scores is not None:
+                pred = np.asarray(scores, dtype=np.float64)
+                router_prior = router.prior_
+
+                def choose(tol: float, pred: np.ndarray = pred, router_prior: np.ndarray = router_prior) -> np.ndarray:
+                    return select_models(pred, route_costs, tol, router_prior)
+
+                choice = choose(0.0)
+            else:
+                choice = router.route(test_emb, 0.0, route_costs, data=test)
+            predict_s = time.perf_counter() - t0
+            quality = M.mean_quality(test.scores, choice)
+            rec: dict[str, Any] = {
+                "quality": quality,
+                "cost": M.mean_cost(true_costs, choice),
+                "per_task": M.per_task_quality(test.scores, choice, test.tasks) if test.tasks else {},
+                "headroom": M.headroom_captured(quality, q_best, q_oracle),
+                "routing_distribution": M.routing_distribution(choice, models),
+                "unscored_share": M.unscored_share(test.scores, choice),
+                "fit_seconds": fit_s,
+                "predict_seconds": predict_s,
+                "info": _router_info(router),
+                "kind": router.kind,
+                "uses_test_labels": bool(router.uses_test_labels),
+                "score_based": scores is not None,
+            }
+            if scores is not None and true_costs is not None and route_costs is not None:
+                curve = M.cost_quality_curve(choose, test.scores, true_costs, tols)
+                rec["curve"] = curve
+                rec["curve_area"] = (
+                    None if c_low is None else M.normalised_curve_area(curve["cost"], curve["quality"], c_low, c_high)
+                )
+                rec["cost_fraction_at_best_single_quality"] = (
+                    None if c_best is None else M.cost_fraction_at_quality(curve["cost"], curve["quality"], q_best, c_best)
+                )
+            per_seed[name].append(rec)
+            done += 1
+            logger.info("seed %d %-20s quality %.4f (fit %.1fs)", seed, name, quality, fit_s)
+            if progress is not None:
+                progress(f"seed {seed}: {name}", done, total)
+        del built
+
+    result = _aggregate(dataset, names, seed_list, per_seed, singles, seed_meta, tols, reference)
+    result.update({
+        "test_size": test_size,
+        "encoder": getattr(encoder, "name", None if encoder is None else str(encoder)),
+        "cost_source": dataset.meta.get("cost_source", "data" if dataset.costs is not None else None),
+        "route_cost_model": "prices" if prices is not None else ("linear" if dataset.costs is not None else "none"),
+        "nan_policy": NAN_POLICY,
+        "tolerances": tols,
+        "elapsed_seconds": round(time.perf_counter() - t_start, 2),
+    })
+    return result
+
+
+def _curve_mean(curves: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    return {
+        "tolerance": list(curves[0]["tolerance"]),
+        "cost": np.mean([c["cost"] for c in curves], axis=0).tolist(),
+        "quality": np.mean([c["quality"] for c in curves], axis=0).tolist(),
+    }
+
+
+def _aggregate(
+    dataset: RoutingDataset,
+    names: list[str],
+    seeds: list[int],
+    per_seed: dict[str, list[dict[str, Any]]],
+    singles: list[dict[str, Any]],
+    seed_meta: list[dict[str, Any]],
+    tolerances: list[float],
+    reference: str,
+) -> dict[str, Any]:
+    from finerouter._version import __version__
+
+    models = list(dataset.models)
+    tasks = sorted(set(dataset.tasks)) if dataset.tasks else []
+    best_q = [s["best_single_quality"] for s in seed_meta]
+    best_c = [s["best_single_cost"] for s in seed_meta]
+    routers_out: dict[str, Any] = {}
+    for name in names:
+        recs = per_seed[name]
+        q_mean, q_std = M.mean_std([r["quality"] for r in recs])
+        c_mean, c_std = M.mean_std([r["cost"] for r in recs])
+        h_mean, h_std = M.mean_std([r["headroom"] for r in recs])
+        per_task = {}
+        for t in tasks:
+            mu, sd = M.mean_std([r["per_task"].get(t) for r in recs])
+            per_task[t] = {"mean": mu, "std": sd}
+        macro, _ = M.mean_std([v["mean"] for v in per_task.values()])
+        out: dict[str, Any] = {
+            "kind": recs[0]["kind"],
+            "uses_test_labels": recs[0]["uses_test_labels"],
+            "score_based": recs[0]["score_based"],
+            "quality_mean": q_mean,
+            "quality_std": q_std,
+            "cost_mean": c_mean,
+            "cost_std": c_std,
+            "headroom_mean": h_mean,
+            "headroom_std": h_std,
+            "per_task": per_task,
+            "per_task_macro_mean": macro,
+            "routing_distribution": {
+                mdl: float(np.mean([r["routing_distribution"][mdl] for r in recs])) for mdl in models
+            },
+            "unscored_share_mean": float(np.mean([r["unscored_share"] for r in recs])),
+            "fit_seconds_mean": float(np.mean([r["fit_seconds"] for r in recs])),
+            "predict_seconds_mean": float(np.mean([r["predict_seconds"] for r in recs])),
+            "per_seed": {
+                "quality": [r["quality"] for r in recs],
+                "cost": [r["cost"] for r in recs],
+                "headroom": [r["headroom"] for r in recs],
+                "info": [r["info"] for r in recs],
+            },
+        }
+        if all("curve" in r for r in recs):
+            curve = _curve_mean([r["curve"] for r in recs])
+            a_mean, a_std = M.mean_std([r["curve_area"] for r in recs])
+            mean_best_q, _ = M.mean_std(best_q)
+            mean_best_c, _ = M.mean_std(best_c)
+            out["curve"] = curve
+            out["curve_area_mean"] = a_mean
+            out["curve_area_std"] = a_std
+            out["cost_fraction_at_best_single_quality"] = (
+                None if mean_best_q is None or mean_best_c is None
+                else M.cost_fraction_at_quality(curve["cost"], curve["quality"], mean_best_q, mean_best_c)
+            )
+            out["per_seed"]["curve_area"] = [r["curve_area"] for r in recs]
+            out["per_seed"]["cost_fraction_at_best_single_quality"] = [
+                r["cost_fraction_at_best_single_quality"] for r in recs
+            ]
+        routers_out[name] = out
+
+    single_out = {}
+    for mdl in models:
+        q_mean, q_std = M.mean_std([s[mdl]["quality"] for s in singles])
+        c_mean, c_std = M.mean_std([s[mdl]["cost"] for s in singles])
+        per_task = {t: M.mean_std([s[mdl]["per_task"].get(t) for s in singles])[0] for t in tasks}
+        macro, _ = M.mean_std(list(per_task.values()))
+        single_out[mdl] = {
+            "quality_mean": q_mean, "quality_std": q_std, "cost_mean": c_mean, "cost_std": c_std,
+            "per_task": per_task, "per_task_macro_mean": macro,
+        }
+
+    comparisons: dict[str, Any] = {"reference": None, "against": {}}
+    if reference in per_seed:
+        comparisons["reference"] = reference
+        ref_q = [r["quality"] for r in per_seed[reference]]
+        for name in names:
+            if name != reference:
+                comparisons["against"][name] = M.paired_comparison(ref_q, [r["quality"] for r in per_seed[name]])
+
+    lows = [s["cost_low"] for s in seed_meta]
+    highs = [s["cost_high"] for s in seed_meta]
+    return {
+        "dataset": dataset.name,
+        "source": dataset.source,
+        "library_version": __version__,
+        "n_prompts": dataset.n_prompts,
+        "models": models,
+        "tasks": tasks,
+        "seeds": seeds,
+        "splits": seed_meta,
+        "best_single": {
+            "quality_mean": M.mean_std(best_q)[0],
+            "cost_mean": M.mean_std(best_c)[0],
+            "models": [s["best_single_model"] for s in seed_meta],
+        },
+        "oracle_quality_mean": M.mean_std([s["oracle_quality"] for s in seed_meta])[0],
+        "cost_axis": {
+            "low_mean": M.mean_std(lows)[0] if all(v is not None for v in lows) else None,
+            "high_mean": M.mean_std(highs)[0] if all(v is not None for v in highs) else None,
+            "definition": "x = (cost - cost of the cheapest single model) / (cost of the priciest - cheapest), "
+            "mean cost per prompt on each seed's test prompts",
+        },
+        "routers": routers_out,
+        "single_models": single_out,
+        "comparisons": comparisons,
+    }
+
+
+def clean_for_json(obj: Any) -> Any:
+    """``obj`` with NaN/inf floats replaced by None and numpy scalars/arrays made plain (for strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): clean_for_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_for_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean_for_json(obj.tolist())
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        return x if math.isfinite(x) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj

@@ -1,0 +1,128 @@
+"""Evaluation metrics on small hand-made cases whose answers are known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from finerouter.errors import ParameterError
+from finerouter.evaluation import metrics as M
+
+SCORES = np.array(
+    [
+        [1.0, 0.0, 0.5],
+        [0.0, 1.0, np.nan],
+        [0.2, 0.4, 0.9],
+        [1.0, 1.0, 0.0],
+    ]
+)
+COSTS = np.array([[1.0, 2.0, 4.0]] * 4)
+
+
+def test_quality_counts_unscored_choice_as_zero():
+    choice = np.array([0, 2, 2, 1])  # row 1 picks an unscored model
+    assert M.chosen_scores(SCORES, choice).tolist() == [1.0, 0.0, 0.9, 1.0]
+    assert M.mean_quality(SCORES, choice) == pytest.approx(2.9 / 4)
+    assert M.unscored_share(SCORES, choice) == pytest.approx(0.25)
+
+
+def test_mean_cost_and_unknown_costs():
+    choice = np.array([0, 1, 2, 2])
+    assert M.mean_cost(COSTS, choice) == pytest.approx((1 + 2 + 4 + 4) / 4)
+    assert M.mean_cost(None, choice) is None
+    costs = COSTS.copy()
+    costs[3, 2] = np.nan
+    assert M.mean_cost(costs, choice) == pytest.approx((1 + 2 + 4) / 3)
+
+
+def test_per_task_quality():
+    choice = np.array([0, 1, 0, 2])
+    per = M.per_task_quality(SCORES, choice, ["a", "a", "b", "b"])
+    assert per == {"a": pytest.approx(1.0), "b": pytest.approx(0.1)}
+
+
+def test_headroom_is_one_for_oracle_zero_for_best_single():
+    oracle_choice = np.array([0, 1, 2, 0])
+    q_oracle = M.mean_quality(SCORES, oracle_choice)
+    best = int(np.nanargmax(np.nanmean(SCORES, axis=0)))
+    q_best = M.mean_quality(SCORES, np.full(4, best))
+    assert M.headroom_captured(q_oracle, q_best, q_oracle) == pytest.approx(1.0)
+    assert M.headroom_captured(q_best, q_best, q_oracle) == pytest.approx(0.0)
+    assert M.headroom_captured(0.5 * (q_best + q_oracle), q_best, q_oracle) == pytest.approx(0.5)
+    assert M.headroom_captured(q_best - 0.1, q_best, q_oracle) < 0
+    assert M.headroom_captured(0.7, 0.7, 0.7) is None  # no gap to close
+
+
+def test_routing_distribution_sums_to_one_and_lists_every_model():
+    dist = M.routing_distribution(np.array([0, 0, 2, 0]), ["a", "b", "c"])
+    assert dist == {"a": 0.75, "b": 0.0, "c": 0.25}
+
+
+def test_bad_choice_is_rejected():
+    with pytest.raises(ParameterError, match="model indices"):
+        M.mean_quality(SCORES, np.array([0, 1, 3, 0]))
+    with pytest.raises(ParameterError, match="shape"):
+        M.mean_quality(SCORES, np.array([0, 1]))
+
+
+@pytest.mark.parametrize(
+    ("costs", "qualities", "low", "high", "area"),
+    [
+        ([0.0, 1.0], [0.0, 1.0], 0.0, 1.0, 0.5),  # the diagonal
+        ([0.0, 10.0], [0.0, 1.0], 0.0, 10.0, 0.5),  # same after normalising the cost axis
+        ([0.5], [0.8], 0.0, 1.0, 0.4),  # 0 left of the only point, flat to the right
+        ([0.0], [0.8], 0.0, 1.0, 0.8),  # reaches 0.8 at the cheapest cost: area 0.8
+        ([0.25, 0.75], [0.2, 0.6], 0.0, 1.0, 0.5 * 0.4 + 0.25 * 0.6),
+        ([0.0, 0.5, 1.0], [0.5, 0.3, 0.9], 0.0, 1.0, 0.25 + 0.35),  # running max: the dip is ignored
+        ([-1.0, 0.0, 1.0], [0.2, 0.4, 0.4], 0.0, 1.0, 0.4),  # cheaper than the cheapest model: clipped to [0, 1]
+        ([1.0, 0.0, 0.5], [1.0, 0.0, 0.5], 0.0, 1.0, 0.5),  # order of points does not matter
+        ([2.0], [0.9], 0.0, 1.0, 0.0),  # never operates within the axis
+    ],
+)
+def test_curve_area_on_known_curves(costs, qualities, low, high, area):
+    assert M.normalised_curve_area(costs, qualities, low, high) == pytest.approx(area)
+
+
+def test_curve_area_undefined_without_a_cost_range():
+    assert M.normalised_curve_area([1.0], [0.5], 1.0, 1.0) is None
+    assert M.normalised_curve_area([float("nan")], [0.5], 0.0, 1.0) is None
+
+
+def test_cost_fraction_at_best_single_quality():
+    costs, quals = [1.0, 2.0, 3.0, 4.0], [0.5, 0.7, 0.8, 0.9]
+    assert M.cost_fraction_at_quality(costs, quals, 0.7, reference_cost=4.0) == pytest.approx(0.5)
+    assert M.cost_fraction_at_quality(costs, quals, 0.75, reference_cost=4.0) == pytest.approx(0.75)
+    assert M.cost_fraction_at_quality(costs, quals, 0.95, reference_cost=4.0) is None
+
+
+def test_cost_quality_curve_sweeps_the_chooser():
+    scores = np.array([[1.0, 0.0], [0.0, 1.0]])
+    costs = np.array([[1.0, 3.0], [1.0, 3.0]])
+
+    def choose(tol: float) -> np.ndarray:
+        return np.array([0, 1]) if tol < 0.5 else np.array([0, 0])
+
+    curve = M.cost_quality_curve(choose, scores, costs, [0.0, 1.0])
+    assert curve == {"tolerance": [0.0, 1.0], "cost": [2.0, 1.0], "quality": [1.0, 0.5]}
+
+
+def test_mean_std_uses_sample_std_and_skips_missing():
+    assert M.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
+    assert M.mean_std([2.0, None]) == (2.0, 0.0)
+    assert M.mean_std([None]) == (None, None)
+
+
+def test_paired_comparison():
+    ref = [0.70, 0.72, 0.71, 0.69, 0.73]
+    other = [0.60, 0.65, 0.62, 0.61, 0.66]
+    c = M.paired_comparison(ref, other)
+    assert c["diff_mean"] == pytest.approx(np.mean(np.subtract(ref, other)))
+    assert (c["wins"], c["losses"], c["ties"]) == (5, 0, 0)
+    assert c["ttest_p"] < 0.001
+    assert c["sign_test_p"] == pytest.approx(2 * 0.5**5)
+    same = M.paired_comparison(ref, ref)
+    assert same["ties"] == 5 and same["ttest_p"] is None and same["sign_test_p"] is None
+    mixed = M.paired_comparison([0.5, 0.6], [0.6, 0.5])
+    assert (mixed["wins"], mixed["losses"]) == (1, 1) and mixed["ttest_p"] == pytest.approx(1.0)
