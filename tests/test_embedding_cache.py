@@ -247,3 +247,18 @@ def test_300k_cached_vectors_open_fast(tmp_path):
     np.testing.assert_array_equal(got, vectors[pick])
     assert len(cache) == n
     assert elapsed < 5.0, f"opening a 300K-vector cache took {elapsed:.2f}s"
+
+
+@pytest.mark.slow
+def test_real_minilm_cache_round_trip(minilm, tmp_path):
+    texts = ["Write a SQL query that counts orders per customer.", "Who painted the Mona Lisa?", ""]
+    direct = minilm.encode(texts)
+    cache = CachedEncoder(minilm, tmp_path)
+    assert cache.name == minilm.name and cache.dim == 384
+    np.testing.assert_array_equal(cache.encode(texts), direct)
+    reopened = CachedEncoder(minilm, tmp_path)
+    np.testing.assert_array_equal(reopened.encode(texts[::-1]), direct[::-1])
+    assert (reopened.n_hits, reopened.n_misses) == (3, 0)
+    assert cache.fingerprint() == minilm.fingerprint()
+    meta = (cache.directory / "encoder.json").read_text()
+    assert minilm.name in meta and "site-packages" not in meta

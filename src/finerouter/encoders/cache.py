@@ -215,11 +215,9 @@ class CachedEncoder:
             self._refresh()
             if len(self._shards) <= 1:
                 return len(self._index)
-            keys = np.empty((len(self._index), 32), dtype=np.uint8)
-            vectors = np.empty((len(self._index), self.dim), dtype=np.float32)
-            for row, (digest, (s, r)) in enumerate(self._index.items()):
-                keys[row] = np.frombuffer(digest, dtype=np.uint8)
-                vectors[row] = self._shards[s].vectors[r]
+            digests = list(self._index)
+            keys = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(len(digests), 32)
+            vectors = self._gather(digests)
             old = [sh.path for sh in self._shards]
             new_path = self._write_shard(keys, vectors)
             for path in old:
@@ -326,16 +324,12 @@ class CachedEncoder:
         return path
 
     def _gather(self, digests: list[bytes]) -> np.ndarray:
-        out = np.empty((len(digests), self.dim), dtype=np.float32)
-        by_shard: dict[int, tuple[list[int], list[int]]] = {}
         index = self._index
-        for i, d in enumerate(digests):
-            s, r = index[d]
-            rows, dest = by_shard.setdefault(s, ([], []))
-            rows.append(r)
-            dest.append(i)
-        for s, (rows, dest) in by_shard.items():
-            out[np.asarray(dest)] = self._shards[s].vectors[np.asarray(rows)]
+        locs = np.array([index[d] for d in digests], dtype=np.int64).reshape(len(digests), 2)
+        out = np.empty((len(digests), self.dim), dtype=np.float32)
+        for s in np.unique(locs[:, 0]):
+            dest = np.flatnonzero(locs[:, 0] == s)
+            out[dest] = self._shards[int(s)].vectors[locs[dest, 1]]
         return out
 
 
