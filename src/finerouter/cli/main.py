@@ -32,6 +32,7 @@ def _register() -> None:
     app.command("fit")(fit.fit)
     app.command("route")(route.route)
     from finerouter.cli import serve as _sv; app.command("serve")(_sv.serve)  # noqa: E702
+    from finerouter.cli import evaluate as _ev; app.command("evaluate")(_ev.evaluate)  # noqa: E702
 
 
 _register()
