@@ -1,0 +1,394 @@
+"""`TaskDiscovery`: stage-1 fine-grained task discovery (paper Sect. 3.1.1).
+
+The algorithm, as implemented:
+
+1. **Rankings.** Each prompt's models are ranked by score (:func:`rank_models`; ties by the model's overall
+   mean score, then index; NaN last).
+2. **Level 1.** The prompt graph (:func:`finerouter.discovery.graph.build_graph`: ``k``-NN on the description
+   embeddings, RBO filter ``tau``, weight = geometric mean of min-max-normalised cosine and RBO) is
+   partitioned by Leiden (``resolution``, ``seed``).
+3. **Levels 2..iterations.** Every community becomes one node: its embedding is the per-dimension median of
+   its *prompts'* embeddings, re-L2-normalised, and its ranking the MRR fusion (eq. 4, ``epsilon``) of its
+   *prompts'* rankings. The same graph construction runs on these nodes (``k`` capped at nodes - 1) and
+   Leiden partitions them. **Members propagate down**: a prompt's label at level ``l`` is the level-``l``
+   community of its level-``(l-1)`` community, so summaries at every level are always computed from the
+   underlying prompts, never from summaries of summaries. The loop stops early when a level merges nothing.
+4. **Tasks.** Final-level communities with at least ``min_task_size`` prompts are the tasks, numbered by
+   decreasing size; the other prompts form "Others" (label -1).
+5. **Per task** (:class:`finerouter.discovery.TaskCatalog`): the median-pooled centre, the MRR-fused
+   ranking, adaptive candidates (coverage ``delta``), the NaN-aware median score of every model (a model
+   never observed on the task's prompts falls back to its median over all prompts), ``n_examples`` central
+   prompts (highest cosine to the centre) and a one-line description (the most central member's
+   description, else its prompt). Others gets its medians too (all prompts' medians when it is empty).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from finerouter._validation import check_choice, check_float, check_int, check_is_fitted
+from finerouter.discovery.candidates import adaptive_candidates
+from finerouter.discovery.catalog import OthersGroup, Task, TaskCatalog, one_line
+from finerouter.discovery.fusion import (
+    fused_order,
+    fused_ranks,
+    group_index,
+    group_median_centres,
+    group_mrr,
+    group_nanmedian,
+    nanmedian_columns,
+)
+from finerouter.discovery.graph import build_graph, knn_recall, knn_search, resolve_knn_method
+from finerouter.discovery.leiden import canonical_labels, leiden_communities
+from finerouter.discovery.ranking import order_to_ranks, rank_order
+from finerouter.discovery.rbo import rbo_floor
+from finerouter.errors import DataError, ParameterError
+
+logger = logging.getLogger(__name__)
+
+_OWNER = "TaskDiscovery"
+
+
+class TaskDiscovery:
+    """Discover fine-grained task types from description embeddings and per-prompt model scores.
+
+    Args:
+        k: nearest neighbours per node in the graph (paper: 5).
+        tau: RBO threshold; candidate edges whose two rankings have ``RBO < tau`` are dropped (paper: 0.4).
+        iterations: Leiden rounds in all, the first on prompts, the rest on cluster summaries (paper: 3).
+        resolution: Leiden RB-configuration resolution (1.0 = modularity; higher = smaller communities).
+        min_task_size: final communities with fewer prompts go to "Others".
+        delta: candidate coverage threshold (paper: 0.8).
+        epsilon: the MRR rank offset (paper: 60).
+        rbo_p: RBO persistence.
+        knn: ``"auto"`` (exact up to 20,000 nodes, HNSW above), ``"exact"`` or ``"hnsw"``.
+        n_examples: central example prompts kept per task.
+        seed: seeds HNSW and Leiden.
+        rbo_rescale: rescale RBO by its floor for the pool size, ``(rbo - floor) / (1 - floor)``, before the
+            ``tau`` filter and the weights (see :func:`finerouter.discovery.rbo.rescale_rbo`); without it a
+            ``tau`` of 0.4 cannot drop any edge for pools of up to 11 models.
+
+    Attributes (after ``fit``):
+        labels_: ``(n,)`` int64 task of each prompt, -1 = Others.
+        catalog_: the :class:`TaskCatalog`.
+        level_labels_: per Leiden round, the ``(n,)`` community of each prompt at that round.
+        level_stats_: per round, a dict of nodes, candidate and kept edges, communities, kNN method.
+        knn_recall_: recall@k of the approximate level-1 neighbours on a 500-row sample (None when exact).
+        timings_: seconds per phase.
+    """
+
+    def __init__(
+        self,
+        k: int = 5,
+        tau: float = 0.4,
+        iterations: int = 3,
+        resolution: float = 1.0,
+        min_task_size: int = 5,
+        delta: float = 0.8,
+        epsilon: float = 60.0,
+        rbo_p: float = 0.9,
+        knn: str = "auto",
+        n_examples: int = 3,
+        seed: int = 0,
+        rbo_rescale: bool = True,
+    ) -> None:
+        self.k = k
+        self.tau = tau
+        self.iterations = iterations
+        self.resolution = resolution
+        self.min_task_size = min_task_size
+        self.delta = delta
+        self.epsilon = epsilon
+        self.rbo_p = rbo_p
+        self.knn = knn
+        self.n_examples = n_examples
+        self.seed = seed
+        self.rbo_rescale = rbo_rescale
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, as a dict."""
+        return {
+            name: getattr(self, name)
+            for name in (
+                "k", "tau", "iterations", "resolution", "min_task_size", "delta", "epsilon", "rbo_p", "knn",
+                "n_examples", "seed", "rbo_rescale",
+            )
+        }
+
+    def __repr__(self) -> str:
+        defaults = TaskDiscovery().get_params()
+        changed = {k: v for k, v in self.get_params().items() if v != defaults[k]}
+        return f"TaskDiscovery({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
+
+    def _validate_params(self) -> None:
+        check_int(self.k, "k", _OWNER, low=2)
+        check_float(self.tau, "tau", _OWNER, low=0.0, high=1.0)
+        check_int(self.iterations, "iterations", _OWNER, low=1)
+        check_float(self.resolution, "resolution", _OWNER, low=0.0, closed="neither")
+        check_int(self.min_task_size, "min_task_size", _OWNER, low=1)
+        check_float(self.delta, "delta", _OWNER, low=0.0, high=1.0, closed="right")
+        check_float(self.epsilon, "epsilon", _OWNER, low=0.0)
+        check_float(self.rbo_p, "rbo_p", _OWNER, low=0.0, high=1.0, closed="neither")
+        check_choice(self.knn, "knn", _OWNER, ("auto", "exact", "hnsw"))
+        check_int(self.n_examples, "n_examples", _OWNER, low=0)
+        check_int(self.seed, "seed", _OWNER, low=0)
+        if not isinstance(self.rbo_rescale, bool):
+            raise ParameterError(
+                f"The 'rbo_rescale' parameter of {_OWNER} must be an instance of 'bool'. Got {self.rbo_rescale!r}."
+            )
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self,
+        embeddings: np.ndarray,
+        scores: np.ndarray,
+        *,
+        model_names: Sequence[str],
+        prompts: Sequence[str] | None = None,
+        descriptions: Sequence[str] | None = None,
+    ) -> TaskDiscovery:
+        """Discover the tasks.
+
+        Args:
+            embeddings: ``(n, d)`` float32 L2-normalised embeddings of the prompts' task descriptions.
+            scores: ``(n, m)`` quality scores, NaN = not evaluated.
+            model_names: the ``m`` model names.
+            prompts: optional ``(n,)`` prompt texts (examples and fallback descriptions).
+            descriptions: optional ``(n,)`` task descriptions (preferred for the task description).
+
+        Returns:
+            self
+        """
+        self._validate_params()
+        t_start = time.perf_counter()
+        x, s, models = self._check_inputs(embeddings, scores, model_names, prompts, descriptions)
+        n, m = s.shape
+        timings: dict[str, float] = {}
+
+        t = time.perf_counter()
+        tie = _model_means(s)
+        order = rank_order(s, tie)
+        ranks = order_to_ranks(order)
+        best = order[:, 0].copy()
+        timings["rank"] = time.perf_counter() - t
+        floor = rbo_floor(m, self.rbo_p)
+        if not self.rbo_rescale and self.tau <= floor:
+            logger.info(
+                "tau=%.3g is at or below the RBO floor %.3f of %d-model rankings at p=%.3g: the RBO filter "
+                "cannot drop an edge; ranking similarity only shapes the edge weights",
+                self.tau, floor, m, self.rbo_p,
+            )
+
+        node_x, node_ranks = x, ranks
+        prompt_label = np.arange(n, dtype=np.int64)
+        level_labels: list[np.ndarray] = []
+        level_stats: list[dict[str, Any]] = []
+        self.knn_recall_: float | None = None
+        for level in range(self.iterations):
+            n_nodes = node_x.shape[0]
+            if n_nodes < 2:
+                break
+            t = time.perf_counter()
+            k = min(self.k, n_nodes - 1)
+            method = resolve_knn_method(n_nodes, self.knn)
+            neighbours = knn_search(node_x, k, method=method, seed=self.seed)
+            timings[f"level{level + 1}_knn"] = time.perf_counter() - t
+            if level == 0 and method == "hnsw":
+                t = time.perf_counter()
+                self.knn_recall_ = knn_recall(node_x, neighbours[0], sample=500, seed=self.seed)
+                timings["knn_recall"] = time.perf_counter() - t
+            t = time.perf_counter()
+            edges = build_graph(
+                node_x,
+                node_ranks,
+                k=k,
+                tau=self.tau,
+                rbo_p=self.rbo_p,
+                seed=self.seed,
+                rbo_rescale=self.rbo_rescale,
+                neighbours=neighbours,
+            )
+            timings[f"level{level + 1}_graph"] = time.perf_counter() - t
+            t = time.perf_counter()
+            comm = leiden_communities(edges, resolution=self.resolution, seed=self.seed)
+            timings[f"level{level + 1}_leiden"] = time.perf_counter() - t
+            n_comm = int(comm.max()) + 1
+            prompt_label = comm[prompt_label]
+            level_labels.append(prompt_label.copy())
+            level_stats.append(
+                {
+                    "level": level + 1,
+                    "nodes": n_nodes,
+                    "knn": method,
+                    "k": k,
+                    "candidate_edges": edges.n_candidates,
+                    "kept_edges": edges.n_edges,
+                    "communities": n_comm,
+                }
+            )
+            logger.info(
+                "level %d: %d nodes, %d/%d edges kept (RBO >= %.2f), %d communities",
+                level + 1, n_nodes, edges.n_edges, edges.n_candidates, self.tau, n_comm,
+            )
+            if n_comm == n_nodes and level > 0:
+                break  # nothing merged: further rounds would see the same graph
+            if level + 1 < self.iterations:
+                t = time.perf_counter()
+                node_x = group_median_centres(x, prompt_label, n_comm)
+                node_ranks = fused_ranks(group_mrr(ranks, prompt_label, n_comm, self.epsilon), tie)
+                timings[f"level{level + 1}_summaries"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        labels = self._final_labels(prompt_label)
+        catalog = self._build_catalog(x, s, ranks, best, tie, labels, models, prompts, descriptions)
+        timings["catalog"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t_start
+        catalog.info = {
+            "params": self.get_params(),
+            "levels": level_stats,
+            "knn_recall": self.knn_recall_,
+            "rbo_floor": floor,
+        }
+        self.labels_ = labels
+        self.catalog_ = catalog
+        self.level_labels_ = level_labels
+        self.level_stats_ = level_stats
+        self.timings_ = {k: round(v, 4) for k, v in timings.items()}
+        logger.info(
+            "discovered %d tasks; %.1f%% of %d prompts in a task; %.2f candidates per task of %d models (%.1fs)",
+            catalog.n_tasks, 100 * catalog.share_in_tasks, n, catalog.mean_candidates if catalog.tasks else 0.0,
+            m, timings["total"],
+        )
+        return self
+
+    @property
+    def n_tasks_(self) -> int:
+        check_is_fitted(self, ["catalog_"])
+        return self.catalog_.n_tasks
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _check_inputs(
+        embeddings: np.ndarray,
+        scores: np.ndarray,
+        model_names: Sequence[str],
+        prompts: Sequence[str] | None,
+        descriptions: Sequence[str] | None,
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        x = np.asarray(embeddings)
+        if x.ndim != 2:
+            raise DataError(f"TaskDiscovery.fit: embeddings must be (n, d), got shape {x.shape}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise DataError(f"TaskDiscovery.fit: embeddings, row {int(np.argwhere(~np.isfinite(x))[0, 0])}: not finite")
+        norms = np.linalg.norm(x, axis=1)
+        if x.shape[0] and np.abs(norms - 1.0).max() > 1e-3:
+            r = int(np.argmax(np.abs(norms - 1.0)))
+            raise DataError(
+                f"TaskDiscovery.fit: embeddings must be L2-normalised; row {r} has norm {norms[r]:.4f}"
+            )
+        s = np.asarray(scores, dtype=np.float64)
+        if s.ndim != 2 or s.shape[0] != x.shape[0]:
+            raise DataError(f"TaskDiscovery.fit: scores have shape {s.shape}, expected ({x.shape[0]}, m)")
+        if np.isinf(s).any():
+            r, c = np.argwhere(np.isinf(s))[0]
+            raise DataError(f"TaskDiscovery.fit: scores, row {r}, column {c}: infinite score")
+        models = [str(mn) for mn in model_names]
+        if len(models) != s.shape[1]:
+            raise DataError(f"TaskDiscovery.fit: {len(models)} model names for {s.shape[1]} score columns")
+        if len(set(models)) != len(models):
+            raise DataError(f"TaskDiscovery.fit: duplicate model names in {models}")
+        if s.shape[1] < 2:
+            raise DataError("TaskDiscovery.fit: need at least 2 models")
+        if x.shape[0] < 2:
+            raise DataError(f"TaskDiscovery.fit: need at least 2 prompts, got {x.shape[0]}")
+        for name, texts in (("prompts", prompts), ("descriptions", descriptions)):
+            if texts is not None and len(texts) != x.shape[0]:
+                raise DataError(f"TaskDiscovery.fit: {len(texts)} {name} for {x.shape[0]} embeddings")
+        return x, s, models
+
+    def _final_labels(self, prompt_label: np.ndarray) -> np.ndarray:
+        """Tasks = final communities with >= min_task_size prompts, numbered by size; the rest -1."""
+        lab = canonical_labels(prompt_label)  # by decreasing prompt count
+        sizes = np.bincount(lab)
+        keep = sizes >= self.min_task_size
+        new_id = np.where(keep, np.cumsum(keep) - 1, -1)
+        return new_id[lab].astype(np.int64)
+
+    def _build_catalog(
+        self,
+        x: np.ndarray,
+        s: np.ndarray,
+        ranks: np.ndarray,
+        best: np.ndarray,
+        tie: np.ndarray,
+        labels: np.ndarray,
+        models: list[str],
+        prompts: Sequence[str] | None,
+        descriptions: Sequence[str] | None,
+    ) -> TaskCatalog:
+        n, m = s.shape
+        n_tasks = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
+        overall = nanmedian_columns(s)
+        tasks: list[Task] = []
+        if n_tasks:
+            inside = labels >= 0
+            lab_in = labels[inside]
+            rows_in = np.where(inside)[0]
+            centres = group_median_centres(x[inside], lab_in, n_tasks)
+            mrr = group_mrr(ranks[inside], lab_in, n_tasks, self.epsilon)
+            orders = fused_order(mrr, tie)
+            n_cand, coverage = adaptive_candidates(best, labels, orders, self.delta)
+            medians = group_nanmedian(s[inside], lab_in, n_tasks)
+            medians = np.where(np.isnan(medians), overall[None, :], medians)
+            order, starts = group_index(lab_in, n_tasks)
+            for tid in range(n_tasks):
+                members = np.sort(rows_in[order[starts[tid] : starts[tid + 1]]])
+                sims = x[members] @ centres[tid]
+                central = members[np.argsort(-sims, kind="stable")]
+                examples = [str(prompts[i]) for i in central[: self.n_examples]] if prompts is not None else []
+                source = descriptions if descriptions is not None else prompts
+                description = one_line(source[central[0]]) if source is not None else f"Task {tid}"
+                ranking = [models[j] for j in orders[tid]]
+                tasks.append(
+                    Task(
+                        id=tid,
+                        size=int(members.size),
+                        members=members.astype(np.int64),
+                        center=centres[tid].astype(np.float32),
+                        fused_ranking=ranking,
+                        candidates=ranking[: int(n_cand[tid])],
+                        median_scores={models[j]: float(medians[tid, j]) for j in range(m)},
+                        examples=examples,
+                        description=description,
+                        coverage=float(coverage[tid]),
+                    )
+                )
+        others_members = np.where(labels < 0)[0].astype(np.int64)
+        if others_members.size:
+            om = nanmedian_columns(s[others_members])
+            om = np.where(np.isnan(om), overall, om)
+        else:
+            om = overall
+        others = OthersGroup(
+            size=int(others_members.size),
+            members=others_members,
+            median_scores={models[j]: float(om[j]) for j in range(m)},
+        )
+        return TaskCatalog(models, tasks, others, dim=x.shape[1], n_prompts=n)
+
+
+def _model_means(s: np.ndarray) -> np.ndarray:
+    """``(m,)`` NaN-aware mean score per model (``-inf`` for a model never observed)."""
+    observed = np.isfinite(s)
+    counts = observed.sum(axis=0)
+    sums = np.where(observed, s, 0.0).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
+
+
+__all__ = ["TaskDiscovery"]

@@ -1,0 +1,111 @@
+"""Rank-biased overlap (Webber, Moffat & Zobel 2010), vectorised over many pairs of full rankings.
+
+For two rankings ``S`` and ``T`` of the same ``m`` items (conjoint, full depth), let ``X_d`` be the size of
+the overlap of their top-``d`` prefixes. The extrapolated RBO at depth ``k = m`` (Webber et al., eq. 32) is
+
+    RBO_ext = (X_k / k) * p**k  +  ((1 - p) / p) * sum_{d=1..k} (X_d / d) * p**d
+
+With full rankings ``X_m = m``, so identical rankings score exactly 1 and the score is top-weighted by ``p``.
+Note its floor: for full rankings every pair scores at least ``p**m`` plus the overlap the deep prefixes
+cannot avoid (two reversed rankings of 9 models score 0.553 at ``p = 0.9``); :func:`rescale_rbo` maps
+``[floor, 1]`` onto ``[0, 1]``, which the task-discovery graph uses by default.
+
+``X_d`` for every pair and depth comes from the ranks directly: a model is in both top-``d`` prefixes iff
+``max(rank_S, rank_T) <= d``, so ``X`` is the cumulative histogram of the element-wise maximum of the two
+rank rows -- ``O(e * m)`` numpy work, no Python loop over pairs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from finerouter._validation import check_float
+from finerouter.errors import DataError
+
+
+def _as_rank_matrix(x: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise DataError(f"{name} must be (n_pairs, n_models) ranks, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if not np.all(np.equal(np.mod(a, 1), 0)):
+            raise DataError(f"{name} must hold integer ranks 1..m")
+    return a.astype(np.int64, copy=False)
+
+
+def _check_permutations(a: np.ndarray, name: str) -> None:
+    m = a.shape[1]
+    if a.size == 0:
+        return
+    expected = np.arange(1, m + 1)
+    bad = np.where(~(np.sort(a, axis=1) == expected).all(axis=1))[0]
+    if bad.size:
+        raise DataError(
+            f"{name}, row {int(bad[0])}: not a full ranking (each row must be a permutation of 1..{m}); "
+            f"got {a[bad[0]].tolist()}"
+        )
+
+
+def overlap_at_depth(ranks_a: np.ndarray, ranks_b: np.ndarray) -> np.ndarray:
+    """``(e, m)`` int64: ``X[:, d-1]`` = size of the overlap of the two top-``d`` prefixes, ``d = 1..m``."""
+    e, m = ranks_a.shape
+    deepest = np.maximum(ranks_a, ranks_b)  # (e, m), values in 1..m
+    flat = (np.arange(e, dtype=np.int64)[:, None] * m + (deepest - 1)).ravel()
+    hist = np.bincount(flat, minlength=e * m).reshape(e, m)
+    return np.cumsum(hist, axis=1)
+
+
+def _rbo_ext(ranks_a: np.ndarray, ranks_b: np.ndarray, p: float) -> np.ndarray:
+    e, m = ranks_a.shape
+    if e == 0:
+        return np.zeros(0, dtype=np.float64)
+    x = overlap_at_depth(ranks_a, ranks_b).astype(np.float64)
+    d = np.arange(1, m + 1, dtype=np.float64)
+    pw = p**d
+    agreement = x / d  # A_d
+    out = agreement[:, -1] * pw[-1] + ((1.0 - p) / p) * (agreement @ pw)
+    return np.clip(out, 0.0, 1.0)
+
+
+def rank_biased_overlap(a: np.ndarray, b: np.ndarray, p: float = 0.9) -> np.ndarray:
+    """Extrapolated rank-biased overlap of many pairs of full rankings.
+
+    Args:
+        a: ``(e, m)`` 1-based ranks (``a[i, j]`` = rank of model ``j`` in the first ranking of pair ``i``), as
+            returned by :func:`finerouter.discovery.rank_models`; a 1-D ``(m,)`` row is one pair.
+        b: ``(e, m)`` the second ranking of each pair, same layout.
+        p: persistence in ``(0, 1)``; smaller is more top-weighted (0.9 puts ~86% of the weight on the
+            first 10 positions of an infinite list).
+
+    Returns:
+        ``(e,)`` float64 in ``[0, 1]``; 1.0 for identical rankings.
+    """
+    p = check_float(p, "p", "rank_biased_overlap", low=0.0, high=1.0, closed="neither")
+    ra = _as_rank_matrix(a, "a")
+    rb = _as_rank_matrix(b, "b")
+    if ra.shape != rb.shape:
+        raise DataError(f"rank_biased_overlap: a has shape {ra.shape} but b has shape {rb.shape}")
+    _check_permutations(ra, "a")
+    _check_permutations(rb, "b")
+    return _rbo_ext(ra, rb, p)
+
+
+def rbo_floor(m: int, p: float = 0.9) -> float:
+    """The smallest RBO any two full rankings of ``m`` items can have (that of two reversed rankings)."""
+    fwd = np.arange(1, m + 1)[None, :]
+    return float(_rbo_ext(fwd, fwd[:, ::-1].copy(), p)[0])
+
+
+def rescale_rbo(values: np.ndarray, m: int, p: float = 0.9) -> np.ndarray:
+    """Map RBO of full ``m``-item rankings from ``[floor, 1]`` onto ``[0, 1]``: ``(rbo - floor) / (1 - floor)``.
+
+    Identical rankings stay at 1 and reversed rankings go to 0, so a threshold means the same thing for any
+    pool size. Without it the floor of 9-model rankings at ``p = 0.9`` is 0.553, and a threshold of 0.4
+    could never drop an edge.
+    """
+    floor = rbo_floor(m, p)
+    if floor >= 1.0:  # m == 1: every ranking is identical
+        return np.ones_like(np.asarray(values, dtype=np.float64))
+    return np.clip((np.asarray(values, dtype=np.float64) - floor) / (1.0 - floor), 0.0, 1.0)
