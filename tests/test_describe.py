@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import httpx
 import pytest
@@ -43,7 +44,7 @@ class ChatServer:
             def log_message(self, *args):  # keep pytest output clean
                 pass
 
-            def do_POST(self):  # noqa: N802 - http.server API
+            def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server._lock:
                     server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
@@ -87,17 +88,23 @@ class ChatServer:
             return status, {"error": {"message": f"scripted {status}"}}, headers
         kind = "cluster of " + " ".join(tokens) if len(tokens) > 1 else token
         content = f'"Task of kind {kind}."'  # quoted, to check the reply is cleaned
-        return 200, {
-            "id": "chatcmpl-test",
-            "object": "chat.completion",
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        }, {}
+        return (
+            200,
+            {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "model": body["model"],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+                ],
+            },
+            {},
+        )
 
     def tokens_requested(self) -> list[str]:
         return [TOKEN.findall(r["body"]["messages"][-1]["content"])[0] for r in self.requests]
 
-    def __enter__(self) -> ChatServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -346,7 +353,9 @@ def test_injected_transport_replaces_the_network():
 def test_parameter_validation():
     with pytest.raises(ParameterError, match="'base_url' parameter of OpenAIDescriber must be an http"):
         OpenAIDescriber("localhost:8000", "m")
-    with pytest.raises(ParameterError, match=r"'concurrency' parameter of OpenAIDescriber must be an int in \[1, inf\)"):
+    with pytest.raises(
+        ParameterError, match=r"'concurrency' parameter of OpenAIDescriber must be an int in \[1, inf\)"
+    ):
         OpenAIDescriber("http://x/v1", "m", concurrency=0)
     with pytest.raises(ParameterError, match="'model' parameter"):
         OpenAIDescriber("http://x/v1", "")

@@ -129,7 +129,11 @@ class OpenAIDescriber:
                 f"The 'base_url' parameter of {owner} must be an http(s) URL such as "
                 f"'https://api.openai.com/v1'. Got {base_url!r}."
             )
-        for pname, value in (("model", model), ("instruction", instruction), ("summary_instruction", summary_instruction)):
+        for pname, value in (
+            ("model", model),
+            ("instruction", instruction),
+            ("summary_instruction", summary_instruction),
+        ):
             if not isinstance(value, str) or not value.strip():
                 raise ParameterError(f"The '{pname}' parameter of {owner} must be a non-empty str. Got {value!r}.")
         if api_key_env is not None and (not isinstance(api_key_env, str) or not api_key_env):
@@ -173,9 +177,7 @@ class OpenAIDescriber:
         return None if self.cache_dir is None else self.cache_dir / "descriptions.jsonl"
 
     # -- public API -------------------------------------------------------------------------------------
-    def describe(
-        self, prompts: Sequence[str], progress: Callable[[int, int], object] | None = None
-    ) -> list[str]:
+    def describe(self, prompts: Sequence[str], progress: Callable[[int, int], object] | None = None) -> list[str]:
         """One-sentence task descriptions of ``prompts``, in order.
 
         Args:
@@ -408,7 +410,9 @@ class OpenAIDescriber:
                 retry_after = response.headers.get("retry-after")
             if attempt < self.max_retries:
                 wait = self._delay(attempt, retry_after)
-                logger.info("Request to %s failed (%s); retry %d/%d in %.2fs", url, reason, attempt + 1, self.max_retries, wait)
+                logger.info(
+                    "Request to %s failed (%s); retry %d/%d in %.2fs", url, reason, attempt + 1, self.max_retries, wait
+                )
                 await asyncio.sleep(wait)
             else:
                 logger.warning("Request to %s failed (%s) after %d attempts", url, reason, attempt + 1)

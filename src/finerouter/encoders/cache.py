@@ -90,7 +90,7 @@ def is_encoder(obj: object) -> bool:
 
 
 class _Shard:
-    __slots__ = ("path", "keys", "vectors")
+    __slots__ = ("keys", "path", "vectors")
 
     def __init__(self, path: Path, dim: int) -> None:
         header, start = _read_safetensors_header(path)
@@ -123,7 +123,9 @@ class CachedEncoder:
 
     def __init__(self, encoder: Encoder, cache_dir: str | os.PathLike[str], *, shard_size: int = 8192) -> None:
         if not is_encoder(encoder):
-            raise EncoderError(f"CachedEncoder needs an Encoder (with name, dim, encode). Got {type(encoder).__name__}.")
+            raise EncoderError(
+                f"CachedEncoder needs an Encoder (with name, dim, encode). Got {type(encoder).__name__}."
+            )
         self.encoder = encoder
         self.cache_dir = Path(cache_dir)
         self.shard_size = check_int(shard_size, "shard_size", type(self).__name__, low=1)
@@ -253,8 +255,7 @@ class CachedEncoder:
             raise EncoderError(f"Embedding cache metadata {path} is unreadable: {exc}") from exc
         if meta.get("name") != self.name:
             raise EncoderError(
-                f"Embedding cache folder {self.directory} belongs to encoder {meta.get('name')!r}, "
-                f"not {self.name!r}."
+                f"Embedding cache folder {self.directory} belongs to encoder {meta.get('name')!r}, not {self.name!r}."
             )
         return meta
 

@@ -249,7 +249,7 @@ class SentenceTransformerEncoder:
     def _position_limit(st: Any) -> int | None:
         try:
             config = st[0].auto_model.config
-        except Exception:
+        except (AttributeError, IndexError, KeyError, TypeError):
             return None
         limit = getattr(config, "max_position_embeddings", None)
         return int(limit) if isinstance(limit, int) and limit > 0 else None
