@@ -1,0 +1,259 @@
+"""The evaluation harness: runner protocol and invariants, outputs (JSON, report, figures), and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from finerouter.baselines import ROUTERS
+from finerouter.baselines.base import Router
+from finerouter.data.dataset import RoutingDataset
+from finerouter.errors import ParameterError
+from finerouter.evaluation.metrics import normalised_curve_area
+from finerouter.evaluation.report import render_report, write_outputs
+from finerouter.evaluation.runner import clean_for_json, run_evaluation
+
+FAST = ["oracle", "best_single", "random", "knn", "mlp_regressor", "coarse_task"]
+
+
+def planted(n: int = 500, seed: int = 0, costs: bool = True) -> tuple[RoutingDataset, np.ndarray]:
+    """4 clusters with best models pricey, mid, pricey, cheap (so the priciest model is the best single one);
+    model j costs (j + 1) / 1000; tasks pair clusters."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(4, 12))
+    cluster = rng.integers(0, 4, n)
+    x = centers[cluster] / np.linalg.norm(centers[cluster], axis=1, keepdims=True) + 0.08 * rng.normal(size=(n, 12))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    p = np.full((n, 3), 0.3)
+    p[np.arange(n), np.array([2, 1, 2, 0])[cluster]] = 0.9
+    scores = (rng.random((n, 3)) < p).astype(float)
+    scores[rng.random((n, 3)) < 0.02] = np.nan
+    data = RoutingDataset(
+        prompts=[f"prompt {i}" for i in range(n)],
+        models=["cheap", "mid", "pricey"],
+        scores=scores,
+        costs=np.tile([0.001, 0.002, 0.003], (n, 1)) if costs else None,
+        tasks=[f"task{c // 2}" for c in cluster],
+        name="planted",
+    )
+    return data, x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def results():
+    data, x = planted()
+    return run_evaluation(data, x, routers=FAST, seeds=2, test_size=0.25, reference="knn")
+
+
+def test_results_hold_every_router_and_the_reference_points(results):
+    assert results["dataset"] == "planted" and results["seeds"] == [0, 1]
+    assert list(results["routers"]) == FAST
+    for rec in results["routers"].values():
+        for key in ("quality_mean", "quality_std", "cost_mean", "per_task", "headroom_mean", "routing_distribution"):
+            assert key in rec
+        assert sum(rec["routing_distribution"].values()) == pytest.approx(1.0)
+        assert rec["quality_mean"] == pytest.approx(np.mean(rec["per_seed"]["quality"]))
+        assert rec["quality_std"] == pytest.approx(np.std(rec["per_seed"]["quality"], ddof=1))
+    r = results["routers"]
+    assert r["oracle"]["headroom_mean"] == pytest.approx(1.0)
+    assert r["best_single"]["headroom_mean"] == pytest.approx(0.0)
+    assert r["oracle"]["quality_mean"] == pytest.approx(results["oracle_quality_mean"])
+    assert r["best_single"]["quality_mean"] == pytest.approx(results["best_single"]["quality_mean"])
+    for name, rec in r.items():
+        for q, q_oracle in zip(rec["per_seed"]["quality"], r["oracle"]["per_seed"]["quality"]):
+            assert q <= q_oracle + 1e-12, name
+    # planted structure: kNN closes most of the gap; the coarse label (2 clusters per task) less of it
+    assert r["knn"]["headroom_mean"] > 0.6
+    assert r["random"]["headroom_mean"] < r["coarse_task"]["headroom_mean"] < r["knn"]["headroom_mean"]
+    assert r["oracle"]["uses_test_labels"] and r["coarse_task"]["uses_test_labels"]
+    assert not r["knn"]["uses_test_labels"]
+
+
+def test_single_models_and_per_task_quality(results):
+    singles = results["single_models"]
+    assert list(singles) == ["cheap", "mid", "pricey"]
+    assert singles["pricey"]["cost_mean"] == pytest.approx(0.003)
+    for rec in singles.values():
+        assert set(rec["per_task"]) == {"task0", "task1"}
+    per_task = results["routers"]["knn"]["per_task"]
+    assert set(per_task) == {"task0", "task1"}
+    assert results["routers"]["knn"]["per_task_macro_mean"] == pytest.approx(
+        np.mean([v["mean"] for v in per_task.values()])
+    )
+
+
+def test_cost_quality_curves(results):
+    r = results["routers"]
+    assert "curve" not in r["oracle"] and "curve" not in r["random"]  # routers that only pick: points
+    curve = r["knn"]["curve"]
+    assert curve["tolerance"][0] == 0.0 and curve["tolerance"][-1] == 1.0 and len(curve["tolerance"]) == 21
+    assert all(a >= b - 1e-12 for a, b in zip(curve["cost"], curve["cost"][1:]))  # more tolerance, never pricier
+    assert curve["quality"][0] == pytest.approx(r["knn"]["quality_mean"])
+    assert curve["cost"][-1] == pytest.approx(0.001)  # tolerance 1: the cheapest model everywhere
+    assert 0.0 < r["knn"]["curve_area_mean"] <= max(curve["quality"]) + 1e-9
+    axis = results["cost_axis"]
+    assert (axis["low_mean"], axis["high_mean"]) == (pytest.approx(0.001), pytest.approx(0.003))
+    area_of_mean_curve = normalised_curve_area(curve["cost"], curve["quality"], 0.001, 0.003)
+    assert r["knn"]["curve_area_mean"] == pytest.approx(area_of_mean_curve, abs=0.05)
+    frac = r["knn"]["cost_fraction_at_best_single_quality"]
+    best_q, best_c = results["best_single"]["quality_mean"], results["best_single"]["cost_mean"]
+    reach = [c for c, q in zip(curve["cost"], curve["quality"]) if q >= best_q - 1e-12]
+    assert frac == pytest.approx(min(reach) / best_c)
+    assert frac < 1.0  # kNN matches the best single model for less
+
+
+def test_paired_comparison_against_the_reference(results):
+    comp = results["comparisons"]
+    assert comp["reference"] == "knn"
+    assert set(comp["against"]) == set(FAST) - {"knn"}
+    knn_q = results["routers"]["knn"]["per_seed"]["quality"]
+    rnd_q = results["routers"]["random"]["per_seed"]["quality"]
+    c = comp["against"]["random"]
+    assert c["diff_mean"] == pytest.approx(np.mean(np.subtract(knn_q, rnd_q)))
+    assert c["wins"] == 2 and c["n_seeds"] == 2
+
+
+def test_results_are_strict_json(results):
+    text = json.dumps(clean_for_json(results), allow_nan=False)
+    assert json.loads(text)["routers"]["knn"]["quality_mean"] == pytest.approx(results["routers"]["knn"]["quality_mean"])
+
+
+class _Spy(Router):
+    """Records which prompts it is fitted on and asked about."""
+
+    name = "spy"
+    calls: list[tuple[set[str], set[str]]] = []
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def fit(self, train, embeddings):
+        self._fit_common(train, embeddings)
+        self.train_prompts = set(train.prompts)
+        return self
+
+    def predict_scores(self, embeddings, data=None):
+        _Spy.calls.append((self.train_prompts, set(data.prompts)))
+        return np.zeros((len(embeddings), len(self.models_)))
+
+
+def test_routers_are_fitted_on_training_prompts_only(monkeypatch):
+    data, x = planted(300)
+    # duplicate prompt texts must stay on one side of every split
+    prompts = list(data.prompts)
+    prompts[1::10] = prompts[0::10][: len(prompts[1::10])]
+    data = RoutingDataset(prompts, data.models, data.scores, data.costs, data.tasks, name="dups")
+    monkeypatch.setitem(ROUTERS, "spy", lambda seed=0, encoder=None, prices=None, **kw: _Spy(seed=seed))
+    _Spy.calls.clear()
+    run_evaluation(data, x, routers=["spy"], seeds=3, test_size=0.2)
+    assert len(_Spy.calls) == 3
+    uniq = len(set(prompts))
+    for train_prompts, test_prompts in _Spy.calls:
+        assert not train_prompts & test_prompts
+        assert train_prompts | test_prompts == set(prompts)
+        assert len(test_prompts) == pytest.approx(0.2 * uniq, abs=3)
+    assert _Spy.calls[0][1] != _Spy.calls[1][1]  # seeds give different splits
+
+
+def test_without_costs_there_are_no_curves(tmp_path):
+    data, x = planted(300, costs=False)
+    res = run_evaluation(data, x, routers=["oracle", "best_single", "knn"], seeds=2)
+    for rec in res["routers"].values():
+        assert rec["cost_mean"] is None and "curve" not in rec
+    assert res["comparisons"]["reference"] is None  # no finerouter here
+    paths = write_outputs(res, tmp_path)
+    assert "No costs known" in paths["report"].read_text()
+    assert paths["cost_quality"].stat().st_size > 1000
+
+
+def test_write_outputs_report_and_figures(results, tmp_path):
+    import matplotlib.image as mpimg
+
+    paths = write_outputs(results, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "cost_quality.png", "report.md", "results.json", "routing_distribution.png",
+    ]
+    saved = json.loads(paths["results"].read_text())
+    assert {"finerouter", "best_single", "oracle"} - set(saved["routers"]) == {"finerouter"}  # not run here
+    report = paths["report"].read_text()
+    assert "## Table 1" in report and "## Table 2" in report and "Oracle (uses test scores)" in report
+    assert "| cheap |" in report and "Coarse task label (given at test)" in report
+    assert "Paired comparison" in report
+    assert render_report(saved) == report
+    for key in ("cost_quality", "routing_distribution"):
+        img = mpimg.imread(paths[key])
+        assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400
+
+
+def test_runner_rejects_bad_arguments():
+    data, x = planted(100)
+    with pytest.raises(ParameterError, match="embeddings must have shape"):
+        run_evaluation(data, x[:10], routers=["oracle"])
+    with pytest.raises(ParameterError, match="Unknown router"):
+        run_evaluation(data, x, routers=["oracle", "bogus"])
+    with pytest.raises(ParameterError, match=r"The 'seeds' parameter of run_evaluation must be an int in \[1, inf\)"):
+        run_evaluation(data, x, routers=["oracle"], seeds=0)
+    with pytest.raises(ParameterError, match="test_size"):
+        run_evaluation(data, x, routers=["oracle"], test_size=1.0)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+
+def _cli():
+    import typer
+
+    from finerouter.cli.evaluate import evaluate
+
+    app = typer.Typer()
+    app.command()(evaluate)
+    return app
+
+
+def test_cli_reports_bad_input_clearly(tmp_path):
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    res = runner.invoke(_cli(), ["--data", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "error:" in res.output
+    data, _ = planted(60)
+    path = tmp_path / "d.parquet"
+    data.write(path)
+    res = runner.invoke(_cli(), ["--data", str(path), "--out", str(tmp_path / "o"), "--param", "knn=3"])
+    assert res.exit_code == 2 and "ROUTER.NAME=VALUE" in res.output
+
+
+def test_evaluate_is_registered_in_the_main_cli():
+    from finerouter.cli.main import app
+
+    assert "evaluate" in [c.name for c in app.registered_commands]
+
+
+@pytest.mark.slow
+def test_cli_end_to_end_with_the_real_encoder_and_embedding_cache(tmp_path):
+    from typer.testing import CliRunner
+
+    from finerouter.data.synthetic import make_synthetic_routing_data
+
+    data = make_synthetic_routing_data(n_prompts=240, n_domains=2, subtasks_per_domain=2, n_models=3, seed=0)
+    path = tmp_path / "synthetic.parquet"
+    data.write(path)
+    cache = tmp_path / "cache"
+    out = tmp_path / "out"
+    runner = CliRunner()
+    args = ["--data", str(path), "--out", str(out), "--seeds", "2", "--test-size", "0.25", "--cache-dir", str(cache)]
+    res = runner.invoke(_cli(), [*args, "--routers", "oracle,best_single,random,knn,coarse_task", "--param", "knn.k=5"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["seeds"] == [0, 1] and "MiniLM" in saved["encoder"]
+    assert [i["k"] for i in saved["routers"]["knn"]["per_seed"]["info"]] == [5, 5]
+    assert saved["routers"]["knn"]["quality_mean"] > saved["routers"]["random"]["quality_mean"]
+    shards = sorted(cache.rglob("shard-*.safetensors"))
+    assert shards
+    # adding a router reads the cached embeddings back: no new shard is written
+    res = runner.invoke(_cli(), [*args, "--routers", "best_single,mlp_regressor"])
+    assert res.exit_code == 0, res.output
+    assert sorted(cache.rglob("shard-*.safetensors")) == shards
+    assert list(json.loads((out / "results.json").read_text())["routers"]) == ["best_single", "mlp_regressor"]
