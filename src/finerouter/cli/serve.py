@@ -26,6 +26,9 @@ def serve(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache directory."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request."),
+    torch_threads: int = typer.Option(
+        0, "--torch-threads", min=0, help="Threads for the encoder's forward pass (0: torch's default, one per core)."
+    ),
 ) -> None:
     """Serve POST /v1/chat/completions (model "finerouter" routes), /v1/route, /v1/models, /healthz, /metrics.
 
@@ -39,6 +42,12 @@ def serve(
         from finerouter.serving.app import create_app
         from finerouter.serving.config import load_auth_tokens, load_gateway_config
 
+        if torch_threads:
+            # On a box shared with the upstreams or other services, fewer encoder threads than cores avoids
+            # threads spinning against each other (a single prompt's forward pass gains little from many).
+            import torch
+
+            torch.set_num_threads(torch_threads)
         config = load_gateway_config(upstreams_path)
         tokens = load_auth_tokens(auth_tokens_file, auth_tokens_env)
         router = FineRouter.load(router_dir, cache_dir=cache_dir)

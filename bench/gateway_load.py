@@ -1,0 +1,310 @@
+"""Load test of the gateway: 100 concurrent clients against `finerouter serve` in front of fake upstreams.
+
+Everything runs on loopback, in separate processes: echoing chat-completions upstreams
+(``python -m finerouter.serving.fake_upstream``), the gateway (``finerouter serve``, a real FineRouter with
+the packaged MiniLM encoder), and this load generator (asyncio + httpx). Three runs:
+
+1. direct: the clients call the upstreams themselves (the baseline);
+2. gateway: the clients send ``model: "finerouter"`` to the gateway;
+3. gateway + failure: the same, and a third of the way in, the upstream the router picks most starts
+   answering 500; fallback along each decision's ranking (and the cooldown) must hide it from clients.
+
+Each client loops: send one chat request, wait for the answer, think for a random (exponential) time.
+Printed per run: throughput, client latency p50/p99, the routing decision's p50/p99 (the gateway's
+``x-finerouter-routing-ms`` header: queueing for the encoder included), the latency the gateway adds over
+calling the upstream directly (gateway latency minus routing time, against the direct run), failed client
+requests, and the gateway's RSS at start / middle / end of the run.
+
+    .venv/bin/python bench/gateway_load.py                       # fit a small router on synthetic data
+    .venv/bin/python bench/gateway_load.py --router DIR          # or use a saved router
+    .venv/bin/python bench/gateway_load.py --clients 100 --duration 20 --think-ms 500 --upstream-delay-ms 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+@dataclass
+class RunStats:
+    name: str
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    routing_ms: list[float] = field(default_factory=list)
+    upstream_ms: list[float] = field(default_factory=list)
+    models: dict[str, int] = field(default_factory=dict)
+    fallbacks: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    rss_mib: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_errors(self) -> int:
+        return sum(self.errors.values())
+
+
+def _pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+
+
+def _fit_router(out_dir: Path, n_prompts: int, n_models: int) -> list[str]:
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.router import FineRouter
+
+    data = make_synthetic_routing_data(n_prompts=n_prompts, n_models=n_models, seed=0)
+    t = time.perf_counter()
+    router = FineRouter(seed=0, classifier={"epochs": 15}, quality={"epochs_general": 8, "epochs_task": 5}).fit(data)
+    router.save(out_dir)
+    print(f"fitted a FineRouter on {len(data)} synthetic prompts, {n_models} models, "
+          f"{router.catalog_.n_tasks} tasks in {time.perf_counter() - t:.1f} s", flush=True)
+    return list(router.models_)
+
+
+def _router_models(router_dir: Path) -> list[str]:
+    from finerouter.routing.router import FineRouter
+
+    return list(FineRouter.load(router_dir).models_)
+
+
+def _prompts(n: int) -> list[str]:
+    from finerouter.data.synthetic import make_synthetic_routing_data
+
+    return list(dict.fromkeys(make_synthetic_routing_data(n_prompts=n, seed=123).prompts))
+
+
+async def _drive(
+    name: str,
+    targets: list[tuple[str, str]],
+    prompts: list[str],
+    *,
+    clients: int,
+    duration: float,
+    think_s: float,
+    gateway_pid: int | None,
+    on_third=None,
+) -> RunStats:
+    """``targets``: (url, model) pairs the clients cycle through."""
+    import httpx
+
+    stats = RunStats(name)
+    limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
+    deadline = time.perf_counter() + duration
+    rng = random.Random(0)
+
+    async def client(i: int, http: httpx.AsyncClient) -> None:
+        k = i
+        await asyncio.sleep(rng.random() * think_s)  # spread the start
+        while time.perf_counter() < deadline:
+            url, model = targets[k % len(targets)]
+            body = {"model": model, "messages": [{"role": "user", "content": prompts[k % len(prompts)]}]}
+            k += clients
+            t0 = time.perf_counter()
+            try:
+                r = await http.post(url, json=body)
+                dt = time.perf_counter() - t0
+                if r.status_code != 200:
+                    stats.errors[f"HTTP {r.status_code}"] = stats.errors.get(f"HTTP {r.status_code}", 0) + 1
+                else:
+                    stats.latencies.append(dt)
+                    h = r.headers
+                    if "x-finerouter-routing-ms" in h:
+                        stats.routing_ms.append(float(h["x-finerouter-routing-ms"]))
+                        stats.upstream_ms.append(float(h["x-finerouter-upstream-ms"]))
+                        m = h["x-finerouter-model"]
+                        stats.models[m] = stats.models.get(m, 0) + 1
+                        stats.fallbacks += "x-finerouter-fallback-from" in h
+            except httpx.HTTPError as exc:
+                stats.errors[type(exc).__name__] = stats.errors.get(type(exc).__name__, 0) + 1
+            await asyncio.sleep(rng.expovariate(1.0 / think_s) if think_s > 0 else 0)
+
+    async def monitor() -> None:
+        if gateway_pid is None:
+            return
+        stats.rss_mib.append(_rss_mib(gateway_pid))
+        await asyncio.sleep(duration / 3)
+        if on_third is not None:
+            await on_third()
+        await asyncio.sleep(duration / 6)
+        stats.rss_mib.append(_rss_mib(gateway_pid))
+
+    t = time.perf_counter()
+    async with httpx.AsyncClient(limits=limits, timeout=60, trust_env=False) as http:
+        await asyncio.gather(monitor(), *(client(i, http) for i in range(clients)))
+    stats.seconds = time.perf_counter() - t
+    if gateway_pid is not None:
+        stats.rss_mib.append(_rss_mib(gateway_pid))
+    return stats
+
+
+def _report(s: RunStats, direct: RunStats | None) -> dict:
+    lat_ms = [x * 1e3 for x in s.latencies]
+    row = {
+        "run": s.name,
+        "requests_ok": len(s.latencies),
+        "failed": s.n_errors,
+        "errors": s.errors,
+        "throughput_rps": round(len(s.latencies) / s.seconds, 1),
+        "latency_p50_ms": round(_pct(lat_ms, 50), 2),
+        "latency_p99_ms": round(_pct(lat_ms, 99), 2),
+    }
+    if s.routing_ms:
+        beyond = [lat - r for lat, r in zip(lat_ms, s.routing_ms, strict=True)]
+        d_ms = [x * 1e3 for x in direct.latencies] if direct else []
+        own = [lat - r - u for lat, r, u in zip(lat_ms, s.routing_ms, s.upstream_ms, strict=True)]
+        row.update(
+            routing_p50_ms=round(_pct(s.routing_ms, 50), 2),
+            routing_p99_ms=round(_pct(s.routing_ms, 99), 2),
+            added_beyond_routing_p50_ms=round(_pct(beyond, 50) - _pct(d_ms, 50), 2),
+            added_beyond_routing_p99_ms=round(_pct(beyond, 99) - _pct(d_ms, 99), 2),
+            gateway_own_p50_ms=round(_pct(own, 50), 2),
+            fallbacks=s.fallbacks,
+            models=dict(sorted(s.models.items())),
+            rss_mib_start_mid_end=[round(x, 1) for x in s.rss_mib],
+        )
+    return row
+
+
+def _print(row: dict) -> None:
+    print(f"\n== {row['run']} ==")
+    for k, v in row.items():
+        if k != "run":
+            print(f"  {k:32s} {v}")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--router", type=Path, default=None, help="saved router directory (default: fit one)")
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds per gateway run")
+    ap.add_argument("--direct-duration", type=float, default=10.0, help="seconds of the direct baseline run")
+    ap.add_argument("--think-ms", type=float, default=500.0, help="mean pause between a client's requests")
+    ap.add_argument("--upstream-delay-ms", type=float, default=100.0, help="simulated model latency")
+    ap.add_argument("--fit-prompts", type=int, default=400)
+    ap.add_argument("--fit-models", type=int, default=4)
+    ap.add_argument("--json-out", type=Path, default=None)
+    args = ap.parse_args()
+    think_s = args.think_ms / 1000.0
+
+    procs: list[subprocess.Popen] = []
+    work = Path(tempfile.mkdtemp(prefix="finerouter-gwload-"))
+    try:
+        router_dir = args.router
+        if router_dir is None:
+            router_dir = work / "router"
+            models = _fit_router(router_dir, args.fit_prompts, args.fit_models)
+        else:
+            models = _router_models(router_dir)
+        prompts = _prompts(2000)
+
+        fake = subprocess.Popen(
+            [sys.executable, "-m", "finerouter.serving.fake_upstream", "--names", ",".join(models),
+             "--delay-ms", str(args.upstream_delay_ms)],
+            stdout=subprocess.PIPE, text=True,
+        )
+        procs.append(fake)
+        urls = json.loads(fake.stdout.readline())
+        cfg = {"upstreams": {m: {"base_url": u, "timeout_s": 10} for m, u in urls.items()},
+               "gateway": {"cooldown_s": 5.0, "max_attempts": 3}}
+        (work / "upstreams.yaml").write_text(json.dumps(cfg))  # JSON is YAML
+        port = _free_port()
+        gw = subprocess.Popen(
+            [sys.executable, "-m", "finerouter.cli.main", "serve", "--router", str(router_dir),
+             "--upstreams", str(work / "upstreams.yaml"), "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning"],
+        )
+        procs.append(gw)
+        base = f"http://127.0.0.1:{port}"
+        import httpx
+
+        t = time.perf_counter()
+        while True:
+            if gw.poll() is not None:
+                raise SystemExit(f"the gateway exited with status {gw.returncode}")
+            try:
+                if httpx.get(base + "/healthz", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.perf_counter() - t > 300:
+                raise SystemExit("the gateway did not start within 300 s")
+            time.sleep(0.2)
+        print(f"gateway up in {time.perf_counter() - t:.1f} s; {args.clients} clients, think {args.think_ms:.0f} ms "
+              f"(exponential), upstream delay {args.upstream_delay_ms:.0f} ms, {os.cpu_count()} CPU cores", flush=True)
+
+        # Warm-up: a few routed requests (first encoder calls, connection pools).
+        for p in prompts[:20]:
+            httpx.post(base + "/v1/chat/completions", json={"model": "finerouter", "messages": [{"role": "user", "content": p}]},
+                       timeout=60, trust_env=False)
+
+        direct_targets = [(u + "/chat/completions", m) for m, u in urls.items()]
+        direct = asyncio.run(_drive("direct to upstreams", direct_targets, prompts, clients=args.clients,
+                                    duration=args.direct_duration, think_s=think_s, gateway_pid=None))
+        rows = [_report(direct, None)]
+        _print(rows[-1])
+
+        gw_targets = [(base + "/v1/chat/completions", "finerouter")]
+        run = asyncio.run(_drive("through the gateway", gw_targets, prompts, clients=args.clients,
+                                 duration=args.duration, think_s=think_s, gateway_pid=gw.pid))
+        rows.append(_report(run, direct))
+        _print(rows[-1])
+
+        victim = max(run.models, key=run.models.get)
+
+        async def fail_victim() -> None:
+            async with httpx.AsyncClient(trust_env=False) as c:
+                await c.post(urls[victim] + "/_control", json={"fail": 500})
+            print(f"  ... {victim} now answers 500", flush=True)
+
+        failing = asyncio.run(_drive(f"through the gateway, {victim} failing from t={args.duration / 3:.0f}s",
+                                     gw_targets, prompts, clients=args.clients, duration=args.duration,
+                                     think_s=think_s, gateway_pid=gw.pid, on_third=fail_victim))
+        rows.append(_report(failing, direct))
+        _print(rows[-1])
+        metrics = httpx.get(base + "/metrics", trust_env=False).text
+        fb = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("finerouter_fallbacks_total"))
+        print(f"\n  gateway /metrics: finerouter_fallbacks_total = {fb:.0f}")
+        if args.json_out:
+            args.json_out.write_text(json.dumps(rows, indent=2))
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+
+if __name__ == "__main__":
+    main()
