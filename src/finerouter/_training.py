@@ -1,0 +1,138 @@
+"""Small helpers shared by the torch-trained components (task classifier, quality estimator).
+
+torch is imported lazily, inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from finerouter.errors import DataError, ParameterError
+
+
+def import_torch() -> Any:
+    """Import torch or raise a clear error naming the missing dependency."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is a hard dependency
+        raise ImportError("FineRouter's trainable components need torch: pip install torch") from exc
+    return torch
+
+
+def resolve_device(device: str, owner: str) -> Any:
+    """A ``torch.device`` for ``device`` ("cpu", "cuda", "cuda:1", "mps"...); errors if it is not available."""
+    torch = import_torch()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ParameterError(
+            f"The 'device' parameter of {owner} must be a torch device string such as 'cpu' or 'cuda'. "
+            f"Got {device!r}."
+        ) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"The 'device' parameter of {owner} is {device!r} but CUDA is not available here.")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ParameterError(f"The 'device' parameter of {owner} is {device!r} but MPS is not available here.")
+    return dev
+
+
+def check_matrix(x: Any, name: str, *, rows: int | None = None, cols: int | None = None,
+                 allow_nan: bool = False) -> np.ndarray:
+    """``x`` as a C-contiguous float32 2-D array; DataError naming ``name`` if its shape or values are wrong."""
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"'{name}' must be a numeric 2-D array: {exc}") from exc
+    if arr.ndim != 2:
+        raise DataError(f"'{name}' must be a 2-D array; got shape {arr.shape}.")
+    if rows is not None and arr.shape[0] != rows:
+        raise DataError(f"'{name}' must have {rows} rows; got shape {arr.shape}.")
+    if cols is not None and arr.shape[1] != cols:
+        raise DataError(f"'{name}' must have {cols} columns; got shape {arr.shape}.")
+    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        what = "infinite" if allow_nan else "non-finite"
+        raise DataError(f"'{name}' has a {what} value at row {r}, column {c}.")
+    return np.ascontiguousarray(arr)
+
+
+def check_labels(labels: Any, n: int, n_tasks: int, name: str = "labels") -> np.ndarray:
+    """``labels`` as int64 ``(n,)`` with values in ``[-1, n_tasks - 1]`` (-1 = Others); DataError otherwise."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise DataError(f"'{name}' must be a 1-D array of {n} task ids; got shape {arr.shape}.")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            raise DataError(f"'{name}' must hold integer task ids (-1 = Others); got dtype {arr.dtype}.")
+    arr = arr.astype(np.int64)
+    bad = (arr < -1) | (arr >= n_tasks)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(
+            f"'{name}' must hold task ids in [-1, {n_tasks - 1}] (-1 = Others); row {i} has {int(arr[i])}."
+        )
+    return arr
+
+
+def stratified_dev_split(labels: np.ndarray, dev_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split row indices into (train, dev), stratified by ``labels`` (n,).
+
+    Every group of at least two rows gives ``max(1, round(dev_fraction * size))`` rows to dev (at most
+    ``size - 1``), so each task keeps training rows and, where it can, has dev rows for early stopping.
+    ``dev_fraction == 0`` gives an empty dev set. Vectorised: no Python loop over groups.
+    """
+    n = labels.shape[0]
+    idx = np.arange(n)
+    if dev_fraction <= 0 or n < 2:
+        return idx, idx[:0]
+    rng = np.random.default_rng(seed)
+    key = rng.random(n)
+    order = np.lexsort((key, labels))  # grouped by label, random order inside a group
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    rank = np.arange(n) - np.repeat(starts, sizes)
+    n_dev = np.where(sizes >= 2, np.clip(np.round(dev_fraction * sizes), 1, sizes - 1), 0).astype(np.int64)
+    is_dev = rank < np.repeat(n_dev, sizes)
+    dev = np.sort(order[is_dev])
+    train = np.sort(order[~is_dev])
+    return train, dev
+
+
+def json_safe(obj: Any) -> Any:
+    """Replace non-finite floats by None so that strict JSON (allow_nan=False) can hold the config."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+@contextlib.contextmanager
+def torch_threads_for(macs_per_step: float) -> Iterator[None]:
+    """Run small trainings on one torch thread, restoring the thread count afterwards.
+
+    For small steps the cost of synchronising intra-op threads dominates, and on a busy machine a second
+    thread makes tiny steps 10-30x slower; large steps keep torch's own setting.
+    """
+    torch = import_torch()
+    before = torch.get_num_threads()
+    small = macs_per_step < _SMALL_STEP_MACS
+    if small and before != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if small and before != 1:
+            torch.set_num_threads(before)
+
+
+_SMALL_STEP_MACS = 2e7

@@ -1,0 +1,246 @@
+"""Tests of the mixture-of-experts quality estimator (finerouter.quality)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from finerouter._io import load_arrays, save_arrays
+from finerouter.errors import DataError, NotFittedError, ParameterError
+from finerouter.quality import QualityEstimator
+
+SMALL = {"model_dim": 8, "hidden": 16}
+
+
+def planted(n: int = 600, d: int = 16, m: int = 5, k: int = 4, nan_share: float = 0.2, seed: int = 0):
+    """Embeddings in ``k`` clusters; in cluster ``c`` model ``c % m`` is clearly best.
+
+    Returns (embeddings (n, d), scores (n, m) with NaN, cluster (n,), candidates per cluster).
+    """
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, d))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    cluster = rng.integers(0, k, n)
+    emb = centers[cluster] + 0.15 * rng.standard_normal((n, d))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    base = np.full((k, m), 0.3)
+    base[np.arange(k), np.arange(k) % m] = 0.9
+    scores = np.clip(base[cluster] + 0.05 * rng.standard_normal((n, m)), 0, 1)
+    scores[rng.random((n, m)) < nan_share] = np.nan
+    candidates = [[c % m, (c + 1) % m] for c in range(k)]
+    return emb.astype(np.float32), scores, cluster.astype(np.int64), candidates
+
+
+def mse(pred: np.ndarray, truth: np.ndarray) -> float:
+    obs = ~np.isnan(truth)
+    return float(np.mean((pred[obs] - truth[obs]) ** 2))
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    emb, scores, cluster, cands = planted()
+    labels = cluster.copy()
+    labels[::5] = -1  # a share of Others prompts
+    est = QualityEstimator(epochs_general=15, epochs_task=5, batch_size=64, seed=0, **SMALL)
+    est.fit(emb[:500], scores[:500], labels[:500], cands)
+    return est, emb, scores, labels, cands
+
+
+def test_shapes_and_attributes(fitted):
+    est, emb, scores, labels, cands = fitted
+    pred = est.predict(emb[500:], labels[500:])
+    assert pred.shape == (100, 5) and pred.dtype == np.float32
+    assert est.predict_general(emb[:3]).shape == (3, 5)
+    assert est.predict(emb[:3]).shape == (3, 5)  # no labels = Others
+    assert est.slot_table_.shape == (4, 5)
+    assert est.n_slots_ == sum(len(c) for c in cands)
+    for t, cs in enumerate(cands):
+        assert sorted(np.flatnonzero(est.slot_table_[t] >= 0).tolist()) == sorted(cs)
+    assert 1 <= est.n_epochs_general_ <= 15 and est.n_epochs_general_ == len(est.history_general_)
+
+
+def test_learns_planted_data_better_than_mean_predictor(fitted):
+    est, emb, scores, labels, _ = fitted
+    train, test = scores[:500], scores[500:]
+    mean_pred = np.broadcast_to(np.nanmean(train, axis=0), test.shape)
+    moe = mse(est.predict(emb[500:], labels[500:]), test)
+    assert moe < 0.25 * mse(mean_pred, test)
+    # and it ranks the planted best model first on most held-out prompts
+    _, _, cluster, _ = planted()
+    best = est.predict(emb[500:], labels[500:]).argmax(axis=1)
+    assert np.mean(best == cluster[500:] % 5) > 0.9
+
+
+def test_others_prompts_equal_general_and_non_candidates_use_general(fitted):
+    est, emb, _, labels, cands = fitted
+    x = emb[500:]
+    general = est.predict_general(x)
+    others = np.full(len(x), -1)
+    assert np.array_equal(est.predict(x, others), general)
+    lab = labels[500:]
+    pred = est.predict(x, lab)
+    for t, cs in enumerate(cands):
+        rows = np.flatnonzero(lab == t)
+        non = [j for j in range(5) if j not in cs]
+        assert np.array_equal(pred[np.ix_(rows, non)], general[np.ix_(rows, non)])
+    # the task adapters were trained, so at least some candidate columns differ from the general ones
+    task_rows = lab >= 0
+    cand_mask = est.slot_table_[lab[task_rows]] >= 0
+    assert np.abs(pred[task_rows][cand_mask] - general[task_rows][cand_mask]).max() > 1e-4
+
+
+def test_single_task_and_many_task_paths_agree(fitted):
+    est, emb, _, labels, _ = fitted
+    x, lab = emb[500:], labels[500:]
+    batch = est.predict(x, lab)  # many tasks at once: grouped units
+    one_by_one = np.vstack([est.predict(x[i : i + 1], lab[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(batch, one_by_one, rtol=0, atol=1e-5)
+
+
+def test_phase2_changes_only_task_adapters():
+    emb, scores, cluster, cands = planted(n=300, seed=1)
+    kw = dict(epochs_general=5, batch_size=64, seed=3, **SMALL)
+    before = QualityEstimator(epochs_task=0, **kw).fit(emb, scores, cluster, cands)
+    after = QualityEstimator(epochs_task=5, **kw).fit(emb, scores, cluster, cands)
+    _, a0 = before.to_state()
+    _, a1 = after.to_state()
+    for name in a0:
+        if name.startswith(("general_", "model_")):
+            assert np.array_equal(a0[name], a1[name]), name
+    assert not np.array_equal(a0["task_w1_prompt"], a1["task_w1_prompt"])
+    assert after.n_epochs_task_ >= 1 and before.n_epochs_task_ == 0
+    # untrained task adapters are copies of the general adapters: same predictions
+    np.testing.assert_allclose(before.predict(emb, cluster), before.predict_general(emb), atol=1e-5)
+
+
+def test_task_adapters_add_capacity_where_general_adapters_cannot():
+    """Per-cluster functions of different directions: tiny general adapters cannot fit all, task adapters can."""
+    rng = np.random.default_rng(5)
+    n, d, m, k = 1600, 8, 3, 4
+    centers = np.eye(d)[:k] * 2.0
+    cluster = rng.integers(0, k, n)
+    emb = centers[cluster] + rng.standard_normal((n, d))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    directions = rng.standard_normal((k, m, d))
+    scores = 0.5 + 0.4 * np.tanh(3 * np.einsum("nd,nmd->nm", emb, directions[cluster]))
+    cands = [list(range(m))] * k
+    est = QualityEstimator(model_dim=4, hidden=2, epochs_general=30, epochs_task=30, lr=1e-2, batch_size=128, seed=0)
+    est.fit(emb[:1200], scores[:1200], cluster[:1200], cands)
+    test = scores[1200:]
+    moe = mse(est.predict(emb[1200:], cluster[1200:]), test)
+    general = mse(est.predict_general(emb[1200:]), test)
+    assert moe < 0.7 * general
+    assert est.tasks_specialised_ >= 3
+
+
+def test_nan_targets_give_no_gradient():
+    """A model column that is entirely NaN: its general adapter and embedding stay exactly at initialisation."""
+    emb, scores, cluster, _ = planted(n=300, nan_share=0.0, seed=2)
+    scores[:, 2] = np.nan
+    kw = dict(batch_size=64, weight_decay=0.0, epochs_task=0, seed=4, **SMALL)
+    init = QualityEstimator(epochs_general=0, **kw).fit(emb, scores)
+    trained = QualityEstimator(epochs_general=6, **kw).fit(emb, scores)
+    _, a0 = init.to_state()
+    _, a1 = trained.to_state()
+    for name in ("model_embeddings", "general_w1_prompt", "general_w1_model", "general_b1", "general_w2", "general_b2"):
+        assert np.array_equal(a0[name][2], a1[name][2]), name
+        assert not np.array_equal(a0[name][0], a1[name][0]), name
+    assert np.all(np.isfinite(trained.predict_general(emb)))
+
+
+def test_partially_observed_column_is_learned_from_observed_entries_only():
+    emb, scores, cluster, _ = planted(n=600, nan_share=0.0, seed=3)
+    rng = np.random.default_rng(0)
+    seen = rng.random(600) < 0.3
+    scores[:, 4] = np.where(seen, 0.9, np.nan)  # the hidden values would have been ~0.3: NaN must not read as 0
+    est = QualityEstimator(epochs_general=10, epochs_task=0, batch_size=64, **SMALL).fit(emb, scores)
+    pred = est.predict_general(emb)[:, 4]
+    assert np.all(np.abs(pred - 0.9) < 0.1)
+
+
+def test_state_round_trip_is_exact(tmp_path, fitted):
+    est, emb, _, labels, _ = fitted
+    config, arrays = est.to_state()
+    text = json.dumps(config, allow_nan=False)
+    save_arrays(tmp_path / "q.safetensors", arrays)
+    back = QualityEstimator.from_state(json.loads(text), load_arrays(tmp_path / "q.safetensors"))
+    assert np.array_equal(back.predict(emb, labels), est.predict(emb, labels))
+    assert np.array_equal(back.predict_general(emb), est.predict_general(emb))
+    assert back.candidates_ == est.candidates_ and back.get_params() == est.get_params()
+
+
+def test_deterministic_given_seed():
+    emb, scores, cluster, cands = planted(n=200, seed=4)
+    kw = dict(epochs_general=3, epochs_task=2, batch_size=32, seed=7, **SMALL)
+    a = QualityEstimator(**kw).fit(emb, scores, cluster, cands)
+    b = QualityEstimator(**kw).fit(emb, scores, cluster, cands)
+    assert np.array_equal(a.predict(emb, cluster), b.predict(emb, cluster))
+
+
+def test_no_tasks_and_empty_candidates():
+    emb, scores, cluster, _ = planted(n=200, seed=5)
+    est = QualityEstimator(epochs_general=2, batch_size=64, **SMALL).fit(emb, scores)
+    assert est.n_tasks_ == 0 and est.n_slots_ == 0
+    assert np.array_equal(est.predict(emb, np.full(200, -1)), est.predict_general(emb))
+    cands = [[], [1], [], [0, 2]]
+    est = QualityEstimator(epochs_general=2, epochs_task=2, batch_size=64, **SMALL).fit(emb, scores, cluster, cands)
+    general = est.predict_general(emb)
+    pred = est.predict(emb, cluster)
+    empty = np.isin(cluster, [0, 2])
+    assert np.array_equal(pred[empty], general[empty])
+
+
+def test_default_sizes_train_quickly():
+    """The default widths (512/512) on a few hundred prompts: a smoke test of the real configuration."""
+    emb, scores, cluster, cands = planted(n=400, d=384, m=11, seed=6)
+    est = QualityEstimator(epochs_general=2, epochs_task=2).fit(emb, scores, cluster, cands)
+    assert est.predict(emb[:1], cluster[:1]).shape == (1, 11)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"hidden": 0}, "The 'hidden' parameter of QualityEstimator must be an int in [1, inf). Got 0."),
+        ({"model_dim": 2.5}, "The 'model_dim' parameter of QualityEstimator must be an int in [1, inf). Got 2.5."),
+        ({"lr": 0.0}, "The 'lr' parameter of QualityEstimator must be a float in (0, inf). Got 0.0."),
+        ({"epochs_task": -1}, "The 'epochs_task' parameter of QualityEstimator must be an int in [0, inf). Got -1."),
+        ({"dev_fraction": 1.0}, "The 'dev_fraction' parameter of QualityEstimator must be a float in [0, 1). Got 1.0."),
+        ({"patience": 0}, "The 'patience' parameter of QualityEstimator must be an int in [1, inf). Got 0."),
+    ],
+)
+def test_parameter_validation(kwargs, message):
+    emb, scores, _, _ = planted(n=50)
+    with pytest.raises(ParameterError) as info:
+        QualityEstimator(**kwargs).fit(emb, scores)
+    assert str(info.value) == message
+
+
+def test_bad_inputs_raise_clear_errors():
+    emb, scores, cluster, cands = planted(n=60)
+    est = QualityEstimator(epochs_general=1, epochs_task=1, **SMALL)
+    with pytest.raises(NotFittedError):
+        est.predict(emb)
+    with pytest.raises(DataError, match="'scores' must have 60 rows"):
+        est.fit(emb, scores[:10])
+    with pytest.raises(DataError, match=r"candidates\[1\]' holds 9"):
+        est.fit(emb, scores, cluster, [[0], [9], [1], [2]])
+    with pytest.raises(DataError, match=r"'task_labels' must hold task ids in \[-1, 1\]"):
+        est.fit(emb, scores, cluster, [[0], [1]])
+    with pytest.raises(DataError, match="every entry is NaN"):
+        est.fit(emb, np.full_like(scores, np.nan))
+    bad = emb.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(DataError, match="row 3, column 2"):
+        est.fit(bad, scores)
+    est.fit(emb, scores, cluster, cands)
+    with pytest.raises(DataError, match="must have 16 columns"):
+        est.predict(emb[:, :5])
+    with pytest.raises(DataError, match="task_labels"):
+        est.predict(emb, np.full(60, 7))
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="CUDA is not available"):
+            QualityEstimator(device="cuda:0", epochs_general=1, **SMALL).fit(emb, scores)
