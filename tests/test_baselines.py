@@ -213,3 +213,46 @@ def test_best_model_labels_breaks_ties_by_prior():
     prior = np.array([0.2, 0.8, 0.5])
     scores = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0], [np.nan, np.nan, np.nan], [0.3, np.nan, 0.9]])
     assert best_model_labels(scores, prior).tolist() == [1, 1, 1, 2]
+
+
+class _PlantedEncoder:
+    """An Encoder whose vectors are the planted embeddings (FineRouter embeds its task descriptions, which are
+    training prompts when no describer is given)."""
+
+    name = "planted-lookup"
+    dim = DIM
+
+    def __init__(self, texts: list[str], vectors: np.ndarray) -> None:
+        self.table = dict(zip(texts, vectors))
+
+    def encode(self, texts):
+        return np.stack([self.table[t] for t in texts]).astype(np.float32)
+
+
+def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, random_quality):
+    from finerouter.baselines.finerouter_variants import share_fits
+
+    train, x_train, test, x_test, _ = split
+    encoder = _PlantedEncoder(train.prompts + test.prompts, np.vstack([x_train, x_test]))
+    small = {"classifier": {"epochs": 8}, "quality": {"epochs_general": 8, "epochs_task": 5}}
+    routers = [make_router(name, seed=0, encoder=encoder, **small) for name in FINEROUTER_VARIANTS]
+    share_fits(routers)
+    for r in routers:
+        r.fit(train, x_train)
+    fitted = routers[0].router_
+    assert all(r.router_ is fitted for r in routers)  # one FineRouter fit for the four variants
+    by_name = {r.name: r for r in routers}
+    assert by_name["finerouter"].kind == "finerouter" and by_name["stage2_only"].kind == "ablation"
+    scores = fitted.score_embeddings(x_test)
+    np.testing.assert_allclose(by_name["finerouter"].predict_scores(x_test), scores.final)
+    np.testing.assert_allclose(by_name["stage2_only"].predict_scores(x_test), scores.stage2)
+    catalog = fitted.catalog_
+    top = np.array([train.models.index(t.fused_ranking[0]) for t in catalog.tasks])
+    fine = by_name["stage1_classifier"].route(x_test)
+    assigned = scores.task >= 0
+    assert (fine[assigned] == top[scores.task[assigned]]).all()  # Fine CLS: the task's top candidate
+    centers = catalog.centers() / np.linalg.norm(catalog.centers(), axis=1, keepdims=True)
+    nearest = np.argmax(x_test @ centers.T, axis=1)
+    emb_choice = by_name["stage1_embedding"].route(x_test)
+    assert (emb_choice == top[nearest]).all()  # Embedding: the nearest centre's top candidate
+    assert mean_quality(test.scores, emb_choice) > random_quality + 0.1

@@ -142,17 +142,14 @@ def select_models(
 
 
 def best_model_labels(scores: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """``(n,)`` index of each prompt's best-scoring model; ties (frequent with 0/1 scores) go to the higher prior.
-
-    Rows with no observed score get the overall best model (highest prior).
+    """``(n,)`` index of each prompt's best-scoring model under the discovery tie rule
+    (:func:`finerouter.discovery.ranking.rank_order`): ties, frequent with 0/1 scores, go to the model with the
+    higher ``prior`` (mean training score), then the lower index; NaN ranks last, so a prompt with no observed
+    score gets the model with the highest prior.
     """
-    s = np.where(np.isfinite(scores), scores, -np.inf)
-    best = s.max(axis=1, keepdims=True)
-    tied = (s >= best) & np.isfinite(s)
-    key = np.where(tied, prior[None, :], -np.inf)
-    labels = key.argmax(axis=1)
-    labels[~np.isfinite(best[:, 0])] = int(np.argmax(prior))
-    return labels.astype(np.int64)
+    from finerouter.discovery.ranking import rank_order
+
+    return rank_order(scores, tie_break=prior)[:, 0].astype(np.int64)
 
 
 def dev_split(train: RoutingDataset, dev_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
