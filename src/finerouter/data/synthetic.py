@@ -233,18 +233,18 @@ def planted_skills(
 ) -> np.ndarray:
     """``(n_domains * subtasks_per_domain, n_models)`` expected score of each model on each sub-task.
 
-    Each sub-task ranks the models by its own permutation onto fixed skill levels (0.9 for the best, 0.75
-    for the runner-up, then evenly down to 0.25). Within a domain the best models of the sub-tasks are
+    Each sub-task ranks the models by its own permutation onto fixed skill levels (0.85 for the best, 0.78
+    for a close runner-up, then evenly from 0.62 down to 0.25). Within a domain the best models of the sub-tasks are
     distinct while ``subtasks_per_domain <= n_models``. The permutations are drawn so that any two sub-tasks'
-    expected rankings have a floor-rescaled RBO (``p = 0.9``) below ``max_rbo`` where ``tries`` random draws
+    expected rankings have a chance-corrected RBO (``p = 0.9``) below ``max_rbo`` where ``tries`` random draws
     per sub-task allow it (else the draw closest to that): two sub-tasks with the same preferences would be
     *one* task for routing purposes, so a plant with such a pair could not be recovered by design.
     """
     from finerouter.discovery.ranking import order_to_ranks
-    from finerouter.discovery.rbo import _rbo_ext, rescale_rbo
+    from finerouter.discovery.rbo import _rbo_ext, chance_corrected_rbo
 
     m = n_models
-    levels = np.concatenate([[0.9, 0.75], np.linspace(0.6, 0.25, m - 2)]) if m > 2 else np.array([0.9, 0.6])
+    levels = np.concatenate([[0.85, 0.78], np.linspace(0.62, 0.25, m - 2)]) if m > 2 else np.array([0.85, 0.7])
     n_sub = n_domains * subtasks_per_domain
     skills = np.empty((n_sub, m))
     accepted = np.zeros((0, m), dtype=np.int64)  # ranks of the accepted profiles
@@ -257,7 +257,7 @@ def planted_skills(
             if accepted.shape[0]:
                 a = np.repeat(cand_ranks, accepted.shape[0], axis=0)
                 b = np.tile(accepted, (tries, 1))
-                worst = rescale_rbo(_rbo_ext(a, b, 0.9), m).reshape(tries, -1).max(axis=1)
+                worst = chance_corrected_rbo(_rbo_ext(a, b, 0.9), m).reshape(tries, -1).max(axis=1)
                 ok = np.where(worst < max_rbo)[0]
                 pick = int(ok[0]) if ok.size else int(np.argmin(worst))
             else:

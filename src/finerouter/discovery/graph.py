@@ -8,10 +8,10 @@ Construction (paper Sect. 3.1.1, "Graph Construction"):
    to :data:`EXACT_KNN_MAX_N` nodes and HNSW above. The directed kNN pairs are made undirected and deduped:
    ``(i, j)`` and ``(j, i)`` become one edge with the larger of the two cosines.
 2. **Ranking filter.** Each candidate edge gets the rank-biased overlap (extrapolated, full rankings) of its
-   two nodes' model rankings, by default rescaled by its floor for ``m`` models
-   (:func:`finerouter.discovery.rbo.rescale_rbo`: identical rankings 1, reversed 0); edges with
-   ``RBO < tau`` are dropped. Without the rescaling (``rbo_rescale=False``) every pair of rankings of up
-   to 11 models has RBO above 0.48 at ``p = 0.9``, so ``tau = 0.4`` would drop nothing.
+   two nodes' model rankings, by default corrected for chance (``rbo_adjust="chance"``,
+   :func:`finerouter.discovery.rbo.chance_corrected_rbo`: identical rankings 1, no more agreement than two
+   random rankings 0); edges with ``RBO < tau`` are dropped. Raw RBO (``rbo_adjust="none"``) of any two
+   full rankings of up to 11 models is above 0.48 at ``p = 0.9``, so ``tau = 0.4`` would drop nothing.
 3. **Weights.** Cosine and RBO are each min-max normalised over the *candidate* edges of step 1 (so the
    scale does not depend on which edges the filter removed; a constant column normalises to 1), and an
    edge's weight is the geometric mean ``sqrt(cos_norm * rbo_norm)`` of the two.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from finerouter._validation import check_choice, check_float, check_int
-from finerouter.discovery.rbo import _rbo_ext, rescale_rbo
+from finerouter.discovery.rbo import _rbo_ext, chance_corrected_rbo
 from finerouter.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class Edges:
         u, v: ``(e,)`` int64 endpoints.
         weight: ``(e,)`` float64 weight in ``[0, 1]``.
         cosine: ``(e,)`` float64 raw cosine similarity.
-        rbo: ``(e,)`` float64 RBO of the endpoints' rankings (rescaled when the graph was built so).
+        rbo: ``(e,)`` float64 RBO of the endpoints' rankings (chance-corrected unless built with ``rbo_adjust="none"``).
         n_candidates: number of undirected kNN edges before the RBO filter.
     """
 
@@ -194,7 +194,7 @@ def build_graph(
     rbo_p: float = 0.9,
     knn: str = "auto",
     seed: int = 0,
-    rbo_rescale: bool = True,
+    rbo_adjust: str = "chance",
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Edges:
     """Build the filtered, weighted, undirected kNN graph of the module docstring.
@@ -207,7 +207,7 @@ def build_graph(
         rbo_p: RBO persistence.
         knn: ``"auto"``, ``"exact"`` or ``"hnsw"``.
         seed: seeds the HNSW index.
-        rbo_rescale: rescale RBO by its floor for ``m`` models before filtering and weighting.
+        rbo_adjust: ``"chance"`` (chance-corrected RBO) or ``"none"`` (raw RBO) for the filter and weights.
         neighbours: precomputed ``knn_search`` result ``(indices, similarities)`` to reuse.
 
     Returns:
@@ -216,6 +216,7 @@ def build_graph(
     k = check_int(k, "k", "build_graph", low=1)
     tau = check_float(tau, "tau", "build_graph", low=0.0, high=1.0)
     rbo_p = check_float(rbo_p, "rbo_p", "build_graph", low=0.0, high=1.0, closed="neither")
+    check_choice(rbo_adjust, "rbo_adjust", "build_graph", ("chance", "none"))
     x = _check_embeddings(embeddings)
     ranks = np.asarray(ranks, dtype=np.int64)
     n = x.shape[0]
@@ -238,8 +239,8 @@ def build_graph(
     u, v, cos = u[first], v[first], cos[first]
     n_candidates = int(u.size)
     rbo = _rbo_ext(ranks[u], ranks[v], rbo_p) if n_candidates else np.zeros(0)
-    if rbo_rescale:
-        rbo = rescale_rbo(rbo, ranks.shape[1], rbo_p)
+    if rbo_adjust == "chance":
+        rbo = chance_corrected_rbo(rbo, ranks.shape[1], rbo_p)
     cos_n = _minmax(cos)
     rbo_n = _minmax(rbo)
     keep = rbo >= tau - 1e-12

@@ -7,8 +7,9 @@ the overlap of their top-``d`` prefixes. The extrapolated RBO at depth ``k = m``
 
 With full rankings ``X_m = m``, so identical rankings score exactly 1 and the score is top-weighted by ``p``.
 Note its floor: for full rankings every pair scores at least ``p**m`` plus the overlap the deep prefixes
-cannot avoid (two reversed rankings of 9 models score 0.553 at ``p = 0.9``); :func:`rescale_rbo` maps
-``[floor, 1]`` onto ``[0, 1]``, which the task-discovery graph uses by default.
+cannot avoid (two reversed rankings of 9 models score 0.553 at ``p = 0.9``, two random ones 0.681 on
+average). :func:`chance_corrected_rbo` maps the chance level to 0 and identity to 1; the task-discovery
+graph uses it by default.
 
 ``X_d`` for every pair and depth comes from the ranks directly: a model is in both top-``d`` prefixes iff
 ``max(rank_S, rank_T) <= d``, so ``X`` is the cumulative histogram of the element-wise maximum of the two
@@ -98,14 +99,26 @@ def rbo_floor(m: int, p: float = 0.9) -> float:
     return float(_rbo_ext(fwd, fwd[:, ::-1].copy(), p)[0])
 
 
-def rescale_rbo(values: np.ndarray, m: int, p: float = 0.9) -> np.ndarray:
-    """Map RBO of full ``m``-item rankings from ``[floor, 1]`` onto ``[0, 1]``: ``(rbo - floor) / (1 - floor)``.
+def expected_rbo(m: int, p: float = 0.9) -> float:
+    """Expected RBO of two independent, uniformly random full rankings of ``m`` items.
 
-    Identical rankings stay at 1 and reversed rankings go to 0, so a threshold means the same thing for any
-    pool size. Without it the floor of 9-model rankings at ``p = 0.9`` is 0.553, and a threshold of 0.4
-    could never drop an edge.
+    Two random top-``d`` prefixes share ``d * d / m`` items on average (hypergeometric mean), so
+    ``E[X_d / d] = d / m`` and, RBO being linear in the ``X_d``, ``E[RBO] = p**m + ((1-p)/p) sum_d (d/m) p**d``.
     """
-    floor = rbo_floor(m, p)
-    if floor >= 1.0:  # m == 1: every ranking is identical
-        return np.ones_like(np.asarray(values, dtype=np.float64))
-    return np.clip((np.asarray(values, dtype=np.float64) - floor) / (1.0 - floor), 0.0, 1.0)
+    d = np.arange(1, m + 1, dtype=np.float64)
+    return float(p**m + ((1.0 - p) / p) * np.sum((d / m) * p**d))
+
+
+def chance_corrected_rbo(values: np.ndarray, m: int, p: float = 0.9) -> np.ndarray:
+    """RBO corrected for chance, like a kappa: ``max(0, (rbo - E) / (1 - E))`` with ``E`` = :func:`expected_rbo`.
+
+    Identical rankings stay at 1; two rankings that agree no more than random ones score 0. Raw RBO of full
+    rankings of few items is never small -- its floor for 9 models at ``p = 0.9`` is 0.553 and two random
+    rankings score 0.681 on average -- so a threshold of 0.4 on the raw value could never drop an edge;
+    after the correction it means "clearly more agreement than chance" for any pool size.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if m < 2:  # one item: every ranking is identical
+        return np.ones_like(values)
+    e = expected_rbo(m, p)
+    return np.clip((values - e) / (1.0 - e), 0.0, 1.0)
