@@ -7,7 +7,7 @@ import pytest
 
 from finerouter.discovery import rank_biased_overlap
 from finerouter.discovery.ranking import order_to_ranks
-from finerouter.discovery.rbo import overlap_at_depth, rbo_floor, rescale_rbo
+from finerouter.discovery.rbo import chance_corrected_rbo, expected_rbo, overlap_at_depth, rbo_floor
 from finerouter.errors import DataError, ParameterError
 
 
@@ -79,12 +79,37 @@ def test_overlap_at_depth_counts_common_prefix_items():
     assert overlap_at_depth(a, b).tolist() == [[0, 1, 2, 4]]
 
 
-def test_rescale_maps_floor_to_zero_and_identity_to_one():
+def test_floor_of_nine_models():
     a = _ranks(list(range(9)))
     rev = _ranks(list(range(8, -1, -1)))
-    raw = rank_biased_overlap(np.vstack([a, a]), np.vstack([a, rev]))
-    assert raw[1] == pytest.approx(0.553, abs=5e-4)  # the floor for 9 models at p = 0.9
-    assert np.allclose(rescale_rbo(raw, 9), [1.0, 0.0])
+    assert rank_biased_overlap(a, rev)[0] == pytest.approx(0.553, abs=5e-4)
+    assert rbo_floor(9, 0.9) == pytest.approx(rank_biased_overlap(a, rev)[0])
+
+
+def test_expected_rbo_of_random_rankings():
+    # m = 3, p = 0.9: E[X_d / d] = d / 3, so E = 0.729 + (1/9) (1/3 * 0.9 + 2/3 * 0.81 + 3/3 * 0.729)
+    #                                          = 0.729 + (0.3 + 0.54 + 0.729) / 9 = 0.729 + 0.17433 = 0.90333
+    assert expected_rbo(3, 0.9) == pytest.approx(0.729 + 1.569 / 9, abs=1e-12)
+    # and it is the mean over all 6 x 6 pairs of permutations of 3 items
+    from itertools import permutations
+
+    perms = [list(p) for p in permutations(range(3))]
+    a = _ranks(*[p for p in perms for _ in perms])
+    b = _ranks(*[q for _ in perms for q in perms])
+    assert rank_biased_overlap(a, b).mean() == pytest.approx(expected_rbo(3, 0.9), abs=1e-12)
+
+
+def test_expected_rbo_matches_simulation(rng):
+    m = 9
+    a = order_to_ranks(np.array([rng.permutation(m) for _ in range(20000)]))
+    b = order_to_ranks(np.array([rng.permutation(m) for _ in range(20000)]))
+    assert rank_biased_overlap(a, b).mean() == pytest.approx(expected_rbo(m), abs=3e-3)
+
+
+def test_chance_correction_maps_chance_to_zero_and_identity_to_one():
+    e = expected_rbo(9)
+    out = chance_corrected_rbo(np.array([1.0, e, 0.553, (1 + e) / 2]), 9)
+    assert np.allclose(out, [1.0, 0.0, 0.0, 0.5])
 
 
 def test_empty_and_errors():
