@@ -71,7 +71,8 @@ def summary(name: str, results: dict) -> None:
         print(f"paired differences, {comp['reference']} minus:")
         for other, c in comp["against"].items():
             p = "–" if c["ttest_p"] is None else f"{c['ttest_p']:.3g}"
-            print(f"  {other:20s} {c['diff_mean']:+.4f} ± {c['diff_std']:.4f}  (W/L/T {c['wins']}/{c['losses']}/{c['ties']}, t-test p {p})")
+            wlt = f"{c['wins']}/{c['losses']}/{c['ties']}"
+            print(f"  {other:20s} {c['diff_mean']:+.4f} ± {c['diff_std']:.4f}  (W/L/T {wlt}, t-test p {p})")
 
 
 def main() -> None:

@@ -97,7 +97,9 @@ def test_oracle_picks_the_best_observed_model_and_the_cheapest_among_ties(split)
                           costs=np.array([[3.0, 1.0, 0.1], [1.0, 1.0, 1.0]]))
     assert oracle.fit(tied, np.eye(2, dtype=np.float32)).route(np.eye(2), data=tied).tolist() == [1, 2]
     with pytest.raises(ParameterError, match="needs the test dataset"):
-        oracle.route(x_test)
+        oracle.route(np.eye(2))
+    with pytest.raises(ParameterError, match="2 features"):
+        oracle.route(x_test, data=test)
 
 
 def test_best_single_is_chosen_on_training_data(split):

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from finerouter._validation import check_float, check_int, check_is_fitted
-from finerouter.baselines.base import Router, check_embeddings, dev_split, select_models
+from finerouter.baselines.base import Router, dev_split, select_models
 from finerouter.data.dataset import RoutingDataset
-from finerouter.errors import ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -213,16 +212,10 @@ class TorchRouter(Router):
         del self._x
         self._t = None
         self.module_ = module
-        self.n_features_ = emb.shape[1]
         return self
 
     def predict_scores(self, embeddings: np.ndarray, data: RoutingDataset | None = None) -> np.ndarray:
         check_is_fitted(self, ["module_"])
-        emb = check_embeddings(embeddings, f"{type(self).__name__}.predict_scores")
-        if emb.shape[1] != self.n_features_:
-            raise ParameterError(
-                f"{type(self).__name__}: embeddings have {emb.shape[1]} features, the router was fitted on "
-                f"{self.n_features_}"
-            )
+        emb = self._check_input(embeddings)
         with torch_threads(1):
             return predict_batched(lambda x: self._scores(self.module_, x), emb).astype(np.float64)

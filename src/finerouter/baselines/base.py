@@ -73,9 +73,8 @@ class Router(ABC):
             costs: ``(n, m)`` route-time cost estimates, or None.
             data: the dataset the rows come from (see :meth:`predict_scores`).
         """
-        check_is_fitted(self, ["models_"])
         tolerance = check_float(tolerance, "tolerance", f"{type(self).__name__}.route", low=0.0, high=1.0)
-        emb = check_embeddings(embeddings, f"{type(self).__name__}.route")
+        emb = self._check_input(embeddings)
         scores = self.predict_scores(emb, data)
         if scores is None:
             return np.asarray(self._choose(emb, data), dtype=np.int64)
@@ -99,6 +98,18 @@ class Router(ABC):
             raise DataError(f"{train.source}: {type(self).__name__} cannot be fitted on an empty dataset")
         self.models_ = list(train.models)
         self.prior_ = model_prior(train.scores)
+        self.n_features_ = int(emb.shape[1])
+        return emb
+
+    def _check_input(self, embeddings: np.ndarray) -> np.ndarray:
+        """Check the router is fitted and ``embeddings`` match its width; return them as float32."""
+        check_is_fitted(self, ["models_"])
+        where = f"{type(self).__name__}.predict"
+        emb = check_embeddings(embeddings, where)
+        if emb.shape[1] != self.n_features_:
+            raise ParameterError(
+                f"{where}: embeddings have {emb.shape[1]} features, the router was fitted on {self.n_features_}"
+            )
         return emb
 
 

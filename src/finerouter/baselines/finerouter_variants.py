@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from finerouter._validation import check_choice, check_is_fitted
-from finerouter.baselines.base import Router, check_embeddings
+from finerouter.baselines.base import Router
 from finerouter.data.dataset import RoutingDataset
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class FineRouterVariant(Router):
 
     def predict_scores(self, embeddings: np.ndarray, data: RoutingDataset | None = None) -> np.ndarray:
         check_is_fitted(self, ["router_"])
-        emb = check_embeddings(embeddings, f"{self.variant}.predict_scores")
+        emb = self._check_input(embeddings)
         if self.variant == "stage1_embedding":
             if self.centers_.shape[0] == 0:
                 task = np.full(emb.shape[0], -1, dtype=np.int64)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from finerouter._validation import check_float, check_int, check_is_fitted
-from finerouter.baselines.base import Router, check_embeddings, dev_split, select_models
+from finerouter.baselines.base import Router, dev_split, select_models
 from finerouter.data.dataset import RoutingDataset
 from finerouter.errors import ParameterError
 
@@ -117,6 +117,6 @@ class KNNRouter(Router):
 
     def predict_scores(self, embeddings: np.ndarray, data: RoutingDataset | None = None) -> np.ndarray:
         check_is_fitted(self, ["embeddings_"])
-        emb = check_embeddings(embeddings, "KNNRouter.predict_scores")
+        emb = self._check_input(embeddings)
         nbrs = nearest_neighbours(emb, self.embeddings_, self.k_)
         return neighbour_means(nbrs, self.scores_, self.prior_)

@@ -30,7 +30,8 @@ def _check_choice(scores: np.ndarray, choice: np.ndarray) -> tuple[np.ndarray, n
         raise ParameterError(f"scores must be a 2-D array (n, m); got shape {scores.shape}")
     if choice.shape != (scores.shape[0],):
         raise ParameterError(f"choice must have shape ({scores.shape[0]},); got {choice.shape}")
-    if choice.size and (not np.issubdtype(choice.dtype, np.integer) or choice.min() < 0 or choice.max() >= scores.shape[1]):
+    valid = np.issubdtype(choice.dtype, np.integer) and choice.min() >= 0 and choice.max() < scores.shape[1]
+    if choice.size and not valid:
         raise ParameterError(f"choice must hold model indices in [0, {scores.shape[1] - 1}]")
     return scores, choice.astype(np.int64)
 

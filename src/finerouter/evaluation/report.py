@@ -122,7 +122,8 @@ def render_report(results: dict[str, Any]) -> str:
     if "finerouter" in r:
         baseline_rows.append((_label("finerouter"), r["finerouter"]))
     ref_rows = [(_label(n), rec) for n, rec in r.items() if rec["kind"] == "reference"]
-    lines += _quality_table(results, [("Candidate models", singles), ("Routers", baseline_rows), ("Reference points", ref_rows)])
+    sections = [("Candidate models", singles), ("Routers", baseline_rows), ("Reference points", ref_rows)]
+    lines += _quality_table(results, sections)
     lines.append("")
 
     # ---- Table 2

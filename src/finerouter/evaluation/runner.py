@@ -190,7 +190,9 @@ def run_evaluation(
             "best_single_model": models[best_j], "best_single_quality": q_best, "best_single_cost": c_best,
             "oracle_quality": q_oracle, "cost_low": c_low, "cost_high": c_high,
         })
-        logger.info("seed %d: %d train / %d test prompts; best single %s", seed, train.n_prompts, n_test, models[best_j])
+        logger.info(
+            "seed %d: %d train / %d test prompts; best single %s", seed, train.n_prompts, n_test, models[best_j]
+        )
 
         built = [make_router(n, seed=seed, encoder=encoder, prices=prices, **params.get(n, {})) for n in names]
         share_fits(built)
@@ -204,8 +206,10 @@ def run_evaluation(
                 pred = np.asarray(scores, dtype=np.float64)
                 router_prior = router.prior_
 
-                def choose(tol: float, pred: np.ndarray = pred, router_prior: np.ndarray = router_prior) -> np.ndarray:
-                    return select_models(pred, route_costs, tol, router_prior)
+                def choose(
+                    tol: float, pred: np.ndarray = pred, prior: np.ndarray = router_prior, costs: Any = route_costs
+                ) -> np.ndarray:
+                    return select_models(pred, costs, tol, prior)
 
                 choice = choose(0.0)
             else:
@@ -233,7 +237,9 @@ def run_evaluation(
                     None if c_low is None else M.normalised_curve_area(curve["cost"], curve["quality"], c_low, c_high)
                 )
                 rec["cost_fraction_at_best_single_quality"] = (
-                    None if c_best is None else M.cost_fraction_at_quality(curve["cost"], curve["quality"], q_best, c_best)
+                    None
+                    if c_best is None
+                    else M.cost_fraction_at_quality(curve["cost"], curve["quality"], q_best, c_best)
                 )
             per_seed[name].append(rec)
             done += 1
