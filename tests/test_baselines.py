@@ -98,7 +98,7 @@ def test_oracle_picks_the_best_observed_model_and_the_cheapest_among_ties(split)
     assert oracle.fit(tied, np.eye(2, dtype=np.float32)).route(np.eye(2), data=tied).tolist() == [1, 2]
     with pytest.raises(ParameterError, match="needs the test dataset"):
         oracle.route(np.eye(2))
-    with pytest.raises(ParameterError, match="2 features"):
+    with pytest.raises(ParameterError, match="16 features, the router was fitted on 2"):
         oracle.route(x_test, data=test)
 
 
