@@ -212,6 +212,9 @@ def main() -> None:
     ap.add_argument("--upstream-delay-ms", type=float, default=100.0, help="simulated model latency")
     ap.add_argument("--fit-prompts", type=int, default=400)
     ap.add_argument("--fit-models", type=int, default=4)
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="the gateway's encoder threads (1: the load generator and upstreams share the cores)")
+    ap.add_argument("--save-router", type=Path, default=None, help="keep the fitted router here")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
     think_s = args.think_ms / 1000.0
@@ -221,7 +224,7 @@ def main() -> None:
     try:
         router_dir = args.router
         if router_dir is None:
-            router_dir = work / "router"
+            router_dir = args.save_router or work / "router"
             models = _fit_router(router_dir, args.fit_prompts, args.fit_models)
         else:
             models = _router_models(router_dir)
@@ -241,7 +244,7 @@ def main() -> None:
         gw = subprocess.Popen(
             [sys.executable, "-m", "finerouter.cli.main", "serve", "--router", str(router_dir),
              "--upstreams", str(work / "upstreams.yaml"), "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning"],
+             "--log-level", "warning", "--torch-threads", str(args.torch_threads)],
         )
         procs.append(gw)
         base = f"http://127.0.0.1:{port}"
@@ -260,7 +263,8 @@ def main() -> None:
                 raise SystemExit("the gateway did not start within 300 s")
             time.sleep(0.2)
         print(f"gateway up in {time.perf_counter() - t:.1f} s; {args.clients} clients, think {args.think_ms:.0f} ms "
-              f"(exponential), upstream delay {args.upstream_delay_ms:.0f} ms, {os.cpu_count()} CPU cores", flush=True)
+              f"(exponential), upstream delay {args.upstream_delay_ms:.0f} ms, {os.cpu_count()} CPU cores, "
+              f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
         # Warm-up: a few routed requests (first encoder calls, connection pools).
         for p in prompts[:20]:
@@ -293,13 +297,13 @@ def main() -> None:
         _print(rows[-1])
         metrics = httpx.get(base + "/metrics", trust_env=False).text
         fb = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("finerouter_fallbacks_total"))
-        print(f"\n  gateway /metrics: finerouter_fallbacks_total = {fb:.0f}")
+        print(f"\n  gateway /metrics: finerouter_fallbacks_total = {fb:.0f}; load average now {os.getloadavg()[0]:.1f}")
         if args.json_out:
             args.json_out.write_text(json.dumps(rows, indent=2))
     finally:
         for p in reversed(procs):
             if p.poll() is None:
-                p.send_signal(signal.SIGINT)
+                p.send_signal(signal.SIGTERM)
                 try:
                     p.wait(10)
                 except subprocess.TimeoutExpired:

@@ -523,3 +523,80 @@ def test_create_app_refuses_a_router_model_without_upstream(router, upstreams):
         create_app(router, partial)
     with pytest.raises(ConfigError, match="'route' method"):
         create_app(object(), cfg)
+
+
+# ---- `finerouter serve` -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved_router(router, tmp_path_factory):
+    return router.save(tmp_path_factory.mktemp("serve") / "router")
+
+
+def _yaml(path, upstreams_map, extra=None):
+    import yaml
+
+    path.write_text(yaml.safe_dump({"upstreams": upstreams_map, **(extra or {})}))
+    return path
+
+
+def test_serve_cli_refuses_bad_setups_before_serving(saved_router, router, upstreams, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from finerouter.cli.main import app
+
+    runner = CliRunner()
+    ups = {m: {"base_url": upstreams.servers[m].url + "/v1"} for m in router.models_}
+    missing = dict(ups)
+    del missing[router.models_[2]]
+    res = runner.invoke(app, ["serve", "--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "a.yaml", missing))])
+    assert res.exit_code == 2 and f"'{router.models_[2]}' have no upstream" in res.output and "a.yaml" in res.output
+    keyed = {**ups, router.models_[0]: {**ups[router.models_[0]], "api_key_env": "FINEROUTER_TEST_UNSET_KEY"}}
+    monkeypatch.delenv("FINEROUTER_TEST_UNSET_KEY", raising=False)
+    res = runner.invoke(app, ["serve", "--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "b.yaml", keyed))])
+    assert res.exit_code == 2 and "FINEROUTER_TEST_UNSET_KEY is not set" in res.output
+    res = runner.invoke(app, ["serve", "--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "c.yaml", ups)),
+                              "--auth-tokens-env", "FINEROUTER_TEST_NO_TOKENS"])
+    assert res.exit_code == 2 and "FINEROUTER_TEST_NO_TOKENS" in res.output
+
+
+@pytest.mark.slow
+def test_serve_cli_serves_routed_requests(saved_router, router, upstreams, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ups = {m: {"base_url": upstreams.servers[m].url + "/v1"} for m in router.models_}
+    ups[router.models_[0]]["api_key_env"] = "FINEROUTER_TEST_KEY"
+    (tmp_path / "tokens.txt").write_text("client-token\n")
+    env = {**os.environ, "FINEROUTER_TEST_KEY": UPSTREAM_KEY, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "finerouter.cli.main", "serve", "--router", str(saved_router), "--upstreams",
+         str(_yaml(tmp_path / "ups.yaml", ups)), "--port", str(port), "--auth-tokens-file", str(tmp_path / "tokens.txt"),
+         "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "finerouter serve did not come up"
+            time.sleep(0.2)
+        text = PROMPTS[0]
+        r = httpx.post(url + "/v1/chat/completions", json={"model": "finerouter", "messages": [{"role": "user", "content": text}]},
+                       headers={"authorization": "Bearer client-token"}, timeout=30)
+        assert r.status_code == 200 and r.headers["x-finerouter-model"] == router.route(text).model
+        assert httpx.post(url + "/v1/route", json={"prompt": text}).status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=20)[0]
+    assert UPSTREAM_KEY not in out

@@ -228,3 +228,19 @@ def test_batcher_requires_start():
     batcher = RouteBatcher(CountingRouter())
     with pytest.raises(RuntimeError, match="start"):
         asyncio.run(batcher.route("x", RouteOptions()))
+
+
+def test_route_many_keeps_order_and_uses_the_queue():
+    router = CountingRouter()
+
+    async def main():
+        batcher = RouteBatcher(router, max_batch=4)
+        await batcher.start()
+        try:
+            return await batcher.route_many([f"p{'x' * i}" for i in range(10)], RouteOptions())
+        finally:
+            await batcher.stop()
+
+    decisions = asyncio.run(main())
+    assert [d.prompt for d in decisions] == [f"p{'x' * i}" for i in range(10)]
+    assert max(router.calls) <= 4 and sum(router.calls) == 10

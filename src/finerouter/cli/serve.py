@@ -48,6 +48,9 @@ def serve(
             import torch
 
             torch.set_num_threads(torch_threads)
+        if not logger.isEnabledFor(logging.DEBUG):
+            # httpx logs every upstream call at INFO; per-request lines belong in --access-log, not here.
+            logging.getLogger("httpx").setLevel(logging.WARNING)
         config = load_gateway_config(upstreams_path)
         tokens = load_auth_tokens(auth_tokens_file, auth_tokens_env)
         router = FineRouter.load(router_dir, cache_dir=cache_dir)

@@ -111,10 +111,12 @@ class RouteBatcher:
         return await future
 
     async def route_many(self, prompts: Sequence[str], options: RouteOptions) -> list[RoutingDecision]:
-        """Decisions for several prompts, in order, in one call (the ``/v1/route`` batch form)."""
-        if not prompts:
-            return []
-        return await asyncio.to_thread(self._call, list(prompts), options)
+        """Decisions for several prompts, in order (the ``/v1/route`` batch form).
+
+        They go through the same queue as single prompts, so the worker bound holds and they are routed in
+        batches of at most ``max_batch``.
+        """
+        return list(await asyncio.gather(*(self.route(p, options) for p in prompts)))
 
     def _call(self, prompts: list[str], options: RouteOptions) -> list[RoutingDecision]:
         result = self.router.route(prompts, **options.kwargs())

@@ -279,7 +279,10 @@ def main(argv: list[str] | None = None) -> None:
         _ByPort(apps), log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=2
     )
     server = uvicorn.Server(config)
-    server.run(sockets=sockets)
+    try:
+        server.run(sockets=sockets)
+    except KeyboardInterrupt:  # uvicorn re-raises the signal it stopped on
+        pass
 
 
 if __name__ == "__main__":

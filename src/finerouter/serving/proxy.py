@@ -280,7 +280,7 @@ class UpstreamProxy:
         import httpx
 
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.aiter_bytes():  # decoded: content-encoding is not passed on
                 yield chunk
         except httpx.TransportError as exc:
             self.metrics.upstream_errors.labels(model, "stream").inc()
