@@ -258,3 +258,19 @@ def test_cli_end_to_end_with_the_real_encoder_and_embedding_cache(tmp_path):
     assert res.exit_code == 0, res.output
     assert sorted(cache.rglob("shard-*.safetensors")) == shards
     assert list(json.loads((out / "results.json").read_text())["routers"]) == ["best_single", "mlp_regressor"]
+
+
+def test_prices_cost_data_that_has_none(tmp_path):
+    from finerouter.data.prices import Prices
+
+    data, x = planted(200, costs=False)
+    csv = tmp_path / "prices.csv"
+    csv.write_text("model,input_usd_per_mtok,output_usd_per_mtok\ncheap,1,1\nmid,2,2\npricey,4,4\n")
+    prices = Prices.read(csv)
+    res = run_evaluation(data, x, routers=["best_single", "knn"], seeds=1, prices=csv)
+    assert res["route_cost_model"] == "prices"
+    singles = res["single_models"]
+    expected = float(np.mean(prices.estimate_costs(data.prompts, data.models)[:, 2]))
+    assert singles["pricey"]["cost_mean"] == pytest.approx(expected, rel=0.05)  # test prompts ~ all prompts
+    assert singles["pricey"]["cost_mean"] == pytest.approx(4 * singles["cheap"]["cost_mean"])
+    assert "curve" in res["routers"]["knn"]

@@ -48,7 +48,8 @@ def plot_cost_quality(results: dict[str, Any], path: str | Path) -> None:
     import matplotlib
 
     fig, ax = _figure(8.5, 5.5)
-    colors = iter(matplotlib.colormaps["tab20"].colors)
+    palette = matplotlib.colormaps["tab20"].colors
+    colors = iter(palette[0::2] + palette[1::2])  # the 10 strong colours first
     costs: list[float] = []
     for name, rec in routers.items():
         color = next(colors, None)

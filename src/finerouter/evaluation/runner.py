@@ -106,7 +106,7 @@ def run_evaluation(
         seeds: number of splits (seeds ``0..N-1``) or the seeds themselves.
         test_size: share of unique prompts held out per split, in (0, 1).
         prices: :class:`finerouter.data.prices.Prices` (or a CSV path) for route-time cost estimates; test costs
-            come from the data (a reader given prices fills them).
+            come from the data (a reader given prices fills them), else from these prices.
         encoder: the encoder that produced ``embeddings`` (the FineRouter variants embed task descriptions).
         router_params: ``{router name: {hyper-parameter: value}}`` overrides.
         tolerances: values swept for the cost–quality curves, in [0, 1].
@@ -166,6 +166,8 @@ def run_evaluation(
         train, test = dataset.subset(train_idx), dataset.subset(test_idx)
         train_emb, test_emb = emb[train_idx], emb[test_idx]
         true_costs = test.costs
+        if true_costs is None and prices is not None:  # data read without prices: cost it like the reader would
+            true_costs = np.asarray(prices.estimate_costs(test.prompts, models), dtype=np.float64)
         route_costs = CostModel.fit(models, train.prompts, train.costs, prices).estimate(test.prompts)
         n_test = test.n_prompts
         # reference points computed directly, so headroom is defined whichever routers run
