@@ -48,6 +48,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid``."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -67,6 +74,7 @@ class RunStats:
     errors: dict[str, int] = field(default_factory=dict)
     rss_mib: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_s: float = 0.0  # the gateway process's CPU over the run
 
     @property
     def n_errors(self) -> int:
@@ -158,11 +166,13 @@ async def _drive(
         stats.rss_mib.append(_rss_mib(gateway_pid))
 
     t = time.perf_counter()
+    cpu0 = _cpu_s(gateway_pid) if gateway_pid is not None else 0.0
     async with httpx.AsyncClient(limits=limits, timeout=60, trust_env=False) as http:
         await asyncio.gather(monitor(), *(client(i, http) for i in range(clients)))
     stats.seconds = time.perf_counter() - t
     if gateway_pid is not None:
         stats.rss_mib.append(_rss_mib(gateway_pid))
+        stats.cpu_s = _cpu_s(gateway_pid) - cpu0
     return stats
 
 
@@ -187,6 +197,7 @@ def _report(s: RunStats, direct: RunStats | None) -> dict:
             added_beyond_routing_p50_ms=round(_pct(beyond, 50) - _pct(d_ms, 50), 2),
             added_beyond_routing_p99_ms=round(_pct(beyond, 99) - _pct(d_ms, 99), 2),
             gateway_own_p50_ms=round(_pct(own, 50), 2),
+            gateway_cpu_ms_per_request=round(s.cpu_s * 1e3 / max(len(s.latencies) + s.n_errors, 1), 2),
             fallbacks=s.fallbacks,
             models=dict(sorted(s.models.items())),
             rss_mib_start_mid_end=[round(x, 1) for x in s.rss_mib],

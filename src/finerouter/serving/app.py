@@ -415,10 +415,10 @@ def create_app(
             except AllUpstreamsFailed as exc:
                 # The pinned model (and its saved fallbacks) failed: route this turn afresh and go on with
                 # the attempts left, never retrying a model that just failed.
-                affinity = "reroute"
-                candidates, task_id, description, routing_s = await decide_now()
                 if len(exc.attempts) >= settings.max_attempts:
                     raise all_failed(exc) from None
+                affinity = "reroute"
+                candidates, task_id, description, routing_s = await decide_now()
                 try:
                     result = await state.proxy.forward(
                         candidates,
