@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -136,3 +137,41 @@ def torch_threads_for(macs_per_step: float) -> Iterator[None]:
 
 
 _SMALL_STEP_MACS = 2e7
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_STATE: dict[str, Any] = {"controller": None, "depth": 0, "saved": None}
+
+
+@contextlib.contextmanager
+def single_thread_blas() -> Iterator[None]:
+    """Run numpy's BLAS on one thread inside the block (used for single-prompt inference).
+
+    OpenBLAS splits even a (1, 384) x (384, 5632) product over its threads; when the cores are busy, waking
+    the second thread costs milliseconds, 100x the product itself. Limiting to one thread costs ~15 us.
+    The setting is process-wide, so nested and concurrent blocks are reference-counted: the first one in
+    lowers the thread count, the last one out restores it.
+    """
+    with _BLAS_LOCK:
+        if _BLAS_STATE["controller"] is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+
+                _BLAS_STATE["controller"] = ThreadpoolController().select(user_api="blas")
+            except Exception:  # pragma: no cover - threadpoolctl missing or unsupported BLAS
+                _BLAS_STATE["controller"] = False
+        ctl = _BLAS_STATE["controller"]
+        if ctl and _BLAS_STATE["depth"] == 0:
+            _BLAS_STATE["saved"] = [(lib, lib.num_threads) for lib in ctl.lib_controllers]
+            for lib, _ in _BLAS_STATE["saved"]:
+                lib.set_num_threads(1)
+        _BLAS_STATE["depth"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_STATE["depth"] -= 1
+            if ctl and _BLAS_STATE["depth"] == 0:
+                for lib, n in _BLAS_STATE["saved"] or []:
+                    lib.set_num_threads(n)
+                _BLAS_STATE["saved"] = None

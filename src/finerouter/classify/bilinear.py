@@ -4,8 +4,8 @@ A prompt embedding ``e_p`` (d,) and a task encoding ``u_t`` (d_t,) are matched b
 
     s(p, t) = e_p^T W u_t + b_t
 
-with ``W`` a learned ``(d, d_t)`` matrix (identity when ``d == d_t``, a scaled semi-orthogonal matrix
-otherwise) and ``u_t`` learned task encodings initialised from the embeddings of the task descriptions. It
+with ``W`` a learned ``(d, d_t)`` matrix (10 x identity when ``d == d_t``, 10 x a semi-orthogonal matrix
+otherwise, so that the first scores are 10 x the cosine similarity) and ``u_t`` learned task encodings initialised from the embeddings of the task descriptions. It
 is trained multi-label with binary cross-entropy: a prompt of task ``t`` has the one-hot target ``t``; an
 "Others" prompt (label -1) has the all-zero target, so it teaches "no task". At prediction time a prompt
 whose best sigmoid score is below ``threshold`` goes to Others (-1).
@@ -28,6 +28,7 @@ from finerouter._training import (
     check_matrix,
     import_torch,
     resolve_device,
+    single_thread_blas,
     stratified_dev_split,
     torch_threads_for,
 )
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 _OWNER = "TaskClassifier"
 _STATE_FORMAT = "finerouter.TaskClassifier/1"
+# W starts as _INIT_SCALE * I: the initial score is then 10 x cosine(prompt, description), which spreads
+# the sigmoid over its useful range from the first step (a scalar factor is absorbed by W: same model).
+_INIT_SCALE = 10.0
+_SMALL_BATCH = 32  # up to this many prompts, scoring runs numpy's BLAS on one thread
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -246,13 +251,13 @@ class TaskClassifier:
 
     def _init_weight(self, d: int, d_t: int) -> np.ndarray:
         if d == d_t:
-            return np.eye(d, dtype=np.float32)
+            return (_INIT_SCALE * np.eye(d)).astype(np.float32)
         # Semi-orthogonal (d, d_t) so that e^T W u keeps the scale of a cosine similarity.
         rng = np.random.default_rng(self.seed)
         a = rng.standard_normal((max(d, d_t), min(d, d_t)))
         q, _ = np.linalg.qr(a)
         w = q if d >= d_t else q.T
-        return np.ascontiguousarray(w, dtype=np.float32)
+        return np.ascontiguousarray(_INIT_SCALE * w, dtype=np.float32)
 
     def _train(
         self,
@@ -353,6 +358,9 @@ class TaskClassifier:
     def decision_function(self, embeddings: Any) -> np.ndarray:
         """Raw matching scores ``e^T W u_t + b_t``: (n, T) float32."""
         emb = self._check_input(embeddings)
+        if emb.shape[0] <= _SMALL_BATCH:
+            with single_thread_blas():
+                return (emb @ self._proj + self.bias_).astype(np.float32, copy=False)
         return (emb @ self._proj + self.bias_).astype(np.float32, copy=False)
 
     def predict_proba(self, embeddings: Any) -> np.ndarray:

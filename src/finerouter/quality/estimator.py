@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ from finerouter._training import (
     check_matrix,
     import_torch,
     resolve_device,
+    single_thread_blas,
     stratified_dev_split,
     torch_threads_for,
 )
@@ -57,6 +59,7 @@ _OWNER = "QualityEstimator"
 _STATE_FORMAT = "finerouter.QualityEstimator/1"
 _GENERAL_BLOCK = 2048  # rows per block in numpy inference (bounds memory at block * m * hidden floats)
 _UNIT_BLOCK_BYTES = 64 << 20  # gathered task weights per inference block
+_SMALL_BATCH = 32  # up to this many prompts, inference runs numpy's BLAS on one thread (see single_thread_blas)
 
 
 class _LazyAdam:
@@ -119,6 +122,7 @@ class QualityEstimator:
         slot_table_: (T, m) int64, the task adapter slot of (task, model), -1 = general adapter.
         n_epochs_general_, n_epochs_task_: epochs run; history_general_, history_task_: per-epoch losses.
         dev_mse_general_: best phase-1 dev MSE over observed scores (NaN without a dev set).
+        fit_seconds_: ``{"general": s, "task": s}`` wall time of each training phase.
         tasks_specialised_: how many tasks kept trained task adapters (beat the general copy on dev rows).
     """
 
@@ -252,8 +256,12 @@ class QualityEstimator:
         train_idx, dev_idx = stratified_dev_split(labels, float(self.dev_fraction), int(self.seed))
         step_macs = min(int(self.batch_size), n) * m * d * int(self.hidden)
         with torch_threads_for(step_macs):
+            t0 = time.perf_counter()
             general = self._fit_general(emb, y, observed, train_idx, dev_idx)
+            t1 = time.perf_counter()
             task = self._fit_tasks(emb, y, observed, labels, train_idx, dev_idx, general)
+            t2 = time.perf_counter()
+        self.fit_seconds_ = {"general": t1 - t0, "task": t2 - t1}
         self._set_weights(general, task)
         return self
 
@@ -276,7 +284,7 @@ class QualityEstimator:
         bound1 = 1.0 / math.sqrt(d + q)
         bound2 = 1.0 / math.sqrt(h)
         counts = observed.sum(axis=0)
-        global_mean = float(np.nanmean(y))
+        global_mean = float(y[observed].mean()) if observed.any() else 0.0
         col_sum = np.where(observed, y, 0.0).sum(axis=0)
         means = np.where(counts > 0, col_sum / np.maximum(counts, 1), global_mean)
         f32 = np.float32
@@ -297,7 +305,7 @@ class QualityEstimator:
         dev = resolve_device(self.device, _OWNER)
         n, d = emb.shape
         m = y.shape[1]
-        init = self._init_general(d, m, y, observed)
+        init = self._init_general(d, m, y[train_idx], observed[train_idx])
         if int(self.epochs_general) == 0:
             return init
         rng = np.random.default_rng([int(self.seed), 1])
@@ -441,7 +449,8 @@ class QualityEstimator:
         y_all = torch.from_numpy(np.where(observed, y, 0.0).astype(np.float32)).to(dev)
         mask_all = torch.from_numpy(observed.astype(np.float32)).to(dev)
         slot_model_t = torch.from_numpy(sm).to(dev)
-        params = [torch.tensor(init[k], device=dev) for k in ("w1", "b1", "w2", "b2")]
+        # from_numpy: on CPU the trained tensors share the init arrays' memory (no extra copy of A*d*h floats).
+        params = [torch.from_numpy(init[k]).to(dev) for k in ("w1", "b1", "w2", "b2")]
         opt = _LazyAdam(params, lr=float(self.lr), weight_decay=float(self.weight_decay))
         slot_task_t = torch.from_numpy(self._slot_task).to(dev)
         n_tasks = self.n_tasks_
@@ -584,7 +593,11 @@ class QualityEstimator:
 
     def predict_general(self, embeddings: Any) -> np.ndarray:
         """General adapters only: (n, d) embeddings -> (n, m) float32 predicted quality scores."""
-        return self._general_forward(self._check_embeddings(embeddings))
+        emb = self._check_embeddings(embeddings)
+        if emb.shape[0] <= _SMALL_BATCH:
+            with single_thread_blas():
+                return self._general_forward(emb)
+        return self._general_forward(emb)
 
     def predict(self, embeddings: Any, task_labels: Any = None) -> np.ndarray:
         """Predicted quality of every model: task adapters for the task's candidates, general ones elsewhere.
@@ -597,13 +610,16 @@ class QualityEstimator:
             (n, m) float32 predicted scores.
         """
         emb = self._check_embeddings(embeddings)
-        n = emb.shape[0]
+        labels = None if task_labels is None else check_labels(task_labels, emb.shape[0], self.n_tasks_, "task_labels")
+        if emb.shape[0] <= _SMALL_BATCH:
+            with single_thread_blas():
+                return self._predict(emb, labels)
+        return self._predict(emb, labels)
+
+    def _predict(self, emb: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         out = self._general_forward(emb)
-        if task_labels is None or self.n_slots_ == 0:
-            if task_labels is not None:
-                check_labels(task_labels, n, self.n_tasks_, "task_labels")
+        if labels is None or self.n_slots_ == 0:
             return out
-        labels = check_labels(task_labels, n, self.n_tasks_, "task_labels")
         k = np.diff(self._task_offsets)
         rows = np.flatnonzero(labels >= 0)
         rows = rows[k[labels[rows]] > 0]
@@ -622,7 +638,9 @@ class QualityEstimator:
             out[rows[:, None], self._slot_model[None, lo:hi]] = pred
             return out
         # Many tasks: group rows into (chunk of one task's rows, adapter) units and use batched products.
-        unit_rows, unit_slots = self._units(rows, labels, 64, None)
+        # Chunk length ~ rows per task present (at most 64), so that padding stays small.
+        chunk = int(min(64, max(1, math.ceil(rows.size / np.unique(tasks).size))))
+        unit_rows, unit_slots = self._units(rows, labels, chunk, None)
         step = max(1, _UNIT_BLOCK_BYTES // (4 * d * h))
         for start in range(0, unit_slots.size, step):
             ur, us = unit_rows[start : start + step], unit_slots[start : start + step]
@@ -651,6 +669,7 @@ class QualityEstimator:
             "n_epochs_task": int(self.n_epochs_task_),
             "dev_mse_general": self.dev_mse_general_,
             "tasks_specialised": int(self.tasks_specialised_),
+            "fit_seconds": dict(getattr(self, "fit_seconds_", {})),
             "history_general": copy.deepcopy(self.history_general_),
             "history_task": copy.deepcopy(self.history_task_),
         }
@@ -712,6 +731,7 @@ class QualityEstimator:
         dm = config.get("dev_mse_general")
         obj.dev_mse_general_ = float("nan") if dm is None else float(dm)
         obj.tasks_specialised_ = int(config.get("tasks_specialised", 0))
+        obj.fit_seconds_ = dict(config.get("fit_seconds") or {})
         obj.history_general_ = list(config.get("history_general") or [])
         obj.history_task_ = list(config.get("history_task") or [])
         general = {
