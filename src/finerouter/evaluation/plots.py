@@ -47,7 +47,7 @@ def plot_cost_quality(results: dict[str, Any], path: str | Path) -> None:
         return
     import matplotlib
 
-    fig, ax = _figure(8.5, 5.5)
+    fig, ax = _figure(11.0, 5.5)
     palette = matplotlib.colormaps["tab20"].colors
     colors = iter(palette[0::2] + palette[1::2])  # the 10 strong colours first
     costs: list[float] = []
@@ -83,7 +83,7 @@ def plot_cost_quality(results: dict[str, Any], path: str | Path) -> None:
     ax.set_ylabel("mean quality")
     ax.set_title(f"{results['dataset']}: cost vs quality (circles: single models)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a point
     _save(fig, path)
 
 
