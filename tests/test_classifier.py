@@ -106,7 +106,7 @@ def test_state_round_trip_is_exact(tmp_path, fitted):
     save_arrays(tmp_path / "c.safetensors", arrays)
     back = TaskClassifier.from_state(json.loads(text), load_arrays(tmp_path / "c.safetensors"))
     assert np.array_equal(back.predict_proba(emb), clf.predict_proba(emb))
-    for a, b in zip(back.predict(emb), clf.predict(emb)):
+    for a, b in zip(back.predict(emb), clf.predict(emb), strict=True):
         assert np.array_equal(a, b)
     assert back.get_params() == clf.get_params() and back.n_epochs_ == clf.n_epochs_
     with pytest.raises(ArtifactError, match="missing arrays: bias"):

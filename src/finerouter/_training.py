@@ -32,8 +32,7 @@ def resolve_device(device: str, owner: str) -> Any:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ParameterError(
-            f"The 'device' parameter of {owner} must be a torch device string such as 'cpu' or 'cuda'. "
-            f"Got {device!r}."
+            f"The 'device' parameter of {owner} must be a torch device string such as 'cpu' or 'cuda'. Got {device!r}."
         ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError(f"The 'device' parameter of {owner} is {device!r} but CUDA is not available here.")
@@ -42,8 +41,9 @@ def resolve_device(device: str, owner: str) -> Any:
     return dev
 
 
-def check_matrix(x: Any, name: str, *, rows: int | None = None, cols: int | None = None,
-                 allow_nan: bool = False) -> np.ndarray:
+def check_matrix(
+    x: Any, name: str, *, rows: int | None = None, cols: int | None = None, allow_nan: bool = False
+) -> np.ndarray:
     """``x`` as a C-contiguous float32 2-D array; DataError naming ``name`` if its shape or values are wrong."""
     try:
         arr = np.asarray(x, dtype=np.float32)
@@ -75,9 +75,7 @@ def check_labels(labels: Any, n: int, n_tasks: int, name: str = "labels") -> np.
     bad = (arr < -1) | (arr >= n_tasks)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"'{name}' must hold task ids in [-1, {n_tasks - 1}] (-1 = Others); row {i} has {int(arr[i])}."
-        )
+        raise DataError(f"'{name}' must hold task ids in [-1, {n_tasks - 1}] (-1 = Others); row {i} has {int(arr[i])}.")
     return arr
 
 

@@ -5,10 +5,11 @@ A prompt embedding ``e_p`` (d,) and a task encoding ``u_t`` (d_t,) are matched b
     s(p, t) = e_p^T W u_t + b_t
 
 with ``W`` a learned ``(d, d_t)`` matrix (10 x identity when ``d == d_t``, 10 x a semi-orthogonal matrix
-otherwise, so that the first scores are 10 x the cosine similarity) and ``u_t`` learned task encodings initialised from the embeddings of the task descriptions. It
-is trained multi-label with binary cross-entropy: a prompt of task ``t`` has the one-hot target ``t``; an
-"Others" prompt (label -1) has the all-zero target, so it teaches "no task". At prediction time a prompt
-whose best sigmoid score is below ``threshold`` goes to Others (-1).
+otherwise, so that the first scores are 10 x the cosine similarity) and ``u_t`` learned task encodings
+initialised from the embeddings of the task descriptions. It is trained multi-label with binary
+cross-entropy: a prompt of task ``t`` has the one-hot target ``t``; an "Others" prompt (label -1) has the
+all-zero target, so it teaches "no task". At prediction time a prompt whose best sigmoid score is below
+``threshold`` goes to Others (-1).
 
 By default the prompt encoder is frozen and the classifier trains on cached embeddings (fast on CPU).
 Inference is plain numpy: ``W U^T`` is folded into one ``(d, T)`` matrix after ``fit``.
@@ -23,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from finerouter._training import (
-    json_safe,
     check_labels,
     check_matrix,
     import_torch,
+    json_safe,
     resolve_device,
     single_thread_blas,
     stratified_dev_split,
@@ -181,7 +182,9 @@ class TaskClassifier:
         check_int(self.patience, "patience", _OWNER, low=1)
         check_int(self.seed, "seed", _OWNER, low=0)
         if not isinstance(self.device, str):
-            raise ParameterError(f"The 'device' parameter of {_OWNER} must be a str such as 'cpu'. Got {self.device!r}.")
+            raise ParameterError(
+                f"The 'device' parameter of {_OWNER} must be a str such as 'cpu'. Got {self.device!r}."
+            )
         if not isinstance(self.fine_tune_encoder, bool):
             raise ParameterError(
                 f"The 'fine_tune_encoder' parameter of {_OWNER} must be a bool. Got {self.fine_tune_encoder!r}."
@@ -339,7 +342,10 @@ class TaskClassifier:
                     break
         logger.info(
             "TaskClassifier trained %d epochs (best %d) on %d prompts, %d tasks",
-            self.n_epochs_, self.best_epoch_, train_idx.size, n_tasks,
+            self.n_epochs_,
+            self.best_epoch_,
+            train_idx.size,
+            n_tasks,
         )
         return tuple(best_state[k].cpu().numpy().astype(np.float32) for k in ("weight", "enc", "bias"))  # type: ignore[return-value]
 
@@ -413,7 +419,11 @@ class TaskClassifier:
             "history": copy.deepcopy(self.history_),
             "dev_metrics": copy.deepcopy(self.dev_metrics_),
         }
-        arrays = {"weight": self.weight_.copy(), "task_encodings": self.task_encodings_.copy(), "bias": self.bias_.copy()}
+        arrays = {
+            "weight": self.weight_.copy(),
+            "task_encodings": self.task_encodings_.copy(),
+            "bias": self.bias_.copy(),
+        }
         return json_safe(config), arrays
 
     @classmethod
@@ -435,7 +445,12 @@ class TaskClassifier:
             d, n_tasks = int(config["n_features_in"]), int(config["n_tasks"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"TaskClassifier state is malformed: {exc}") from exc
-        if weight.ndim != 2 or weight.shape[0] != d or enc.shape != (n_tasks, weight.shape[1]) or bias.shape != (n_tasks,):
+        if (
+            weight.ndim != 2
+            or weight.shape[0] != d
+            or enc.shape != (n_tasks, weight.shape[1])
+            or bias.shape != (n_tasks,)
+        ):
             raise ArtifactError(
                 f"TaskClassifier state arrays disagree with its config: weight {weight.shape}, task_encodings "
                 f"{enc.shape}, bias {bias.shape}, n_features_in={d}, n_tasks={n_tasks}."

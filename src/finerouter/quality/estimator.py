@@ -41,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from finerouter._training import (
-    json_safe,
     check_labels,
     check_matrix,
     import_torch,
+    json_safe,
     resolve_device,
     single_thread_blas,
     stratified_dev_split,
@@ -70,8 +70,14 @@ class _LazyAdam:
     classic L2 term added to the gradient, as in ``torch.optim.Adam``.
     """
 
-    def __init__(self, params: list[Any], lr: float, weight_decay: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        params: list[Any],
+        lr: float,
+        weight_decay: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
         torch = import_torch()
         self.params = params
         self.lr, self.wd, self.b1, self.b2, self.eps = lr, weight_decay, betas[0], betas[1], eps
@@ -86,7 +92,7 @@ class _LazyAdam:
         t = self.steps[rows]
         c1 = 1.0 - torch.pow(torch.tensor(self.b1, device=t.device), t)
         c2 = 1.0 - torch.pow(torch.tensor(self.b2, device=t.device), t)
-        for p, m, v, g in zip(self.params, self.m, self.v, grads):
+        for p, m, v, g in zip(self.params, self.m, self.v, grads, strict=True):
             shape = (-1,) + (1,) * (p.dim() - 1)
             pr = p[rows]
             if self.wd:
@@ -181,7 +187,9 @@ class QualityEstimator:
         check_float(self.dev_fraction, "dev_fraction", _OWNER, low=0.0, high=1.0, closed="left")
         check_int(self.seed, "seed", _OWNER, low=0)
         if not isinstance(self.device, str):
-            raise ParameterError(f"The 'device' parameter of {_OWNER} must be a str such as 'cpu'. Got {self.device!r}.")
+            raise ParameterError(
+                f"The 'device' parameter of {_OWNER} must be a str such as 'cpu'. Got {self.device!r}."
+            )
 
     @staticmethod
     def _check_candidates(candidates: Any, n_models: int) -> list[list[int]]:
@@ -236,7 +244,11 @@ class QualityEstimator:
             raise DataError("'scores' has no model column.")
         cands = self._check_candidates(candidates, m)
         n_tasks = len(cands)
-        labels = np.full(n, -1, dtype=np.int64) if task_labels is None else check_labels(task_labels, n, n_tasks, "task_labels")
+        labels = (
+            np.full(n, -1, dtype=np.int64)
+            if task_labels is None
+            else check_labels(task_labels, n, n_tasks, "task_labels")
+        )
         observed = ~np.isnan(y)
         if not observed.any():
             raise DataError("'scores' has no observed value: every entry is NaN.")
@@ -377,7 +389,9 @@ class QualityEstimator:
         return {k: v.cpu().numpy() for k, v in best_state.items()}
 
     # .................................................................. phase 2
-    def _units(self, rows: np.ndarray, labels: np.ndarray, chunk: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+    def _units(
+        self, rows: np.ndarray, labels: np.ndarray, chunk: int, rng: np.random.Generator | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Group ``rows`` of task-labelled prompts into (chunk of ``chunk`` rows of one task, one adapter slot) units.
 
         Returns:
@@ -419,7 +433,7 @@ class QualityEstimator:
         general: dict[str, np.ndarray],
     ) -> dict[str, np.ndarray]:
         torch = import_torch()
-        d, m, h = emb.shape[1], y.shape[1], int(self.hidden)
+        d, h = emb.shape[1], int(self.hidden)
         sm = self._slot_model
         # Task adapters start as copies of their model's general adapter (model half folded, see module doc).
         g_c1 = np.einsum("mq,mqh->mh", general["model_embeddings"], general["w1_model"]) + general["b1"]
@@ -455,7 +469,9 @@ class QualityEstimator:
         slot_task_t = torch.from_numpy(self._slot_task).to(dev)
         n_tasks = self.n_tasks_
 
-        def unit_sse(rows_np: np.ndarray, slots_np: np.ndarray, leaves: list[Any] | None = None, inv: Any = None) -> tuple[Any, Any]:
+        def unit_sse(
+            rows_np: np.ndarray, slots_np: np.ndarray, leaves: list[Any] | None = None, inv: Any = None
+        ) -> tuple[Any, Any]:
             """Per-unit summed squared error and observed count: (U,), (U,)."""
             rows = torch.from_numpy(rows_np).to(dev)
             slots = torch.from_numpy(slots_np).to(dev)
@@ -495,6 +511,8 @@ class QualityEstimator:
         bad = 0
         n_improved_ever = torch.zeros(n_tasks, dtype=torch.bool, device=dev)
         for epoch in range(1, int(self.epochs_task) + 1):
+            if epoch > 1:  # new chunks each epoch: rows meet different batch-mates
+                train_rows, train_slots = self._units(train_idx, labels, chunk, rng)
             perm = rng.permutation(train_slots.size)
             total, count = 0.0, 0.0
             for start in range(0, perm.size, units_per_step):
@@ -522,33 +540,42 @@ class QualityEstimator:
                 best_mse = torch.where(improved, cur, best_mse)
                 n_improved_ever |= improved
                 slots_up = torch.nonzero(improved[slot_task_t], as_tuple=True)[0]
-                for b, p in zip(best, params):
+                for b, p in zip(best, params, strict=True):
                     b[slots_up] = p[slots_up]
                 bad = 0
             else:
                 bad += 1
             finite = torch.isfinite(best_mse)
             mean_dev = float(best_mse[finite].mean()) if bool(finite.any()) else float("nan")
-            self.history_task_.append({
-                "epoch": epoch,
-                "train_mse": total / max(count, 1.0),
-                "dev_mse_mean_over_tasks": mean_dev,
-                "tasks_improved": int(improved.sum()),
-            })
+            self.history_task_.append(
+                {
+                    "epoch": epoch,
+                    "train_mse": total / max(count, 1.0),
+                    "dev_mse_mean_over_tasks": mean_dev,
+                    "tasks_improved": int(improved.sum()),
+                }
+            )
             self.n_epochs_task_ = epoch
-            logger.debug("QualityEstimator task epoch %d train %.5f, %d tasks improved", epoch,
-                         total / max(count, 1.0), int(improved.sum()))
+            logger.debug(
+                "QualityEstimator task epoch %d train %.5f, %d tasks improved",
+                epoch,
+                total / max(count, 1.0),
+                int(improved.sum()),
+            )
             if bad >= int(self.patience):
                 break
         if not has_dev:
-            n_improved_ever = torch.bincount(slot_task_t[torch.from_numpy(np.unique(train_slots)).to(dev)],
-                                             minlength=n_tasks) > 0
+            n_improved_ever = (
+                torch.bincount(slot_task_t[torch.from_numpy(np.unique(train_slots)).to(dev)], minlength=n_tasks) > 0
+            )
         self.tasks_specialised_ = int(n_improved_ever.sum())
         logger.info(
-            "QualityEstimator phase 2: %d epochs, %d of %d tasks specialised", self.n_epochs_task_,
-            self.tasks_specialised_, n_tasks,
+            "QualityEstimator phase 2: %d epochs, %d of %d tasks specialised",
+            self.n_epochs_task_,
+            self.tasks_specialised_,
+            n_tasks,
         )
-        return {k: b.cpu().numpy() for k, b in zip(("w1", "b1", "w2", "b2"), best)}
+        return {k: b.cpu().numpy() for k, b in zip(("w1", "b1", "w2", "b2"), best, strict=True)}
 
     # ------------------------------------------------------------------ inference weights
     def _set_weights(self, general: dict[str, np.ndarray], task: dict[str, np.ndarray]) -> None:
@@ -695,8 +722,18 @@ class QualityEstimator:
                 f"Not a QualityEstimator state: expected format {_STATE_FORMAT!r}, got "
                 f"{config.get('format') if isinstance(config, dict) else type(config).__name__!r}."
             )
-        names = ["model_embeddings", "general_w1_prompt", "general_w1_model", "general_b1", "general_w2",
-                 "general_b2", "task_w1_prompt", "task_b1", "task_w2", "task_b2"]
+        names = [
+            "model_embeddings",
+            "general_w1_prompt",
+            "general_w1_model",
+            "general_b1",
+            "general_w2",
+            "general_b2",
+            "task_w1_prompt",
+            "task_b1",
+            "task_w2",
+            "task_b2",
+        ]
         missing = [k for k in names if k not in arrays]
         if missing:
             raise ArtifactError(f"QualityEstimator state is missing arrays: {', '.join(missing)}.")
@@ -710,8 +747,13 @@ class QualityEstimator:
         n_slots = sum(len(c) for c in cands)
         h = a["general_w2"].shape[-1] if a["general_w2"].ndim == 2 else -1
         expect = {
-            "general_w1_prompt": (m, d, h), "general_b1": (m, h), "general_w2": (m, h), "general_b2": (m,),
-            "task_w1_prompt": (n_slots, d, h), "task_b1": (n_slots, h), "task_w2": (n_slots, h),
+            "general_w1_prompt": (m, d, h),
+            "general_b1": (m, h),
+            "general_w2": (m, h),
+            "general_b2": (m,),
+            "task_w1_prompt": (n_slots, d, h),
+            "task_b1": (n_slots, h),
+            "task_w2": (n_slots, h),
             "task_b2": (n_slots,),
         }
         bad = [f"{k} {a[k].shape} (expected {v})" for k, v in expect.items() if a[k].shape != v]
@@ -747,5 +789,7 @@ class QualityEstimator:
         return obj
 
     def __repr__(self) -> str:
-        return (f"QualityEstimator(model_dim={self.model_dim!r}, hidden={self.hidden!r}, "
-                f"epochs_general={self.epochs_general!r}, epochs_task={self.epochs_task!r})")
+        return (
+            f"QualityEstimator(model_dim={self.model_dim!r}, hidden={self.hidden!r}, "
+            f"epochs_general={self.epochs_general!r}, epochs_task={self.epochs_task!r})"
+        )
