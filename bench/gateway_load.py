@@ -2,11 +2,13 @@
 
 Everything runs on loopback, in separate processes: echoing chat-completions upstreams
 (``python -m finerouter.serving.fake_upstream``), the gateway (``finerouter serve``, a real FineRouter with
-the packaged MiniLM encoder), and this load generator (asyncio + httpx). Three runs:
+the packaged MiniLM encoder), and this load generator (asyncio + httpx). Four runs:
 
 1. direct: the clients call the upstreams themselves (the baseline);
-2. gateway: the clients send ``model: "finerouter"`` to the gateway;
-3. gateway + failure: the same, and a third of the way in, the upstream the router picks most starts
+2. named: the clients send each request to the gateway naming its model (proxying only, no routing):
+   the gateway's own overhead;
+3. gateway: the clients send ``model: "finerouter"`` to the gateway;
+4. gateway + failure: the same, and a third of the way in, the upstream the router picks most starts
    answering 500; fallback along each decision's ranking (and the cooldown) must hide it from clients.
 
 Each client loops: send one chat request, wait for the answer, think for a random (exponential) time.
@@ -145,8 +147,8 @@ async def _drive(
                 else:
                     stats.latencies.append(dt)
                     h = r.headers
-                    if "x-finerouter-routing-ms" in h:
-                        stats.routing_ms.append(float(h["x-finerouter-routing-ms"]))
+                    if "x-finerouter-model" in h:  # through the gateway (named models are not routed: 0 ms)
+                        stats.routing_ms.append(float(h.get("x-finerouter-routing-ms", 0.0)))
                         stats.upstream_ms.append(float(h["x-finerouter-upstream-ms"]))
                         m = h["x-finerouter-model"]
                         stats.models[m] = stats.models.get(m, 0) + 1
@@ -286,6 +288,13 @@ def main() -> None:
         direct = asyncio.run(_drive("direct to upstreams", direct_targets, prompts, clients=args.clients,
                                     duration=args.direct_duration, think_s=think_s, gateway_pid=None))
         rows = [_report(direct, None)]
+        _print(rows[-1])
+
+        named_targets = [(base + "/v1/chat/completions", m) for m in urls]
+        named = asyncio.run(_drive("through the gateway, models named (proxy only, no routing)", named_targets, prompts,
+                                   clients=args.clients, duration=args.direct_duration, think_s=think_s,
+                                   gateway_pid=gw.pid))
+        rows.append(_report(named, direct))
         _print(rows[-1])
 
         gw_targets = [(base + "/v1/chat/completions", "finerouter")]

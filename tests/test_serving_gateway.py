@@ -42,8 +42,8 @@ def router(minilm):
     from finerouter.data.synthetic import make_synthetic_routing_data
     from finerouter.routing.router import FineRouter
 
-    data = make_synthetic_routing_data(n_prompts=200, n_models=4, seed=0)
-    fast = {"classifier": {"epochs": 10}, "quality": {"epochs_general": 5, "epochs_task": 3}}
+    data = make_synthetic_routing_data(n_prompts=120, n_models=4, seed=0)
+    fast = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
     return FineRouter(encoder=minilm, seed=0, **fast).fit(data)
 
 
