@@ -162,18 +162,33 @@ def knn_recall(
         return 1.0
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, size=min(sample, n), replace=False))
-    faiss = _faiss()
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    _, exact = index.search(x[rows], k + 1)
-    exact = exact.astype(np.int64)
-    # exclude the query itself from the exact list (drop its self hit, else the last one)
-    is_self = exact == rows[:, None]
-    first_self = is_self & (np.cumsum(is_self, axis=1) == 1)
-    first_self[~first_self.any(axis=1), -1] = True
-    exact = exact[~first_self].reshape(len(rows), k)
+    exact = _exact_neighbours_of(x, rows, k)
     found = (exact[:, :, None] == indices[rows][:, None, :]).any(axis=2)
     return float(found.mean())
+
+
+def _exact_neighbours_of(x: np.ndarray, rows: np.ndarray, k: int, block: int = 32768) -> np.ndarray:
+    """``(len(rows), k)`` exact top-``k`` inner-product neighbours of ``x[rows]`` in ``x``, self excluded.
+
+    Brute force in blocks of ``block`` database rows with numpy's BLAS matrix product, keeping a running
+    top-``k`` -- memory ``O(len(rows) * block)``.
+    """
+    q = x[rows]
+    best_sim = np.full((rows.size, 0), -np.inf, dtype=np.float32)
+    best_idx = np.zeros((rows.size, 0), dtype=np.int64)
+    for lo in range(0, x.shape[0], block):
+        sims = q @ x[lo : lo + block].T
+        cols = np.arange(lo, lo + sims.shape[1])
+        sims[rows[:, None] == cols[None, :]] = -np.inf  # never the query itself
+        take = min(k, sims.shape[1])
+        part = np.argpartition(-sims, take - 1, axis=1)[:, :take]
+        best_sim = np.concatenate([best_sim, np.take_along_axis(sims, part, axis=1)], axis=1)
+        best_idx = np.concatenate([best_idx, cols[part]], axis=1)
+        if best_sim.shape[1] > k:
+            keep = np.argpartition(-best_sim, k - 1, axis=1)[:, :k]
+            best_sim = np.take_along_axis(best_sim, keep, axis=1)
+            best_idx = np.take_along_axis(best_idx, keep, axis=1)
+    return best_idx
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:

@@ -28,7 +28,7 @@ def canonical_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def leiden_communities(
-    edges: Edges, *, resolution: float = 1.0, seed: int = 0, n_iterations: int = -1
+    edges: Edges, *, resolution: float = 1.0, seed: int = 0, n_iterations: int = 2
 ) -> np.ndarray:
     """Partition the graph's nodes with Leiden.
 
@@ -36,7 +36,7 @@ def leiden_communities(
         edges: the weighted undirected graph; isolated nodes become singleton communities.
         resolution: the RB-configuration resolution (1.0 = modularity).
         seed: leidenalg's random seed.
-        n_iterations: Leiden passes; negative runs until the partition stops changing.
+        n_iterations: Leiden passes (leidenalg's default 2; negative runs until the partition stops changing).
 
     Returns:
         ``(n_nodes,)`` int64 community labels in canonical order (see :func:`canonical_labels`).
