@@ -274,3 +274,10 @@ def test_prices_cost_data_that_has_none(tmp_path):
     assert singles["pricey"]["cost_mean"] == pytest.approx(expected, rel=0.05)  # test prompts ~ all prompts
     assert singles["pricey"]["cost_mean"] == pytest.approx(4 * singles["cheap"]["cost_mean"])
     assert "curve" in res["routers"]["knn"]
+
+
+def test_cli_lists_routers():
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(_cli(), ["--list-routers"])
+    assert res.exit_code == 0 and res.output.split() == list(ROUTERS)

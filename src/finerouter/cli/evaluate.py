@@ -31,6 +31,14 @@ def _parse_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _list_routers(value: bool) -> None:
+    if value:
+        from finerouter.baselines import available_routers
+
+        typer.echo("\n".join(available_routers()))
+        raise typer.Exit()
+
+
 def evaluate(
     data: Path = typer.Option(..., "--data", help="Routing data (Parquet, CSV or JSONL; canonical, long or RouterBench layout)."),
     out: Path = typer.Option(..., "--out", help="Directory for results.json, report.md, cost_quality.png, routing_distribution.png."),
@@ -45,7 +53,9 @@ def evaluate(
     tolerance_steps: int = typer.Option(21, "--tolerance-steps", min=2, help="Tolerance values swept from 0 to 1 for the cost-quality curves."),
     rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow reading RouterBench .pkl files (unpickling runs code from the file)."),
-    list_routers: bool = typer.Option(False, "--list-routers", help="Print the available routers and exit."),
+    list_routers: bool = typer.Option(
+        False, "--list-routers", is_eager=True, callback=_list_routers, help="Print the available routers and exit."
+    ),
 ) -> None:
     """Split by unique prompt (stratified by task) for each seed, fit every router on the training part, score it
     on the test part, and write results.json, report.md, cost_quality.png and routing_distribution.png."""
@@ -53,15 +63,11 @@ def evaluate(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from finerouter.baselines import available_routers
     from finerouter.data.readers import read_routing_data
     from finerouter.evaluation.report import write_outputs
     from finerouter.evaluation.runner import embed_dataset, run_evaluation
 
     con = console()
-    if list_routers:
-        typer.echo("\n".join(available_routers()))
-        return
     with cli_errors():
         names = split_list(routers)
         router_params = _parse_params(param)
