@@ -36,13 +36,18 @@ class SharedFineRouter:
         self.params = dict(params)
         self._key: tuple[int, int] | None = None
         self.router_: Any = None
+        self.fit_seconds_: float | None = None
 
     def get(self, train: RoutingDataset, embeddings: np.ndarray) -> Any:
         key = (id(train), id(embeddings))
         if self._key != key or self.router_ is None:
+            import time
+
             from finerouter.routing.router import FineRouter
 
+            t0 = time.perf_counter()
             self.router_ = FineRouter(**self.params).fit(train, embeddings=embeddings)
+            self.fit_seconds_ = time.perf_counter() - t0
             self._key = key
         return self.router_
 

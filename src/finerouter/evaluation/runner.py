@@ -202,6 +202,9 @@ def run_evaluation(
             t0 = time.perf_counter()
             router.fit(train, train_emb)
             fit_s = time.perf_counter() - t0
+            shared = getattr(router, "shared", None)  # FineRouter variants: the time of their one shared fit
+            if getattr(shared, "fit_seconds_", None) is not None:
+                fit_s = float(shared.fit_seconds_)
             t0 = time.perf_counter()
             scores = router.predict_scores(test_emb, test) if router.is_score_based else None
             if scores is not None:
