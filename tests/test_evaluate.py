@@ -281,3 +281,33 @@ def test_cli_lists_routers():
 
     res = CliRunner().invoke(_cli(), ["--list-routers"])
     assert res.exit_code == 0 and res.output.split() == list(ROUTERS)
+
+
+class _LookupEncoder:
+    """Encoder returning the planted vectors (FineRouter embeds task descriptions, i.e. training prompts)."""
+
+    name = "planted-lookup"
+    dim = 12
+
+    def __init__(self, texts, vectors):
+        self.table = dict(zip(texts, vectors))
+
+    def encode(self, texts):
+        return np.stack([self.table[t] for t in texts]).astype(np.float32)
+
+
+def test_finerouter_is_the_default_reference_and_its_variants_share_a_fit():
+    data, x = planted(400)
+    small = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 5, "epochs_task": 3}}
+    res = run_evaluation(
+        data, x, routers=["best_single", "oracle", "stage2_only", "finerouter"], seeds=1,
+        encoder=_LookupEncoder(data.prompts, x), router_params={"finerouter": small, "stage2_only": small},
+    )
+    r = res["routers"]
+    assert {"finerouter", "best_single", "oracle"} <= set(r)
+    assert r["finerouter"]["kind"] == "finerouter" and r["stage2_only"]["kind"] == "ablation"
+    assert r["finerouter"]["fit_seconds_mean"] == r["stage2_only"]["fit_seconds_mean"]  # one shared fit
+    assert r["finerouter"]["per_seed"]["info"][0]["n_tasks"] >= 1
+    assert res["comparisons"]["reference"] == "finerouter"
+    assert set(res["comparisons"]["against"]) == {"best_single", "oracle", "stage2_only"}
+    assert r["finerouter"]["quality_mean"] <= r["oracle"]["quality_mean"]
