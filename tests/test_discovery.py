@@ -208,3 +208,20 @@ def test_dcrouter_end_to_end(shared_data, cached_minilm):
     assert cat.n_tasks > len(set(data.tasks))  # more than the 14 source benchmarks
     assert cat.mean_candidates < data.n_models
     assert 0.3 < cat.share_in_tasks <= 1.0
+
+
+def test_stops_when_a_round_merges_nothing(rng):
+    from itertools import islice, permutations
+
+    emb = rng.standard_normal((40, 8))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    levels = np.linspace(0.9, 0.1, 6)
+    orders = list(islice(permutations(range(6)), 0, 720, 18))  # 40 distinct rankings
+    scores = np.zeros((40, 6))
+    for i, order in enumerate(orders):
+        scores[i, list(order)] = levels
+    disc = TaskDiscovery(tau=1.0).fit(emb, scores, model_names=list("abcdef"))
+    # tau = 1 keeps only identical rankings: no edge, nothing merges, so round 2 is skipped
+    assert len(disc.level_labels_) == 1
+    assert disc.level_stats_[0]["kept_edges"] == 0 and disc.level_stats_[0]["communities"] == 40
+    assert (disc.labels_ == -1).all() and disc.catalog_.others.size == 40

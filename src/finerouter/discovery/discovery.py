@@ -186,7 +186,7 @@ class TaskDiscovery:
         prompt_label = np.arange(n, dtype=np.int64)
         level_labels: list[np.ndarray] = []
         level_stats: list[dict[str, Any]] = []
-        self.knn_recall_: float | None = None
+        recall: float | None = None
         for level in range(self.iterations):
             n_nodes = node_x.shape[0]
             if n_nodes < 2:
@@ -198,7 +198,7 @@ class TaskDiscovery:
             timings[f"level{level + 1}_knn"] = time.perf_counter() - t
             if level == 0 and method == "hnsw":
                 t = time.perf_counter()
-                self.knn_recall_ = knn_recall(node_x, neighbours[0], sample=500, seed=self.seed)
+                recall = knn_recall(node_x, neighbours[0], sample=500, seed=self.seed)
                 timings["knn_recall"] = time.perf_counter() - t
             t = time.perf_counter()
             edges = build_graph(
@@ -233,8 +233,8 @@ class TaskDiscovery:
                 "level %d: %d nodes, %d/%d edges kept (RBO >= %.2f), %d communities",
                 level + 1, n_nodes, edges.n_edges, edges.n_candidates, self.tau, n_comm,
             )
-            if n_comm == n_nodes and level > 0:
-                break  # nothing merged: further rounds would see the same graph
+            if n_comm == n_nodes:
+                break  # nothing merged: a further round would see the same nodes and graph again
             if level + 1 < self.iterations:
                 t = time.perf_counter()
                 node_x = group_median_centres(x, prompt_label, n_comm)
@@ -249,14 +249,15 @@ class TaskDiscovery:
         catalog.info = {
             "params": self.get_params(),
             "levels": level_stats,
-            "knn_recall": self.knn_recall_,
+            "knn_recall": recall,
             "rbo_floor": floor,
         }
+        self.knn_recall_ = recall
         self.labels_ = labels
         self.catalog_ = catalog
         self.level_labels_ = level_labels
         self.level_stats_ = level_stats
-        self.timings_ = {k: round(v, 4) for k, v in timings.items()}
+        self.timings_ = {name: round(sec, 4) for name, sec in timings.items()}
         logger.info(
             "discovered %d tasks; %.1f%% of %d prompts in a task; %.2f candidates per task of %d models (%.1fs)",
             catalog.n_tasks, 100 * catalog.share_in_tasks, n, catalog.mean_candidates if catalog.tasks else 0.0,
