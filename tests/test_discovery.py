@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
@@ -83,7 +85,7 @@ def test_task_fields_are_computed_from_members(planted, fitted):
 def test_levels_only_merge(fitted):
     levels = fitted.level_labels_
     assert 1 <= len(levels) <= 3
-    for fine, coarse in zip(levels, levels[1:]):
+    for fine, coarse in itertools.pairwise(levels):
         # every community of a round lies inside exactly one community of the next round
         pairs = np.unique(np.stack([fine, coarse]), axis=1)
         assert np.unique(pairs[0]).size == pairs.shape[1]

@@ -16,8 +16,9 @@ def _naive_ranks(scores: np.ndarray, tie: np.ndarray) -> np.ndarray:
     n, m = scores.shape
     out = np.zeros((n, m), dtype=np.int64)
     for i in range(n):
-        key = lambda j: (np.isnan(scores[i, j]), -np.nan_to_num(scores[i, j]), -tie[j], j)  # noqa: E731
-        for r, j in enumerate(sorted(range(m), key=key)):
+        row = scores[i]
+        order = sorted(range(m), key=lambda j, row=row: (np.isnan(row[j]), -np.nan_to_num(row[j]), -tie[j], j))
+        for r, j in enumerate(order):
             out[i, j] = r + 1
     return out
 

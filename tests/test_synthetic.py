@@ -73,7 +73,7 @@ def test_prompts_share_domain_openings_but_not_templates(data):
 
 
 def test_truth_survives_subsets(data):
-    train, test = data.split(test_size=0.25, seed=0)
+    _, test = data.split(test_size=0.25, seed=0)
     dom, sub = synthetic_truth(test)
     names = sorted(set(data.meta["subtask"]))
     expected = [names.index(i.rsplit("/", 1)[0]) for i in test.ids]

@@ -351,8 +351,10 @@ class TaskCatalog:
                 f"## Task {t.id}: {_md_escape(one_line(t.description, 120)) or '(no description)'}",
                 "",
                 f"- **Prompts:** {t.size} ({t.size / max(self.n_prompts, 1):.1%} of training)",
-                f"- **Candidates** ({len(t.candidates)} of {m}, covering {t.coverage:.0%} of the task's "
-                f"best models): {', '.join(f'`{c}`' for c in t.candidates)}",
+                (
+                    f"- **Candidates** ({len(t.candidates)} of {m}, covering {t.coverage:.0%} of the task's "
+                    f"best models): {', '.join(f'`{c}`' for c in t.candidates)}"
+                ),
                 f"- **Fused ranking:** {' > '.join(f'`{c}`' for c in t.fused_ranking)}",
                 "",
             ]

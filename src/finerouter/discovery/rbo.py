@@ -30,9 +30,8 @@ def _as_rank_matrix(x: np.ndarray, name: str) -> np.ndarray:
         a = a[None, :]
     if a.ndim != 2:
         raise DataError(f"{name} must be (n_pairs, n_models) ranks, got shape {a.shape}")
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        if not np.all(np.equal(np.mod(a, 1), 0)):
-            raise DataError(f"{name} must hold integer ranks 1..m")
+    if a.size and not np.issubdtype(a.dtype, np.integer) and not np.all(np.equal(np.mod(a, 1), 0)):
+        raise DataError(f"{name} must hold integer ranks 1..m")
     return a.astype(np.int64, copy=False)
 
 
