@@ -19,7 +19,7 @@ requests, and the gateway's RSS at start / middle / end of the run.
 
     .venv/bin/python bench/gateway_load.py                       # fit a small router on synthetic data
     .venv/bin/python bench/gateway_load.py --router DIR          # or use a saved router
-    .venv/bin/python bench/gateway_load.py --clients 100 --duration 20 --think-ms 500 --upstream-delay-ms 100
+    .venv/bin/python bench/gateway_load.py --clients 100 --duration 20 --think-ms 2000 --upstream-delay-ms 200
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class RunStats:
     rss_mib: list[float] = field(default_factory=list)
     seconds: float = 0.0
     cpu_s: float = 0.0  # the gateway process's CPU over the run
+    mean_batch: float = 0.0  # prompts per routing call
 
     @property
     def n_errors(self) -> int:
@@ -121,6 +122,7 @@ async def _drive(
     duration: float,
     think_s: float,
     gateway_pid: int | None,
+    health_url: str | None = None,
     on_third=None,
 ) -> RunStats:
     """``targets``: (url, model) pairs the clients cycle through."""
@@ -169,12 +171,17 @@ async def _drive(
 
     t = time.perf_counter()
     cpu0 = _cpu_s(gateway_pid) if gateway_pid is not None else 0.0
+    health0 = httpx.get(health_url, trust_env=False).json() if health_url else None
     async with httpx.AsyncClient(limits=limits, timeout=60, trust_env=False) as http:
         await asyncio.gather(monitor(), *(client(i, http) for i in range(clients)))
     stats.seconds = time.perf_counter() - t
     if gateway_pid is not None:
         stats.rss_mib.append(_rss_mib(gateway_pid))
         stats.cpu_s = _cpu_s(gateway_pid) - cpu0
+    if health0 is not None:
+        health1 = httpx.get(health_url, trust_env=False).json()
+        batches = health1["routing_batches"] - health0["routing_batches"]
+        stats.mean_batch = (health1["routed"] - health0["routed"]) / batches if batches else 0.0
     return stats
 
 
@@ -200,6 +207,7 @@ def _report(s: RunStats, direct: RunStats | None) -> dict:
             added_beyond_routing_p99_ms=round(_pct(beyond, 99) - _pct(d_ms, 99), 2),
             gateway_own_p50_ms=round(_pct(own, 50), 2),
             gateway_cpu_ms_per_request=round(s.cpu_s * 1e3 / max(len(s.latencies) + s.n_errors, 1), 2),
+            mean_routing_batch=round(s.mean_batch, 1),
             fallbacks=s.fallbacks,
             models=dict(sorted(s.models.items())),
             rss_mib_start_mid_end=[round(x, 1) for x in s.rss_mib],
@@ -221,8 +229,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per gateway run")
     ap.add_argument("--direct-duration", type=float, default=10.0, help="seconds of the direct baseline run")
-    ap.add_argument("--think-ms", type=float, default=500.0, help="mean pause between a client's requests")
-    ap.add_argument("--upstream-delay-ms", type=float, default=100.0, help="simulated model latency")
+    ap.add_argument("--think-ms", type=float, default=2000.0, help="mean pause between a client's requests")
+    ap.add_argument("--upstream-delay-ms", type=float, default=200.0, help="simulated model latency")
     ap.add_argument("--fit-prompts", type=int, default=400)
     ap.add_argument("--fit-models", type=int, default=4)
     ap.add_argument("--torch-threads", type=int, default=1,
@@ -299,7 +307,8 @@ def main() -> None:
 
         gw_targets = [(base + "/v1/chat/completions", "finerouter")]
         run = asyncio.run(_drive("through the gateway", gw_targets, prompts, clients=args.clients,
-                                 duration=args.duration, think_s=think_s, gateway_pid=gw.pid))
+                                 duration=args.duration, think_s=think_s, gateway_pid=gw.pid,
+                                 health_url=base + "/healthz"))
         rows.append(_report(run, direct))
         _print(rows[-1])
 
@@ -312,7 +321,8 @@ def main() -> None:
 
         failing = asyncio.run(_drive(f"through the gateway, {victim} failing from t={args.duration / 3:.0f}s",
                                      gw_targets, prompts, clients=args.clients, duration=args.duration,
-                                     think_s=think_s, gateway_pid=gw.pid, on_third=fail_victim))
+                                     think_s=think_s, gateway_pid=gw.pid, health_url=base + "/healthz",
+                                     on_third=fail_victim))
         rows.append(_report(failing, direct))
         _print(rows[-1])
         metrics = httpx.get(base + "/metrics", trust_env=False).text

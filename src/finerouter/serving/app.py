@@ -510,6 +510,7 @@ def create_app(
                 "models": router_models,
                 "cooling_down": state.cooldown.cooling(),
                 "routed": state.batcher.routed,
+                "routing_batches": state.batcher.batches,
                 "uptime_s": round(time.time() - state.started_at, 1),
             }
         )
