@@ -242,7 +242,7 @@ class TaskClassifier:
             return self
 
         train_idx, dev_idx = stratified_dev_split(y, float(self.dev_fraction), int(self.seed))
-        step_macs = min(int(self.batch_size), n) * (d_t * n_tasks + d * d_t / max(int(self.batch_size), 1))
+        step_macs = d * d_t * n_tasks + min(int(self.batch_size), n) * d * n_tasks  # W U^T, then the batch
         with torch_threads_for(step_macs):
             weight, enc, bias = self._train(emb, y, train_idx, dev_idx, weight, enc, bias)
         self._set_weights(weight, enc, bias)

@@ -59,6 +59,7 @@ _OWNER = "QualityEstimator"
 _STATE_FORMAT = "finerouter.QualityEstimator/1"
 _GENERAL_BLOCK = 2048  # rows per block in numpy inference (bounds memory at block * m * hidden floats)
 _UNIT_BLOCK_BYTES = 64 << 20  # gathered task weights per inference block
+_STEP_WEIGHT_BYTES = 32 << 20  # phase 2: gathered first-layer weights per step
 _SMALL_BATCH = 32  # up to this many prompts, inference runs numpy's BLAS on one thread (see single_thread_blas)
 
 
@@ -85,24 +86,49 @@ class _LazyAdam:
         self.v = [torch.zeros_like(p) for p in params]
         self.steps = torch.zeros(params[0].shape[0], dtype=torch.float32, device=params[0].device)
 
-    def step(self, rows: Any, grads: list[Any]) -> None:
-        """Update ``param[rows]`` for each param given the gradients of those rows (same order)."""
-        torch = import_torch()
-        self.steps[rows] += 1.0
-        t = self.steps[rows]
-        c1 = 1.0 - torch.pow(torch.tensor(self.b1, device=t.device), t)
-        c2 = 1.0 - torch.pow(torch.tensor(self.b2, device=t.device), t)
-        for p, m, v, g in zip(self.params, self.m, self.v, grads, strict=True):
+    def step(self, rows: Any, grads: list[Any], current: list[Any] | None = None) -> None:
+        """Update ``param[rows]`` for each param given the gradients of those rows (same order).
+
+        ``rows`` must be unique; ``current`` optionally holds copies of ``param[rows]`` already gathered (they
+        are updated in place). ``index_select`` / ``index_copy_`` along dim 0 move whole rows, far cheaper
+        than advanced indexing on these (A, d, h) tensors.
+        """
+        t = self.steps.index_select(0, rows) + 1.0
+        self.steps.index_copy_(0, rows, t)
+        c1 = 1.0 - self.b1**t
+        c2 = 1.0 - self.b2**t
+        if current is None:
+            current = [p.index_select(0, rows) for p in self.params]
+        for p, m, v, g, pr in zip(self.params, self.m, self.v, grads, current, strict=True):
             shape = (-1,) + (1,) * (p.dim() - 1)
-            pr = p[rows]
             if self.wd:
-                g = g + self.wd * pr
-            mr = m[rows].mul_(self.b1).add_(g, alpha=1.0 - self.b1)
-            vr = v[rows].mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
-            m[rows] = mr
-            v[rows] = vr
-            denom = (vr / c2.view(shape)).sqrt_().add_(self.eps)
-            p[rows] = pr - self.lr * (mr / c1.view(shape)) / denom
+                g = g.add(pr, alpha=self.wd)
+            mr = m.index_select(0, rows).mul_(self.b1).add_(g, alpha=1.0 - self.b1)
+            vr = v.index_select(0, rows).mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
+            m.index_copy_(0, rows, mr)
+            v.index_copy_(0, rows, vr)
+            denom = vr.div_(c2.view(shape)).sqrt_().add_(self.eps)
+            pr.addcdiv_(mr.div_(c1.view(shape)), denom, value=-self.lr)
+            p.index_copy_(0, rows, pr)
+
+
+def _round_robin(slots: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An order of the units ``slots`` (U,) in rounds: every slot's 1st unit, then every slot's 2nd unit...
+
+    Units are shuffled inside each slot and inside each round, so consecutive units rarely share a slot and a
+    step's units can be gathered once each. In phase 2 every adapter learns only from its own units, so how
+    units of different slots are grouped into steps does not change what an adapter sees: a random sequence of
+    its own chunks.
+    """
+    perm = rng.permutation(slots.size)
+    s = slots[perm]
+    by_slot = np.argsort(s, kind="stable")
+    sorted_s = s[by_slot]
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
+    sizes = np.diff(np.r_[starts, sorted_s.size])
+    rank = np.empty(slots.size, dtype=np.int64)
+    rank[by_slot] = np.arange(slots.size) - np.repeat(starts, sizes)
+    return perm[np.lexsort((rng.random(slots.size), rank))]
 
 
 class QualityEstimator:
@@ -114,8 +140,8 @@ class QualityEstimator:
         epochs_general: maximum epochs of phase 1 (model embeddings + general adapters).
         epochs_task: maximum epochs of phase 2 (task adapters); 0 leaves them as copies of the general ones.
         lr: Adam learning rate (both phases).
-        batch_size: phase 1: prompts per step (each with its m models); phase 2: (prompt, candidate model)
-            pairs per step, roughly.
+        batch_size: phase 1: prompts per step (each with its m models); phase 2: an adapter steps on chunks
+            of ``batch_size // 8`` rows (8 to 128) of its task.
         weight_decay: L2 penalty (both phases).
         patience: epochs without dev improvement before a phase stops (per task in phase 2).
         dev_fraction: share of training rows, stratified by task, held out for early stopping; 0 = none.
@@ -447,14 +473,17 @@ class QualityEstimator:
             return init
         dev = resolve_device(self.device, _OWNER)
         rng = np.random.default_rng([int(self.seed), 2])
+        # An adapter's mini-batch is one chunk of its task's rows. How many (chunk, adapter) units one step
+        # evaluates together is a matter of speed only (each adapter learns from its own units): about one
+        # round of distinct adapters, capped at ~32 MB of gathered first-layer weights.
         chunk = int(np.clip(int(self.batch_size) // 8, 8, 128))
-        units_per_step = max(1, int(self.batch_size) // chunk)
 
         train_rows, train_slots = self._units(train_idx, labels, chunk, rng)
         if train_slots.size == 0:
             logger.info("QualityEstimator phase 2: no training prompt is labelled with a task; skipped")
             return init
         dev_rows, dev_slots = self._units(dev_idx, labels, chunk, None)
+        units_per_step = max(1, min(np.unique(train_slots).size, _STEP_WEIGHT_BYTES // (4 * d * h)))
 
         # The shared parts (prompt embeddings, model embeddings, general adapters) are constants here:
         # plain tensors with requires_grad=False; only the stacked task adapters are trained.
@@ -479,9 +508,11 @@ class QualityEstimator:
             r = rows.clamp(min=0)
             x = e_all[r]  # (U, c, d)
             if leaves is None:
-                w1, b1, w2, b2 = (p[slots] for p in params)
+                w1, b1, w2, b2 = (p.index_select(0, slots) for p in params)
+            elif inv is None:  # one unit per slot: the leaves are the units' weights
+                w1, b1, w2, b2 = leaves
             else:
-                w1, b1, w2, b2 = (leaf[inv] for leaf in leaves)
+                w1, b1, w2, b2 = (leaf.index_select(0, inv) for leaf in leaves)
             hid = torch.relu(torch.bmm(x, w1) + b1[:, None, :])  # (U, c, h)
             pred = torch.bmm(hid, w2[:, :, None]).squeeze(-1) + b2[:, None]  # (U, c)
             col = slot_model_t[slots][:, None].expand_as(r)
@@ -513,20 +544,25 @@ class QualityEstimator:
         for epoch in range(1, int(self.epochs_task) + 1):
             if epoch > 1:  # new chunks each epoch: rows meet different batch-mates
                 train_rows, train_slots = self._units(train_idx, labels, chunk, rng)
-            perm = rng.permutation(train_slots.size)
+            order = _round_robin(train_slots, rng)
             total, count = 0.0, 0.0
-            for start in range(0, perm.size, units_per_step):
-                sel = perm[start : start + units_per_step]
-                slots_np = train_slots[sel]
-                uniq, inv = torch.unique(torch.from_numpy(slots_np).to(dev), return_inverse=True)
-                leaves = [p[uniq].requires_grad_(True) for p in params]
-                s, c = unit_sse(train_rows[sel], slots_np, leaves, inv)
+            for start in range(0, order.size, units_per_step):
+                sel = order[start : start + units_per_step]
+                uniq_np, inv_np = np.unique(train_slots[sel], return_inverse=True)
+                inv = None
+                if uniq_np.size == sel.size:  # the usual case: distinct slots, one gather per parameter
+                    sel = sel[np.argsort(train_slots[sel], kind="stable")]
+                else:  # a slot twice in the step: gather it once, use it for each of its units
+                    inv = torch.from_numpy(inv_np).to(dev)
+                uniq = torch.from_numpy(uniq_np).to(dev)
+                leaves = [p.index_select(0, uniq).requires_grad_(True) for p in params]
+                s, c = unit_sse(train_rows[sel], train_slots[sel], leaves, inv)
                 s_tot, c_tot = s.sum(), c.sum()
                 if float(c_tot) == 0:
                     continue
                 (s_tot / c_tot).backward()
                 with torch.no_grad():
-                    opt.step(uniq, [leaf.grad for leaf in leaves])
+                    opt.step(uniq, [leaf.grad for leaf in leaves], [leaf.detach() for leaf in leaves])
                 total += float(s_tot.detach())
                 count += float(c_tot)
             if not has_dev:
@@ -541,7 +577,7 @@ class QualityEstimator:
                 n_improved_ever |= improved
                 slots_up = torch.nonzero(improved[slot_task_t], as_tuple=True)[0]
                 for b, p in zip(best, params, strict=True):
-                    b[slots_up] = p[slots_up]
+                    b.index_copy_(0, slots_up, p.index_select(0, slots_up))
                 bad = 0
             else:
                 bad += 1
