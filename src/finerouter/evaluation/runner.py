@@ -262,6 +262,7 @@ def run_evaluation(
         "nan_policy": NAN_POLICY,
         "tolerances": tols,
         "elapsed_seconds": round(time.perf_counter() - t_start, 2),
+        "created": time.strftime("%Y-%m-%d", time.gmtime()),
     })
     return result
 
