@@ -12,6 +12,8 @@ the packaged MiniLM encoder), and this load generator (asyncio + httpx). Four ru
    answering 500; fallback along each decision's ranking (and the cooldown) must hide it from clients.
 
 Each client loops: send one chat request, wait for the answer, think for a random (exponential) time.
+Clients start at random times over one mean think time; the measured window (``--duration``) begins after
+that ramp, so arrivals are steady in it. Failed requests count whenever they happen.
 Printed per run: throughput, client latency p50/p99, the routing decision's p50/p99 (the gateway's
 ``x-finerouter-routing-ms`` header: queueing for the encoder included), the latency the gateway adds over
 calling the upstream directly (gateway latency minus routing time, against the direct run), failed client
@@ -19,7 +21,7 @@ requests, and the gateway's RSS at start / middle / end of the run.
 
     .venv/bin/python bench/gateway_load.py                       # fit a small router on synthetic data
     .venv/bin/python bench/gateway_load.py --router DIR          # or use a saved router
-    .venv/bin/python bench/gateway_load.py --clients 100 --duration 20 --think-ms 2000 --upstream-delay-ms 200
+    .venv/bin/python bench/gateway_load.py --clients 100 --duration 20 --think-ms 5000 --upstream-delay-ms 200
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class RunStats:
     seconds: float = 0.0
     cpu_s: float = 0.0  # the gateway process's CPU over the run
     mean_batch: float = 0.0  # prompts per routing call
+    extra: list = field(default_factory=list)
 
     @property
     def n_errors(self) -> int:
@@ -130,23 +133,27 @@ async def _drive(
 
     stats = RunStats(name)
     limits = httpx.Limits(max_connections=clients * 2, max_keepalive_connections=clients * 2)
-    deadline = time.perf_counter() + duration
     rng = random.Random(0)
+    ramp = think_s  # clients start at random times over one think time: arrivals are steady from then on
+    t_start = time.perf_counter()
+    window = (t_start + ramp, t_start + ramp + duration)
+    marks: dict[str, object] = {}
 
     async def client(i: int, http: httpx.AsyncClient) -> None:
         k = i
-        await asyncio.sleep(rng.random() * think_s)  # spread the start
-        while time.perf_counter() < deadline:
+        await asyncio.sleep(rng.random() * ramp)
+        while time.perf_counter() < window[1]:
             url, model = targets[k % len(targets)]
             body = {"model": model, "messages": [{"role": "user", "content": prompts[k % len(prompts)]}]}
             k += clients
             t0 = time.perf_counter()
+            measured = t0 >= window[0]
             try:
                 r = await http.post(url, json=body)
                 dt = time.perf_counter() - t0
-                if r.status_code != 200:
+                if r.status_code != 200:  # every failure counts, in the window or not
                     stats.errors[f"HTTP {r.status_code}"] = stats.errors.get(f"HTTP {r.status_code}", 0) + 1
-                else:
+                elif measured:
                     stats.latencies.append(dt)
                     h = r.headers
                     if "x-finerouter-model" in h:  # through the gateway (named models are not routed: 0 ms)
@@ -155,33 +162,37 @@ async def _drive(
                         m = h["x-finerouter-model"]
                         stats.models[m] = stats.models.get(m, 0) + 1
                         stats.fallbacks += "x-finerouter-fallback-from" in h
+                        stats.extra.append((h.get("x-finerouter-attempts"), h.get("x-finerouter-fallback-from"),
+                                            round(t0 - window[0], 2)))
             except httpx.HTTPError as exc:
                 stats.errors[type(exc).__name__] = stats.errors.get(type(exc).__name__, 0) + 1
             await asyncio.sleep(rng.expovariate(1.0 / think_s) if think_s > 0 else 0)
 
-    async def monitor() -> None:
-        if gateway_pid is None:
-            return
-        stats.rss_mib.append(_rss_mib(gateway_pid))
+    async def monitor(http: httpx.AsyncClient) -> None:
+        await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
+        if gateway_pid is not None:
+            stats.rss_mib.append(_rss_mib(gateway_pid))
+            marks["cpu0"] = _cpu_s(gateway_pid)
+        if health_url:
+            marks["health0"] = (await http.get(health_url)).json()
         await asyncio.sleep(duration / 3)
         if on_third is not None:
             await on_third()
         await asyncio.sleep(duration / 6)
-        stats.rss_mib.append(_rss_mib(gateway_pid))
+        if gateway_pid is not None:
+            stats.rss_mib.append(_rss_mib(gateway_pid))
+        await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
+        if gateway_pid is not None:
+            stats.rss_mib.append(_rss_mib(gateway_pid))
+            stats.cpu_s = _cpu_s(gateway_pid) - marks["cpu0"]
+        if health_url:
+            h0, h1 = marks["health0"], (await http.get(health_url)).json()
+            batches = h1["routing_batches"] - h0["routing_batches"]
+            stats.mean_batch = (h1["routed"] - h0["routed"]) / batches if batches else 0.0
 
-    t = time.perf_counter()
-    cpu0 = _cpu_s(gateway_pid) if gateway_pid is not None else 0.0
-    health0 = httpx.get(health_url, trust_env=False).json() if health_url else None
     async with httpx.AsyncClient(limits=limits, timeout=60, trust_env=False) as http:
-        await asyncio.gather(monitor(), *(client(i, http) for i in range(clients)))
-    stats.seconds = time.perf_counter() - t
-    if gateway_pid is not None:
-        stats.rss_mib.append(_rss_mib(gateway_pid))
-        stats.cpu_s = _cpu_s(gateway_pid) - cpu0
-    if health0 is not None:
-        health1 = httpx.get(health_url, trust_env=False).json()
-        batches = health1["routing_batches"] - health0["routing_batches"]
-        stats.mean_batch = (health1["routed"] - health0["routed"]) / batches if batches else 0.0
+        await asyncio.gather(monitor(http), *(client(i, http) for i in range(clients)))
+    stats.seconds = duration
     return stats
 
 
@@ -200,13 +211,16 @@ def _report(s: RunStats, direct: RunStats | None) -> dict:
         beyond = [lat - r for lat, r in zip(lat_ms, s.routing_ms, strict=True)]
         d_ms = [x * 1e3 for x in direct.latencies] if direct else []
         own = [lat - r - u for lat, r, u in zip(lat_ms, s.routing_ms, s.upstream_ms, strict=True)]
+        if os.environ.get("GWLOAD_DEBUG"):
+            worst = sorted(zip(own, lat_ms, s.routing_ms, s.upstream_ms, s.extra), reverse=True)[:8]
+            print("worst (own, latency, routing, upstream) ms:", [(*(round(x) for x in w[:4]), w[4]) for w in worst])
         row.update(
             routing_p50_ms=round(_pct(s.routing_ms, 50), 2),
             routing_p99_ms=round(_pct(s.routing_ms, 99), 2),
             added_beyond_routing_p50_ms=round(_pct(beyond, 50) - _pct(d_ms, 50), 2),
             added_beyond_routing_p99_ms=round(_pct(beyond, 99) - _pct(d_ms, 99), 2),
             gateway_own_p50_ms=round(_pct(own, 50), 2),
-            gateway_cpu_ms_per_request=round(s.cpu_s * 1e3 / max(len(s.latencies) + s.n_errors, 1), 2),
+            gateway_cpu_ms_per_request=round(s.cpu_s * 1e3 / max(len(s.latencies), 1), 2),
             mean_routing_batch=round(s.mean_batch, 1),
             fallbacks=s.fallbacks,
             models=dict(sorted(s.models.items())),
@@ -229,12 +243,13 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per gateway run")
     ap.add_argument("--direct-duration", type=float, default=10.0, help="seconds of the direct baseline run")
-    ap.add_argument("--think-ms", type=float, default=2000.0, help="mean pause between a client's requests")
+    ap.add_argument("--think-ms", type=float, default=5000.0, help="mean pause between a client's requests")
     ap.add_argument("--upstream-delay-ms", type=float, default=200.0, help="simulated model latency")
     ap.add_argument("--fit-prompts", type=int, default=400)
     ap.add_argument("--fit-models", type=int, default=4)
-    ap.add_argument("--torch-threads", type=int, default=1,
-                    help="the gateway's encoder threads (1: the load generator and upstreams share the cores)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="the gateway's compute threads (1: the load generator and upstreams share the cores)")
+    ap.add_argument("--route-nice", type=int, default=10, help="gateway.route_thread_nice (Linux): routing yields the CPU to the event loop")
     ap.add_argument("--save-router", type=Path, default=None, help="keep the fitted router here")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
@@ -259,13 +274,13 @@ def main() -> None:
         procs.append(fake)
         urls = json.loads(fake.stdout.readline())
         cfg = {"upstreams": {m: {"base_url": u, "timeout_s": 10} for m, u in urls.items()},
-               "gateway": {"cooldown_s": 5.0, "max_attempts": 3}}
+               "gateway": {"cooldown_s": 5.0, "max_attempts": 3, "route_thread_nice": args.route_nice}}
         (work / "upstreams.yaml").write_text(json.dumps(cfg))  # JSON is YAML
         port = _free_port()
         gw = subprocess.Popen(
             [sys.executable, "-m", "finerouter.cli.main", "serve", "--router", str(router_dir),
              "--upstreams", str(work / "upstreams.yaml"), "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning", "--torch-threads", str(args.torch_threads)],
+             "--log-level", "warning", "--threads", str(args.threads)],
         )
         procs.append(gw)
         base = f"http://127.0.0.1:{port}"
@@ -284,8 +299,9 @@ def main() -> None:
                 raise SystemExit("the gateway did not start within 300 s")
             time.sleep(0.2)
         print(f"gateway up in {time.perf_counter() - t:.1f} s; {args.clients} clients, think {args.think_ms:.0f} ms "
-              f"(exponential), upstream delay {args.upstream_delay_ms:.0f} ms, {os.cpu_count()} CPU cores, "
-              f"load average {os.getloadavg()[0]:.1f}", flush=True)
+              f"(exponential), upstream delay {args.upstream_delay_ms:.0f} ms, gateway threads {args.threads}, "
+              f"route_thread_nice {args.route_nice}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}",
+              flush=True)
 
         # Warm-up: a few routed requests (first encoder calls, connection pools).
         for p in prompts[:20]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -244,3 +245,28 @@ def test_route_many_keeps_order_and_uses_the_queue():
     decisions = asyncio.run(main())
     assert [d.prompt for d in decisions] == [f"p{'x' * i}" for i in range(10)]
     assert max(router.calls) <= 4 and sum(router.calls) == 10
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice needs Linux")
+def test_routing_threads_can_yield_to_the_event_loop():
+    seen = {}
+
+    class NiceProbe(CountingRouter):
+        def route(self, prompt, **kw):
+            seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+            seen["thread"] = threading.current_thread().name
+            return super().route(prompt, **kw)
+
+    async def main():
+        batcher = RouteBatcher(NiceProbe(), thread_nice=5)
+        await batcher.start()
+        try:
+            await batcher.route("x", RouteOptions())
+        finally:
+            await batcher.stop()
+
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    asyncio.run(main())
+    assert seen["nice"] == min(base + 5, 19)
+    assert seen["thread"].startswith("finerouter-route")
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the rest of the process is untouched

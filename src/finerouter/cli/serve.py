@@ -12,6 +12,26 @@ from finerouter.cli._common import cli_errors
 logger = logging.getLogger(__name__)
 
 
+def _limit_threads(n: int) -> None:
+    """Cap every native thread pool routing uses at ``n`` threads.
+
+    On a machine shared with the upstreams or other services, idle OpenMP / BLAS workers spin-wait and burn
+    CPU the event loop needs; a routing batch gains little from more threads than free cores. The variables
+    cover pools created later (torch is imported after this); threadpoolctl and torch cover those already
+    loaded.
+    """
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=n)
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def serve(
     router_dir: Path = typer.Option(..., "--router", help="Directory written by `finerouter fit`."),
     upstreams_path: Path = typer.Option(..., "--upstreams", help="Upstreams YAML (see docs/serving.md)."),
@@ -26,8 +46,11 @@ def serve(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache directory."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request."),
-    torch_threads: int = typer.Option(
-        0, "--torch-threads", min=0, help="Threads for the encoder's forward pass (0: torch's default, one per core)."
+    threads: int = typer.Option(
+        0,
+        "--threads",
+        min=0,
+        help="Native compute threads for routing (torch, OpenMP, BLAS); 0: the libraries' default, one per core.",
     ),
 ) -> None:
     """Serve POST /v1/chat/completions (model "finerouter" routes), /v1/route, /v1/models, /healthz, /metrics.
@@ -42,12 +65,8 @@ def serve(
         from finerouter.serving.app import create_app
         from finerouter.serving.config import load_auth_tokens, load_gateway_config
 
-        if torch_threads:
-            # On a box shared with the upstreams or other services, fewer encoder threads than cores avoids
-            # threads spinning against each other (a single prompt's forward pass gains little from many).
-            import torch
-
-            torch.set_num_threads(torch_threads)
+        if threads:
+            _limit_threads(threads)
         if not logger.isEnabledFor(logging.DEBUG):
             # httpx logs every upstream call at INFO; per-request lines belong in --access-log, not here.
             logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -235,7 +235,12 @@ def create_app(
         metrics=metrics,
         affinity=AffinityStore(settings.affinity_max_entries, settings.affinity_ttl_s),
         cooldown=CooldownTracker(settings.cooldown_s),
-        batcher=RouteBatcher(router, max_batch=settings.route_max_batch, workers=settings.route_workers),
+        batcher=RouteBatcher(
+            router,
+            max_batch=settings.route_max_batch,
+            workers=settings.route_workers,
+            thread_nice=settings.route_thread_nice,
+        ),
         router_models=router_models,
     )
 
@@ -246,10 +251,16 @@ def create_app(
         limits = httpx.Limits(
             max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
         )
-        # trust_env=False: upstream URLs are explicit; an HTTP(S)_PROXY meant for other tools must not
-        # capture loopback or in-cluster upstreams.
-        async with httpx.AsyncClient(limits=limits, transport=transport, trust_env=False) as client:
-            state.proxy = UpstreamProxy(client, config.upstreams, state.cooldown, metrics)
+        async with AsyncExitStack() as stack:
+            # One pool per upstream. trust_env=False: upstream URLs are explicit; an HTTP(S)_PROXY meant for
+            # other tools must not capture loopback or in-cluster upstreams.
+            clients = {
+                name: await stack.enter_async_context(
+                    httpx.AsyncClient(limits=limits, transport=transport, trust_env=False)
+                )
+                for name in config.upstreams
+            }
+            state.proxy = UpstreamProxy(clients, config.upstreams, state.cooldown, metrics)
             await state.batcher.start()
             logger.info(
                 "FineRouter gateway ready: %d router models, %d upstreams, auth %s",

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -70,21 +73,40 @@ class RouteBatcher:
     Args:
         router: any :class:`RouterLike`.
         max_batch: the most prompts per ``route`` call.
-        workers: ``route`` calls that may run at once (1 is right for a torch encoder, which already uses
-            every core for one batch).
+        workers: ``route`` calls that may run at once, each in its own dedicated thread (1 is right for a
+            torch encoder, which already uses every core for one batch).
+        thread_nice: on Linux, added to the routing threads' nice value (0: unchanged; e.g. 10 lets the
+            event loop win the CPU when both compete, at some cost in routing throughput on a busy machine).
     """
 
-    def __init__(self, router: RouterLike, *, max_batch: int = 32, workers: int = 1) -> None:
+    def __init__(self, router: RouterLike, *, max_batch: int = 32, workers: int = 1, thread_nice: int = 0) -> None:
         self.router = router
         self.max_batch = max_batch
         self.workers = workers
+        self.thread_nice = thread_nice
         self._queue: asyncio.Queue[_Pending] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._executor: ThreadPoolExecutor | None = None
         self.batches = 0
         self.routed = 0
 
+    def _init_thread(self) -> None:
+        if self.thread_nice and hasattr(os, "setpriority"):
+            # Linux gives each thread its own nice value: a lower priority for routing lets the event loop
+            # (cheap, latency-critical) run first whenever the two compete for a core.
+            try:
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.thread_nice))
+            except OSError as exc:  # pragma: no cover - platform dependent
+                logger.warning("could not lower the routing threads' priority: %s", exc)
+
     async def start(self) -> None:
         self._queue = asyncio.Queue()
+        # Dedicated threads: routing never waits behind other to_thread work, and one long-lived thread per
+        # worker keeps the encoder's memory in one allocator arena.
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.workers, thread_name_prefix="finerouter-route", initializer=self._init_thread
+        )
         self._tasks = [asyncio.create_task(self._worker(), name=f"finerouter-route-{i}") for i in range(self.workers)]
 
     async def stop(self) -> None:
@@ -96,6 +118,9 @@ class RouteBatcher:
             except asyncio.CancelledError:
                 pass
         self._tasks = []
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
         if self._queue is not None:
             while not self._queue.empty():
                 pending = self._queue.get_nowait()
@@ -141,7 +166,8 @@ class RouteBatcher:
 
     async def _run_group(self, options: RouteOptions, group: list[_Pending]) -> None:
         try:
-            decisions = await asyncio.to_thread(self._call, [p.prompt for p in group], options)
+            loop = asyncio.get_running_loop()
+            decisions = await loop.run_in_executor(self._executor, self._call, [p.prompt for p in group], options)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting requests
             if len(group) > 1:
                 # One bad prompt must not fail its batch-mates: route each alone.

@@ -84,8 +84,10 @@ class GatewaySettings:
         default_tolerance: the tolerance used when a request gives none.
         route_max_batch: concurrent prompts are routed together in batches of at most this many.
         route_workers: routing calls that may run at once in worker threads.
+        route_thread_nice: on Linux, added to the routing threads' nice value, 0 to 19 (0: same priority as
+            the event loop; higher: the event loop wins the CPU when both compete).
         max_route_prompts: the most prompts one ``/v1/route`` call may carry.
-        max_connections: the upstream connection pool's size.
+        max_connections: the size of each upstream's connection pool.
     """
 
     alias: str = "finerouter"
@@ -98,6 +100,7 @@ class GatewaySettings:
     default_tolerance: float = 0.0
     route_max_batch: int = 32
     route_workers: int = 1
+    route_thread_nice: int = 0
     max_route_prompts: int = 256
     max_connections: int = 512
 
@@ -116,6 +119,7 @@ class GatewaySettings:
         check_float(self.default_tolerance, "default_tolerance", owner, low=0.0, high=1.0)
         check_int(self.route_max_batch, "route_max_batch", owner, low=1)
         check_int(self.route_workers, "route_workers", owner, low=1)
+        check_int(self.route_thread_nice, "route_thread_nice", owner, low=0, high=19)
         check_int(self.max_route_prompts, "max_route_prompts", owner, low=1)
         check_int(self.max_connections, "max_connections", owner, low=1)
 

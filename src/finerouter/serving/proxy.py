@@ -151,7 +151,8 @@ class UpstreamProxy:
     """Sends chat-completions requests to upstreams with fallback and cooldown.
 
     Args:
-        client: the shared, pooled async client.
+        clients: one pooled async client per upstream name (httpx scans its whole pool on every request,
+            so one pool per upstream keeps that scan short under many concurrent requests).
         upstreams: router model name -> :class:`Upstream`.
         cooldown: the shared :class:`CooldownTracker`.
         metrics: where attempts, errors and fallbacks are counted.
@@ -159,14 +160,14 @@ class UpstreamProxy:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        clients: Mapping[str, httpx.AsyncClient],
         upstreams: Mapping[str, Upstream],
         cooldown: CooldownTracker,
         metrics: GatewayMetrics,
     ) -> None:
         import httpx
 
-        self.client = client
+        self.clients = clients
         self.upstreams = upstreams
         self.cooldown = cooldown
         self.metrics = metrics
@@ -193,7 +194,7 @@ class UpstreamProxy:
             headers["authorization"] = f"Bearer {upstream.api_key}"
         payload = dict(body)
         payload["model"] = upstream.model
-        return self.client.build_request(
+        return self.clients[upstream.name].build_request(
             "POST", upstream.chat_url, json=payload, headers=headers, timeout=self._timeouts[upstream.name]
         )
 
@@ -230,7 +231,7 @@ class UpstreamProxy:
             attempts.append(attempt)
             t0 = time.perf_counter()
             try:
-                response = await self.client.send(self._request(upstream, body, stream), stream=True)
+                response = await self.clients[model].send(self._request(upstream, body, stream), stream=True)
             except httpx.TimeoutException as exc:
                 attempt.seconds = time.perf_counter() - t0
                 self._failed(attempt, "timeout", f"timed out ({type(exc).__name__})")
