@@ -53,7 +53,11 @@ def render(results_dir: Path = RESULTS) -> str:
             )
             if has_cost:
                 frac = r.get("cost_fraction_at_best_single_quality")
-                row += f" {_fmt(r.get('cost_mean'), '.6f')} | {_fmt(None if frac is None else 100 * frac, '.0f')}{'%' if frac is not None else ''} |"
+                if frac is not None:
+                    reach = f"{100 * frac:.0f}%"
+                else:
+                    reach = "never" if r.get("curve") else "–"
+                row += f" {_fmt(r.get('cost_mean'), '.6f')} | {reach} |"
             parts.append(row)
         parts.append("")
     if not parts:
