@@ -160,7 +160,8 @@ def single_thread_blas() -> Iterator[None]:
                 _BLAS_STATE["controller"] = False
         ctl = _BLAS_STATE["controller"]
         if ctl and _BLAS_STATE["depth"] == 0:
-            _BLAS_STATE["saved"] = [(lib, lib.num_threads) for lib in ctl.lib_controllers]
+            # Only libraries running more than one thread need (and get) a change.
+            _BLAS_STATE["saved"] = [(lib, n) for lib in ctl.lib_controllers if (n := lib.num_threads) != 1]
             for lib, _ in _BLAS_STATE["saved"]:
                 lib.set_num_threads(1)
         _BLAS_STATE["depth"] += 1

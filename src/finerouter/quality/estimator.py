@@ -60,6 +60,8 @@ _STATE_FORMAT = "finerouter.QualityEstimator/1"
 _GENERAL_BLOCK = 2048  # rows per block in numpy inference (bounds memory at block * m * hidden floats)
 _UNIT_BLOCK_BYTES = 64 << 20  # gathered task weights per inference block
 _STEP_WEIGHT_BYTES = 32 << 20  # phase 2: gathered first-layer weights per step
+_ONE_ROW = np.zeros(1, dtype=np.int64)
+_NO_ROW = np.zeros(0, dtype=np.int64)
 _SMALL_BATCH = 32  # up to this many prompts, inference runs numpy's BLAS on one thread (see single_thread_blas)
 
 
@@ -307,6 +309,7 @@ class QualityEstimator:
         """Lay the task adapters out contiguously per task: task t owns slots [offsets[t], offsets[t+1])."""
         sizes = np.array([len(c) for c in cands], dtype=np.int64)
         self._task_offsets = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+        self._task_sizes = sizes
         self._slot_model = np.array([c for cs in cands for c in cs], dtype=np.int64)
         self._slot_task = np.repeat(np.arange(len(cands), dtype=np.int64), sizes)
         table = np.full((len(cands), m), -1, dtype=np.int64)
@@ -424,7 +427,7 @@ class QualityEstimator:
             unit_rows: (U, chunk) int64 row indices, -1 = padding.
             unit_slots: (U,) int64 adapter slot of each unit.
         """
-        k = np.diff(self._task_offsets)
+        k = self._task_sizes
         rows = rows[(labels[rows] >= 0)]
         rows = rows[k[labels[rows]] > 0]
         if rows.size == 0:
@@ -683,15 +686,19 @@ class QualityEstimator:
         out = self._general_forward(emb)
         if labels is None or self.n_slots_ == 0:
             return out
-        k = np.diff(self._task_offsets)
-        rows = np.flatnonzero(labels >= 0)
-        rows = rows[k[labels[rows]] > 0]
-        if rows.size == 0:
-            return out
         tw1, tb1, tw2, tb2 = self._t_w1, self._t_b1, self._t_w2, self._t_b2
         d, h = tw1.shape[0], tw1.shape[2]
-        tasks = labels[rows]
-        if np.all(tasks == tasks[0]):
+        if labels.shape[0] == 1:  # the single-prompt fast path: no index arithmetic
+            t = int(labels[0])
+            rows = _ONE_ROW if t >= 0 and self._task_sizes[t] > 0 else _NO_ROW
+            tasks = labels
+        else:
+            rows = np.flatnonzero(labels >= 0)
+            rows = rows[self._task_sizes[labels[rows]] > 0]
+            tasks = labels[rows]
+        if rows.size == 0:
+            return out
+        if tasks.size == 1 or np.all(tasks == tasks[0]):
             # One task (e.g. a single prompt): its adapters are contiguous, one product over a strided view.
             lo, hi = int(self._task_offsets[tasks[0]]), int(self._task_offsets[tasks[0] + 1])
             hid = (emb[rows] @ tw1[:, lo:hi, :].reshape(d, (hi - lo) * h)).reshape(rows.size, hi - lo, h)
