@@ -59,6 +59,7 @@ _OWNER = "QualityEstimator"
 _STATE_FORMAT = "finerouter.QualityEstimator/1"
 _GENERAL_BLOCK = 2048  # rows per block in numpy inference (bounds memory at block * m * hidden floats)
 _UNIT_BLOCK_BYTES = 64 << 20  # gathered task weights per inference block
+_FUSED_MIN_ROW = 4096  # rows at least this big are updated by torch's fused Adam kernel
 _STEP_WEIGHT_BYTES = 32 << 20  # phase 2: gathered first-layer weights per step
 _ONE_ROW = np.zeros(1, dtype=np.int64)
 _NO_ROW = np.zeros(0, dtype=np.int64)
@@ -80,6 +81,7 @@ class _LazyAdam:
         weight_decay: float,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        fused: bool = True,
     ) -> None:
         torch = import_torch()
         self.params = params
@@ -87,21 +89,36 @@ class _LazyAdam:
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
         self.steps = torch.zeros(params[0].shape[0], dtype=torch.float32, device=params[0].device)
+        self._fused = hasattr(torch, "_fused_adam_") and params[0].device.type in ("cpu", "cuda") and fused
 
     def step(self, rows: Any, grads: list[Any], current: list[Any] | None = None) -> None:
         """Update ``param[rows]`` for each param given the gradients of those rows (same order).
 
-        ``rows`` must be unique; ``current`` optionally holds copies of ``param[rows]`` already gathered (they
-        are updated in place). ``index_select`` / ``index_copy_`` along dim 0 move whole rows, far cheaper
-        than advanced indexing on these (A, d, h) tensors.
+        ``rows`` (a 1-D index tensor) must be unique; ``current`` optionally holds copies of ``param[rows]``
+        already gathered (the fallback path updates them in place). With torch's fused Adam kernel the rows are
+        updated in place through views (one pass over parameter, gradient and both moments); otherwise
+        ``index_select`` / ``index_copy_`` move whole rows.
         """
-        t = self.steps.index_select(0, rows) + 1.0
-        self.steps.index_copy_(0, rows, t)
+        torch = import_torch()
+        self.steps.index_add_(0, rows, torch.ones(rows.shape[0], device=rows.device))
+        t = self.steps.index_select(0, rows)
         c1 = 1.0 - self.b1**t
         c2 = 1.0 - self.b2**t
         if current is None:
-            current = [p.index_select(0, rows) for p in self.params]
+            current = [None] * len(self.params)
         for p, m, v, g, pr in zip(self.params, self.m, self.v, grads, current, strict=True):
+            if self._fused and p[0].numel() >= _FUSED_MIN_ROW:
+                # Big rows (the first layers): the fused kernel, in place through row views. One call per
+                # parameter tensor; small rows go the vectorised way (a kernel call per tiny row costs more).
+                idx = rows.tolist()
+                torch._fused_adam_(
+                    [p[r] for r in idx], list(g.unbind(0)), [m[r] for r in idx], [v[r] for r in idx], [],
+                    [self.steps[r] for r in idx], lr=self.lr, beta1=self.b1, beta2=self.b2,
+                    weight_decay=self.wd, eps=self.eps, amsgrad=False, maximize=False,
+                )  # fmt: skip
+                continue
+            if pr is None:
+                pr = p.index_select(0, rows)
             shape = (-1,) + (1,) * (p.dim() - 1)
             if self.wd:
                 g = g.add(pr, alpha=self.wd)
