@@ -580,7 +580,9 @@ class QualityEstimator:
                 s_tot, c_tot = s.sum(), c.sum()
                 if float(c_tot) == 0:
                     continue
-                (s_tot / c_tot).backward()
+                # Sum of per-unit mean squared errors: each adapter's gradient is that of its own chunk's MSE,
+                # whatever else shares the step (a step-wide mean would shrink it towards Adam's eps).
+                (s / c.clamp(min=1.0)).sum().backward()
                 with torch.no_grad():
                     opt.step(uniq, [leaf.grad for leaf in leaves], [leaf.detach() for leaf in leaves])
                 total += float(s_tot.detach())
