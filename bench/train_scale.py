@@ -74,7 +74,12 @@ def main() -> None:
     ap.add_argument("--others", type=float, default=0.3, help="share of Others prompts")
     ap.add_argument("--epochs-general", type=int, default=6)
     ap.add_argument("--epochs-task", type=int, default=6)
-    ap.add_argument("--batch-size", type=int, default=1024, help="phase 1 prompts per step (phase 2: chunks of /8)")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=1024,
+        help="phase 1 prompts per step (phase 2: chunks of batch/2, at most 128)",
+    )
     ap.add_argument("--clf-epochs", type=int, default=8)
     ap.add_argument("--clf-batch-size", type=int, default=2048)
     ap.add_argument("--seed", type=int, default=0)

@@ -160,7 +160,7 @@ class QualityEstimator:
         epochs_task: maximum epochs of phase 2 (task adapters); 0 leaves them as copies of the general ones.
         lr: Adam learning rate (both phases).
         batch_size: phase 1: prompts per step (each with its m models); phase 2: an adapter steps on chunks
-            of ``batch_size // 8`` rows (8 to 128) of its task.
+            of ``batch_size // 2`` rows (8 to 128) of its task.
         weight_decay: L2 penalty (both phases).
         patience: epochs without dev improvement before a phase stops (per task in phase 2).
         dev_fraction: share of training rows, stratified by task, held out for early stopping; 0 = none.
@@ -496,7 +496,7 @@ class QualityEstimator:
         # An adapter's mini-batch is one chunk of its task's rows. How many (chunk, adapter) units one step
         # evaluates together is a matter of speed only (each adapter learns from its own units): about one
         # round of distinct adapters, capped at ~32 MB of gathered first-layer weights.
-        chunk = int(np.clip(int(self.batch_size) // 8, 8, 128))
+        chunk = int(np.clip(int(self.batch_size) // 2, 8, 128))
 
         train_rows, train_slots = self._units(train_idx, labels, chunk, rng)
         if train_slots.size == 0:
