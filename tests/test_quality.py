@@ -269,3 +269,24 @@ def test_lazy_adam_matches_torch_adam_on_touched_rows_only(fused):
         torch.testing.assert_close(p[[1, 3]], r.detach(), rtol=0, atol=1e-6)
         assert torch.equal(p[[0, 2, 4, 5]], b[[0, 2, 4, 5]])  # rows outside the step never move
     assert lazy.steps.tolist() == [0, 5, 0, 5, 0, 0]
+
+
+def test_single_thread_blas_only_when_busy_and_restores(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from finerouter import _training
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    monkeypatch.setitem(_training._LOAD_STATE, "checked", float("inf"))  # freeze the load reading
+    monkeypatch.setitem(_training._LOAD_STATE, "busy", True)
+    with _training.single_thread_blas():
+        with _training.single_thread_blas():  # nested: still one thread
+            assert set(blas_threads()) <= {1}
+        assert set(blas_threads()) <= {1}
+    assert blas_threads() == before
+    monkeypatch.setitem(_training._LOAD_STATE, "busy", False)
+    with _training.single_thread_blas():
+        assert blas_threads() == before
