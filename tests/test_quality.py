@@ -85,6 +85,13 @@ def test_others_prompts_equal_general_and_non_candidates_use_general(fitted):
         rows = np.flatnonzero(lab == t)
         non = [j for j in range(5) if j not in cs]
         assert np.array_equal(pred[np.ix_(rows, non)], general[np.ix_(rows, non)])
+    # the single-prompt fast path computes only the non-candidates' general adapters: same numbers
+    for i in range(0, len(x), 7):
+        one = est.predict(x[i : i + 1], lab[i : i + 1])
+        np.testing.assert_allclose(one, pred[i : i + 1], rtol=0, atol=1e-6)
+        if lab[i] >= 0:
+            non = est.slot_table_[lab[i]] < 0
+            np.testing.assert_allclose(one[0, non], general[i, non], rtol=0, atol=1e-6)
     # the task adapters were trained, so at least some candidate columns differ from the general ones
     task_rows = lab >= 0
     cand_mask = est.slot_table_[lab[task_rows]] >= 0

@@ -62,7 +62,6 @@ _UNIT_BLOCK_BYTES = 64 << 20  # gathered task weights per inference block
 _FUSED_MIN_ROW = 4096  # rows at least this big are updated by torch's fused Adam kernel
 _STEP_WEIGHT_BYTES = 32 << 20  # phase 2: gathered first-layer weights per step
 _ONE_ROW = np.zeros(1, dtype=np.int64)
-_NO_ROW = np.zeros(0, dtype=np.int64)
 _SMALL_BATCH = 32  # up to this many prompts, inference runs numpy's BLAS on one thread (see single_thread_blas)
 
 
@@ -334,6 +333,13 @@ class QualityEstimator:
             table[self._slot_task, self._slot_model] = np.arange(self._slot_model.size)
         self.slot_table_ = table
         self.n_slots_ = int(self._slot_model.size)
+        # Per task, the runs [a, b) of consecutive non-candidate models: a single task prompt only needs the
+        # general adapters of those (contiguous column blocks of the stacked general first layer).
+        self._general_runs: list[list[tuple[int, int]]] = []
+        for row in table:
+            non = np.flatnonzero(row < 0)
+            cuts = np.flatnonzero(np.diff(non) != 1) + 1
+            self._general_runs.append([(int(r[0]), int(r[-1]) + 1) for r in np.split(non, cuts) if r.size])
 
     # .................................................................. phase 1
     def _init_general(self, d: int, m: int, y: np.ndarray, observed: np.ndarray) -> dict[str, np.ndarray]:
@@ -664,16 +670,21 @@ class QualityEstimator:
         check_is_fitted(self, ["is_fitted_"])
         return check_matrix(embeddings, "embeddings", cols=self.n_features_in_)
 
+    def _general_block(self, x: np.ndarray, a: int, b: int) -> np.ndarray:
+        """General adapters of models ``a..b-1``: (r, d) -> (r, b - a), from a column block of the first layer."""
+        h = self._g_b1.shape[1]
+        hid = (x @ self._g_w1[:, a * h : b * h]).reshape(x.shape[0], b - a, h)
+        hid += self._g_b1[a:b]
+        np.maximum(hid, 0.0, out=hid)
+        return np.einsum("rkh,kh->rk", hid, self._g_w2[a:b]) + self._g_b2[a:b]
+
     def _general_forward(self, emb: np.ndarray) -> np.ndarray:
         n = emb.shape[0]
-        m, h = self._g_b1.shape
+        m = self._g_b1.shape[0]
         out = np.empty((n, m), dtype=np.float32)
         for start in range(0, n, _GENERAL_BLOCK):
             x = emb[start : start + _GENERAL_BLOCK]
-            hid = (x @ self._g_w1).reshape(x.shape[0], m, h)
-            hid += self._g_b1
-            np.maximum(hid, 0.0, out=hid)
-            out[start : start + x.shape[0]] = np.einsum("bmh,mh->bm", hid, self._g_w2) + self._g_b2
+            out[start : start + x.shape[0]] = self._general_block(x, 0, m)
         return out
 
     def predict_general(self, embeddings: Any) -> np.ndarray:
@@ -702,16 +713,22 @@ class QualityEstimator:
         return self._predict(emb, labels)
 
     def _predict(self, emb: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        out = self._general_forward(emb)
         if labels is None or self.n_slots_ == 0:
-            return out
+            return self._general_forward(emb)
         tw1, tb1, tw2, tb2 = self._t_w1, self._t_b1, self._t_w2, self._t_b2
         d, h = tw1.shape[0], tw1.shape[2]
-        if labels.shape[0] == 1:  # the single-prompt fast path: no index arithmetic
+        if labels.shape[0] == 1:
+            # The single-prompt fast path: general adapters for the non-candidate models only (the candidates'
+            # columns come from the task adapters), so the weights read stay ~ m adapters, not m + k.
             t = int(labels[0])
-            rows = _ONE_ROW if t >= 0 and self._task_sizes[t] > 0 else _NO_ROW
-            tasks = labels
+            if t < 0 or self._task_sizes[t] == 0:
+                return self._general_forward(emb)
+            out = np.empty((1, self._g_b1.shape[0]), dtype=np.float32)
+            for a, b in self._general_runs[t]:
+                out[:, a:b] = self._general_block(emb, a, b)
+            rows, tasks = _ONE_ROW, labels
         else:
+            out = self._general_forward(emb)
             rows = np.flatnonzero(labels >= 0)
             rows = rows[self._task_sizes[labels[rows]] > 0]
             tasks = labels[rows]
