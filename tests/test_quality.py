@@ -297,3 +297,6 @@ def test_single_thread_blas_only_when_busy_and_restores(monkeypatch):
     monkeypatch.setitem(_training._LOAD_STATE, "busy", False)
     with _training.single_thread_blas():
         assert blas_threads() == before
+    with _training.single_thread_blas(force=True):  # the router's small batches: one thread whatever the load
+        assert set(blas_threads()) <= {1}
+    assert blas_threads() == before

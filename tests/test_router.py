@@ -52,6 +52,25 @@ def test_route_single_and_batch(fitted, synthetic_split):
     assert batch[0].model == d.model
 
 
+@pytest.mark.parametrize("n", [1, 3, 40])  # below and above the one-BLAS-thread batch size
+def test_scores_are_the_components_combined(fitted, synthetic_split, n):
+    """The routing hot path (components called past their checks) equals composing the public parts."""
+    from finerouter.routing.policy import combine_scores
+
+    _, test = synthetic_split
+    emb = fitted.encoder_.encode(test.prompts[:n])
+    scores = fitted.score_embeddings(emb)
+    task, conf = fitted.classifier_.predict(emb)
+    stage2 = fitted.quality_.predict(emb, task)
+    rows = np.where(task >= 0, task, fitted.catalog_.n_tasks)
+    np.testing.assert_array_equal(scores.task, task)
+    np.testing.assert_allclose(scores.confidence, conf)
+    np.testing.assert_allclose(scores.stage2, stage2)
+    np.testing.assert_allclose(scores.final, combine_scores(stage2, fitted.stage1_[rows], fitted.alpha), atol=1e-12)
+    decisions = fitted.route_embeddings(emb, test.prompts[:n])
+    assert [d.model for d in decisions] == [fitted.models_[j] for j in scores.final.argmax(axis=1)]
+
+
 def test_higher_tolerance_never_raises_expected_cost(fitted, synthetic_split):
     _, test = synthetic_split
     prev = np.inf

@@ -366,7 +366,11 @@ class TaskClassifier:
         emb = self._check_input(embeddings)
         if emb.shape[0] <= _SMALL_BATCH:
             with single_thread_blas():
-                return (emb @ self._proj + self.bias_).astype(np.float32, copy=False)
+                return self._decision(emb)
+        return self._decision(emb)
+
+    def _decision(self, emb: np.ndarray) -> np.ndarray:
+        # ``emb``: checked (n, d) float32.
         return (emb @ self._proj + self.bias_).astype(np.float32, copy=False)
 
     def predict_proba(self, embeddings: Any) -> np.ndarray:
@@ -381,7 +385,13 @@ class TaskClassifier:
             confidence: (n,) float32 best task probability (0 when there are no tasks).
         """
         check_float(self.threshold, "threshold", _OWNER, low=0.0, high=1.0)
-        proba = self.predict_proba(embeddings)
+        return self._assign(self.predict_proba(embeddings))
+
+    def _predict_checked(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` for embeddings already checked by the caller (the router's hot path)."""
+        return self._assign(_sigmoid(self._decision(emb)))
+
+    def _assign(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = proba.shape[0]
         if proba.shape[1] == 0:
             return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)

@@ -13,6 +13,10 @@ def minmax_rows(x: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.float64)
     finite = np.isfinite(x)
+    if finite.all():  # the common case, in fewer operations
+        lo = x.min(axis=1, keepdims=True)
+        span = x.max(axis=1, keepdims=True) - lo
+        return np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), 0.0)
     lo = np.where(finite, x, np.inf).min(axis=1, keepdims=True)
     hi = np.where(finite, x, -np.inf).max(axis=1, keepdims=True)
     span = hi - lo

@@ -14,12 +14,13 @@ from typing import Any
 import numpy as np
 
 from finerouter._io import atomic_directory, atomic_write_json, load_arrays, save_arrays, sha256_file
+from finerouter._training import check_matrix, single_thread_blas
 from finerouter._validation import check_float, check_int, check_is_fitted
 from finerouter._version import __version__
 from finerouter.errors import ArtifactError, DataError, ParameterError
 from finerouter.routing.costs import CostModel
 from finerouter.routing.decision import RoutingDecision
-from finerouter.routing.policy import choose_models, combine_scores
+from finerouter.routing.policy import choose_models, minmax_rows
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ ENCODER_PROBES = (
     "Summarise the following paragraph in one sentence.",
 )
 _FINGERPRINT_MIN_COSINE = 0.98
+_SMALL_BATCH = 32  # up to this many prompts, a routing call runs numpy's BLAS on one thread
 
 
 @dataclass
@@ -259,21 +261,41 @@ class FineRouter:
     def score_embeddings(self, embeddings: np.ndarray) -> RouterScores:
         """Stage-1, stage-2 and final scores for ``(n, d)`` prompt embeddings."""
         self._check_fitted()
+        emb = self._check_embeddings(embeddings)
+        if emb.shape[0] <= _SMALL_BATCH:
+            with single_thread_blas(force=True):
+                return self._score(emb)
+        return self._score(emb)
+
+    def _check_embeddings(self, embeddings: Any) -> np.ndarray:
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[1] != self.n_features_:
             raise ParameterError(f"embeddings must have shape (n, {self.n_features_}); got {emb.shape}")
+        return check_matrix(emb, "embeddings")
+
+    def _stage1_normalised(self) -> np.ndarray:
+        """``minmax_rows(stage1_)``, cached: normalising a task's row once equals normalising it per prompt."""
+        cached = getattr(self, "_stage1_norm", None)
+        if cached is None or cached[0] is not self.stage1_:
+            cached = (self.stage1_, minmax_rows(self.stage1_))
+            self._stage1_norm = cached
+        return cached[1]
+
+    def _score(self, emb: np.ndarray) -> RouterScores:
+        # ``emb``: checked (n, d) float32. The hot path of routing: components are called past their own checks.
         n = emb.shape[0]
         if self.classifier_ is not None:
-            task, confidence = self.classifier_.predict(emb)
-            task = np.asarray(task, dtype=np.int64)
+            check_float(self.classifier_.threshold, "threshold", "TaskClassifier", low=0.0, high=1.0)
+            task, confidence = self.classifier_._predict_checked(emb)
         else:
             task = np.full(n, -1, dtype=np.int64)
             confidence = np.zeros(n, dtype=np.float32)
-        stage2 = np.asarray(self.quality_.predict(emb, task), dtype=np.float64)
+        stage2 = self.quality_._predict(emb, task).astype(np.float64)
         rows = np.where(task >= 0, task, self.catalog_.n_tasks)
         stage1 = self.stage1_[rows]
-        final = combine_scores(stage2, stage1, float(self.alpha))
-        return RouterScores(stage1, stage2, final, task, np.asarray(confidence, dtype=np.float64))
+        alpha = float(self.alpha)
+        final = alpha * minmax_rows(stage2) + (1.0 - alpha) * self._stage1_normalised()[rows]
+        return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64))
 
     def estimate_costs(self, prompts: Sequence[str]) -> np.ndarray | None:
         """``(n, m)`` estimated USD cost per prompt and model, or None when costs are unknown."""
@@ -332,11 +354,25 @@ class FineRouter:
     ) -> list[RoutingDecision]:
         """Route prompts whose embeddings are already computed (the encoder is not called)."""
         self._check_fitted()
+        if len(prompts) <= _SMALL_BATCH:
+            # A few prompts: numpy's BLAS on one thread for the whole decision (one switch, see single_thread_blas).
+            with single_thread_blas(force=True):
+                return self._route_embeddings(embeddings, prompts, tolerance, allowed_models, max_cost)
+        return self._route_embeddings(embeddings, prompts, tolerance, allowed_models, max_cost)
+
+    def _route_embeddings(
+        self,
+        embeddings: np.ndarray,
+        prompts: Sequence[str],
+        tolerance: float,
+        allowed_models: Sequence[str] | None,
+        max_cost: float | None,
+    ) -> list[RoutingDecision]:
         tolerance = check_float(tolerance, "tolerance", "FineRouter.route", low=0.0, high=1.0)
         if max_cost is not None:
             max_cost = check_float(max_cost, "max_cost", "FineRouter.route", low=0.0)
         allowed = self._allowed_mask(allowed_models)
-        scores = self.score_embeddings(embeddings)
+        scores = self._score(self._check_embeddings(embeddings))
         costs = self.cost_model_.estimate(prompts)
         choice, over_budget = choose_models(scores.final, costs, tolerance, allowed, max_cost)
         models = self.models_
