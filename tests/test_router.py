@@ -37,6 +37,27 @@ def test_bad_alpha_is_a_clear_parameter_error(synthetic_split):
         FineRouter(alpha=1.5).fit(synthetic_split[0])
 
 
+def test_bad_stage1_statistic_is_a_clear_parameter_error(synthetic_split):
+    with pytest.raises(ParameterError, match="stage1_statistic"):
+        FineRouter(stage1_statistic="mode").fit(synthetic_split[0])
+
+
+def test_stage1_prior_is_each_tasks_mean_and_every_prompt_gets_a_task(fitted, synthetic_split):
+    train, test = synthetic_split
+    labels = fitted.discovery_labels_
+    for t in range(fitted.catalog_.n_tasks):
+        np.testing.assert_allclose(fitted.stage1_[t], np.nanmean(train.scores[labels == t], axis=0))
+    # The router's classifier threshold defaults to 0: held-out prompts all get their most likely task.
+    scores = fitted.score_embeddings(fitted.encoder_.encode(test.prompts[:50]))
+    assert fitted.classifier_.threshold == 0.0 and (scores.task >= 0).all()
+
+
+def test_stage1_median_is_the_papers_prior(synthetic_split, cached_minilm):
+    train, _ = synthetic_split
+    router = FineRouter(encoder=cached_minilm, seed=0, stage1_statistic="median", **FAST).fit(train)
+    np.testing.assert_allclose(router.stage1_, router.catalog_.median_matrix())
+
+
 def test_route_single_and_batch(fitted, synthetic_split):
     _, test = synthetic_split
     d = fitted.route(test.prompts[0])
@@ -105,6 +126,7 @@ def test_save_load_identical_decisions(fitted, synthetic_split, tmp_path, cached
     fitted.save(tmp_path / "r")
     assert (tmp_path / "r" / "manifest.json").is_file()
     loaded = FineRouter.load(tmp_path / "r", encoder=cached_minilm)
+    assert loaded.stage1_statistic == fitted.stage1_statistic == "mean"
     for tol in (0.0, 0.3):
         a = [d.to_dict() for d in fitted.route(test.prompts[:30], tolerance=tol)]
         b = [d.to_dict() for d in loaded.route(test.prompts[:30], tolerance=tol)]

@@ -23,7 +23,7 @@ class RoutingDecision:
         model: the chosen model.
         ranking: the eligible models ordered best-first by final score (the gateway's fallback order).
         models: every model the router knows, in its order; the score lists below follow it.
-        stage1_scores: per model, the assigned task's median score (the stage-1 prior), raw.
+        stage1_scores: per model, the assigned task's mean (or median) score (the stage-1 prior), raw.
         stage2_scores: per model, the quality estimator's prediction, raw.
         final_scores: per model, ``alpha * norm(stage2) + (1 - alpha) * norm(stage1)``.
         costs: per model, the estimated USD cost of this prompt (None where unknown).

@@ -15,7 +15,7 @@ import numpy as np
 
 from finerouter._io import atomic_directory, atomic_write_json, load_arrays, save_arrays, sha256_file
 from finerouter._training import check_matrix, single_thread_blas
-from finerouter._validation import check_float, check_int, check_is_fitted
+from finerouter._validation import check_choice, check_float, check_int, check_is_fitted
 from finerouter._version import __version__
 from finerouter.errors import ArtifactError, DataError, ParameterError
 from finerouter.routing.costs import CostModel
@@ -42,7 +42,7 @@ class RouterScores:
     """Every score the router computes for a batch of prompts.
 
     Attributes:
-        stage1: ``(n, m)`` the assigned task's median score per model (raw; NaN where never observed).
+        stage1: ``(n, m)`` the assigned task's mean (or median) score per model (raw; NaN where never observed).
         stage2: ``(n, m)`` the quality estimator's predictions.
         final: ``(n, m)`` ``alpha * norm(stage2) + (1 - alpha) * norm(stage1)``.
         task: ``(n,)`` assigned task id, -1 for "Others".
@@ -75,7 +75,8 @@ class FineRouter:
     Stage 1 discovers fine-grained tasks in the training data (kNN graph on description embeddings, RBO-filtered
     edges, iterated Leiden), picks adaptive candidate models per task, and trains a bilinear task classifier.
     Stage 2 trains a mixture-of-experts quality estimator (general adapters per model, task adapters per task
-    candidate). A prompt's final score per model is ``alpha * norm(stage 2) + (1 - alpha) * norm(task medians)``.
+    candidate). A prompt's final score per model is ``alpha * norm(stage 2) + (1 - alpha) * norm(task prior)``, the
+    prior being the assigned task's mean (or, as in the paper, median) score per model.
 
     Args:
         encoder: None (the packaged all-MiniLM-L6-v2), a sentence-transformers model name or path, or any object
@@ -83,8 +84,15 @@ class FineRouter:
         describer: None (the prompt is its own task description, offline) or a description writer such as
             :class:`finerouter.describe.OpenAIDescriber`; when it has ``summarize``, it also names the tasks.
         alpha: weight of stage 2 in the final score, in [0, 1].
+        stage1_statistic: the per-task score summary of the stage-1 term: ``"median"`` (the paper) or
+            ``"mean"`` (default). On binary (pass/fail) scores a median is 0 or 1 and ties most models; the mean
+            keeps the task's success rates (docs/models.md has the measurements).
         discovery: keyword arguments for :class:`finerouter.discovery.TaskDiscovery`.
-        classifier: keyword arguments for :class:`finerouter.classify.TaskClassifier`.
+        classifier: keyword arguments for :class:`finerouter.classify.TaskClassifier`. The router's default
+            ``threshold`` is 0: every prompt goes to its most likely task. The multi-label sigmoid outputs are
+            low for most prompts, so a 0.5 threshold sent 25-50% of held-out prompts to "Others" (whose prior is
+            the global one) and lost routing quality (docs/models.md); pass ``{"threshold": 0.5}`` to keep
+            "Others" at inference.
         quality: keyword arguments for :class:`finerouter.quality.QualityEstimator`.
         prices: a prices CSV path or :class:`finerouter.data.prices.Prices`, used to estimate per-prompt cost.
             Without it, costs observed in the training data (if any) are fitted per model against prompt length.
@@ -97,6 +105,7 @@ class FineRouter:
         encoder: Any = None,
         describer: Any = None,
         alpha: float = 0.5,
+        stage1_statistic: str = "mean",
         discovery: dict[str, Any] | None = None,
         classifier: dict[str, Any] | None = None,
         quality: dict[str, Any] | None = None,
@@ -107,6 +116,7 @@ class FineRouter:
         self.encoder = encoder
         self.describer = describer
         self.alpha = alpha
+        self.stage1_statistic = stage1_statistic
         self.discovery = discovery
         self.classifier = classifier
         self.quality = quality
@@ -122,6 +132,7 @@ class FineRouter:
     def _validate_params(self) -> None:
         owner = "FineRouter"
         check_float(self.alpha, "alpha", owner, low=0.0, high=1.0)
+        check_choice(self.stage1_statistic, "stage1_statistic", owner, ("median", "mean"))
         check_int(self.seed, "seed", owner, low=0)
         for name in ("discovery", "classifier", "quality"):
             value = getattr(self, name)
@@ -218,7 +229,7 @@ class FineRouter:
         if n_tasks > 0:
             task_texts = [task.description for task in catalog.tasks]
             task_embeddings = encoder.encode(task_texts) if task_texts else catalog.centers()
-            clf_params = {"seed": self.seed, **(self.classifier or {})}
+            clf_params = {"seed": self.seed, "threshold": 0.0, **(self.classifier or {})}
             classifier = TaskClassifier(**clf_params).fit(embeddings, discovery.labels_, task_embeddings)
             train_tasks, _ = classifier.predict(embeddings)
         else:
@@ -237,7 +248,7 @@ class FineRouter:
         self.catalog_ = catalog
         self.classifier_ = classifier
         self.quality_ = quality
-        self.stage1_ = np.asarray(catalog.median_matrix(), dtype=np.float64)
+        self.stage1_ = _stage1_matrix(catalog, dataset.scores, discovery.labels_, self.stage1_statistic)
         self.cost_model_ = CostModel.fit(dataset.models, prompts, dataset.costs, self._resolve_prices())
         self.n_features_ = int(embeddings.shape[1])
         self.discovery_labels_ = discovery.labels_
@@ -436,6 +447,7 @@ class FineRouter:
                 "created_unix": int(time.time()),
                 "config": {
                     "alpha": float(self.alpha),
+                    "stage1_statistic": self.stage1_statistic,
                     "seed": int(self.seed),
                     "discovery": self.discovery or {},
                     "classifier": self.classifier or {},
@@ -509,6 +521,7 @@ class FineRouter:
         router = cls(
             encoder=encoder,
             alpha=cfg["alpha"],
+            stage1_statistic=cfg.get("stage1_statistic", "median"),
             discovery=cfg.get("discovery") or None,
             classifier=cfg.get("classifier") or None,
             quality=cfg.get("quality") or None,
@@ -539,6 +552,27 @@ class FineRouter:
         if check_encoder:
             _check_fingerprint(router.encoder_, arrays["encoder_probe"], manifest["encoder"], path)
         return router
+
+
+def _stage1_matrix(catalog: Any, scores: np.ndarray, labels: np.ndarray, statistic: str) -> np.ndarray:
+    """``(T+1, m)`` stage-1 prior: each task's median (or mean) score per model; row ``T`` is Others.
+
+    Others (prompts in no task) uses its own prompts, or every prompt when it is empty; a model with no
+    score in a group is NaN there (normalised to 0 at routing).
+    """
+    if statistic == "median":
+        return np.asarray(catalog.median_matrix(), dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_tasks = catalog.n_tasks
+    others = labels < 0
+    groups = [labels == t for t in range(n_tasks)] + [others if others.any() else np.ones_like(others)]
+    out = np.full((n_tasks + 1, scores.shape[1]), np.nan)
+    for row, members in enumerate(groups):
+        block = scores[members]
+        seen = np.isfinite(block).sum(axis=0)
+        total = np.where(np.isfinite(block), block, 0.0).sum(axis=0)
+        out[row] = np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
+    return out
 
 
 def _probe_digest(probe: np.ndarray) -> str:
