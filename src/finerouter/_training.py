@@ -1,4 +1,4 @@
-"""Small helpers shared by the torch-trained components (task classifier, quality estimator).
+"""Small helpers shared by the torch-trained components (task classifier, quality estimator, torch baselines).
 
 torch is imported lazily, inside the functions that need it.
 """
@@ -6,15 +6,18 @@ torch is imported lazily, inside the functions that need it.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import math
 import os
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from finerouter._validation import check_float, check_int
 from finerouter.errors import DataError, ParameterError
 
 
@@ -41,6 +44,58 @@ def resolve_device(device: str, owner: str) -> Any:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ParameterError(f"The 'device' parameter of {owner} is {device!r} but MPS is not available here.")
     return dev
+
+
+class GetParamsMixin:
+    """``get_params`` read from the constructor's signature, as scikit-learn's ``BaseEstimator`` does.
+
+    ``__init__`` must store each of its parameters, unchanged, under the parameter's own name. The names come
+    from the signature, so a new parameter cannot be left out of ``get_params`` (nor of the saved configs
+    built from it).
+    """
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters, as a dict (in the constructor's order)."""
+        return {name: getattr(self, name) for name in _init_param_names(type(self))}
+
+
+@functools.cache
+def _init_param_names(cls: type) -> tuple[str, ...]:
+    params = inspect.signature(cls.__init__).parameters.values()
+    return tuple(
+        p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    )
+
+
+def check_training_params(
+    owner: str,
+    *,
+    lr: Any,
+    batch_size: Any,
+    weight_decay: Any,
+    patience: Any,
+    dev_fraction: Any,
+    seed: Any,
+    dev_closed: Literal["left", "neither"],
+) -> None:
+    """Check the optimisation hyper-parameters every trained component shares; ParameterError naming ``owner``.
+
+    Checked in this order (the first bad one is reported): ``lr`` a float in (0, inf), ``batch_size`` an int
+    >= 1, ``weight_decay`` a float in [0, inf), ``patience`` an int >= 1, ``dev_fraction`` a float in [0, 1)
+    (``dev_closed="left"``: 0 trains without a dev set) or (0, 1) (``"neither"``), ``seed`` an int >= 0.
+    """
+    check_float(lr, "lr", owner, low=0.0, closed="neither")
+    check_int(batch_size, "batch_size", owner, low=1)
+    check_float(weight_decay, "weight_decay", owner, low=0.0)
+    check_int(patience, "patience", owner, low=1)
+    check_float(dev_fraction, "dev_fraction", owner, low=0.0, high=1.0, closed=dev_closed)
+    check_int(seed, "seed", owner, low=0)
+
+
+def check_device_name(device: Any, owner: str) -> None:
+    """ParameterError unless ``device`` is a str; whether torch can use it is checked in fit (``resolve_device``)."""
+    if not isinstance(device, str):
+        raise ParameterError(f"The 'device' parameter of {owner} must be a str such as 'cpu'. Got {device!r}.")
 
 
 def check_matrix(

@@ -1,5 +1,6 @@
 """Small shared helpers for the torch-based baselines: seeding without touching global state, a training loop
-with early stopping on a dev part, and batched inference. torch is imported inside the functions."""
+with early stopping on a dev part, batched inference, the :class:`TorchRouter` base and the one-hidden-layer
+:class:`MLPRouter` base. torch is imported inside the functions."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from finerouter._validation import check_float, check_int, check_is_fitted
+from finerouter._training import check_training_params
+from finerouter._validation import check_int, check_is_fitted
 from finerouter.baselines.base import Router, dev_split, select_models
 from finerouter.data.dataset import RoutingDataset
 
@@ -169,12 +171,10 @@ class TorchRouter(Router):
         owner = type(self).__name__
         check_int(self.hidden, "hidden", owner, low=1)
         check_int(self.epochs, "epochs", owner, low=1)
-        check_float(self.lr, "lr", owner, low=0.0, closed="neither")
-        check_int(self.batch_size, "batch_size", owner, low=1)
-        check_float(self.weight_decay, "weight_decay", owner, low=0.0)
-        check_int(self.patience, "patience", owner, low=1)
-        check_float(self.dev_fraction, "dev_fraction", owner, low=0.0, high=1.0, closed="neither")
-        check_int(self.seed, "seed", owner, low=0)
+        check_training_params(
+            owner, lr=self.lr, batch_size=self.batch_size, weight_decay=self.weight_decay, patience=self.patience,
+            dev_fraction=self.dev_fraction, dev_closed="neither", seed=self.seed,
+        )
 
     def fit(self, train: RoutingDataset, embeddings: np.ndarray) -> TorchRouter:
         import torch
@@ -219,3 +219,24 @@ class TorchRouter(Router):
         emb = self._check_input(embeddings)
         with torch_threads(1):
             return predict_batched(lambda x: self._scores(self.module_, x), emb).astype(np.float64)
+
+
+class MLPRouter(TorchRouter):
+    """Base of the MLP baselines: one hidden layer on the prompt embedding, one output per model.
+
+    ``Linear(d, hidden), ReLU, Dropout(dropout), Linear(hidden, m)``; subclasses choose the loss
+    (:meth:`_batch_loss`), the targets (:meth:`_prepare`) and the output activation (:meth:`_scores`).
+
+    Args: see :class:`TorchRouter`; ``dropout`` in [0, 1).
+    """
+
+    def __init__(self, hidden: int = 256, dropout: float = 0.1, epochs: int = 40, lr: float = 1e-3,
+                 batch_size: int = 128, weight_decay: float = 1e-4, patience: int = 5, dev_fraction: float = 0.1,
+                 seed: int = 0) -> None:
+        super().__init__(hidden, epochs, lr, batch_size, weight_decay, patience, dev_fraction, seed)
+        self.dropout = dropout
+
+    def _build(self, d: int, m: int) -> Any:
+        from torch import nn
+
+        return nn.Sequential(nn.Linear(d, self.hidden), nn.ReLU(), nn.Dropout(self.dropout), nn.Linear(self.hidden, m))

@@ -24,8 +24,11 @@ from typing import Any
 import numpy as np
 
 from finerouter._training import (
+    GetParamsMixin,
+    check_device_name,
     check_labels,
     check_matrix,
+    check_training_params,
     import_torch,
     json_safe,
     resolve_device,
@@ -103,7 +106,7 @@ def assignment_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     }
 
 
-class TaskClassifier:
+class TaskClassifier(GetParamsMixin):
     """Bilinear prompt-to-task matcher trained with multi-label BCE; low-confidence prompts go to Others.
 
     Args:
@@ -157,34 +160,14 @@ class TaskClassifier:
         self.fine_tune_encoder = fine_tune_encoder
 
     # ------------------------------------------------------------------ parameters
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, as a dict."""
-        return {
-            "threshold": self.threshold,
-            "epochs": self.epochs,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "weight_decay": self.weight_decay,
-            "dev_fraction": self.dev_fraction,
-            "patience": self.patience,
-            "seed": self.seed,
-            "device": self.device,
-            "fine_tune_encoder": self.fine_tune_encoder,
-        }
-
     def _validate_params(self) -> None:
         check_float(self.threshold, "threshold", _OWNER, low=0.0, high=1.0)
         check_int(self.epochs, "epochs", _OWNER, low=0)
-        check_float(self.lr, "lr", _OWNER, low=0.0, closed="neither")
-        check_int(self.batch_size, "batch_size", _OWNER, low=1)
-        check_float(self.weight_decay, "weight_decay", _OWNER, low=0.0)
-        check_float(self.dev_fraction, "dev_fraction", _OWNER, low=0.0, high=1.0, closed="left")
-        check_int(self.patience, "patience", _OWNER, low=1)
-        check_int(self.seed, "seed", _OWNER, low=0)
-        if not isinstance(self.device, str):
-            raise ParameterError(
-                f"The 'device' parameter of {_OWNER} must be a str such as 'cpu'. Got {self.device!r}."
-            )
+        check_training_params(
+            _OWNER, lr=self.lr, batch_size=self.batch_size, weight_decay=self.weight_decay, patience=self.patience,
+            dev_fraction=self.dev_fraction, dev_closed="left", seed=self.seed,
+        )
+        check_device_name(self.device, _OWNER)
         if not isinstance(self.fine_tune_encoder, bool):
             raise ParameterError(
                 f"The 'fine_tune_encoder' parameter of {_OWNER} must be a bool. Got {self.fine_tune_encoder!r}."

@@ -41,8 +41,11 @@ from typing import Any
 import numpy as np
 
 from finerouter._training import (
+    GetParamsMixin,
+    check_device_name,
     check_labels,
     check_matrix,
+    check_training_params,
     import_torch,
     json_safe,
     resolve_device,
@@ -50,8 +53,8 @@ from finerouter._training import (
     stratified_dev_split,
     torch_threads_for,
 )
-from finerouter._validation import check_float, check_int, check_is_fitted
-from finerouter.errors import ArtifactError, DataError, ParameterError
+from finerouter._validation import check_int, check_is_fitted
+from finerouter.errors import ArtifactError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +152,7 @@ def _round_robin(slots: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return perm[np.lexsort((rng.random(slots.size), rank))]
 
 
-class QualityEstimator:
+class QualityEstimator(GetParamsMixin):
     """Predicts each model's quality score on a prompt with general and task-specific MLP adapters.
 
     Args:
@@ -203,37 +206,16 @@ class QualityEstimator:
         self.device = device
 
     # ------------------------------------------------------------------ parameters
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, as a dict."""
-        return {
-            "model_dim": self.model_dim,
-            "hidden": self.hidden,
-            "epochs_general": self.epochs_general,
-            "epochs_task": self.epochs_task,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "weight_decay": self.weight_decay,
-            "patience": self.patience,
-            "dev_fraction": self.dev_fraction,
-            "seed": self.seed,
-            "device": self.device,
-        }
-
     def _validate_params(self) -> None:
         check_int(self.model_dim, "model_dim", _OWNER, low=1)
         check_int(self.hidden, "hidden", _OWNER, low=1)
         check_int(self.epochs_general, "epochs_general", _OWNER, low=0)
         check_int(self.epochs_task, "epochs_task", _OWNER, low=0)
-        check_float(self.lr, "lr", _OWNER, low=0.0, closed="neither")
-        check_int(self.batch_size, "batch_size", _OWNER, low=1)
-        check_float(self.weight_decay, "weight_decay", _OWNER, low=0.0)
-        check_int(self.patience, "patience", _OWNER, low=1)
-        check_float(self.dev_fraction, "dev_fraction", _OWNER, low=0.0, high=1.0, closed="left")
-        check_int(self.seed, "seed", _OWNER, low=0)
-        if not isinstance(self.device, str):
-            raise ParameterError(
-                f"The 'device' parameter of {_OWNER} must be a str such as 'cpu'. Got {self.device!r}."
-            )
+        check_training_params(
+            _OWNER, lr=self.lr, batch_size=self.batch_size, weight_decay=self.weight_decay, patience=self.patience,
+            dev_fraction=self.dev_fraction, dev_closed="left", seed=self.seed,
+        )
+        check_device_name(self.device, _OWNER)
 
     @staticmethod
     def _check_candidates(candidates: Any, n_models: int) -> list[list[int]]:
