@@ -31,6 +31,20 @@ DATASETS = ("dcrouter", "routerbench_subset", "routerdc")
 ROOT = Path(__file__).resolve().parent
 
 
+def _commit() -> str | None:
+    """The repository's HEAD commit (short), with ``+dirty`` when src/ has uncommitted changes; None outside git."""
+    import subprocess
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=ROOT.parent, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def run_one(name: str, args: argparse.Namespace) -> dict:
     from finerouter.data.locate import dataset_path, shared_data_dir
     from finerouter.data.readers import read_routing_data
@@ -50,6 +64,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         data, emb, routers=args.routers, seeds=args.seeds, test_size=args.test_size, prices=prices,
         encoder=encoder, progress=progress,
     )
+    results["commit"] = _commit()
     paths = write_outputs(results, args.out / name)
     print(f"[{name}] wrote {paths['report']}", flush=True)
     return results

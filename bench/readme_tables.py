@@ -36,6 +36,7 @@ def render(results_dir: Path = RESULTS) -> str:
         parts.append(
             f"**{name}** — {len(res['seeds'])} seeds, test size {res['test_size']}, encoder `{res.get('encoder')}`"
             + (f", run {created}" if created else "")
+            + (f" at commit `{res['commit']}`" if res.get("commit") else "")
             + f" ([report](bench/results/{name}/report.md))\n"
         )
         has_cost = any(r.get("cost_mean") is not None for r in routers.values())

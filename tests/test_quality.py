@@ -106,6 +106,18 @@ def test_single_task_and_many_task_paths_agree(fitted):
     np.testing.assert_allclose(batch, one_by_one, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("few", [0, 99])  # 0: every task prompt takes the column-run path; 99: the fused one
+def test_single_prompt_paths_agree_with_batch(fitted, monkeypatch, few):
+    from finerouter.quality import estimator as estimator_module
+
+    est, emb, _, labels, _ = fitted
+    x, lab = emb[500:], labels[500:]
+    batch = est.predict(x, lab)
+    monkeypatch.setattr(estimator_module, "_FEW_CANDIDATES", few)
+    one_by_one = np.vstack([est.predict(x[i : i + 1], lab[i : i + 1]) for i in range(len(x))])
+    np.testing.assert_allclose(batch, one_by_one, rtol=0, atol=1e-5)
+
+
 def test_phase2_changes_only_task_adapters():
     emb, scores, cluster, cands = planted(n=300, seed=1)
     kw = dict(epochs_general=5, batch_size=64, seed=3, **SMALL)

@@ -65,6 +65,7 @@ _UNIT_BLOCK_BYTES = 64 << 20  # gathered task weights per inference block
 _FUSED_MIN_ROW = 4096  # rows at least this big are updated by torch's fused Adam kernel
 _STEP_WEIGHT_BYTES = 32 << 20  # phase 2: gathered first-layer weights per step
 _ONE_ROW = np.zeros(1, dtype=np.int64)
+_FEW_CANDIDATES = 2  # a single prompt whose task has at most this many candidates takes the fused path
 _SMALL_BATCH = 32  # up to this many prompts, inference runs numpy's BLAS on one thread (see single_thread_blas)
 
 
@@ -694,6 +695,27 @@ class QualityEstimator(GetParamsMixin):
                 return self._predict(emb, labels)
         return self._predict(emb, labels)
 
+    def _predict_one_fused(self, emb: np.ndarray, t: int) -> np.ndarray:
+        """One prompt of task ``t`` with few candidates: every general adapter in one product, then the task's.
+
+        Reads the candidates' general columns too (0.8 MB each at d = 384, hidden 512) but makes two products
+        instead of one per run of non-candidates: fewer, larger numpy calls, which is what a cold cache after the
+        encoder rewards (0.57 vs 0.70 ms measured for one candidate on dcrouter).
+        """
+        tw1 = self._t_w1
+        d, h = tw1.shape[0], tw1.shape[2]
+        m = self._g_b1.shape[0]
+        lo, hi = int(self._task_offsets[t]), int(self._task_offsets[t + 1])
+        hid = (emb @ self._g_w1).reshape(m, h)
+        hid += self._g_b1
+        np.maximum(hid, 0.0, out=hid)
+        out = np.einsum("kh,kh->k", hid, self._g_w2) + self._g_b2
+        hid_t = (emb @ tw1[:, lo:hi, :].reshape(d, (hi - lo) * h)).reshape(hi - lo, h)
+        hid_t += self._t_b1[lo:hi]
+        np.maximum(hid_t, 0.0, out=hid_t)
+        out[self._slot_model[lo:hi]] = np.einsum("kh,kh->k", hid_t, self._t_w2[lo:hi]) + self._t_b2[lo:hi]
+        return out[None, :]
+
     def _predict(self, emb: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         if labels is None or self.n_slots_ == 0:
             return self._general_forward(emb)
@@ -705,6 +727,8 @@ class QualityEstimator(GetParamsMixin):
             t = int(labels[0])
             if t < 0 or self._task_sizes[t] == 0:
                 return self._general_forward(emb)
+            if self._task_sizes[t] <= _FEW_CANDIDATES:
+                return self._predict_one_fused(emb, t)
             out = np.empty((1, self._g_b1.shape[0]), dtype=np.float32)
             for a, b in self._general_runs[t]:
                 out[:, a:b] = self._general_block(emb, a, b)

@@ -296,7 +296,6 @@ class FineRouter:
         # ``emb``: checked (n, d) float32. The hot path of routing: components are called past their own checks.
         n = emb.shape[0]
         if self.classifier_ is not None:
-            check_float(self.classifier_.threshold, "threshold", "TaskClassifier", low=0.0, high=1.0)
             task, confidence = self.classifier_._predict_checked(emb)
         else:
             task = np.full(n, -1, dtype=np.int64)
