@@ -387,33 +387,40 @@ class FineRouter:
         choice, over_budget = choose_models(scores.final, costs, tolerance, allowed, max_cost)
         models = self.models_
         tasks = self.catalog_.tasks
-        eligible = np.ones(len(models), dtype=bool) if allowed is None else allowed
+        eligible = [True] * len(models) if allowed is None else allowed.tolist()
+        # Plain Python values once for the batch: per-prompt numpy scalar indexing costs more than the maths.
+        orders = np.argsort(-scores.final, axis=1, kind="stable").tolist()
+        chosen, task_ids, budget = choice.tolist(), scores.task.tolist(), over_budget.tolist()
+        stage1, stage2, final = scores.stage1.tolist(), scores.stage2.tolist(), scores.final.tolist()
+        confidence = scores.confidence.tolist()
+        cost_rows = [[None] * len(models)] * len(prompts) if costs is None else costs.tolist()
+        allowed_names = None if allowed is None else [models[j] for j in np.flatnonzero(allowed)]
         out = []
         for i, prompt in enumerate(prompts):
-            final_i = scores.final[i]
-            order = [j for j in np.argsort(-final_i, kind="stable") if eligible[j] and j != choice[i]]
-            t = int(scores.task[i])
+            c = chosen[i]
+            order = [j for j in orders[i] if eligible[j] and j != c]
+            t = task_ids[i]
             task = tasks[t] if t >= 0 else None
             notes = []
-            if over_budget[i]:
+            if budget[i]:
                 notes.append(f"no allowed model fits max_cost={max_cost}; chose the cheapest")
             out.append(
                 RoutingDecision(
                     prompt=prompt,
-                    model=models[int(choice[i])],
-                    ranking=[models[int(choice[i])]] + [models[j] for j in order],
+                    model=models[c],
+                    ranking=[models[c]] + [models[j] for j in order],
                     models=list(models),
-                    stage1_scores=scores.stage1[i].tolist(),
-                    stage2_scores=scores.stage2[i].tolist(),
-                    final_scores=final_i.tolist(),
-                    costs=[None] * len(models) if costs is None else costs[i].tolist(),
+                    stage1_scores=stage1[i],
+                    stage2_scores=stage2[i],
+                    final_scores=final[i],
+                    costs=list(cost_rows[i]),
                     task_id=t if t >= 0 else None,
                     task_description=task.description if task is not None else "Others",
                     task_candidates=list(task.candidates) if task is not None else [],
-                    classifier_confidence=float(scores.confidence[i]),
+                    classifier_confidence=confidence[i],
                     tolerance=tolerance,
                     alpha=float(self.alpha),
-                    allowed_models=None if allowed is None else [models[j] for j in np.flatnonzero(allowed)],
+                    allowed_models=None if allowed_names is None else list(allowed_names),
                     max_cost=max_cost,
                     notes=notes,
                 )
