@@ -17,7 +17,8 @@ that ramp, so arrivals are steady in it. Failed requests count whenever they hap
 Printed per run: throughput, client latency p50/p99, the routing decision's p50/p99 (the gateway's
 ``x-finerouter-routing-ms`` header: queueing for the encoder included), the latency the gateway adds over
 calling the upstream directly (gateway latency minus routing time, against the direct run), failed client
-requests, and the gateway's RSS at start / middle / end of the run.
+requests, the gateway's RSS at start / middle / end of the run, and the machine's 1-minute load average at the
+window's start and end (other jobs on the machine show up in every latency figure).
 
     .venv/bin/python bench/gateway_load.py                       # fit a small router on synthetic data
     .venv/bin/python bench/gateway_load.py --router DIR          # or use a saved router
@@ -79,6 +80,7 @@ class RunStats:
     rss_mib: list[float] = field(default_factory=list)
     seconds: float = 0.0
     cpu_s: float = 0.0  # the gateway process's CPU over the run
+    load_avg: list[float] = field(default_factory=list)  # the machine's 1-minute load average, window start / end
     mean_batch: float = 0.0  # prompts per routing call
     extra: list = field(default_factory=list)
 
@@ -166,10 +168,14 @@ async def _drive(
                                             round(t0 - window[0], 2)))
             except httpx.HTTPError as exc:
                 stats.errors[type(exc).__name__] = stats.errors.get(type(exc).__name__, 0) + 1
-            await asyncio.sleep(rng.expovariate(1.0 / think_s) if think_s > 0 else 0)
+            think = rng.expovariate(1.0 / think_s) if think_s > 0 else 0.0
+            # Past the window's end there is nothing left to measure: stop instead of finishing the think time
+            # (the longest of 100 exponential pauses would add about five think times to every run).
+            await asyncio.sleep(max(0.0, min(think, window[1] - time.perf_counter())))
 
     async def monitor(http: httpx.AsyncClient) -> None:
         await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
+        stats.load_avg.append(os.getloadavg()[0])
         if gateway_pid is not None:
             stats.rss_mib.append(_rss_mib(gateway_pid))
             marks["cpu0"] = _cpu_s(gateway_pid)
@@ -182,6 +188,7 @@ async def _drive(
         if gateway_pid is not None:
             stats.rss_mib.append(_rss_mib(gateway_pid))
         await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
+        stats.load_avg.append(os.getloadavg()[0])
         if gateway_pid is not None:
             stats.rss_mib.append(_rss_mib(gateway_pid))
             stats.cpu_s = _cpu_s(gateway_pid) - marks["cpu0"]
@@ -206,6 +213,7 @@ def _report(s: RunStats, direct: RunStats | None) -> dict:
         "throughput_rps": round(len(s.latencies) / s.seconds, 1),
         "latency_p50_ms": round(_pct(lat_ms, 50), 2),
         "latency_p99_ms": round(_pct(lat_ms, 99), 2),
+        "load_avg_start_end": [round(x, 2) for x in s.load_avg],
     }
     if s.routing_ms:
         beyond = [lat - r for lat, r in zip(lat_ms, s.routing_ms, strict=True)]
@@ -250,6 +258,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="the gateway's compute threads (1: the load generator and upstreams share the cores)")
     ap.add_argument("--route-nice", type=int, default=10, help="gateway.route_thread_nice (Linux): routing yields the CPU to the event loop")
+    ap.add_argument("--switch-interval-ms", default="default",
+                    help="gateway.route_switch_interval_ms: a number, 'none' (Python's 5 ms) or 'default' (the gateway's)")
     ap.add_argument("--save-router", type=Path, default=None, help="keep the fitted router here")
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args()
@@ -275,6 +285,9 @@ def main() -> None:
         urls = json.loads(fake.stdout.readline())
         cfg = {"upstreams": {m: {"base_url": u, "timeout_s": 10} for m, u in urls.items()},
                "gateway": {"cooldown_s": 5.0, "max_attempts": 3, "route_thread_nice": args.route_nice}}
+        if args.switch_interval_ms != "default":
+            cfg["gateway"]["route_switch_interval_ms"] = (
+                None if args.switch_interval_ms == "none" else float(args.switch_interval_ms))
         (work / "upstreams.yaml").write_text(json.dumps(cfg))  # JSON is YAML
         port = _free_port()
         gw = subprocess.Popen(
@@ -300,7 +313,7 @@ def main() -> None:
             time.sleep(0.2)
         print(f"gateway up in {time.perf_counter() - t:.1f} s; {args.clients} clients, think {args.think_ms:.0f} ms "
               f"(exponential), upstream delay {args.upstream_delay_ms:.0f} ms, gateway threads {args.threads}, "
-              f"route_thread_nice {args.route_nice}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}",
+              f"route_thread_nice {args.route_nice}, switch interval {args.switch_interval_ms}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}",
               flush=True)
 
         # Warm-up: a few routed requests (first encoder calls, connection pools).

@@ -124,6 +124,7 @@ def test_unreadable_or_invalid_yaml_names_the_file(tmp_path):
         ({"default_tolerance": 2.0}, r"'default_tolerance' parameter of GatewaySettings must be a float in \[0, 1\]"),
         ({"affinity_ttl_s": 0.0}, r"'affinity_ttl_s' parameter of GatewaySettings must be a float in \(0, inf\)"),
         ({"alias": "a:b"}, r"'alias' parameter of GatewaySettings must be a non-empty str without ':'"),
+        ({"route_switch_interval_ms": 0}, r"'route_switch_interval_ms' parameter of GatewaySettings must be a float in \(0, inf\)"),
     ],
 )
 def test_settings_validation_messages(kwargs, message):

@@ -514,6 +514,29 @@ def test_routing_runs_off_the_event_loop(router, upstreams):
         gw.server.stop()
 
 
+def test_upstream_cookies_go_back_to_their_caller_and_are_never_replayed(router, upstreams):
+    """The gateway keeps no cookie jar: one caller's upstream Set-Cookie must not ride along with others' requests."""
+    seen: list[httpx.Request] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = {"id": f"c{len(seen)}", "object": "chat.completion", "model": "m",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
+        return httpx.Response(200, json=answer, headers={"set-cookie": f"session=caller-{len(seen)}; Path=/"})
+
+    gw = _start(router, upstreams, transport=httpx.MockTransport(upstream))
+    try:
+        for i in (1, 2, 3):  # a fresh client each time: the callers share nothing but the gateway
+            body = {"model": router.models_[1], "messages": [{"role": "user", "content": f"turn {i}"}]}
+            r = httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=30)
+            assert r.status_code == 200 and r.headers["set-cookie"] == f"session=caller-{i}; Path=/"
+        assert len(seen) == 3 and not [q for q in seen if "cookie" in q.headers]
+        assert seen[0].headers["user-agent"].startswith("finerouter/")
+        assert json.loads(seen[0].content)["model"] == f"upstream/{router.models_[1]}"
+    finally:
+        gw.server.stop()
+
+
 def test_create_app_refuses_a_router_model_without_upstream(router, upstreams):
     from finerouter.serving.errors import ConfigError
 

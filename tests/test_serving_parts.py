@@ -270,3 +270,119 @@ def test_routing_threads_can_yield_to_the_event_loop():
     assert seen["nice"] == min(base + 5, 19)
     assert seen["thread"].startswith("finerouter-route")
     assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the rest of the process is untouched
+
+
+def test_batcher_shortens_the_gil_switch_interval_while_running_and_restores_it():
+    import sys
+
+    seen = {}
+
+    class Probe(CountingRouter):
+        def route(self, prompt, **kw):
+            seen["interval"] = sys.getswitchinterval()
+            return super().route(prompt, **kw)
+
+    async def main():
+        batcher = RouteBatcher(Probe(), switch_interval_s=0.0005)
+        await batcher.start()
+        try:
+            await batcher.route("x", RouteOptions())
+        finally:
+            await batcher.stop()
+
+    async def default():
+        batcher = RouteBatcher(CountingRouter())  # switch_interval_s=None: left alone
+        await batcher.start()
+        seen["default"] = sys.getswitchinterval()
+        await batcher.stop()
+
+    before = sys.getswitchinterval()
+    asyncio.run(main())
+    assert seen["interval"] == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == before
+    asyncio.run(default())
+    assert seen["default"] == before
+
+
+# ---- the upstream transport -------------------------------------------------------------------------------------
+async def _probe_app(scope, receive, send):
+    """A tiny upstream: /echo answers the request's headers and body as JSON (and sets a cookie), /gzip answers
+    a gzip-encoded body, /slow waits 2 s before answering, /stream sends three chunks 50 ms apart."""
+    import gzip
+    import json
+
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    path = scope["path"]
+    headers = [(b"content-type", b"application/json")]
+    if path == "/echo":
+        data = json.dumps({"headers": [[k.decode(), v.decode()] for k, v in scope["headers"]], "body": body.decode()}).encode()
+        headers.append((b"set-cookie", b"session=secret; Path=/"))
+    elif path == "/gzip":
+        data = gzip.compress(b'{"ok": true}')
+        headers.append((b"content-encoding", b"gzip"))
+    elif path == "/slow":
+        await asyncio.sleep(2.0)
+        data = b"{}"
+    else:  # /stream
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+        for i in range(3):
+            await send({"type": "http.response.body", "body": f"data: {i}\n\n".encode(), "more_body": True})
+            await asyncio.sleep(0.05)
+        await send({"type": "http.response.body", "body": b""})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [*headers, (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+def test_aiohttp_transport_speaks_httpx_and_keeps_nothing_between_requests():
+    import json
+    import socket
+
+    import httpx
+
+    from finerouter.serving.server import BackgroundServer
+    from finerouter.serving.transport import AiohttpTransport
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+
+    async def main(base):
+        async with AiohttpTransport(max_connections=4) as transport:
+            timeout = {"timeout": httpx.Timeout(0.5, connect=0.5).as_dict()}
+
+            async def send(path, body=b"", **headers):
+                request = httpx.Request("POST", base + path, content=body, headers=headers, extensions=timeout)
+                response = await transport.handle_async_request(request)
+                await response.aread()
+                return response
+
+            first = await send("/echo", b'{"a": 1}', **{"user-agent": "finerouter/test", "x-extra": "1"})
+            second = await send("/echo")
+            gz = await send("/gzip")
+            request = httpx.Request("GET", base + "/stream", extensions=timeout)
+            streamed = await transport.handle_async_request(request)
+            chunks = [c async for c in streamed.aiter_bytes()]
+            with pytest.raises(httpx.ReadTimeout):
+                await send("/slow")
+            with pytest.raises(httpx.ConnectError):
+                await transport.handle_async_request(httpx.Request("GET", f"http://127.0.0.1:{closed_port}/", extensions=timeout))
+            return first, second, gz, chunks
+
+    with BackgroundServer(_probe_app) as server:
+        first, second, gz, chunks = asyncio.run(main(server.url))
+    sent = dict(json.loads(first.content)["headers"])
+    assert json.loads(first.content)["body"] == '{"a": 1}'
+    assert sent["user-agent"] == "finerouter/test" and sent["x-extra"] == "1" and sent["content-length"] == "8"
+    assert "accept-encoding" not in sent  # nothing added behind the caller's back
+    assert first.status_code == 200 and first.headers["set-cookie"] == "session=secret; Path=/"
+    assert "cookie" not in dict(json.loads(second.content)["headers"])  # no cookie jar
+    assert gz.headers["content-encoding"] == "gzip" and json.loads(gz.content) == {"ok": True}  # decoded once, by httpx
+    assert b"".join(chunks) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n" and len(chunks) >= 2

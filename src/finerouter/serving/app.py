@@ -35,6 +35,7 @@ from urllib.parse import quote
 # ``finerouter.serving`` stay light.
 from starlette.requests import Request
 
+from finerouter import __version__
 from finerouter.errors import FineRouterError
 from finerouter.routing.decision import RoutingDecision
 from finerouter.serving.affinity import AffinityEntry, AffinityStore
@@ -205,7 +206,8 @@ def create_app(
             holds (``{"upstreams": {...}, "gateway": {...}}`` or just the upstreams).
         auth_tokens: client bearer tokens; empty or None turns auth off.
         settings: overrides the file's ``gateway:`` section.
-        transport: the httpx transport for upstream calls (default: real network; tests may inject one).
+        transport: an httpx transport for every upstream call, e.g. ``httpx.MockTransport`` in tests (default:
+            one :class:`~finerouter.serving.transport.AiohttpTransport` per upstream, each its own pool).
 
     Raises:
         ConfigError: a router model has no upstream, or the upstreams are malformed.
@@ -240,27 +242,32 @@ def create_app(
             max_batch=settings.route_max_batch,
             workers=settings.route_workers,
             thread_nice=settings.route_thread_nice,
+            switch_interval_s=(
+                None if settings.route_switch_interval_ms is None else settings.route_switch_interval_ms / 1000.0
+            ),
         ),
         router_models=router_models,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        import httpx
+        from finerouter.serving.transport import AiohttpTransport
 
-        limits = httpx.Limits(
-            max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
-        )
         async with AsyncExitStack() as stack:
-            # One pool per upstream. trust_env=False: upstream URLs are explicit; an HTTP(S)_PROXY meant for
-            # other tools must not capture loopback or in-cluster upstreams.
-            clients = {
-                name: await stack.enter_async_context(
-                    httpx.AsyncClient(limits=limits, transport=transport, trust_env=False)
-                )
-                for name in config.upstreams
-            }
-            state.proxy = UpstreamProxy(clients, config.upstreams, state.cooldown, metrics)
+            # One pool per upstream (or the injected transport for all). AiohttpTransport reads no proxy from
+            # the environment: upstream URLs are explicit, and an HTTP(S)_PROXY meant for other tools must not
+            # capture loopback or in-cluster upstreams.
+            if transport is not None:
+                shared = await stack.enter_async_context(transport)
+                transports = {name: shared for name in config.upstreams}
+            else:
+                transports = {
+                    name: await stack.enter_async_context(AiohttpTransport(max_connections=settings.max_connections))
+                    for name in config.upstreams
+                }
+            state.proxy = UpstreamProxy(
+                transports, config.upstreams, state.cooldown, metrics, user_agent=f"finerouter/{__version__}"
+            )
             await state.batcher.start()
             logger.info(
                 "FineRouter gateway ready: %d router models, %d upstreams, auth %s",

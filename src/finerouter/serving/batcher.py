@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -77,16 +78,30 @@ class RouteBatcher:
             torch encoder, which already uses every core for one batch).
         thread_nice: on Linux, added to the routing threads' nice value (0: unchanged; e.g. 10 lets the
             event loop win the CPU when both compete, at some cost in routing throughput on a busy machine).
+        switch_interval_s: while started, the interpreter's GIL switch interval (``sys.setswitchinterval``;
+            restored by :meth:`stop`). The routing threads run Python between the encoder's native calls; the
+            event loop, asking for the GIL meanwhile, waits up to this long (Python's default: 5 ms) at each
+            step of every request it serves. None: leave it as it is.
     """
 
-    def __init__(self, router: RouterLike, *, max_batch: int = 32, workers: int = 1, thread_nice: int = 0) -> None:
+    def __init__(
+        self,
+        router: RouterLike,
+        *,
+        max_batch: int = 32,
+        workers: int = 1,
+        thread_nice: int = 0,
+        switch_interval_s: float | None = None,
+    ) -> None:
         self.router = router
         self.max_batch = max_batch
         self.workers = workers
         self.thread_nice = thread_nice
+        self.switch_interval_s = switch_interval_s
         self._queue: asyncio.Queue[_Pending] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._executor: ThreadPoolExecutor | None = None
+        self._saved_switch_interval: float | None = None
         self.batches = 0
         self.routed = 0
 
@@ -101,6 +116,9 @@ class RouteBatcher:
                 logger.warning("could not lower the routing threads' priority: %s", exc)
 
     async def start(self) -> None:
+        if self.switch_interval_s is not None and self._saved_switch_interval is None:
+            self._saved_switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(self.switch_interval_s)
         self._queue = asyncio.Queue()
         # Dedicated threads: routing never waits behind other to_thread work, and one long-lived thread per
         # worker keeps the encoder's memory in one allocator arena.
@@ -126,6 +144,9 @@ class RouteBatcher:
                 pending = self._queue.get_nowait()
                 if not pending.future.done():
                     pending.future.set_exception(RuntimeError("the gateway is shutting down"))
+        if self._saved_switch_interval is not None:
+            sys.setswitchinterval(self._saved_switch_interval)
+            self._saved_switch_interval = None
 
     async def route(self, prompt: str, options: RouteOptions) -> RoutingDecision:
         """The decision for one prompt (raises what the router raised)."""

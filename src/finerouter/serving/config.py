@@ -86,6 +86,8 @@ class GatewaySettings:
         route_workers: routing calls that may run at once in worker threads.
         route_thread_nice: on Linux, added to the routing threads' nice value, 0 to 19 (0: same priority as
             the event loop; higher: the event loop wins the CPU when both compete).
+        route_switch_interval_ms: while the gateway runs, the interpreter's GIL switch interval: the longest
+            the event loop waits for the GIL while a routing thread runs Python (None: Python's own, 5 ms).
         max_route_prompts: the most prompts one ``/v1/route`` call may carry.
         max_connections: the size of each upstream's connection pool.
     """
@@ -101,6 +103,7 @@ class GatewaySettings:
     route_max_batch: int = 32
     route_workers: int = 1
     route_thread_nice: int = 0
+    route_switch_interval_ms: float | None = 0.5
     max_route_prompts: int = 256
     max_connections: int = 512
 
@@ -120,6 +123,8 @@ class GatewaySettings:
         check_int(self.route_max_batch, "route_max_batch", owner, low=1)
         check_int(self.route_workers, "route_workers", owner, low=1)
         check_int(self.route_thread_nice, "route_thread_nice", owner, low=0, high=19)
+        if self.route_switch_interval_ms is not None:
+            check_float(self.route_switch_interval_ms, "route_switch_interval_ms", owner, low=0.0, closed="neither")
         check_int(self.max_route_prompts, "max_route_prompts", owner, low=1)
         check_int(self.max_connections, "max_connections", owner, low=1)
 

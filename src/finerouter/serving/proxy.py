@@ -1,4 +1,4 @@
-"""Forwarding to upstreams: one pooled ``httpx.AsyncClient``, fallback along the ranking, cooldowns.
+"""Forwarding to upstreams: one pooled httpx transport per upstream, fallback along the ranking, cooldowns.
 
 A request is tried on its candidate models in order. An attempt fails on a connection error, a timeout, a
 429 or a 5xx; the failing upstream is then cooled down (skipped by later requests for ``cooldown_s``, or as
@@ -9,10 +9,17 @@ ones are left they are still tried rather than failing the client outright.
 Any other answer (2xx, or a 4xx that is the request's own fault) is passed back unchanged: the body as
 bytes, streaming (SSE) bodies chunk by chunk as they arrive. Once a stream has started it cannot move to
 another model; a stream broken off by the upstream ends the client's stream and is counted.
+
+Requests go straight to each upstream's transport (its connection pool), not through an ``httpx.AsyncClient``:
+a proxy wants none of the client layer, whose cookie jar would carry one caller's upstream cookies into every
+other caller's requests, and whose redirect, auth and per-request logging steps cost CPU on every request.
+Each upstream's URL, headers and timeouts are built once; the request body is parsed once (to route on it) and
+written once (with the upstream's model id).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -151,29 +158,54 @@ class UpstreamProxy:
     """Sends chat-completions requests to upstreams with fallback and cooldown.
 
     Args:
-        clients: one pooled async client per upstream name (httpx scans its whole pool on every request,
-            so one pool per upstream keeps that scan short under many concurrent requests).
+        transports: one pooled httpx transport per upstream name (the app gives each upstream its own
+            :class:`~finerouter.serving.transport.AiohttpTransport`; tests may give ``httpx.MockTransport``).
+            The caller opens and closes them.
         upstreams: router model name -> :class:`Upstream`.
         cooldown: the shared :class:`CooldownTracker`.
         metrics: where attempts, errors and fallbacks are counted.
+        user_agent: the ``User-Agent`` sent upstream (unless an upstream's ``headers`` set one).
     """
 
     def __init__(
         self,
-        clients: Mapping[str, httpx.AsyncClient],
+        transports: Mapping[str, httpx.AsyncBaseTransport],
         upstreams: Mapping[str, Upstream],
         cooldown: CooldownTracker,
         metrics: GatewayMetrics,
+        *,
+        user_agent: str = "finerouter-gateway",
     ) -> None:
         import httpx
 
-        self.clients = clients
+        self.transports = transports
         self.upstreams = upstreams
         self.cooldown = cooldown
         self.metrics = metrics
-        self._timeouts = {
-            name: httpx.Timeout(u.timeout_s, connect=u.connect_timeout_s) for name, u in upstreams.items()
+        # Everything about a request that does not depend on its body, built once per upstream.
+        self._urls = {name: httpx.URL(u.chat_url) for name, u in upstreams.items()}
+        self._extensions = {
+            name: {"timeout": httpx.Timeout(u.timeout_s, connect=u.connect_timeout_s).as_dict()}
+            for name, u in upstreams.items()
         }
+        self._headers = {
+            (name, stream): self._static_headers(u, stream, user_agent)
+            for name, u in upstreams.items()
+            for stream in (False, True)
+        }
+
+    @staticmethod
+    def _static_headers(upstream: Upstream, stream: bool, user_agent: str) -> list[tuple[str, str]]:
+        headers = {
+            "user-agent": user_agent,
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+            "accept-encoding": "identity",
+        }
+        headers.update((k.lower(), v) for k, v in upstream.headers.items())
+        if upstream.api_key:
+            headers["authorization"] = f"Bearer {upstream.api_key}"
+        return list(headers.items())
 
     def plan(self, candidates: Sequence[str], max_attempts: int) -> list[str]:
         """The models to try, in order: healthy candidates first, cooling ones last, at most ``max_attempts``."""
@@ -184,18 +216,19 @@ class UpstreamProxy:
         return (healthy + cooling)[:max_attempts]
 
     def _request(self, upstream: Upstream, body: dict[str, Any], stream: bool) -> httpx.Request:
-        headers = {
-            "content-type": "application/json",
-            "accept": "text/event-stream" if stream else "application/json",
-            "accept-encoding": "identity",
-            **upstream.headers,
-        }
-        if upstream.api_key:
-            headers["authorization"] = f"Bearer {upstream.api_key}"
+        import httpx
+
         payload = dict(body)
         payload["model"] = upstream.model
-        return self.clients[upstream.name].build_request(
-            "POST", upstream.chat_url, json=payload, headers=headers, timeout=self._timeouts[upstream.name]
+        # Compact UTF-8 JSON, as httpx's own ``json=`` writes it (content-length and host are added by httpx).
+        content = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        name = upstream.name
+        return httpx.Request(
+            "POST",
+            self._urls[name],
+            headers=self._headers[name, stream],
+            content=content,
+            extensions=self._extensions[name],
         )
 
     def _failed(self, attempt: Attempt, kind: str, error: str, retry_after: float | None = None) -> None:
@@ -230,8 +263,9 @@ class UpstreamProxy:
             attempt = Attempt(model)
             attempts.append(attempt)
             t0 = time.perf_counter()
+            request = self._request(upstream, body, stream)
             try:
-                response = await self.clients[model].send(self._request(upstream, body, stream), stream=True)
+                response = await self.transports[model].handle_async_request(request)
             except httpx.TimeoutException as exc:
                 attempt.seconds = time.perf_counter() - t0
                 self._failed(attempt, "timeout", f"timed out ({type(exc).__name__})")
@@ -240,6 +274,7 @@ class UpstreamProxy:
                 attempt.seconds = time.perf_counter() - t0
                 self._failed(attempt, "connect", f"connection error ({type(exc).__name__})")
                 continue
+            response.request = request
             attempt.status = response.status_code
             if response.status_code == 429 or response.status_code >= 500:
                 await response.aclose()
