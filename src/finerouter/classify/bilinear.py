@@ -371,8 +371,17 @@ class TaskClassifier(GetParamsMixin):
         return self._assign(self.predict_proba(embeddings))
 
     def _predict_checked(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`predict` for embeddings already checked by the caller (the router's hot path)."""
-        return self._assign(_sigmoid(self._decision(emb)))
+        """:meth:`predict` for embeddings already checked by the caller (the router's hot path).
+
+        The sigmoid is monotone, so the best task is the best raw score and only its probability is computed.
+        """
+        logits = self._decision(emb)
+        n = logits.shape[0]
+        if logits.shape[1] == 0:
+            return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
+        best = logits.argmax(axis=1)
+        conf = _sigmoid(logits[np.arange(n), best])
+        return np.where(conf >= self.threshold, best, -1).astype(np.int64), conf
 
     def _assign(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = proba.shape[0]
