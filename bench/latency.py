@@ -2,7 +2,8 @@
 
 Prints, over N held-out prompts routed one at a time: the bare encoder's p50/p99, `FineRouter.route` p50/p99,
 the router's overhead per prompt (everything but the encoder: classifier, quality estimator, score combination,
-cost policy, the decision object), and batch throughput.
+cost policy, the decision object) with its two largest parts and the same call with warm caches, and batch
+throughput.
 
     .venv/bin/python bench/latency.py                      # fit on dcrouter (../shared/data), 500 prompts
     .venv/bin/python bench/latency.py --router DIR         # use a saved router instead
@@ -71,6 +72,27 @@ def main() -> None:
         enc_t.append(t1 - t0)
         over_t.append(t2 - t1)
         route_t.append(t3 - t2)
+    # Where the overhead goes, each timed right after encoding the prompt (as in `route`), except "warm".
+    from finerouter._training import single_thread_blas
+
+    parts: dict[str, list[float]] = {"classifier": [], "quality estimator": [], "warm route_embeddings": []}
+    for p in prompts[:200]:
+        emb = bare.encode([p])
+        with single_thread_blas(force=True):
+            t0 = time.perf_counter()
+            task, _ = router.classifier_.predict(emb)
+            t1 = time.perf_counter()
+        parts["classifier"].append(t1 - t0)
+        emb = bare.encode([p])
+        with single_thread_blas(force=True):
+            t0 = time.perf_counter()
+            router.quality_.predict(emb, task)
+            t1 = time.perf_counter()
+        parts["quality estimator"].append(t1 - t0)
+        router.route_embeddings(emb, [p])
+        t0 = time.perf_counter()
+        router.route_embeddings(emb, [p])
+        parts["warm route_embeddings"].append(time.perf_counter() - t0)
     t = time.perf_counter()
     router.route(prompts)
     batch_s = time.perf_counter() - t
@@ -81,6 +103,9 @@ def main() -> None:
     print(f"bare encoder           p50 {_pct(enc_t, 50):7.2f} ms   p99 {_pct(enc_t, 99):7.2f} ms")
     print(f"route (single prompt)  p50 {_pct(route_t, 50):7.2f} ms   p99 {_pct(route_t, 99):7.2f} ms")
     print(f"router overhead        p50 {_pct(over_t, 50):7.3f} ms   p99 {_pct(over_t, 99):7.3f} ms   mean {np.mean(over_t) * 1e3:.3f} ms")
+    for name, ts in parts.items():
+        print(f"  {name:22s} p50 {_pct(ts, 50):7.3f} ms" + ("   (caches warm: the same call twice)" if "warm" in name
+                                                          else "   (right after encoding)"))
     print(f"route p50 / encoder p50 = {np.percentile(route_t, 50) / np.percentile(enc_t, 50):.3f}")
     print(f"batch route: {len(prompts)} prompts in {batch_s:.2f}s = {len(prompts) / batch_s:.1f} prompts/s")
 
