@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -379,6 +380,12 @@ class TaskClassifier(GetParamsMixin):
         n = logits.shape[0]
         if logits.shape[1] == 0:
             return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
+        if n == 1:  # one prompt: scalar maths, no array temporaries
+            best1 = int(logits[0].argmax())
+            z = float(logits[0, best1])
+            p = 0.5 * (1.0 + math.tanh(0.5 * z))  # the same formula as _sigmoid
+            label = best1 if p >= self.threshold else -1
+            return np.array([label], dtype=np.int64), np.array([p], dtype=np.float32)
         best = logits.argmax(axis=1)
         conf = _sigmoid(logits[np.arange(n), best])
         return np.where(conf >= self.threshold, best, -1).astype(np.int64), conf

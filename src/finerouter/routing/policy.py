@@ -13,10 +13,11 @@ def minmax_rows(x: np.ndarray) -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.float64)
     finite = np.isfinite(x)
-    if finite.all():  # the common case, in fewer operations
+    if finite.all():  # the common case, in fewer operations: a constant row divides 0 by inf
         lo = x.min(axis=1, keepdims=True)
         span = x.max(axis=1, keepdims=True) - lo
-        return np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), 0.0)
+        span[span <= 0] = np.inf
+        return (x - lo) / span
     lo = np.where(finite, x, np.inf).min(axis=1, keepdims=True)
     hi = np.where(finite, x, -np.inf).max(axis=1, keepdims=True)
     span = hi - lo
@@ -56,6 +57,9 @@ def choose_models(
     """
     final = np.asarray(final, dtype=np.float64)
     n, m = final.shape
+    if costs is None and allowed is None and max_cost is None:
+        # Nothing but the scores decides: the best finite score (a row with none picks model 0, as below).
+        return np.where(np.isfinite(final), final, -np.inf).argmax(axis=1).astype(np.int64), np.zeros(n, dtype=bool)
     eligible = np.isfinite(final)
     if allowed is not None:
         eligible &= np.broadcast_to(np.asarray(allowed, dtype=bool), (n, m))
