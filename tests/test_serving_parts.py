@@ -311,14 +311,11 @@ async def _probe_app(scope, receive, send):
     import gzip
     import json
 
+    from finerouter.serving.fake_upstream import read_body
+
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     path = scope["path"]
     headers = [(b"content-type", b"application/json")]
     if path == "/echo":

@@ -25,6 +25,16 @@ from typing import Any
 Scope = dict[str, Any]
 
 
+
+async def read_body(receive: Any) -> bytes:
+    """The whole body of an ASGI HTTP request, however many messages it came in."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
 def _last_text(messages: list[dict[str, Any]], role: str | None = "user") -> str:
     for m in reversed(messages):
         if role is None or m.get("role") == role:
@@ -102,12 +112,7 @@ class FakeUpstream:
                     return
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         path, method = scope["path"], scope["method"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if method == "POST" and path.endswith("/chat/completions"):
