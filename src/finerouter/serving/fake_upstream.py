@@ -25,7 +25,6 @@ from typing import Any
 Scope = dict[str, Any]
 
 
-
 async def read_body(receive: Any) -> bytes:
     """The whole body of an ASGI HTTP request, however many messages it came in."""
     body = b""
@@ -34,6 +33,7 @@ async def read_body(receive: Any) -> bytes:
         body += message.get("body", b"")
         if not message.get("more_body"):
             return body
+
 
 def _last_text(messages: list[dict[str, Any]], role: str | None = "user") -> str:
     for m in reversed(messages):
