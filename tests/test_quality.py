@@ -312,3 +312,5 @@ def test_single_thread_blas_only_when_busy_and_restores(monkeypatch):
     with _training.single_thread_blas(force=True):  # the router's small batches: one thread whatever the load
         assert set(blas_threads()) <= {1}
     assert blas_threads() == before
+    with _training.single_thread_blas(_training.SMALL_BATCH + 1, force=True):  # a large batch keeps its threads
+        assert blas_threads() == before

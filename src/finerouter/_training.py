@@ -194,6 +194,7 @@ def torch_threads_for(macs_per_step: float) -> Iterator[None]:
 _SMALL_STEP_MACS = 2e7
 
 
+SMALL_BATCH = 32  # up to this many prompts, inference runs numpy's BLAS on one thread (see single_thread_blas)
 _BLAS_LOCK = threading.Lock()
 _BLAS_STATE: dict[str, Any] = {"libs": None, "depth": 0, "saved": None}
 
@@ -255,6 +256,7 @@ class single_thread_blas:  # noqa: N801 - used like a function: ``with single_th
     concurrent limiting blocks are reference-counted, the first one in lowers the thread count and the last
     one out restores it.
 
+    ``rows``: the batch size; only batches of at most :data:`SMALL_BATCH` rows are limited.
     ``force=True`` limits regardless of the load: the router does so around routing a few prompts, because
     right after the (torch) encoder ran, its OpenMP workers still spin on the other core and a second BLAS
     thread then costs more than it saves (a (1, 384) x (384, 4608) product measured 2.1 ms on two threads
@@ -263,8 +265,9 @@ class single_thread_blas:  # noqa: N801 - used like a function: ``with single_th
 
     __slots__ = ("active",)
 
-    def __init__(self, force: bool = False) -> None:
-        self.active = force or cpus_busy()
+    def __init__(self, rows: int = 1, force: bool = False) -> None:
+        # Only small batches: a large product keeps every BLAS thread (it splits well over them).
+        self.active = rows <= SMALL_BATCH and (force or cpus_busy())
 
     def __enter__(self) -> None:
         if not self.active:

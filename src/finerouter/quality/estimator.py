@@ -66,7 +66,6 @@ _FUSED_MIN_ROW = 4096  # rows at least this big are updated by torch's fused Ada
 _STEP_WEIGHT_BYTES = 32 << 20  # phase 2: gathered first-layer weights per step
 _ONE_ROW = np.zeros(1, dtype=np.int64)
 _FEW_CANDIDATES = 2  # a single prompt whose task has at most this many candidates takes the fused path
-_SMALL_BATCH = 32  # up to this many prompts, inference runs numpy's BLAS on one thread (see single_thread_blas)
 
 
 class _LazyAdam:
@@ -673,10 +672,8 @@ class QualityEstimator(GetParamsMixin):
     def predict_general(self, embeddings: Any) -> np.ndarray:
         """General adapters only: (n, d) embeddings -> (n, m) float32 predicted quality scores."""
         emb = self._check_embeddings(embeddings)
-        if emb.shape[0] <= _SMALL_BATCH:
-            with single_thread_blas():
-                return self._general_forward(emb)
-        return self._general_forward(emb)
+        with single_thread_blas(emb.shape[0]):
+            return self._general_forward(emb)
 
     def predict(self, embeddings: Any, task_labels: Any = None) -> np.ndarray:
         """Predicted quality of every model: task adapters for the task's candidates, general ones elsewhere.
@@ -690,10 +687,8 @@ class QualityEstimator(GetParamsMixin):
         """
         emb = self._check_embeddings(embeddings)
         labels = None if task_labels is None else check_labels(task_labels, emb.shape[0], self.n_tasks_, "task_labels")
-        if emb.shape[0] <= _SMALL_BATCH:
-            with single_thread_blas():
-                return self._predict(emb, labels)
-        return self._predict(emb, labels)
+        with single_thread_blas(emb.shape[0]):
+            return self._predict(emb, labels)
 
     def _predict_one_fused(self, emb: np.ndarray, t: int) -> np.ndarray:
         """One prompt of task ``t`` with few candidates: every general adapter in one product, then the task's.

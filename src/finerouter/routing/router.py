@@ -34,7 +34,6 @@ ENCODER_PROBES = (
     "Summarise the following paragraph in one sentence.",
 )
 _FINGERPRINT_MIN_COSINE = 0.98
-_SMALL_BATCH = 32  # up to this many prompts, a routing call runs numpy's BLAS on one thread
 
 
 @dataclass
@@ -90,8 +89,8 @@ class FineRouter:
         discovery: keyword arguments for :class:`finerouter.discovery.TaskDiscovery`.
         classifier: keyword arguments for :class:`finerouter.classify.TaskClassifier`. The router's default
             ``threshold`` is 0: every prompt goes to its most likely task. The multi-label sigmoid outputs are
-            low for most prompts, so a 0.5 threshold sent 25-50% of held-out prompts to "Others" (whose prior is
-            the global one) and lost routing quality (docs/models.md); pass ``{"threshold": 0.5}`` to keep
+            low for many prompts, so a 0.5 threshold sent 7-26% of dcrouter's validation prompts to "Others" (whose
+            prior is the global one) and lost routing quality (docs/models.md); pass ``{"threshold": 0.5}`` to keep
             "Others" at inference.
         quality: keyword arguments for :class:`finerouter.quality.QualityEstimator`.
         prices: a prices CSV path or :class:`finerouter.data.prices.Prices`, used to estimate per-prompt cost.
@@ -273,10 +272,8 @@ class FineRouter:
         """Stage-1, stage-2 and final scores for ``(n, d)`` prompt embeddings."""
         self._check_fitted()
         emb = self._check_embeddings(embeddings)
-        if emb.shape[0] <= _SMALL_BATCH:
-            with single_thread_blas(force=True):
-                return self._score(emb)
-        return self._score(emb)
+        with single_thread_blas(emb.shape[0], force=True):
+            return self._score(emb)
 
     def _check_embeddings(self, embeddings: Any) -> np.ndarray:
         emb = np.asarray(embeddings, dtype=np.float32)
@@ -364,11 +361,9 @@ class FineRouter:
     ) -> list[RoutingDecision]:
         """Route prompts whose embeddings are already computed (the encoder is not called)."""
         self._check_fitted()
-        if len(prompts) <= _SMALL_BATCH:
-            # A few prompts: numpy's BLAS on one thread for the whole decision (one switch, see single_thread_blas).
-            with single_thread_blas(force=True):
-                return self._route_embeddings(embeddings, prompts, tolerance, allowed_models, max_cost)
-        return self._route_embeddings(embeddings, prompts, tolerance, allowed_models, max_cost)
+        # A few prompts: numpy's BLAS on one thread for the whole decision (one switch, see single_thread_blas).
+        with single_thread_blas(len(prompts), force=True):
+            return self._route_embeddings(embeddings, prompts, tolerance, allowed_models, max_cost)
 
     def _route_embeddings(
         self,
