@@ -47,7 +47,6 @@ _STATE_FORMAT = "finerouter.TaskClassifier/1"
 # W starts as _INIT_SCALE * I: the initial score is then 10 x cosine(prompt, description), which spreads
 # the sigmoid over its useful range from the first step (a scalar factor is absorbed by W: same model).
 _INIT_SCALE = 10.0
-_SMALL_BATCH = 32  # up to this many prompts, scoring runs numpy's BLAS on one thread
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -348,10 +347,8 @@ class TaskClassifier(GetParamsMixin):
     def decision_function(self, embeddings: Any) -> np.ndarray:
         """Raw matching scores ``e^T W u_t + b_t``: (n, T) float32."""
         emb = self._check_input(embeddings)
-        if emb.shape[0] <= _SMALL_BATCH:
-            with single_thread_blas():
-                return self._decision(emb)
-        return self._decision(emb)
+        with single_thread_blas(emb.shape[0]):
+            return self._decision(emb)
 
     def _decision(self, emb: np.ndarray) -> np.ndarray:
         # ``emb``: checked (n, d) float32.
@@ -369,10 +366,12 @@ class TaskClassifier(GetParamsMixin):
             confidence: (n,) float32 best task probability (0 when there are no tasks).
         """
         check_float(self.threshold, "threshold", _OWNER, low=0.0, high=1.0)
-        return self._assign(self.predict_proba(embeddings))
+        emb = self._check_input(embeddings)
+        with single_thread_blas(emb.shape[0]):
+            return self._predict_checked(emb)
 
     def _predict_checked(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`predict` for embeddings already checked by the caller (the router's hot path).
+        """:meth:`predict` for embeddings already checked by the caller (the router calls it directly).
 
         The sigmoid is monotone, so the best task is the best raw score and only its probability is computed.
         """
@@ -389,15 +388,6 @@ class TaskClassifier(GetParamsMixin):
         best = logits.argmax(axis=1)
         conf = _sigmoid(logits[np.arange(n), best])
         return np.where(conf >= self.threshold, best, -1).astype(np.int64), conf
-
-    def _assign(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = proba.shape[0]
-        if proba.shape[1] == 0:
-            return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
-        best = proba.argmax(axis=1).astype(np.int64)
-        conf = proba[np.arange(n), best].astype(np.float32)
-        labels = np.where(conf >= self.threshold, best, -1).astype(np.int64)
-        return labels, conf
 
     def evaluate(self, embeddings: Any, labels: Any) -> dict[str, float]:
         """Held-out metrics against true task ids (see :func:`assignment_metrics`).
