@@ -57,9 +57,6 @@ def choose_models(
     """
     final = np.asarray(final, dtype=np.float64)
     n, m = final.shape
-    if costs is None and allowed is None and max_cost is None:
-        # Nothing but the scores decides: the best finite score (a row with none picks model 0, as below).
-        return np.where(np.isfinite(final), final, -np.inf).argmax(axis=1).astype(np.int64), np.zeros(n, dtype=bool)
     eligible = np.isfinite(final)
     if allowed is not None:
         eligible &= np.broadcast_to(np.asarray(allowed, dtype=bool), (n, m))
@@ -74,10 +71,10 @@ def choose_models(
         fallback[np.arange(n), cheapest] = True
         eligible = np.where(over_budget[:, None], eligible & fallback, within_budget)
     masked = np.where(eligible, final, -np.inf)
+    if cost is None:  # without costs the best score wins, whatever the tolerance
+        return masked.argmax(axis=1).astype(np.int64), over_budget
     best = masked.max(axis=1, keepdims=True)
     within = eligible & (masked >= best - tolerance - 1e-12)
-    if cost is None:
-        return masked.argmax(axis=1).astype(np.int64), over_budget
     # Cheapest within tolerance; among equal costs the higher score wins (lexicographic key).
     key_cost = np.where(within, cost, np.inf)
     min_cost = key_cost.min(axis=1, keepdims=True)
