@@ -247,6 +247,20 @@ def test_route_many_keeps_order_and_uses_the_queue():
     assert max(router.calls) <= 4 and sum(router.calls) == 10
 
 
+def _route_once(router, **batcher_kwargs):
+    """Start a RouteBatcher over ``router``, route one prompt through it, stop it."""
+
+    async def main():
+        batcher = RouteBatcher(router, **batcher_kwargs)
+        await batcher.start()
+        try:
+            await batcher.route("x", RouteOptions())
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())
+
+
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice needs Linux")
 def test_routing_threads_can_yield_to_the_event_loop():
     seen = {}
@@ -257,16 +271,8 @@ def test_routing_threads_can_yield_to_the_event_loop():
             seen["thread"] = threading.current_thread().name
             return super().route(prompt, **kw)
 
-    async def main():
-        batcher = RouteBatcher(NiceProbe(), thread_nice=5)
-        await batcher.start()
-        try:
-            await batcher.route("x", RouteOptions())
-        finally:
-            await batcher.stop()
-
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    asyncio.run(main())
+    _route_once(NiceProbe(), thread_nice=5)
     assert seen["nice"] == min(base + 5, 19)
     assert seen["thread"].startswith("finerouter-route")
     assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the rest of the process is untouched
@@ -282,14 +288,6 @@ def test_batcher_shortens_the_gil_switch_interval_while_running_and_restores_it(
             seen["interval"] = sys.getswitchinterval()
             return super().route(prompt, **kw)
 
-    async def main():
-        batcher = RouteBatcher(Probe(), switch_interval_s=0.0005)
-        await batcher.start()
-        try:
-            await batcher.route("x", RouteOptions())
-        finally:
-            await batcher.stop()
-
     async def default():
         batcher = RouteBatcher(CountingRouter())  # switch_interval_s=None: left alone
         await batcher.start()
@@ -297,7 +295,7 @@ def test_batcher_shortens_the_gil_switch_interval_while_running_and_restores_it(
         await batcher.stop()
 
     before = sys.getswitchinterval()
-    asyncio.run(main())
+    _route_once(Probe(), switch_interval_s=0.0005)
     assert seen["interval"] == pytest.approx(0.0005)
     assert sys.getswitchinterval() == before
     asyncio.run(default())
