@@ -241,9 +241,14 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
     share_fits(routers)
     for r in routers:
         r.fit(train, x_train)
-    fitted = routers[0].router_
-    assert all(r.router_ is fitted for r in routers)  # one FineRouter fit for the four variants
     by_name = {r.name: r for r in routers}
+    fitted = by_name["finerouter"].router_
+    shared = [r for r in routers if r.name != "label_free"]
+    assert all(r.router_ is fitted for r in shared)  # one FineRouter fit for the four variants
+    free = by_name["label_free"]  # the paper's label-free discovery: a fit of its own
+    assert free.router_ is not fitted and free.router_.refine_task_labels is False
+    assert fitted.fit_summary_["refined_task_labels"] is (train.tasks is not None)
+    np.testing.assert_allclose(free.predict_scores(x_test), free.router_.score_embeddings(x_test).final)
     assert by_name["finerouter"].kind == "finerouter" and by_name["stage2_only"].kind == "ablation"
     scores = fitted.score_embeddings(x_test)
     np.testing.assert_allclose(by_name["finerouter"].predict_scores(x_test), scores.final)

@@ -227,3 +227,67 @@ def test_stops_when_a_round_merges_nothing(rng):
     assert len(disc.level_labels_) == 1
     assert disc.level_stats_[0]["kept_edges"] == 0 and disc.level_stats_[0]["communities"] == 40
     assert (disc.labels_ == -1).all() and disc.catalog_.others.size == 40
+
+
+# --------------------------------------------------------------------------- coarse groups (refining labels)
+def test_groups_are_refined_never_crossed(planted):
+    data, dom, sub, emb = planted
+    disc = TaskDiscovery().fit(emb, data.scores, model_names=data.models, groups=data.tasks)
+    labels = disc.labels_
+    inside = labels >= 0
+    for t in range(disc.catalog_.n_tasks):
+        assert len(set(dom[labels == t].tolist())) == 1  # every task lies inside one coarse group
+    assert adjusted_rand_score(sub[inside], labels[inside]) >= 0.8
+    assert disc.catalog_.n_tasks > len(set(data.tasks))
+    # round statistics are sums over the groups (all groups reach round 1)
+    first = disc.level_stats_[0]
+    assert first["groups"] == len(set(data.tasks)) and first["nodes"] == 1200
+    assert first["communities"] == len(np.unique(disc.level_labels_[0]))
+    for level_labels in disc.level_labels_:
+        for c in np.unique(level_labels):
+            assert len(set(dom[level_labels == c].tolist())) == 1
+
+
+def test_a_groups_leftovers_form_one_task(rng):
+    # group "a": two clean sub-tasks; group "b": 12 prompts with scattered embeddings and rankings, which
+    # Leiden cannot gather into communities of 5 -- pooled, they become b's own task instead of Others.
+    d, m = 16, 4
+    centres = rng.standard_normal((2, d))
+    a_lab = np.repeat([0, 1], 30)
+    emb_a = centres[a_lab] + 1e-3 * rng.standard_normal((60, d))
+    scores_a = np.where(a_lab[:, None] == 0, [0.9, 0.5, 0.1, 0.2], [0.1, 0.2, 0.5, 0.9])
+    emb_b = rng.standard_normal((12, d))
+    scores_b = np.array([rng.permutation(m) for _ in range(12)], dtype=float) / m
+    emb = np.vstack([emb_a, emb_b])
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    scores = np.vstack([scores_a, scores_b])
+    groups = ["a"] * 60 + ["b"] * 12
+    free = TaskDiscovery(tau=0.9).fit(emb, scores, model_names=list("wxyz"))
+    grouped = TaskDiscovery(tau=0.9).fit(emb, scores, model_names=list("wxyz"), groups=groups)
+    assert (free.labels_[60:] == -1).all()  # label-free: b's prompts are Others
+    assert grouped.catalog_.n_tasks == 3
+    assert len(set(grouped.labels_[60:].tolist())) == 1 and grouped.labels_[60] >= 0
+    assert adjusted_rand_score(a_lab, grouped.labels_[:60]) == 1.0
+    # a group too small to pool into a task still goes to Others
+    tiny = TaskDiscovery(tau=0.9).fit(emb[:63], scores[:63], model_names=list("wxyz"), groups=groups[:63])
+    assert (tiny.labels_[60:] == -1).all() and tiny.catalog_.n_tasks == 2
+
+
+def test_one_group_is_the_label_free_discovery(planted):
+    data, _, _, emb = planted
+    free = TaskDiscovery().fit(emb[:400], data.scores[:400], model_names=data.models)
+    one = TaskDiscovery().fit(emb[:400], data.scores[:400], model_names=data.models, groups=["all"] * 400)
+    for a, b in zip(free.level_labels_, one.level_labels_):
+        assert adjusted_rand_score(a, b) == 1.0
+    kept = free.labels_ >= 0
+    assert np.array_equal(free.labels_[kept], one.labels_[kept])  # the same tasks; leftovers pooled or not
+
+
+def test_bad_groups_are_named():
+    emb = np.eye(4, dtype=np.float32)
+    with pytest.raises(DataError, match="3 group labels for 4 prompts"):
+        TaskDiscovery().fit(emb, np.zeros((4, 2)), model_names=["a", "b"], groups=["x"] * 3)
+    with pytest.raises(DataError, match="groups, row 2: missing group label"):
+        TaskDiscovery().fit(emb, np.zeros((4, 2)), model_names=["a", "b"], groups=["x", "y", None, "x"])
+    with pytest.raises(DataError, match="groups must be a sequence"):
+        TaskDiscovery().fit(emb, np.zeros((4, 2)), model_names=["a", "b"], groups="xxxx")

@@ -52,6 +52,22 @@ def test_stage1_prior_is_each_tasks_mean_and_every_prompt_gets_a_task(fitted, sy
     assert fitted.classifier_.threshold == 0.0 and (scores.task >= 0).all()
 
 
+def test_discovery_refines_the_task_labels_by_default(fitted, synthetic_split, cached_minilm):
+    train, _ = synthetic_split
+    labels = fitted.discovery_labels_
+    domains = np.asarray(train.tasks)
+    assert fitted.fit_summary_["refined_task_labels"] is True
+    for t in range(fitted.catalog_.n_tasks):
+        assert len(set(domains[labels == t])) == 1  # no task spans two coarse labels
+    free = FineRouter(encoder=cached_minilm, seed=0, refine_task_labels=False, **FAST).fit(train)
+    assert free.fit_summary_["refined_task_labels"] is False
+    unlabelled = type(train)(prompts=train.prompts, models=train.models, scores=train.scores, tasks=None)
+    router = FineRouter(encoder=cached_minilm, seed=0, **FAST).fit(unlabelled)
+    assert router.fit_summary_["refined_task_labels"] is False  # nothing to refine: the paper's discovery
+    with pytest.raises(ParameterError, match="'refine_task_labels' parameter of FineRouter must be True or False"):
+        FineRouter(refine_task_labels="yes").fit(train)
+
+
 def test_stage1_median_is_the_papers_prior(synthetic_split, cached_minilm):
     train, _ = synthetic_split
     router = FineRouter(encoder=cached_minilm, seed=0, stage1_statistic="median", **FAST).fit(train)
@@ -127,6 +143,7 @@ def test_save_load_identical_decisions(fitted, synthetic_split, tmp_path, cached
     assert (tmp_path / "r" / "manifest.json").is_file()
     loaded = FineRouter.load(tmp_path / "r", encoder=cached_minilm)
     assert loaded.stage1_statistic == fitted.stage1_statistic == "mean"
+    assert loaded.refine_task_labels is fitted.refine_task_labels is True
     for tol in (0.0, 0.3):
         a = [d.to_dict() for d in fitted.route(test.prompts[:30], tolerance=tol)]
         b = [d.to_dict() for d in loaded.route(test.prompts[:30], tolerance=tol)]
@@ -183,6 +200,9 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
         app, ["fit", "--data", str(data), "--out", str(tmp_path / "router"), "--cache-dir", str(embedding_cache_dir)]
     )
     assert res.exit_code == 0, res.output
+    assert "refining the task labels" in res.output
+    manifest = json.loads((tmp_path / "router" / "manifest.json").read_text())
+    assert manifest["config"]["refine_task_labels"] is True
     res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), test.prompts[0]])
     assert res.exit_code == 0, res.output
     decision = json.loads(res.stdout)

@@ -8,6 +8,8 @@ with the same settings share a single fit per training split.
 * ``stage1_classifier`` ("Fine CLS"): the task classifier assigns a discovered task; the prompt goes to that
   task's top candidate (the task's fused ranking); prompts assigned to "Others" use the Others medians.
 * ``stage1_embedding`` ("Embedding"): the nearest task centre (cosine) assigns the task, then as above.
+* ``label_free``: the full router with the paper's label-free discovery (``refine_task_labels=False``): how much
+  refining the data's coarse ``task`` labels adds. Identical to ``finerouter`` on data without labels.
 
 Stage-1 scores for the cost–quality curve: a task's models in fused-ranking order, scored ``(m - position) /
 (m - 1)`` (so tolerance walks down the task's ranking); "Others" rows use the Others median scores.
@@ -26,7 +28,7 @@ from finerouter.data.dataset import RoutingDataset
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("finerouter", "stage2_only", "stage1_classifier", "stage1_embedding")
+VARIANTS = ("finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free")
 
 
 class SharedFineRouter:
@@ -81,7 +83,10 @@ class FineRouterVariant(Router):
         return "finerouter" if self.variant == "finerouter" else "ablation"
 
     def router_params(self) -> dict[str, Any]:
-        return {"encoder": self.encoder, "prices": self.prices, "seed": self.seed, **self.params}
+        params = {"encoder": self.encoder, "prices": self.prices, "seed": self.seed, **self.params}
+        if self.variant == "label_free":
+            params["refine_task_labels"] = False
+        return params
 
     def fit(self, train: RoutingDataset, embeddings: np.ndarray) -> FineRouterVariant:
         check_choice(self.variant, "variant", "FineRouterVariant", VARIANTS)
@@ -109,7 +114,7 @@ class FineRouterVariant(Router):
                 task = np.argmax(emb @ self.centers_.T, axis=1).astype(np.int64)
             return self._stage1(task)
         scores = self.router_.score_embeddings(emb)
-        if self.variant == "finerouter":
+        if self.variant in ("finerouter", "label_free"):
             return np.asarray(scores.final, dtype=np.float64)
         if self.variant == "stage2_only":
             return np.asarray(scores.stage2, dtype=np.float64)

@@ -17,6 +17,10 @@ def fit(
     cache_dir: Path | None = typer.Option(Path(".finerouter_cache"), "--cache-dir", help="Embedding cache directory."),
     alpha: float = typer.Option(0.5, "--alpha", help="Weight of stage 2 in the final score."),
     seed: int = typer.Option(0, "--seed"),
+    refine_task_labels: bool = typer.Option(
+        True, "--refine-task-labels/--label-free",
+        help="Discovery refines the data's coarse 'task' labels when present (default), or ignores them (the paper).",
+    ),
     rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow reading RouterBench's .pkl (unpickling runs code: only for files you trust)."),
     describe_url: str | None = typer.Option(None, "--describe-url", help="OpenAI-compatible base URL for LLM task descriptions (default: the prompt is its own description)."),
@@ -42,14 +46,17 @@ def fit(
                 cache_dir=None if cache_dir is None else cache_dir / "descriptions",
             )
         router = FineRouter(
-            encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed
+            encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed,
+            refine_task_labels=refine_task_labels,
         )
         with con.status("fitting FineRouter (embeddings, discovery, classifier, quality estimator)..."):
             router.fit(dataset)
         router.save(out)
         s = router.fit_summary_
         con.print(
-            f"[green]saved[/] {out}: {s['n_tasks']} tasks, {s['share_in_tasks']:.0%} of prompts in a task, "
+            f"[green]saved[/] {out}: {s['n_tasks']} tasks"
+            f"{' refining the task labels' if s['refined_task_labels'] else ''}, "
+            f"{s['share_in_tasks']:.0%} of prompts in a task, "
             f"{s['mean_candidates']:.2f} candidates per task of {s['n_models']} models, "
             f"costs: {router.cost_model_.kind}, fit {s['seconds']['total']:.1f}s"
         )

@@ -149,6 +149,7 @@ class TaskDiscovery:
         model_names: Sequence[str],
         prompts: Sequence[str] | None = None,
         descriptions: Sequence[str] | None = None,
+        groups: Sequence[Any] | None = None,
     ) -> TaskDiscovery:
         """Discover the tasks.
 
@@ -158,6 +159,10 @@ class TaskDiscovery:
             model_names: the ``m`` model names.
             prompts: optional ``(n,)`` prompt texts (examples and fallback descriptions).
             descriptions: optional ``(n,)`` task descriptions (preferred for the task description).
+            groups: optional ``(n,)`` coarse label of each prompt (a dataset's ``task`` column). Given, the
+                discovery refines them: the rounds run inside each group, so no task spans two groups, and in each
+                group the prompts of communities smaller than ``min_task_size`` are pooled into one community
+                (the group's remainder) instead of going to Others one by one.
 
         Returns:
             self
@@ -165,6 +170,7 @@ class TaskDiscovery:
         self._validate_params()
         t_start = time.perf_counter()
         x, s, models = self._check_inputs(embeddings, scores, model_names, prompts, descriptions)
+        group_ids = None if groups is None else _group_ids(groups, x.shape[0])
         n, m = s.shape
         timings: dict[str, float] = {}
 
@@ -182,64 +188,15 @@ class TaskDiscovery:
                 self.tau, floor, m, self.rbo_p,
             )
 
-        node_x, node_ranks = x, ranks
-        prompt_label = np.arange(n, dtype=np.int64)
-        level_labels: list[np.ndarray] = []
-        level_stats: list[dict[str, Any]] = []
-        recall: float | None = None
-        for level in range(self.iterations):
-            n_nodes = node_x.shape[0]
-            if n_nodes < 2:
-                break
-            t = time.perf_counter()
-            k = min(self.k, n_nodes - 1)
-            method = resolve_knn_method(n_nodes, self.knn)
-            neighbours = knn_search(node_x, k, method=method, seed=self.seed)
-            timings[f"level{level + 1}_knn"] = time.perf_counter() - t
-            if level == 0 and method == "hnsw":
-                t = time.perf_counter()
-                recall = knn_recall(node_x, neighbours[0], sample=500, seed=self.seed)
-                timings["knn_recall"] = time.perf_counter() - t
-            t = time.perf_counter()
-            edges = build_graph(
-                node_x,
-                node_ranks,
-                k=k,
-                tau=self.tau,
-                rbo_p=self.rbo_p,
-                seed=self.seed,
-                rbo_adjust=self.rbo_adjust,
-                neighbours=neighbours,
-            )
-            timings[f"level{level + 1}_graph"] = time.perf_counter() - t
-            t = time.perf_counter()
-            comm = leiden_communities(edges, resolution=self.resolution, seed=self.seed)
-            timings[f"level{level + 1}_leiden"] = time.perf_counter() - t
-            n_comm = int(comm.max()) + 1
-            prompt_label = comm[prompt_label]
-            level_labels.append(prompt_label.copy())
-            level_stats.append(
-                {
-                    "level": level + 1,
-                    "nodes": n_nodes,
-                    "knn": method,
-                    "k": k,
-                    "candidate_edges": edges.n_candidates,
-                    "kept_edges": edges.n_edges,
-                    "communities": n_comm,
-                }
-            )
+        if groups is None:
+            prompt_label, level_labels, level_stats, recall = self._levels(x, ranks, tie, timings)
+        else:
+            prompt_label, level_labels, level_stats, recall = self._grouped_levels(x, ranks, tie, group_ids, timings)
+        for st in level_stats:
             logger.info(
                 "level %d: %d nodes, %d/%d edges kept (RBO >= %.2f), %d communities",
-                level + 1, n_nodes, edges.n_edges, edges.n_candidates, self.tau, n_comm,
+                st["level"], st["nodes"], st["kept_edges"], st["candidate_edges"], self.tau, st["communities"],
             )
-            if n_comm == n_nodes:
-                break  # nothing merged: a further round would see the same nodes and graph again
-            if level + 1 < self.iterations:
-                t = time.perf_counter()
-                node_x = group_median_centres(x, prompt_label, n_comm)
-                node_ranks = fused_ranks(group_mrr(ranks, prompt_label, n_comm, self.epsilon), tie)
-                timings[f"level{level + 1}_summaries"] = time.perf_counter() - t
 
         t = time.perf_counter()
         labels = self._final_labels(prompt_label)
@@ -271,6 +228,118 @@ class TaskDiscovery:
         return self.catalog_.n_tasks
 
     # ------------------------------------------------------------------ helpers
+    def _levels(
+        self, x: np.ndarray, ranks: np.ndarray, tie: np.ndarray, timings: dict[str, float]
+    ) -> tuple[np.ndarray, list[np.ndarray], list[dict[str, Any]], float | None]:
+        """The Leiden rounds on prompts ``x`` (with their ``ranks``): each prompt's final community and per round
+        the labels and stats; adds seconds per phase to ``timings``; returns the kNN recall when approximate."""
+        n = x.shape[0]
+        node_x, node_ranks = x, ranks
+        prompt_label = np.arange(n, dtype=np.int64)
+        level_labels: list[np.ndarray] = []
+        level_stats: list[dict[str, Any]] = []
+        recall: float | None = None
+        for level in range(self.iterations):
+            n_nodes = node_x.shape[0]
+            if n_nodes < 2:
+                break
+            t = time.perf_counter()
+            k = min(self.k, n_nodes - 1)
+            method = resolve_knn_method(n_nodes, self.knn)
+            neighbours = knn_search(node_x, k, method=method, seed=self.seed)
+            _add(timings, f"level{level + 1}_knn", t)
+            if level == 0 and method == "hnsw":
+                t = time.perf_counter()
+                recall = knn_recall(node_x, neighbours[0], sample=500, seed=self.seed)
+                _add(timings, "knn_recall", t)
+            t = time.perf_counter()
+            edges = build_graph(
+                node_x,
+                node_ranks,
+                k=k,
+                tau=self.tau,
+                rbo_p=self.rbo_p,
+                seed=self.seed,
+                rbo_adjust=self.rbo_adjust,
+                neighbours=neighbours,
+            )
+            _add(timings, f"level{level + 1}_graph", t)
+            t = time.perf_counter()
+            comm = leiden_communities(edges, resolution=self.resolution, seed=self.seed)
+            _add(timings, f"level{level + 1}_leiden", t)
+            n_comm = int(comm.max()) + 1
+            prompt_label = comm[prompt_label]
+            level_labels.append(prompt_label.copy())
+            level_stats.append(
+                {
+                    "level": level + 1,
+                    "nodes": n_nodes,
+                    "knn": method,
+                    "k": k,
+                    "candidate_edges": edges.n_candidates,
+                    "kept_edges": edges.n_edges,
+                    "communities": n_comm,
+                }
+            )
+            logger.debug(
+                "level %d: %d nodes, %d/%d edges kept (RBO >= %.2f), %d communities",
+                level + 1, n_nodes, edges.n_edges, edges.n_candidates, self.tau, n_comm,
+            )
+            if n_comm == n_nodes:
+                break  # nothing merged: a further round would see the same nodes and graph again
+            if level + 1 < self.iterations:
+                t = time.perf_counter()
+                node_x = group_median_centres(x, prompt_label, n_comm)
+                node_ranks = fused_ranks(group_mrr(ranks, prompt_label, n_comm, self.epsilon), tie)
+                _add(timings, f"level{level + 1}_summaries", t)
+
+        return prompt_label, level_labels, level_stats, recall
+
+    def _grouped_levels(
+        self, x: np.ndarray, ranks: np.ndarray, tie: np.ndarray, group_ids: np.ndarray, timings: dict[str, float]
+    ) -> tuple[np.ndarray, list[np.ndarray], list[dict[str, Any]], float | None]:
+        """:meth:`_levels` inside each group; communities are numbered group after group, per round.
+
+        A group's small communities (under ``min_task_size`` prompts) are pooled into one remainder community at
+        the final round. Round statistics are summed over the groups that reached the round (``"groups"``); a
+        group that stopped early keeps its last labels in later rounds. The kNN recall is the lowest of the
+        groups searched approximately.
+        """
+        n = x.shape[0]
+        n_rounds = self.iterations
+        final = np.empty(n, dtype=np.int64)
+        rounds = [np.empty(n, dtype=np.int64) for _ in range(n_rounds)]
+        offsets = [0] * n_rounds
+        offset = 0
+        stats: list[dict[str, Any]] = []
+        recalls: list[float] = []
+        for g in range(int(group_ids.max()) + 1):
+            rows = np.flatnonzero(group_ids == g)
+            if rows.size >= 2:
+                lab, lvl_labels, lvl_stats, recall = self._levels(x[rows], ranks[rows], tie, timings)
+            else:
+                lab, lvl_labels, lvl_stats, recall = np.zeros(rows.size, dtype=np.int64), [], [], None
+            if recall is not None:
+                recalls.append(recall)
+            for r in range(n_rounds):
+                here = lvl_labels[min(r, len(lvl_labels) - 1)] if lvl_labels else np.zeros(rows.size, np.int64)
+                rounds[r][rows] = here + offsets[r]
+                offsets[r] += int(here.max()) + 1 if here.size else 0
+            for r, st in enumerate(lvl_stats):
+                if r == len(stats):
+                    stats.append({**st, "groups": 0, "nodes": 0, "candidate_edges": 0, "kept_edges": 0,
+                                  "communities": 0, "k": self.k})
+                for key in ("nodes", "candidate_edges", "kept_edges", "communities"):
+                    stats[r][key] += st[key]
+                stats[r]["groups"] += 1
+            sizes = np.bincount(lab)
+            lab = np.where(sizes[lab] < self.min_task_size, sizes.size, lab)  # pool the small communities
+            _, lab = np.unique(lab, return_inverse=True)
+            final[rows] = lab + offset
+            offset += int(lab.max()) + 1 if lab.size else 0
+        n_levels = len(stats)
+        return final, rounds[:n_levels], stats, (min(recalls) if recalls else None)
+
     @staticmethod
     def _check_inputs(
         embeddings: np.ndarray,
@@ -380,6 +449,26 @@ class TaskDiscovery:
             median_scores={models[j]: float(om[j]) for j in range(m)},
         )
         return TaskCatalog(models, tasks, others, dim=x.shape[1], n_prompts=n)
+
+
+def _add(timings: dict[str, float], name: str, since: float) -> None:
+    """Add the seconds since ``since`` to ``timings[name]`` (phases repeat once per group)."""
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - since
+
+
+def _group_ids(groups: Sequence[Any], n: int) -> np.ndarray:
+    """``(n,)`` int64 group index of each prompt (groups numbered by first appearance); clear errors."""
+    if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__"):
+        raise DataError(f"TaskDiscovery.fit: groups must be a sequence of {n} labels, got {type(groups).__name__}")
+    if len(groups) != n:
+        raise DataError(f"TaskDiscovery.fit: {len(groups)} group labels for {n} prompts")
+    index: dict[str, int] = {}
+    out = np.empty(n, dtype=np.int64)
+    for row, g in enumerate(groups):
+        if g is None or (isinstance(g, float) and np.isnan(g)) or str(g).strip() == "":
+            raise DataError(f"TaskDiscovery.fit: groups, row {row}: missing group label")
+        out[row] = index.setdefault(str(g), len(index))
+    return out
 
 
 def _model_means(s: np.ndarray) -> np.ndarray:

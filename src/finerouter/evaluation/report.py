@@ -23,9 +23,10 @@ LABELS = {
     "stage1_embedding": "Stage 1 only: Embedding",
     "stage1_classifier": "Stage 1 only: Fine CLS",
     "stage2_only": "Stage 2 only",
+    "label_free": "FineRouter, label-free discovery (paper)",
     "finerouter": "**FineRouter**",
 }
-_TABLE2 = ("stage1_embedding", "coarse_task", "stage1_classifier", "stage2_only", "finerouter")
+_TABLE2 = ("stage1_embedding", "coarse_task", "stage1_classifier", "stage2_only", "label_free", "finerouter")
 
 
 def _label(name: str) -> str:
