@@ -68,6 +68,23 @@ def test_discovery_refines_the_task_labels_by_default(fitted, synthetic_split, c
         FineRouter(refine_task_labels="yes").fit(train)
 
 
+def test_stage1_mean_falls_back_to_the_models_overall_mean():
+    from finerouter.routing.router import _stage1_matrix
+
+    class _Catalog:
+        n_tasks = 2
+
+    nan = np.nan
+    scores = np.array([[1.0, nan, nan], [0.0, nan, nan], [1.0, 0.5, nan], [0.0, 1.0, nan], [1.0, 0.0, nan]])
+    labels = np.array([0, 0, 1, 1, -1])
+    prior = _stage1_matrix(_Catalog(), scores, labels, "mean")
+    # task 0 never saw model 1: it gets model 1's mean over all prompts (0.5), not NaN (which ranks it last)
+    np.testing.assert_allclose(prior[0, :2], [0.5, 0.5])
+    np.testing.assert_allclose(prior[1, :2], [0.5, 0.75])
+    np.testing.assert_allclose(prior[2, :2], [1.0, 0.0])  # Others: its own prompts
+    assert np.isnan(prior[:, 2]).all()  # a model never scored anywhere stays NaN
+
+
 def test_stage1_median_is_the_papers_prior(synthetic_split, cached_minilm):
     train, _ = synthetic_split
     router = FineRouter(encoder=cached_minilm, seed=0, stage1_statistic="median", **FAST).fit(train)

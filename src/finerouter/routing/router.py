@@ -575,8 +575,9 @@ class FineRouter:
 def _stage1_matrix(catalog: Any, scores: np.ndarray, labels: np.ndarray, statistic: str) -> np.ndarray:
     """``(T+1, m)`` stage-1 prior: each task's median (or mean) score per model; row ``T`` is Others.
 
-    Others (prompts in no task) uses its own prompts, or every prompt when it is empty; a model with no
-    score in a group is NaN there (normalised to 0 at routing).
+    Others (prompts in no task) uses its own prompts, or every prompt when it is empty. A model with no score in a
+    group falls back to its statistic over all prompts (as the catalog's medians do); NaN only for a model never
+    scored at all (normalised to 0 at routing).
     """
     if statistic == "median":
         return np.asarray(catalog.median_matrix(), dtype=np.float64)
@@ -585,12 +586,17 @@ def _stage1_matrix(catalog: Any, scores: np.ndarray, labels: np.ndarray, statist
     others = labels < 0
     groups = [labels == t for t in range(n_tasks)] + [others if others.any() else np.ones_like(others)]
     out = np.full((n_tasks + 1, scores.shape[1]), np.nan)
+    overall = _nanmean_columns(scores)
     for row, members in enumerate(groups):
-        block = scores[members]
-        seen = np.isfinite(block).sum(axis=0)
-        total = np.where(np.isfinite(block), block, 0.0).sum(axis=0)
-        out[row] = np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
-    return out
+        out[row] = _nanmean_columns(scores[members])
+    return np.where(np.isnan(out), overall[None, :], out)
+
+
+def _nanmean_columns(block: np.ndarray) -> np.ndarray:
+    """``(m,)`` mean of each column's observed (finite) values; NaN for a column with none (no warning)."""
+    seen = np.isfinite(block).sum(axis=0)
+    total = np.where(np.isfinite(block), block, 0.0).sum(axis=0)
+    return np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
 
 
 def _probe_digest(probe: np.ndarray) -> str:
