@@ -45,9 +45,22 @@ def test_discover_writes_catalog_and_summary(data_file, tmp_path, embedding_cach
     assigned = np.array([int(r.rsplit(",", 1)[1]) for r in rows[1:]])
     assert np.array_equal(assigned, cat.labels())
     # the summary: number of tasks, share of prompts in a task, mean candidates per task of m models
-    assert f"tasks: {cat.n_tasks}\n" in res.output
+    assert f"tasks: {cat.n_tasks} (refining 2 task labels)\n" in res.output
+    assert doc["info"]["refined_task_labels"] is True
     assert f"share of prompts in a task: {cat.share_in_tasks:.1%}" in res.output
     assert f"mean candidates per task: {cat.mean_candidates:.2f} of 5 models" in res.output
+
+
+def test_discover_label_free(data_file, tmp_path, embedding_cache_dir):
+    out = tmp_path / "free"
+    res = CliRunner().invoke(
+        app, ["discover", "--data", str(data_file), "--out", str(out), "--cache-dir", str(embedding_cache_dir),
+              "--label-free"],
+    )
+    assert res.exit_code == 0, res.output
+    cat = TaskCatalog.load(out)
+    assert cat.info["refined_task_labels"] is False
+    assert f"tasks: {cat.n_tasks}\n" in res.output
 
 
 def test_bad_options_and_files_fail_cleanly(data_file, tmp_path):

@@ -25,6 +25,10 @@ def discover(
     delta: float = typer.Option(0.8, "--delta", help="Candidate coverage threshold."),
     knn: str = typer.Option("auto", "--knn", help="auto, exact or hnsw."),
     seed: int = typer.Option(0, "--seed"),
+    refine_task_labels: bool = typer.Option(
+        True, "--refine-task-labels/--label-free",
+        help="Refine the data's coarse 'task' labels when present (default: no task spans two labels), or ignore them (the paper).",
+    ),
     rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
 ) -> None:
     """Discover fine-grained task types (kNN graph + RBO + iterated Leiden) and write the task catalog."""
@@ -60,11 +64,13 @@ def discover(
                 bar.advance(task, len(batch))
         embeddings = np.concatenate(chunks).astype(np.float32, copy=False)
         with con.status("discovering tasks (kNN graph, RBO, Leiden)..."):
+            groups = dataset.tasks if refine_task_labels else None
             discovery.fit(
                 embeddings, dataset.scores, model_names=dataset.models, prompts=dataset.prompts,
-                descriptions=descriptions,
+                descriptions=descriptions, groups=groups,
             )
         catalog = discovery.catalog_
+        catalog.info["refined_task_labels"] = groups is not None
         catalog.info["data"] = str(data)
         catalog.info["encoder"] = enc.name
         catalog.save(out)
@@ -76,7 +82,8 @@ def discover(
     m = len(catalog.model_names)
     mean_cand = f"{catalog.mean_candidates:.2f}" if catalog.n_tasks else "n/a"
     levels = " -> ".join(str(s["communities"]) for s in discovery.level_stats_)
-    typer.echo(f"tasks: {catalog.n_tasks}")
+    refined = f" (refining {len(set(dataset.tasks or []))} task labels)" if catalog.info["refined_task_labels"] else ""
+    typer.echo(f"tasks: {catalog.n_tasks}{refined}")
     typer.echo(f"share of prompts in a task: {catalog.share_in_tasks:.1%} ({catalog.n_prompts - catalog.others.size} of {catalog.n_prompts})")
     typer.echo(f"mean candidates per task: {mean_cand} of {m} models")
     typer.echo(f"communities per Leiden round: {levels}; {discovery.timings_['total']:.1f}s")

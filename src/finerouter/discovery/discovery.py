@@ -14,7 +14,9 @@ The algorithm, as implemented:
    community of its level-``(l-1)`` community, so summaries at every level are always computed from the
    underlying prompts, never from summaries of summaries. The loop stops early when a level merges nothing.
 4. **Tasks.** Final-level communities with at least ``min_task_size`` prompts are the tasks, numbered by
-   decreasing size; the other prompts form "Others" (label -1).
+   decreasing size; the other prompts form "Others" (label -1). With coarse ``groups`` (``fit(..., groups=)``,
+   e.g. a dataset's benchmark labels), steps 2-3 run inside each group, so every task refines one group, and
+   a group's prompts left in small communities are pooled into one community (the group's remainder).
 5. **Per task** (:class:`finerouter.discovery.TaskCatalog`): the median-pooled centre, the MRR-fused
    ranking, adaptive candidates (coverage ``delta``), the NaN-aware median score of every model (a model
    never observed on the task's prompts falls back to its median over all prompts), ``n_examples`` central
@@ -301,7 +303,8 @@ class TaskDiscovery:
         """:meth:`_levels` inside each group; communities are numbered group after group, per round.
 
         A group's small communities (under ``min_task_size`` prompts) are pooled into one remainder community at
-        the final round. Round statistics are summed over the groups that reached the round (``"groups"``); a
+        the final round. Round statistics are summed over the groups that reached the round (``"groups"``;
+        ``"knn"`` lists the search methods used, ``"exact+hnsw"`` when they differ); a
         group that stopped early keeps its last labels in later rounds. The kNN recall is the lowest of the
         groups searched approximately.
         """
@@ -332,6 +335,8 @@ class TaskDiscovery:
                 for key in ("nodes", "candidate_edges", "kept_edges", "communities"):
                     stats[r][key] += st[key]
                 stats[r]["groups"] += 1
+                if st["knn"] not in stats[r]["knn"].split("+"):
+                    stats[r]["knn"] += "+" + st["knn"]
             sizes = np.bincount(lab)
             lab = np.where(sizes[lab] < self.min_task_size, sizes.size, lab)  # pool the small communities
             _, lab = np.unique(lab, return_inverse=True)
