@@ -12,6 +12,7 @@ tolerance 0. Compared, from one fit per configuration:
 
     .venv/bin/python bench/stage1_variants.py                                # dcrouter, seeds 0,1,2
     .venv/bin/python bench/stage1_variants.py --data routerbench_subset --seeds 0,1,2
+    .venv/bin/python bench/stage1_variants.py --label-free    # the paper's discovery (as docs/models.md's table)
 
 Prints mean ± std over seeds of the mean true score of the chosen model (a missing score counts 0).
 """
@@ -34,6 +35,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--iterations", default="3,1", help="Leiden iterations to compare")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
+    ap.add_argument("--label-free", action="store_true",
+                    help="the paper's label-free discovery (refine_task_labels=False); default: refine the labels")
     args = ap.parse_args()
 
     from finerouter.baselines import make_router
@@ -67,7 +70,9 @@ def main() -> None:
         add("kNN (k tuned)", quality(make_router("knn", seed=seed).fit(fit, e_fit).predict_scores(e_val, val)))
         for iters in (int(i) for i in args.iterations.split(",")):
             t = time.perf_counter()
-            router = FineRouter(encoder=encoder, seed=seed, discovery={"iterations": iters}).fit(fit, embeddings=e_fit)
+            router = FineRouter(
+                encoder=encoder, seed=seed, discovery={"iterations": iters}, refine_task_labels=not args.label_free
+            ).fit(fit, embeddings=e_fit)
             scores = router.score_embeddings(e_val)
             stage2 = minmax_rows(scores.stage2)
             proba = router.classifier_.predict_proba(e_val)

@@ -243,12 +243,14 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
         r.fit(train, x_train)
     by_name = {r.name: r for r in routers}
     fitted = by_name["finerouter"].router_
-    shared = [r for r in routers if r.name != "label_free"]
+    shared = [r for r in routers if r.name not in ("label_free", "refined")]
     assert all(r.router_ is fitted for r in shared)  # one FineRouter fit for the four variants
-    free = by_name["label_free"]  # the paper's label-free discovery: a fit of its own
-    assert free.router_ is not fitted and free.router_.refine_task_labels is False
-    assert fitted.fit_summary_["refined_task_labels"] is (train.tasks is not None)
-    np.testing.assert_allclose(free.predict_scores(x_test), free.router_.score_embeddings(x_test).final)
+    assert fitted.refine_task_labels == "auto"
+    for name, mode in (("label_free", False), ("refined", True)):  # each a fit of its own
+        other = by_name[name].router_
+        assert other is not fitted and other.refine_task_labels is mode
+        assert other.fit_summary_["refined_task_labels"] is (mode and train.tasks is not None)
+        np.testing.assert_allclose(by_name[name].predict_scores(x_test), other.score_embeddings(x_test).final)
     assert by_name["finerouter"].kind == "finerouter" and by_name["stage2_only"].kind == "ablation"
     scores = fitted.score_embeddings(x_test)
     np.testing.assert_allclose(by_name["finerouter"].predict_scores(x_test), scores.final)

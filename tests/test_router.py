@@ -52,19 +52,35 @@ def test_stage1_prior_is_each_tasks_mean_and_every_prompt_gets_a_task(fitted, sy
     assert fitted.classifier_.threshold == 0.0 and (scores.task >= 0).all()
 
 
-def test_discovery_refines_the_task_labels_by_default(fitted, synthetic_split, cached_minilm):
+def test_refining_the_task_labels_is_chosen_on_a_dev_part(fitted, synthetic_split, cached_minilm):
     train, _ = synthetic_split
-    labels = fitted.discovery_labels_
-    domains = np.asarray(train.tasks)
-    assert fitted.fit_summary_["refined_task_labels"] is True
-    for t in range(fitted.catalog_.n_tasks):
-        assert len(set(domains[labels == t])) == 1  # no task spans two coarse labels
-    free = FineRouter(encoder=cached_minilm, seed=0, refine_task_labels=False, **FAST).fit(train)
-    assert free.fit_summary_["refined_task_labels"] is False
+    choice = fitted.fit_summary_["task_label_choice"]
+    assert fitted.refine_task_labels == "auto" and choice["mode"] == "auto"
+    dev = choice["dev_quality"]
+    assert set(dev) == {"label_free", "refined"} and all(0.0 <= q <= 1.0 for q in dev.values())
+    assert fitted.fit_summary_["refined_task_labels"] is (dev["refined"] > dev["label_free"])
+    # labels that say nothing (random, ~8 prompts each): their remainders are random mixes, so refining
+    # routes the dev part worse and "auto" keeps the label-free discovery
+    rng = np.random.default_rng(0)
+    noisy = type(train)(prompts=train.prompts, models=train.models, scores=train.scores,
+                        tasks=[f"label-{i}" for i in rng.integers(0, 56, train.n_prompts)])
+    router = FineRouter(encoder=cached_minilm, seed=0, **FAST).fit(noisy)
+    dev = router.fit_summary_["task_label_choice"]["dev_quality"]
+    assert dev["refined"] < dev["label_free"] and router.fit_summary_["refined_task_labels"] is False
+
+
+def test_refined_tasks_never_span_two_labels(synthetic_split, cached_minilm):
+    train, _ = synthetic_split
+    router = FineRouter(encoder=cached_minilm, seed=0, refine_task_labels=True, **FAST).fit(train)
+    assert router.fit_summary_["refined_task_labels"] is True
+    assert "dev_quality" not in router.fit_summary_["task_label_choice"]  # no choice to make
+    labels, domains = router.discovery_labels_, np.asarray(train.tasks)
+    for t in range(router.catalog_.n_tasks):
+        assert len(set(domains[labels == t])) == 1
     unlabelled = type(train)(prompts=train.prompts, models=train.models, scores=train.scores, tasks=None)
-    router = FineRouter(encoder=cached_minilm, seed=0, **FAST).fit(unlabelled)
+    router = FineRouter(encoder=cached_minilm, seed=0, refine_task_labels=True, **FAST).fit(unlabelled)
     assert router.fit_summary_["refined_task_labels"] is False  # nothing to refine: the paper's discovery
-    with pytest.raises(ParameterError, match="'refine_task_labels' parameter of FineRouter must be True or False"):
+    with pytest.raises(ParameterError, match="'refine_task_labels' parameter of FineRouter must be True, False or"):
         FineRouter(refine_task_labels="yes").fit(train)
 
 
@@ -160,7 +176,7 @@ def test_save_load_identical_decisions(fitted, synthetic_split, tmp_path, cached
     assert (tmp_path / "r" / "manifest.json").is_file()
     loaded = FineRouter.load(tmp_path / "r", encoder=cached_minilm)
     assert loaded.stage1_statistic == fitted.stage1_statistic == "mean"
-    assert loaded.refine_task_labels is fitted.refine_task_labels is True
+    assert loaded.refine_task_labels == fitted.refine_task_labels == "auto"
     for tol in (0.0, 0.3):
         a = [d.to_dict() for d in fitted.route(test.prompts[:30], tolerance=tol)]
         b = [d.to_dict() for d in loaded.route(test.prompts[:30], tolerance=tol)]
@@ -217,9 +233,9 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
         app, ["fit", "--data", str(data), "--out", str(tmp_path / "router"), "--cache-dir", str(embedding_cache_dir)]
     )
     assert res.exit_code == 0, res.output
-    assert "refining the task labels" in res.output
     manifest = json.loads((tmp_path / "router" / "manifest.json").read_text())
-    assert manifest["config"]["refine_task_labels"] is True
+    assert manifest["config"]["refine_task_labels"] == "auto"
+    assert ("refining the task labels" in res.output) is manifest["fit_summary"]["refined_task_labels"]
     res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), test.prompts[0]])
     assert res.exit_code == 0, res.output
     decision = json.loads(res.stdout)
@@ -232,6 +248,8 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == test.prompts[:7]
     assert all({"prompt", "model", "task_id"} <= set(r) for r in rows)
+    res = runner.invoke(app, ["fit", "--data", str(data), "--out", str(tmp_path / "r2"), "--task-labels", "maybe"])
+    assert res.exit_code == 2 and "--task-labels must be auto, refine or ignore" in res.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
     res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), "--input", str(bad), "--output", str(out)])

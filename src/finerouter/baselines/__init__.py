@@ -53,11 +53,12 @@ ROUTERS: dict[str, Callable[..., Router]] = {
     "stage1_classifier": _variant("stage1_classifier"),
     "stage2_only": _variant("stage2_only"),
     "label_free": _variant("label_free"),
+    "refined": _variant("refined"),
     "finerouter": _variant("finerouter"),
 }
 
 #: Routers that wrap FineRouter (need its stack: discovery, classifier, quality estimator).
-FINEROUTER_VARIANTS = ("stage1_embedding", "stage1_classifier", "stage2_only", "label_free", "finerouter")
+FINEROUTER_VARIANTS = ("stage1_embedding", "stage1_classifier", "stage2_only", "label_free", "refined", "finerouter")
 
 
 def available_routers() -> list[str]:

@@ -8,8 +8,9 @@ with the same settings share a single fit per training split.
 * ``stage1_classifier`` ("Fine CLS"): the task classifier assigns a discovered task; the prompt goes to that
   task's top candidate (the task's fused ranking); prompts assigned to "Others" use the Others medians.
 * ``stage1_embedding`` ("Embedding"): the nearest task centre (cosine) assigns the task, then as above.
-* ``label_free``: the full router with the paper's label-free discovery (``refine_task_labels=False``): how much
-  refining the data's coarse ``task`` labels adds. Identical to ``finerouter`` on data without labels.
+* ``label_free`` / ``refined``: the full router with the paper's label-free discovery (``refine_task_labels=False``)
+  or always refining the data's coarse ``task`` labels (``True``); ``finerouter`` (``"auto"``) picks one of the two
+  per fit on a dev part of its training data. Without labels all three are the same router.
 
 Stage-1 scores for the cost–quality curve: a task's models in fused-ranking order, scored ``(m - position) /
 (m - 1)`` (so tolerance walks down the task's ranking); "Others" rows use the Others median scores.
@@ -28,7 +29,8 @@ from finerouter.data.dataset import RoutingDataset
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free")
+VARIANTS = ("finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free", "refined")
+_LABEL_MODE = {"label_free": False, "refined": True}
 
 
 class SharedFineRouter:
@@ -84,8 +86,8 @@ class FineRouterVariant(Router):
 
     def router_params(self) -> dict[str, Any]:
         params = {"encoder": self.encoder, "prices": self.prices, "seed": self.seed, **self.params}
-        if self.variant == "label_free":
-            params["refine_task_labels"] = False
+        if self.variant in _LABEL_MODE:
+            params["refine_task_labels"] = _LABEL_MODE[self.variant]
         return params
 
     def fit(self, train: RoutingDataset, embeddings: np.ndarray) -> FineRouterVariant:
@@ -114,7 +116,7 @@ class FineRouterVariant(Router):
                 task = np.argmax(emb @ self.centers_.T, axis=1).astype(np.int64)
             return self._stage1(task)
         scores = self.router_.score_embeddings(emb)
-        if self.variant in ("finerouter", "label_free"):
+        if self.variant in ("finerouter", *_LABEL_MODE):
             return np.asarray(scores.final, dtype=np.float64)
         if self.variant == "stage2_only":
             return np.asarray(scores.stage2, dtype=np.float64)

@@ -17,9 +17,9 @@ def fit(
     cache_dir: Path | None = typer.Option(Path(".finerouter_cache"), "--cache-dir", help="Embedding cache directory."),
     alpha: float = typer.Option(0.5, "--alpha", help="Weight of stage 2 in the final score."),
     seed: int = typer.Option(0, "--seed"),
-    refine_task_labels: bool = typer.Option(
-        True, "--refine-task-labels/--label-free",
-        help="Discovery refines the data's coarse 'task' labels when present (default), or ignores them (the paper).",
+    task_labels: str = typer.Option(
+        "auto", "--task-labels",
+        help="auto (refine the data's coarse 'task' labels only if that routes a dev part better), refine, or ignore (the paper).",
     ),
     rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow reading RouterBench's .pkl (unpickling runs code: only for files you trust)."),
@@ -33,6 +33,8 @@ def fit(
 
     con = console()
     with cli_errors():
+        if task_labels not in _TASK_LABELS:
+            raise typer.BadParameter(f"--task-labels must be auto, refine or ignore, got {task_labels!r}")
         dataset = read_routing_data(data, rescale=rescale, allow_pickle=allow_pickle)
         con.print(f"[bold]data[/]: {dataset}")
         describer = None
@@ -47,7 +49,7 @@ def fit(
             )
         router = FineRouter(
             encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed,
-            refine_task_labels=refine_task_labels,
+            refine_task_labels=_TASK_LABELS.get(task_labels, task_labels),
         )
         with con.status("fitting FineRouter (embeddings, discovery, classifier, quality estimator)..."):
             router.fit(dataset)
@@ -60,3 +62,6 @@ def fit(
             f"{s['mean_candidates']:.2f} candidates per task of {s['n_models']} models, "
             f"costs: {router.cost_model_.kind}, fit {s['seconds']['total']:.1f}s"
         )
+
+
+_TASK_LABELS = {"auto": "auto", "refine": True, "ignore": False}

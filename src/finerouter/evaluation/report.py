@@ -24,9 +24,10 @@ LABELS = {
     "stage1_classifier": "Stage 1 only: Fine CLS",
     "stage2_only": "Stage 2 only",
     "label_free": "FineRouter, label-free discovery (paper)",
+    "refined": "FineRouter, task labels always refined",
     "finerouter": "**FineRouter**",
 }
-_TABLE2 = ("stage1_embedding", "coarse_task", "stage1_classifier", "stage2_only", "label_free", "finerouter")
+_TABLE2 = ("stage1_embedding", "coarse_task", "stage1_classifier", "stage2_only", "label_free", "refined", "finerouter")
 
 
 def _label(name: str) -> str:

@@ -86,12 +86,13 @@ class FineRouter:
         stage1_statistic: the per-task score summary of the stage-1 term: ``"median"`` (the paper) or
             ``"mean"`` (default). On binary (pass/fail) scores a median is 0 or 1 and ties most models; the mean
             keeps the task's success rates (docs/models.md has the measurements).
-        refine_task_labels: when the training data has a coarse ``task`` label (its source benchmark, say),
-            discovery refines it (default): the graph only links prompts with the same label, so every
-            discovered task is a sub-task of one label, and a label's prompts outside its sub-tasks form one
-            task of their own. The label is read at training time only; routing never needs it. False, or data
-            without labels: the paper's label-free discovery. On dcrouter validation data this raised routing
-            quality from 0.637 to 0.65 (docs/models.md).
+        refine_task_labels: whether discovery refines the training data's coarse ``task`` labels (its source
+            benchmarks, say). Refining, the graph only links prompts with the same label, so every task is a
+            sub-task of one label, and a label's prompts outside its sub-tasks form one task of their own; the
+            label is read at fit time only, routing never needs it. ``False`` (or data without labels): the
+            paper's label-free discovery. ``"auto"`` (default): fit both on 80% of the training data and refine
+            only if the stage-1 prior then routes the other 20% better (``fit_summary_["task_label_choice"]``).
+            Measured (docs/models.md): refining helps on 0/1-scored dcrouter (test 0.643 -> 0.657), not on routerdc.
         discovery: keyword arguments for :class:`finerouter.discovery.TaskDiscovery`.
         classifier: keyword arguments for :class:`finerouter.classify.TaskClassifier`. The router's default
             ``threshold`` is 0: every prompt goes to its most likely task. The multi-label sigmoid outputs are
@@ -111,7 +112,7 @@ class FineRouter:
         describer: Any = None,
         alpha: float = 0.5,
         stage1_statistic: str = "mean",
-        refine_task_labels: bool = True,
+        refine_task_labels: bool | str = "auto",
         discovery: dict[str, Any] | None = None,
         classifier: dict[str, Any] | None = None,
         quality: dict[str, Any] | None = None,
@@ -141,9 +142,10 @@ class FineRouter:
         check_float(self.alpha, "alpha", owner, low=0.0, high=1.0)
         check_choice(self.stage1_statistic, "stage1_statistic", owner, ("median", "mean"))
         check_int(self.seed, "seed", owner, low=0)
-        if not isinstance(self.refine_task_labels, bool):
+        if not (isinstance(self.refine_task_labels, bool) or self.refine_task_labels == "auto"):
             raise ParameterError(
-                f"The 'refine_task_labels' parameter of {owner} must be True or False. Got {self.refine_task_labels!r}."
+                f"The 'refine_task_labels' parameter of {owner} must be True, False or 'auto'. "
+                f"Got {self.refine_task_labels!r}."
             )
         for name in ("discovery", "classifier", "quality"):
             value = getattr(self, name)
@@ -187,9 +189,7 @@ class FineRouter:
             description_embeddings: optional ``(n, d)`` embeddings of the task descriptions (default: from the
                 describer, or the prompt embeddings when the prompt is its own description).
         """
-        from finerouter.classify import TaskClassifier
         from finerouter.data.dataset import RoutingDataset
-        from finerouter.discovery import TaskDiscovery
         from finerouter.quality import QualityEstimator
 
         self._validate_params()
@@ -218,17 +218,21 @@ class FineRouter:
                 description_embeddings = encoder.encode(descriptions)
         if description_embeddings is None:
             description_embeddings = embeddings
+        desc_emb = np.asarray(description_embeddings, dtype=np.float32)
+        label_choice: dict[str, Any] = {"mode": self.refine_task_labels}
         t = time.perf_counter()
-        disc_params = {"seed": self.seed, **(self.discovery or {})}
-        groups = dataset.tasks if self.refine_task_labels else None
-        discovery = TaskDiscovery(**disc_params).fit(
-            np.asarray(description_embeddings, dtype=np.float32),
-            dataset.scores,
-            model_names=dataset.models,
-            prompts=prompts,
-            descriptions=descriptions,
-            groups=groups,
-        )
+        if dataset.tasks is None or self.refine_task_labels is False:
+            refine = False
+        elif self.refine_task_labels is True:
+            refine = True
+        else:
+            refine, dev_quality = self._choose_refinement(dataset, encoder, embeddings, desc_emb, descriptions)
+            label_choice["dev_quality"] = dev_quality
+        timings["label_choice"] = time.perf_counter() - t
+        groups = dataset.tasks if refine else None
+
+        t = time.perf_counter()
+        discovery = self._discover(desc_emb, dataset.scores, dataset.models, prompts, descriptions, groups)
         catalog = discovery.catalog_
         if self.describer is not None and hasattr(self.describer, "summarize"):
             for task in catalog.tasks:
@@ -237,13 +241,9 @@ class FineRouter:
         logger.info("discovered %d tasks (%.1fs)", catalog.n_tasks, timings["discovery"])
 
         t = time.perf_counter()
-        classifier = None
+        classifier = self._fit_classifier(encoder, embeddings, discovery)
         n_tasks = catalog.n_tasks
-        if n_tasks > 0:
-            task_texts = [task.description for task in catalog.tasks]
-            task_embeddings = encoder.encode(task_texts) if task_texts else catalog.centers()
-            clf_params = {"seed": self.seed, "threshold": 0.0, **(self.classifier or {})}
-            classifier = TaskClassifier(**clf_params).fit(embeddings, discovery.labels_, task_embeddings)
+        if classifier is not None:
             train_tasks, _ = classifier.predict(embeddings)
         else:
             train_tasks = np.full(dataset.n_prompts, -1, dtype=np.int64)
@@ -271,6 +271,7 @@ class FineRouter:
             "n_models": dataset.n_models,
             "n_tasks": n_tasks,
             "refined_task_labels": groups is not None,
+            "task_label_choice": label_choice,
             "share_in_tasks": float(np.mean(discovery.labels_ >= 0)),
             "mean_candidates": float(np.mean([len(c) for c in candidates])) if candidates else 0.0,
             "share_assigned_by_classifier": float(np.mean(train_tasks >= 0)),
@@ -280,6 +281,66 @@ class FineRouter:
         return self
 
     # ------------------------------------------------------------------ scoring
+    def _discover(
+        self, desc_emb: np.ndarray, scores: np.ndarray, models: list[str], prompts: list[str],
+        descriptions: list[str], groups: list[str] | None,
+    ) -> Any:
+        from finerouter.discovery import TaskDiscovery
+
+        params = {"seed": self.seed, **(self.discovery or {})}
+        return TaskDiscovery(**params).fit(
+            desc_emb, scores, model_names=models, prompts=prompts, descriptions=descriptions, groups=groups
+        )
+
+    def _fit_classifier(self, encoder: Any, embeddings: np.ndarray, discovery: Any) -> Any:
+        """The task classifier for ``discovery``'s tasks (None without tasks); task texts embedded by ``encoder``."""
+        from finerouter.classify import TaskClassifier
+
+        catalog = discovery.catalog_
+        if catalog.n_tasks == 0:
+            return None
+        task_embeddings = encoder.encode([task.description for task in catalog.tasks])
+        params = {"seed": self.seed, "threshold": 0.0, **(self.classifier or {})}
+        return TaskClassifier(**params).fit(embeddings, discovery.labels_, task_embeddings)
+
+    def _choose_refinement(
+        self, dataset: Any, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray, descriptions: list[str]
+    ) -> tuple[bool, dict[str, float]]:
+        """``refine_task_labels="auto"``: refine the labels only if that routes a dev part better.
+
+        The training rows are split 80/20 by unique prompt, stratified by label (seeded). On the 80% part, the
+        label-free and the refined discovery are each fitted with their task classifier; each routes the dev
+        prompts by its stage-1 prior alone (the assigned task's statistic per model; the better model overall
+        on exact ties), and the mean true score of the picked model (a missing score counts 0) is compared.
+        Refining must do strictly better; ties keep the paper's label-free discovery. Stage 2 is not fitted here.
+        """
+        from finerouter.data.dataset import split_indices
+
+        fit_i, dev_i = split_indices(dataset.prompts, dataset.tasks, 0.2, self.seed + 7919)
+        if dev_i.size == 0 or fit_i.size < 10:
+            return True, {}
+        scores = np.asarray(dataset.scores, dtype=np.float64)
+        truth = np.nan_to_num(scores[dev_i], nan=0.0)
+        tie = 1e-9 * np.nan_to_num(_nanmean_columns(scores[fit_i]), nan=-1.0)
+        prompts = [dataset.prompts[i] for i in fit_i]
+        desc = [descriptions[i] for i in fit_i]
+        quality: dict[str, float] = {}
+        for name, groups in (("label_free", None), ("refined", [dataset.tasks[i] for i in fit_i])):
+            disc = self._discover(desc_emb[fit_i], scores[fit_i], dataset.models, prompts, desc, groups)
+            clf = self._fit_classifier(encoder, embeddings[fit_i], disc)
+            prior = _stage1_matrix(disc.catalog_, scores[fit_i], disc.labels_, self.stage1_statistic)
+            n_tasks = disc.catalog_.n_tasks
+            task = clf.predict(embeddings[dev_i])[0] if clf is not None else np.full(dev_i.size, -1)
+            rows = np.where(task >= 0, task, n_tasks)
+            pick = np.argmax(np.nan_to_num(prior[rows], nan=-1.0) + tie, axis=1)
+            quality[name] = float(truth[np.arange(dev_i.size), pick].mean())
+        refine = quality["refined"] > quality["label_free"]
+        logger.info(
+            "task labels: stage-1 routing quality on a dev part of the training data, label-free %.4f, refined "
+            "%.4f -> %s", quality["label_free"], quality["refined"], "refine" if refine else "label-free",
+        )
+        return refine, quality
+
     def _check_fitted(self) -> None:
         check_is_fitted(self, ["models_", "quality_", "catalog_"])
 
@@ -464,7 +525,7 @@ class FineRouter:
                 "config": {
                     "alpha": float(self.alpha),
                     "stage1_statistic": self.stage1_statistic,
-                    "refine_task_labels": bool(self.refine_task_labels),
+                    "refine_task_labels": self.refine_task_labels,
                     "seed": int(self.seed),
                     "discovery": self.discovery or {},
                     "classifier": self.classifier or {},
@@ -539,7 +600,7 @@ class FineRouter:
             encoder=encoder,
             alpha=cfg["alpha"],
             stage1_statistic=cfg.get("stage1_statistic", "median"),
-            refine_task_labels=bool(cfg.get("refine_task_labels", False)),
+            refine_task_labels=cfg.get("refine_task_labels", False),
             discovery=cfg.get("discovery") or None,
             classifier=cfg.get("classifier") or None,
             quality=cfg.get("quality") or None,
