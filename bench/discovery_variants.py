@@ -12,9 +12,11 @@ given at validation time) are printed for reference.
     .venv/bin/python bench/discovery_variants.py                           # dcrouter, seeds 0,1,2
     .venv/bin/python bench/discovery_variants.py --data routerdc --seeds 0,1,2
     .venv/bin/python bench/discovery_variants.py --configs '{"wd": {"quality": {"weight_decay": 1e-3}}}'
+    .venv/bin/python bench/discovery_variants.py --configs '{"auto (default)": {}}'
 
 ``--configs`` takes a JSON object ``{name: FineRouter keyword arguments}`` (default: the paper's label-free
-discovery against the default refinement, and refinement with fewer Leiden rounds).
+discovery against always refining the labels, and refining with fewer Leiden rounds; ``{}`` is FineRouter's
+default, ``refine_task_labels="auto"``).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEFAULT_CONFIGS = {
     "label-free (paper)": {"refine_task_labels": False},
-    "refined (default)": {},
-    "refined, l=2": {"discovery": {"iterations": 2}},
-    "refined, l=1": {"discovery": {"iterations": 1}},
+    "refined": {"refine_task_labels": True},
+    "refined, l=2": {"refine_task_labels": True, "discovery": {"iterations": 2}},
+    "refined, l=1": {"refine_task_labels": True, "discovery": {"iterations": 1}},
 }
 
 
