@@ -47,8 +47,9 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     args = ap.parse_args()
 
+    from _validation import validation_parts
+
     from finerouter.baselines import make_router
-    from finerouter.data.dataset import split_indices
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
     from finerouter.evaluation.runner import embed_dataset
@@ -70,18 +71,9 @@ def main() -> None:
 
     t_all = time.perf_counter()
     for seed in (int(s) for s in args.seeds.split(",")):
-        tr, _ = split_indices(data.prompts, data.tasks, 0.2, seed)  # the test part is never read
-        train, e_train = data.subset(tr), emb[tr]
-        fit_i, val_i = split_indices(train.prompts, train.tasks, 0.2, 100 + seed)
-        fit, val, e_fit, e_val = train.subset(fit_i), train.subset(val_i), e_train[fit_i], e_train[val_i]
-        truth = np.nan_to_num(val.scores, nan=0.0)
-        overall = np.nanmean(fit.scores, axis=0)
-        tie = 1e-9 * overall  # exact ties go to the better model overall, as in the harness
-
-        def quality(scores: np.ndarray) -> float:
-            return float(truth[np.arange(len(scores)), np.argmax(scores + tie, axis=1)].mean())
-
-        add("best single", truth[:, int(np.argmax(overall))].mean())
+        parts = validation_parts(data, emb, seed)  # the test part is never read
+        fit, val, e_fit, e_val, quality = parts.fit, parts.val, parts.e_fit, parts.e_val, parts.quality
+        add("best single", parts.best_single())
         add("kNN (k tuned)", quality(make_router("knn", seed=seed).fit(fit, e_fit).predict_scores(e_val, val)))
         fit_labels, val_labels = np.asarray(fit.tasks), np.asarray(val.tasks)
         label_means = {t: np.nanmean(fit.scores[fit_labels == t], axis=0) for t in np.unique(fit_labels)}

@@ -39,8 +39,9 @@ def main() -> None:
                     help="the paper's label-free discovery (refine_task_labels=False); default: refine the labels")
     args = ap.parse_args()
 
+    from _validation import validation_parts
+
     from finerouter.baselines import make_router
-    from finerouter.data.dataset import split_indices
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
     from finerouter.evaluation.runner import embed_dataset
@@ -55,18 +56,9 @@ def main() -> None:
         res.setdefault(key, []).append(value)
 
     for seed in (int(s) for s in args.seeds.split(",")):
-        tr, _ = split_indices(data.prompts, data.tasks, 0.2, seed)  # the test part is never read
-        train, e_train = data.subset(tr), emb[tr]
-        fit_i, val_i = split_indices(train.prompts, train.tasks, 0.2, 100 + seed)
-        fit, val, e_fit, e_val = train.subset(fit_i), train.subset(val_i), e_train[fit_i], e_train[val_i]
-        truth = np.nan_to_num(val.scores, nan=0.0)
-        overall = np.nanmean(fit.scores, axis=0)
-        tie = 1e-9 * overall  # exact ties go to the better model overall, as in the harness
-
-        def quality(scores: np.ndarray) -> float:
-            return float(truth[np.arange(len(scores)), np.argmax(scores + tie, axis=1)].mean())
-
-        add("best single", float(truth[:, int(np.argmax(overall))].mean()))
+        parts = validation_parts(data, emb, seed)  # the test part is never read
+        fit, val, e_fit, e_val, quality = parts.fit, parts.val, parts.e_fit, parts.e_val, parts.quality
+        add("best single", parts.best_single())
         add("kNN (k tuned)", quality(make_router("knn", seed=seed).fit(fit, e_fit).predict_scores(e_val, val)))
         for iters in (int(i) for i in args.iterations.split(",")):
             t = time.perf_counter()
