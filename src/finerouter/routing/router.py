@@ -92,7 +92,7 @@ class FineRouter:
             label is read at fit time only, routing never needs it. ``False`` (or data without labels): the
             paper's label-free discovery. ``"auto"`` (default): fit both on 80% of the training data and refine
             only if the stage-1 prior then routes the other 20% better (``fit_summary_["task_label_choice"]``).
-            Measured (docs/models.md): refining helps on 0/1-scored dcrouter (test 0.643 -> 0.657), not on routerdc.
+            Measured (docs/models.md): refining helps on 0/1-scored dcrouter (test 0.643 -> 0.656), not on routerdc.
         discovery: keyword arguments for :class:`finerouter.discovery.TaskDiscovery`.
         classifier: keyword arguments for :class:`finerouter.classify.TaskClassifier`. The router's default
             ``threshold`` is 0: every prompt goes to its most likely task. The multi-label sigmoid outputs are
