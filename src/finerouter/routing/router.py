@@ -312,7 +312,8 @@ class FineRouter:
         label-free and the refined discovery are each fitted with their task classifier; each routes the dev
         prompts by its stage-1 prior alone (the assigned task's statistic per model; the better model overall
         on exact ties), and the mean true score of the picked model (a missing score counts 0) is compared.
-        Refining must do strictly better; ties keep the paper's label-free discovery. Stage 2 is not fitted here.
+        Refining must do strictly better; ties keep the paper's label-free discovery. Stage 2 is not fitted here,
+        and the classifiers see the catalogs' own task texts (no describer summaries, which would call an LLM).
         """
         from finerouter.data.dataset import split_indices
 
