@@ -49,7 +49,7 @@ def fit(
             )
         router = FineRouter(
             encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed,
-            refine_task_labels=_TASK_LABELS.get(task_labels, task_labels),
+            refine_task_labels=_TASK_LABELS[task_labels],
         )
         with con.status("fitting FineRouter (embeddings, discovery, classifier, quality estimator)..."):
             router.fit(dataset)

@@ -47,7 +47,7 @@ from finerouter.discovery.fusion import (
 )
 from finerouter.discovery.graph import build_graph, knn_recall, knn_search, resolve_knn_method
 from finerouter.discovery.leiden import canonical_labels, leiden_communities
-from finerouter.discovery.ranking import order_to_ranks, rank_order
+from finerouter.discovery.ranking import nanmean_columns, order_to_ranks, rank_order
 from finerouter.discovery.rbo import rbo_floor
 from finerouter.errors import DataError
 
@@ -478,10 +478,8 @@ def _group_ids(groups: Sequence[Any], n: int) -> np.ndarray:
 
 def _model_means(s: np.ndarray) -> np.ndarray:
     """``(m,)`` NaN-aware mean score per model (``-inf`` for a model never observed)."""
-    observed = np.isfinite(s)
-    counts = observed.sum(axis=0)
-    sums = np.where(observed, s, 0.0).sum(axis=0)
-    return np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
+    means = nanmean_columns(s)
+    return np.where(np.isnan(means), -np.inf, means)
 
 
 __all__ = ["TaskDiscovery"]

@@ -30,6 +30,16 @@ def _as_scores(scores: np.ndarray) -> np.ndarray:
     return s
 
 
+def nanmean_columns(v: np.ndarray) -> np.ndarray:
+    """``(m,)`` mean of each column's observed (finite) values of ``v (r, m)``; NaN for a column with none (no
+    warning)."""
+    v = np.asarray(v, dtype=np.float64)
+    observed = np.isfinite(v)
+    counts = observed.sum(axis=0)
+    sums = np.where(observed, v, 0.0).sum(axis=0)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
 def model_priority(scores: np.ndarray, tie_break: np.ndarray | None = None) -> np.ndarray:
     """Model indices in tie-break order: higher ``tie_break`` first, then lower index.
 
@@ -44,10 +54,8 @@ def model_priority(scores: np.ndarray, tie_break: np.ndarray | None = None) -> n
     s = _as_scores(scores)
     m = s.shape[1]
     if tie_break is None:
-        observed = np.isfinite(s)
-        counts = observed.sum(axis=0)
-        sums = np.where(observed, s, 0.0).sum(axis=0)
-        tie = np.where(counts > 0, sums / np.maximum(counts, 1), -np.inf)
+        tie = nanmean_columns(s)
+        tie = np.where(np.isnan(tie), -np.inf, tie)
     else:
         tie = np.asarray(tie_break, dtype=np.float64)
         if tie.shape != (m,):

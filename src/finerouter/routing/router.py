@@ -312,17 +312,20 @@ class FineRouter:
         label-free and the refined discovery are each fitted with their task classifier; each routes the dev
         prompts by its stage-1 prior alone (the assigned task's statistic per model; the better model overall
         on exact ties), and the mean true score of the picked model (a missing score counts 0) is compared.
-        Refining must do strictly better; ties keep the paper's label-free discovery. Stage 2 is not fitted here,
+        Refining must do strictly better; ties keep the paper's label-free discovery. With too few rows to carve
+        a dev part (no dev row, or under 10 fit rows) nothing is measured and the labels are refined. Stage 2 is
+        not fitted here,
         and the classifiers see the catalogs' own task texts (no describer summaries, which would call an LLM).
         """
         from finerouter.data.dataset import split_indices
+        from finerouter.discovery.ranking import nanmean_columns
+        from finerouter.evaluation.metrics import mean_quality
 
         fit_i, dev_i = split_indices(dataset.prompts, dataset.tasks, 0.2, self.seed + 7919)
         if dev_i.size == 0 or fit_i.size < 10:
             return True, {}
         scores = np.asarray(dataset.scores, dtype=np.float64)
-        truth = np.nan_to_num(scores[dev_i], nan=0.0)
-        tie = 1e-9 * np.nan_to_num(_nanmean_columns(scores[fit_i]), nan=-1.0)
+        tie = 1e-9 * np.nan_to_num(nanmean_columns(scores[fit_i]), nan=-1.0)
         prompts = [dataset.prompts[i] for i in fit_i]
         desc = [descriptions[i] for i in fit_i]
         quality: dict[str, float] = {}
@@ -334,7 +337,7 @@ class FineRouter:
             task = clf.predict(embeddings[dev_i])[0] if clf is not None else np.full(dev_i.size, -1)
             rows = np.where(task >= 0, task, n_tasks)
             pick = np.argmax(np.nan_to_num(prior[rows], nan=-1.0) + tie, axis=1)
-            quality[name] = float(truth[np.arange(dev_i.size), pick].mean())
+            quality[name] = mean_quality(scores[dev_i], pick)
         refine = quality["refined"] > quality["label_free"]
         logger.info(
             "task labels: stage-1 routing quality on a dev part of the training data, label-free %.4f, refined "
@@ -647,18 +650,13 @@ def _stage1_matrix(catalog: Any, scores: np.ndarray, labels: np.ndarray, statist
     n_tasks = catalog.n_tasks
     others = labels < 0
     groups = [labels == t for t in range(n_tasks)] + [others if others.any() else np.ones_like(others)]
+    from finerouter.discovery.ranking import nanmean_columns
+
     out = np.full((n_tasks + 1, scores.shape[1]), np.nan)
-    overall = _nanmean_columns(scores)
+    overall = nanmean_columns(scores)
     for row, members in enumerate(groups):
-        out[row] = _nanmean_columns(scores[members])
+        out[row] = nanmean_columns(scores[members])
     return np.where(np.isnan(out), overall[None, :], out)
-
-
-def _nanmean_columns(block: np.ndarray) -> np.ndarray:
-    """``(m,)`` mean of each column's observed (finite) values; NaN for a column with none (no warning)."""
-    seen = np.isfinite(block).sum(axis=0)
-    total = np.where(np.isfinite(block), block, 0.0).sum(axis=0)
-    return np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
 
 
 def _probe_digest(probe: np.ndarray) -> str:
