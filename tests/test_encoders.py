@@ -46,15 +46,30 @@ def test_default_name_is_stable_and_has_no_path(model):
     assert SentenceTransformerEncoder(max_seq_length=128, precision="float32").name.endswith("|msl=128")
 
 
-def test_precision_resolution(monkeypatch):
-    monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: True)
-    auto = SentenceTransformerEncoder()
-    assert auto.resolved_precision == "bfloat16" and auto.name == DEFAULT_NAME + "|bf16"
-    monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: False)
-    assert SentenceTransformerEncoder().resolved_precision == "float32"
-    assert SentenceTransformerEncoder().name == DEFAULT_NAME
-    assert SentenceTransformerEncoder(precision="bfloat16").name.endswith("|bf16")
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_float32_is_the_default_whatever_the_cpu(monkeypatch, native_bf16):
+    # Embeddings must not depend on the machine: bfloat16 only when asked for, on AVX2 and AMX CPUs alike.
+    monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: native_bf16)
+    for enc in (SentenceTransformerEncoder(), get_encoder(), SentenceTransformerEncoder(precision="float32")):
+        assert enc.precision == "float32" and enc.resolved_precision == "float32" and enc.name == DEFAULT_NAME
+        assert enc.config()["precision"] == "float32"
+    bf16 = SentenceTransformerEncoder(precision="bfloat16")
+    assert bf16.resolved_precision == "bfloat16" and bf16.name == DEFAULT_NAME + "|bf16"
+    # "auto" stays an explicit opt-in: bfloat16 only on a CPU with native bf16.
+    auto = SentenceTransformerEncoder(precision="auto")
+    assert auto.resolved_precision == ("bfloat16" if native_bf16 else "float32")
+    assert auto.name == DEFAULT_NAME + ("|bf16" if native_bf16 else "")
     assert SentenceTransformerEncoder(device="cuda", precision="auto").resolved_precision == "float32"
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_cache_key_includes_the_precision(monkeypatch, tmp_path, native_bf16):
+    monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: native_bf16)
+    f32 = get_encoder(cache_dir=tmp_path)
+    bf16 = get_encoder(cache_dir=tmp_path, precision="bfloat16")
+    auto = get_encoder(cache_dir=tmp_path, precision="auto")
+    assert f32.directory != bf16.directory
+    assert auto.directory == (bf16.directory if native_bf16 else f32.directory)
 
 
 def test_cpu_bf16_detection_reads_cpuinfo():
@@ -192,3 +207,74 @@ def test_max_seq_length_truncates_and_is_bounded(minilm):
     assert short.fingerprint() != minilm.fingerprint()  # a different setting is detected as a different encoder
     with pytest.raises(ParameterError, match=r"must be an int in \[1, 512\]"):
         SentenceTransformerEncoder(max_seq_length=4096, precision="float32").encode(["x"])
+
+
+# --- the precision a router artifact was fitted with ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_float32_router(cached_minilm, tmp_path_factory):
+    """A router fitted with the default encoder on small synthetic data, saved."""
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.router import FineRouter
+
+    data = make_synthetic_routing_data(n_prompts=120, n_models=4, seed=0)
+    fast = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
+    router = FineRouter(encoder=cached_minilm, seed=0, **fast).fit(data)
+    return router, router.save(tmp_path_factory.mktemp("precision") / "router")
+
+
+def _manifest_encoder(path) -> dict:
+    import json
+
+    return json.loads((path / "manifest.json").read_text())["encoder"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_router_artifact_records_float32_and_loads_it_on_any_cpu(saved_float32_router, monkeypatch, native_bf16):
+    from finerouter.routing.router import FineRouter
+
+    router, path = saved_float32_router
+    assert _manifest_encoder(path)["spec"]["precision"] == "float32"
+    monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: native_bf16)
+    loaded = FineRouter.load(path)
+    assert loaded.encoder_.resolved_precision == "float32" and loaded.encoder_.name == DEFAULT_NAME
+    prompts = ["Solve for x: 3x + 7 = 22.", "Write a haiku about autumn rain."]
+    assert [d.model for d in loaded.route(prompts)] == [d.model for d in router.route(prompts)]
+
+
+@pytest.mark.slow
+def test_bfloat16_router_artifact_loads_in_bfloat16_or_is_refused(saved_float32_router, monkeypatch, tmp_path):
+    from finerouter.errors import ArtifactError
+    from finerouter.routing.router import FineRouter
+
+    router, _ = saved_float32_router
+    monkeypatch.setattr(router, "encoder_", SentenceTransformerEncoder(precision="bfloat16"))
+    path = router.save(tmp_path / "bf16")
+    assert _manifest_encoder(path)["spec"]["precision"] == "bfloat16"
+    monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: False)
+    with pytest.raises(ArtifactError, match=r"fitted with its encoder in bfloat16.*no native bfloat16"):
+        FineRouter.load(path)
+    explicit = FineRouter.load(path, encoder=SentenceTransformerEncoder(precision="bfloat16"))  # the user's choice
+    assert explicit.encoder_.resolved_precision == "bfloat16"
+    monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: True)
+    loaded = FineRouter.load(path)
+    assert loaded.encoder_.resolved_precision == "bfloat16" and loaded.encoder_.name == DEFAULT_NAME + "|bf16"
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_artifacts_saved_without_a_precision_load_as_their_name_says(monkeypatch, tmp_path, native_bf16):
+    from finerouter.errors import ArtifactError
+    from finerouter.routing.router import _load_encoder
+
+    monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: native_bf16)
+    old_spec = {"model": None, "max_seq_length": 256, "batch_size": 64}  # what older versions wrote
+    enc = _load_encoder({"name": DEFAULT_NAME, "spec": old_spec}, None, None, tmp_path)
+    assert enc.resolved_precision == "float32" and enc.name == DEFAULT_NAME
+    bf16_info = {"name": DEFAULT_NAME + "|bf16", "spec": old_spec}
+    if native_bf16:
+        assert _load_encoder(bf16_info, None, None, tmp_path).resolved_precision == "bfloat16"
+    else:
+        with pytest.raises(ArtifactError, match="no native bfloat16"):
+            _load_encoder(bf16_info, None, None, tmp_path)

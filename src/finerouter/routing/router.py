@@ -65,6 +65,9 @@ def _encoder_spec(encoder: Any) -> dict[str, Any] | None:
     for key in ("max_seq_length", "batch_size"):
         if hasattr(inner, key):
             spec[key] = getattr(inner, key)
+    # The precision the router was fitted with ("auto" resolved on the fitting machine), so that load
+    # embeds exactly as fit did, or refuses.
+    spec["precision"] = getattr(inner, "resolved_precision", "float32")
     return spec
 
 
@@ -679,6 +682,19 @@ def _load_encoder(info: dict[str, Any], encoder: Any, cache_dir: Any, path: Path
             "FineRouter.load(path, encoder=...)"
         )
     spec = dict(spec)
+    if "precision" not in spec:  # saved before the precision was recorded: the name says whether it was bf16
+        spec["precision"] = "bfloat16" if "|bf16" in str(info.get("name", "")) else "float32"
+    if spec["precision"] == "bfloat16":
+        from finerouter.encoders import sentence_transformer
+
+        if not sentence_transformer.cpu_supports_bf16():
+            raise ArtifactError(
+                f"{path}: the router was fitted with its encoder in bfloat16 ({info.get('name')!r}), and this CPU "
+                "has no native bfloat16 (AVX512-BF16 or AMX), so it cannot embed prompts as the router was "
+                "fitted to. Refit it in float32 (the default), or pass the encoder explicitly, e.g. "
+                "FineRouter.load(path, encoder=SentenceTransformerEncoder(precision='bfloat16')), to accept "
+                "slow, emulated bfloat16."
+            )
     return get_encoder(spec.pop("model", None), cache_dir=cache_dir, **spec)
 
 
