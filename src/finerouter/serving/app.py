@@ -20,7 +20,6 @@ Endpoints:
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import time
@@ -52,6 +51,7 @@ from finerouter.serving.metrics import GatewayMetrics
 from finerouter.serving.protocol import (
     ROUTING_KEYS,
     bad_request,
+    parse_json_body,
     parse_model_string,
     route_options,
     routing_text,
@@ -122,7 +122,8 @@ def _coerce_config(upstreams: Any) -> GatewayConfig:
 
 
 async def _read_json(request: Request, limit: int) -> dict[str, Any]:
-    """The request's JSON object, refusing bodies over ``limit`` bytes (413) and malformed JSON (400)."""
+    """The request's JSON object, refusing bodies over ``limit`` bytes (413) and malformed JSON (400: see
+    :func:`~finerouter.serving.protocol.parse_json_body`)."""
     declared = request.headers.get("content-length")
     too_large = GatewayHTTPError(
         413, f"Request body exceeds the gateway's limit of {limit} bytes.", code="request_too_large"
@@ -136,16 +137,7 @@ async def _read_json(request: Request, limit: int) -> dict[str, Any]:
         if size > limit:
             raise too_large
         chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise bad_request(f"The request body is not valid JSON ({exc}).", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise bad_request(f"The request body must be a JSON object. Got {type(body).__name__}.", code="invalid_json")
-    return body
+    return parse_json_body(b"".join(chunks))
 
 
 def _task_label(task_id: int | None) -> str:
@@ -377,10 +369,11 @@ def create_app(
         if not isinstance(model, str) or not model:
             raise bad_request(f"'model' is required: use {settings.alias!r} to route, or a model name.", "model")
         messages = validate_messages(body.get("messages"))
-        stream = body.get("stream", False)
-        if not isinstance(stream, bool):
-            raise bad_request("'stream' must be true or false.", "stream")
-        forward_body = {k: v for k, v in body.items() if k not in ROUTING_KEYS}
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise bad_request("'stream' must be true, false or null.", "stream")
+        stream = bool(stream)  # null means the default, as with the OpenAI API
+        forward_body = {k: v for k, v in body.items() if k not in ROUTING_KEYS and not (k == "stream" and v is None)}
 
         overrides = parse_model_string(model, settings.alias)
         if overrides is None:

@@ -4,11 +4,18 @@ Routing options come from the request's extra body (top-level ``tolerance``, ``a
 ``max_cost``; the ``openai`` client sends them with ``extra_body=``) or from the model string, e.g.
 ``finerouter:tolerance=0.2,allowed_models=gpt-4o|llama-3-8b,max_cost=0.001``; the model string wins.
 They are removed before the request goes upstream. Bad values are 400s naming the parameter.
+
+Bodies are read by :func:`parse_json_body`, which refuses (400) anything the gateway could not handle or
+forward faithfully: malformed JSON, nesting deeper than :data:`MAX_JSON_DEPTH`, strings holding a lone UTF-16
+surrogate (``"\\ud800"`` is valid JSON but no valid text, and cannot be written as UTF-8), and non-finite
+numbers (``NaN``, ``Infinity``, ``1e999``: not JSON, and not forwardable as JSON).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,9 +24,93 @@ from finerouter.serving.errors import GatewayHTTPError
 
 ROUTING_KEYS = ("tolerance", "allowed_models", "max_cost")
 
+MAX_JSON_DEPTH = 100
+"""The deepest nesting of arrays and objects a request body may have (chat requests, tool schemas included,
+need far fewer levels); deeper bodies are 400s, so no parser or serialiser down the line can run out of stack."""
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> GatewayHTTPError:
     return GatewayHTTPError(400, message, param=param, code=code)
+
+
+def _path(parent: str, key: str | int) -> str:
+    """``parent`` extended by one step, written so it is always plain ASCII (keys may hold anything)."""
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    if _PLAIN_KEY.match(key):
+        return f"{parent}.{key}" if parent else key
+    return f"{parent}[{json.dumps(key, ensure_ascii=True)}]"
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_json_value(value: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Refuse (400, naming the parameter) a parsed JSON value that is nested deeper than ``max_depth``, holds a
+    lone surrogate in a string or key, or a non-finite number. Iterative, so it cannot itself run out of stack.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if isinstance(node, str):
+            if _has_lone_surrogate(node):
+                raise bad_request(
+                    f"{path or 'The request body'} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff "
+                    "escape), which is not valid text.",
+                    path or None,
+                    code="invalid_json",
+                )
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise bad_request(
+                    f"{path or 'The request body'} is not a finite number (NaN and Infinity are not JSON).",
+                    path or None,
+                    code="invalid_json",
+                )
+        elif isinstance(node, (dict, list)):
+            if depth >= max_depth:
+                raise bad_request(
+                    f"The request body is nested more than {max_depth} levels deep.", path or None, code="invalid_json"
+                )
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if _has_lone_surrogate(k):
+                        raise bad_request(
+                            f"A key in {path or 'the request body'} holds a lone UTF-16 surrogate (an unpaired "
+                            "\\ud800-\\udfff escape), which is not valid text.",
+                            path or None,
+                            code="invalid_json",
+                        )
+                    stack.append((v, _path(path, k), depth + 1))
+            else:
+                stack.extend((v, _path(path, i), depth + 1) for i, v in enumerate(node))
+
+
+def parse_json_body(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> dict[str, Any]:
+    """The JSON object in a request body, checked by :func:`check_json_value` (400 on anything else)."""
+    if not raw.strip():
+        raise bad_request("The request body is empty; send a JSON object.", code="invalid_json")
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise bad_request(
+            f"The request body is nested more than {max_depth} levels deep.", code="invalid_json"
+        ) from None
+    except ValueError as exc:  # includes UnicodeDecodeError: bytes that are not UTF-8
+        raise bad_request(f"The request body is not valid JSON ({exc}).", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request(f"The request body must be a JSON object. Got {type(body).__name__}.", code="invalid_json")
+    check_json_value(body, max_depth)
+    return body
 
 
 def content_text(content: Any) -> str:
@@ -103,7 +194,12 @@ def parse_model_string(model: str, alias: str) -> dict[str, Any] | None:
 
 
 def _is_number(x: Any) -> bool:
-    return not isinstance(x, bool) and isinstance(x, (int, float)) and math.isfinite(x)
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def route_options(
@@ -141,8 +237,11 @@ def route_options(
 
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "ROUTING_KEYS",
+    "check_json_value",
     "content_text",
+    "parse_json_body",
     "parse_model_string",
     "route_options",
     "routing_text",
