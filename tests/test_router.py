@@ -42,11 +42,15 @@ def test_bad_stage1_statistic_is_a_clear_parameter_error(synthetic_split):
         FineRouter(stage1_statistic="mode").fit(synthetic_split[0])
 
 
-def test_stage1_prior_is_each_tasks_mean_and_every_prompt_gets_a_task(fitted, synthetic_split):
+def test_stage1_prior_is_each_tasks_shrunk_mean_and_every_prompt_gets_a_task(fitted, synthetic_split):
     train, test = synthetic_split
     labels = fitted.discovery_labels_
+    overall = np.nanmean(train.scores, axis=0)
     for t in range(fitted.catalog_.n_tasks):
-        np.testing.assert_allclose(fitted.stage1_[t], np.nanmean(train.scores[labels == t], axis=0))
+        mean = np.nanmean(train.scores[labels == t], axis=0)
+        # Shrunk toward the overall mean: between the two, never beyond either.
+        lo, hi = np.minimum(mean, overall), np.maximum(mean, overall)
+        assert np.all(fitted.stage1_[t] >= lo - 1e-12) and np.all(fitted.stage1_[t] <= hi + 1e-12)
     # The router's classifier threshold defaults to 0: held-out prompts all get their most likely task.
     scores = fitted.score_embeddings(fitted.encoder_.encode(test.prompts[:50]))
     assert fitted.classifier_.threshold == 0.0 and (scores.task >= 0).all()
@@ -200,6 +204,92 @@ def test_tampered_or_missing_files_refused(fitted, tmp_path, cached_minilm):
         FineRouter.load(tmp_path / "nowhere", encoder=cached_minilm)
 
 
+def _load_error(path, encoder) -> str:
+    with pytest.raises(ArtifactError) as info:
+        FineRouter.load(path, encoder=encoder)
+    return str(info.value)
+
+
+def test_the_manifests_content_is_covered_by_the_integrity_check(fitted, tmp_path, cached_minilm):
+    path = fitted.save(tmp_path / "r")
+    manifest_file = path / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    a, b = manifest["models"][:2]
+    manifest["models"][:2] = [b, a]  # would silently swap every decision between the two models
+    manifest_file.write_text(json.dumps(manifest, indent=2))
+    error = _load_error(path, cached_minilm)
+    assert "manifest.json" in error and "altered" in error
+    manifest["models"][:2] = [a, b]
+    manifest_file.write_text(json.dumps(manifest, indent=4))  # the content is checked, not the formatting
+    FineRouter.load(path, encoder=cached_minilm)
+    del manifest["manifest_sha256"]
+    manifest_file.write_text(json.dumps(manifest))
+    assert "manifest.json was altered" in _load_error(path, cached_minilm)
+
+
+def test_added_or_unlisted_files_are_refused(fitted, tmp_path, cached_minilm):
+    path = fitted.save(tmp_path / "r")
+    (path / "catalog" / "extra.safetensors").write_bytes(b"\0" * 8)
+    assert "catalog/extra.safetensors is not part of the artifact" in _load_error(path, cached_minilm)
+    path = fitted.save(tmp_path / "r2")
+    (path / "router.safetensors").unlink()
+    assert "router.safetensors listed in the manifest is missing" in _load_error(path, cached_minilm)
+
+
+def test_format_1_artifacts_load_with_a_warning(fitted, synthetic_split, tmp_path, cached_minilm):
+    """Artifacts saved before the manifest carried its own digest still load, with a warning to re-save them."""
+    _, test = synthetic_split
+    path = fitted.save(tmp_path / "old")
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["manifest_sha256"]
+    manifest["format_version"] = 1
+    (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    with pytest.warns(UserWarning, match="format 1.*save it again"):
+        loaded = FineRouter.load(path, encoder=cached_minilm)
+    assert [d.model for d in loaded.route(test.prompts[:10])] == [d.model for d in fitted.route(test.prompts[:10])]
+    loaded.save(path)  # a format-1 artifact is a router artifact: re-saving replaces it, now checked
+    assert json.loads((path / "manifest.json").read_text())["format_version"] == 2
+    manifest["format_version"] = 3
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    assert "format version 3 is not supported" in _load_error(path, cached_minilm)
+
+
+def _listing(folder) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*"))
+
+
+def test_save_replaces_only_a_previous_router_artifact(fitted, tmp_path, cached_minilm):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    file = tmp_path / "router.bin"
+    file.write_text("my data")
+    for target in (mine, file):
+        with pytest.raises(ArtifactError, match="not replaced") as info:
+            fitted.save(target)
+        assert str(info.value).startswith(f"{target}: ") and "\n" not in str(info.value)
+    assert (mine / "notes.txt").read_text() == "keep me" and file.read_text() == "my data"
+    assert _listing(tmp_path) == ["mine", "mine/notes.txt", "router.bin"]  # nothing renamed aside or left over
+    # a previous router artifact, and an empty folder, are replaced
+    artifact = fitted.save(tmp_path / "r")
+    fitted.save(artifact)
+    (tmp_path / "empty").mkdir()
+    fitted.save(tmp_path / "empty")
+    FineRouter.load(tmp_path / "empty", encoder=cached_minilm)
+    # an artifact folder the user added a file to is no longer only an artifact
+    (artifact / "README.txt").write_text("my notes on this router")
+    with pytest.raises(ArtifactError, match="README.txt"):
+        fitted.save(artifact)
+    assert (artifact / "README.txt").read_text() == "my notes on this router"
+    # force replaces anything, leaving nothing aside
+    fitted.save(mine, force=True)
+    fitted.save(file, force=True)
+    for target in (mine, file):
+        FineRouter.load(target, encoder=cached_minilm)
+    assert not (mine / "notes.txt").exists() and file.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mine", "r", "router.bin"]
+
+
 class _RotatedEncoder:
     """A genuinely different encoder of the same width: MiniLM followed by a fixed rotation."""
 
@@ -229,10 +319,14 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     data = tmp_path / "train.parquet"
     train.write(data)
     runner = CliRunner()
+    (tmp_path / "router").mkdir()
+    (tmp_path / "router" / "old.txt").write_text("not a router")
     res = runner.invoke(
-        app, ["fit", "--data", str(data), "--out", str(tmp_path / "router"), "--cache-dir", str(embedding_cache_dir)]
+        app,
+        ["fit", "--data", str(data), "--out", str(tmp_path / "router"), "--cache-dir", str(embedding_cache_dir), "--force"],
     )
     assert res.exit_code == 0, res.output
+    assert not (tmp_path / "router" / "old.txt").exists()  # --force: replaced whatever the folder held
     manifest = json.loads((tmp_path / "router" / "manifest.json").read_text())
     assert manifest["config"]["refine_task_labels"] == "auto"
     assert ("refining the task labels" in res.output) is manifest["fit_summary"]["refined_task_labels"]
@@ -254,3 +348,26 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
     res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), "--input", str(bad), "--output", str(out)])
     assert res.exit_code == 2 and "line 2" in res.output
+
+
+def test_cli_fit_refuses_an_out_that_is_not_a_router_artifact(tmp_path, synthetic_split, embedding_cache_dir):
+    from typer.testing import CliRunner
+
+    from finerouter.cli.main import app
+
+    data = tmp_path / "train.parquet"
+    synthetic_split[0].write(data)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    file = tmp_path / "router.json"
+    file.write_text("{}")
+    for out in (mine, file):
+        res = CliRunner().invoke(
+            app, ["fit", "--data", str(data), "--out", str(out), "--cache-dir", str(embedding_cache_dir)]
+        )
+        assert res.exit_code == 2, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}: not replaced") and "--force" in lines[0]
+    assert (mine / "thesis.tex").read_text() == "years of work" and file.read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "router.json", "train.parquet"]

@@ -79,8 +79,10 @@ def text_hash(text: str) -> str:
 def atomic_directory(final: str | os.PathLike[str], *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary directory beside ``final``; on success it replaces ``final`` in one rename.
 
-    If ``final`` exists and ``overwrite`` is true, the old directory is moved aside first and removed only
-    after the new one is in place. On error the temporary directory is removed and ``final`` is untouched.
+    If ``final`` exists and ``overwrite`` is true, the old directory (or file) is moved aside first and removed
+    only after the new one is in place. On error the temporary directory is removed and ``final`` is untouched.
+    Whether ``final`` may be replaced at all is the caller's decision (e.g. ``FineRouter.save`` replaces only a
+    previous router artifact).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -91,7 +93,7 @@ def atomic_directory(final: str | os.PathLike[str], *, overwrite: bool = True) -
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     old: Path | None = None
-    if final.exists():
+    if final.exists() or final.is_symlink():
         if not overwrite:
             shutil.rmtree(tmp, ignore_errors=True)
             raise FileExistsError(f"{final} already exists")
@@ -100,4 +102,7 @@ def atomic_directory(final: str | os.PathLike[str], *, overwrite: bool = True) -
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:  # a file (or link) set aside: rmtree would leave it behind
+            old.unlink(missing_ok=True)

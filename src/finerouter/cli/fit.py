@@ -11,7 +11,7 @@ from finerouter.cli._common import cli_errors, console
 
 def fit(
     data: Path = typer.Option(..., "--data", help="Routing data (Parquet, CSV or JSONL; canonical, long or RouterBench layout)."),
-    out: Path = typer.Option(..., "--out", help="Directory to write the router artifact to (replaced atomically)."),
+    out: Path = typer.Option(..., "--out", help="Directory to write the router artifact to: a new or empty folder, or a previous router artifact (replaced atomically)."),
     prices: Path | None = typer.Option(None, "--prices", help="CSV model,input_usd_per_mtok,output_usd_per_mtok."),
     encoder: str | None = typer.Option(None, "--encoder", help="sentence-transformers model name or path (default: packaged all-MiniLM-L6-v2)."),
     cache_dir: Path | None = typer.Option(Path(".finerouter_cache"), "--cache-dir", help="Embedding cache directory."),
@@ -26,15 +26,17 @@ def fit(
     describe_url: str | None = typer.Option(None, "--describe-url", help="OpenAI-compatible base URL for LLM task descriptions (default: the prompt is its own description)."),
     describe_model: str | None = typer.Option(None, "--describe-model", help="Model name for --describe-url."),
     describe_key_env: str = typer.Option("OPENAI_API_KEY", "--describe-key-env", help="Environment variable holding the API key."),
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a previous router artifact (deletes what it holds)."),
 ) -> None:
     """Train Stage 1 (task discovery + classifier) and Stage 2 (quality estimator); save the router."""
     from finerouter.data.readers import read_routing_data
-    from finerouter.routing.router import FineRouter
+    from finerouter.routing.router import FineRouter, check_save_destination
 
     con = console()
     with cli_errors():
         if task_labels not in _TASK_LABELS:
             raise typer.BadParameter(f"--task-labels must be auto, refine or ignore, got {task_labels!r}")
+        check_save_destination(out, force=force)  # before fitting: a refusal costs no fit
         dataset = read_routing_data(data, rescale=rescale, allow_pickle=allow_pickle)
         con.print(f"[bold]data[/]: {dataset}")
         describer = None
@@ -53,7 +55,7 @@ def fit(
         )
         with con.status("fitting FineRouter (embeddings, discovery, classifier, quality estimator)..."):
             router.fit(dataset)
-        router.save(out)
+        router.save(out, force=force)
         s = router.fit_summary_
         con.print(
             f"[green]saved[/] {out}: {s['n_tasks']} tasks"

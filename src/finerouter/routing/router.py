@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -25,7 +26,10 @@ from finerouter.routing.policy import choose_models, minmax_rows
 logger = logging.getLogger(__name__)
 
 ARTIFACT_FORMAT = "finerouter-router"
-ARTIFACT_FORMAT_VERSION = 1
+#: 2: the manifest carries ``manifest_sha256``, a digest of its own content, so every byte of the artifact is
+#: checked at load. 1 (older): the manifest itself was unchecked; such artifacts load with a warning.
+ARTIFACT_FORMAT_VERSION = 2
+MANIFEST_DIGEST_KEY = "manifest_sha256"
 #: Fixed sentences whose embeddings fingerprint the encoder an artifact was trained with.
 ENCODER_PROBES = (
     "Solve for x: 2x + 3 = 11.",
@@ -506,10 +510,16 @@ class FineRouter:
         return out
 
     # ------------------------------------------------------------------ artifact
-    def save(self, path: str | Path) -> Path:
-        """Write the fitted router to directory ``path`` atomically (JSON manifest + safetensors; no pickle)."""
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write the fitted router to directory ``path`` atomically (JSON manifest + safetensors; no pickle).
+
+        ``path`` may be absent, an empty folder or a previous router artifact, which is replaced; anything else
+        (a file, a folder of other files, an artifact folder with files added) raises ArtifactError and is left
+        untouched, unless ``force`` (see :func:`check_save_destination`). The manifest lists every file's
+        SHA-256 and a digest of its own content, so :meth:`load` notices any change to any file.
+        """
         self._check_fitted()
-        path = Path(path)
+        path = check_save_destination(path, force=force)
         with atomic_directory(path) as tmp:
             self.catalog_.save(tmp / "catalog")
             if self.classifier_ is not None:
@@ -551,6 +561,7 @@ class FineRouter:
                 "fit_summary": getattr(self, "fit_summary_", {}),
                 "files": files,
             }
+            manifest[MANIFEST_DIGEST_KEY] = _manifest_digest(manifest)
             atomic_write_json(tmp / "manifest.json", manifest)
         return path
 
@@ -563,7 +574,10 @@ class FineRouter:
         cache_dir: str | Path | None = None,
         check_encoder: bool = True,
     ) -> FineRouter:
-        """Load a router saved by :meth:`save`, verifying file hashes, versions and the encoder fingerprint.
+        """Load a router saved by :meth:`save`, verifying versions, the encoder fingerprint and the integrity of
+        every file: the manifest's own digest, each listed file's SHA-256, no file missing and none added (any
+        difference is an ArtifactError naming the file). Artifacts of format 1 (before the manifest carried a
+        digest of itself) load with a warning: their manifest cannot be checked; save them again to add it.
 
         Args:
             encoder: the encoder to use; default: rebuilt from the manifest (needed for custom encoders).
@@ -582,12 +596,14 @@ class FineRouter:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ArtifactError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+        if not isinstance(manifest, dict):
+            raise ArtifactError(f"{manifest_path}: not a FineRouter artifact manifest (not a JSON object)")
         if manifest.get("format") != ARTIFACT_FORMAT:
             raise ArtifactError(f"{manifest_path}: format {manifest.get('format')!r} is not {ARTIFACT_FORMAT!r}")
-        if manifest.get("format_version") != ARTIFACT_FORMAT_VERSION:
+        if manifest.get("format_version") not in (1, ARTIFACT_FORMAT_VERSION):
             raise ArtifactError(
                 f"{manifest_path}: artifact format version {manifest.get('format_version')} is not supported "
-                f"(this library reads version {ARTIFACT_FORMAT_VERSION})"
+                f"(this library reads versions 1 to {ARTIFACT_FORMAT_VERSION})"
             )
         saved_version = str(manifest.get("library_version", "?"))
         if saved_version.split(".")[0] != __version__.split(".")[0]:
@@ -596,12 +612,7 @@ class FineRouter:
             warnings.warn(
                 f"{path}: saved by finerouter {saved_version}, loading with {__version__}", stacklevel=2
             )
-        for rel, digest in manifest.get("files", {}).items():
-            f = path / rel
-            if not f.is_file():
-                raise ArtifactError(f"{path}: file {rel} listed in the manifest is missing")
-            if sha256_file(f) != digest:
-                raise ArtifactError(f"{path}: file {rel} was altered (SHA-256 does not match the manifest)")
+        _check_integrity(path, manifest)
         cfg = manifest["config"]
         router = cls(
             encoder=encoder,
@@ -662,9 +673,94 @@ def _stage1_matrix(catalog: Any, scores: np.ndarray, labels: np.ndarray, statist
     return np.where(np.isnan(out), overall[None, :], out)
 
 
-def _probe_digest(probe: np.ndarray) -> str:
-    import hashlib
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's content without its digest field: canonical JSON (sorted keys, compact, ASCII)
+    of the manifest as it reads back from disk, so the digest does not depend on the file's formatting."""
+    content = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST_KEY}
+    content = json.loads(json.dumps(content, ensure_ascii=False, allow_nan=False))  # as it will read back
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
+
+def _artifact_files(path: Path) -> list[str]:
+    """Every file under ``path`` but the manifest, as POSIX paths relative to ``path``."""
+    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def _check_integrity(path: Path, manifest: dict[str, Any]) -> None:
+    """Raise ArtifactError naming the file unless the artifact at ``path`` is exactly what its manifest says."""
+    manifest_path = path / "manifest.json"
+    if manifest.get("format_version") == 1:
+        warnings.warn(
+            f"{path}: artifact format 1: its manifest.json is not covered by the integrity check; load it and "
+            "save it again (FineRouter.save) to add the check.",
+            stacklevel=3,
+        )
+    elif manifest.get(MANIFEST_DIGEST_KEY) != _manifest_digest(manifest):
+        raise ArtifactError(
+            f"{manifest_path}: manifest.json was altered (its content does not match its {MANIFEST_DIGEST_KEY})"
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise ArtifactError(f"{manifest_path}: 'files' must map each file of the artifact to its SHA-256")
+    present = set(_artifact_files(path)) - {"manifest.json"}
+    for rel, digest in files.items():
+        f = path / rel
+        if rel not in present or not f.is_file():
+            raise ArtifactError(f"{path}: file {rel} listed in the manifest is missing")
+        if sha256_file(f) != digest:
+            raise ArtifactError(f"{path}: file {rel} was altered (SHA-256 does not match the manifest)")
+    extra = sorted(present - set(files))
+    if extra:
+        raise ArtifactError(f"{path}: file {extra[0]} is not part of the artifact (not listed in the manifest)")
+
+
+def _replace_problem(path: Path) -> str | None:
+    """Why replacing ``path`` would lose something other than a previous router artifact (None: it would not)."""
+    if not path.exists() and not path.is_symlink():
+        return None
+    if path.is_symlink() or not path.is_dir():
+        return "it is a file, not a router artifact"
+    if not any(path.iterdir()):
+        return None
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
+        return "it is a folder that is not a router artifact (no router manifest.json)"
+    listed = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    extra = [f for f in _artifact_files(path) if f != "manifest.json" and f not in listed]
+    if extra:
+        return f"it holds {extra[0]!r}, which is not part of the router artifact"
+    return None
+
+
+def check_save_destination(path: str | Path, *, force: bool = False) -> Path:
+    """Check that saving a router to ``path`` would replace nothing but a previous router artifact.
+
+    ``path`` may be absent, an empty folder, or a router artifact written by :meth:`FineRouter.save` (recognised
+    by its manifest, every file in it listed there). Anything else (a file, a folder of other files, an artifact
+    folder with files added) raises ArtifactError, one line naming ``path``, unless ``force``: then it is
+    replaced, whatever it holds. ``finerouter fit`` calls this before fitting, so a refusal costs no fit.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = Path(path)
+    problem = _replace_problem(path)
+    if problem is None:
+        return path
+    if force:
+        logger.warning("replacing %s (%s): forced", path, problem)
+        return path
+    raise ArtifactError(
+        f"{path}: not replaced, {problem}; choose another path, or force it "
+        "(finerouter fit --force; FineRouter.save(path, force=True)), which deletes what it holds"
+    )
+
+
+def _probe_digest(probe: np.ndarray) -> str:
     return hashlib.sha256(np.round(probe, 3).astype(np.float32).tobytes()).hexdigest()[:16]
 
 
