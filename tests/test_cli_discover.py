@@ -71,3 +71,38 @@ def test_bad_options_and_files_fail_cleanly(data_file, tmp_path):
     res = runner.invoke(app, ["discover", "--data", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "error:" in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_out_keeps_the_users_files(data_file, tmp_path, embedding_cache_dir):
+    runner = CliRunner()
+
+    def discover(out, *extra):
+        return runner.invoke(
+            app, ["discover", "--data", str(data_file), "--out", str(out), "--cache-dir", str(embedding_cache_dir), *extra]
+        )
+
+    # a file of the user's, or a folder holding a file of an output's name, is refused before any work
+    file = tmp_path / "catalog"
+    file.write_text("my file")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "tasks.md").write_text("my task notes")
+    for out, named in ((file, "it is a file"), (mine, "'tasks.md'")):
+        res = discover(out)
+        assert res.exit_code == 2, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}: not written") and named in lines[0]
+        assert "--force" in lines[0]
+    assert file.read_text() == "my file" and (mine / "tasks.md").read_text() == "my task notes"
+    # other files in --out are never touched, and an earlier run's output is overwritten
+    out = tmp_path / "disc"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    for _ in range(2):
+        res = discover(out)
+        assert res.exit_code == 0, res.output
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert sorted(p.name for p in out.iterdir()) == ["assignments.csv", "catalog.json", "catalog.safetensors", "notes.txt", "tasks.md"]
+    # --force overwrites the outputs' names, and replaces a file by the folder
+    assert discover(mine, "--force").exit_code == 0 and TaskCatalog.load(mine).n_tasks >= 1
+    assert discover(file, "--force").exit_code == 0 and TaskCatalog.load(file).n_tasks >= 1

@@ -226,6 +226,29 @@ def test_cli_reports_bad_input_clearly(tmp_path):
     assert res.exit_code == 2 and "ROUTER.NAME=VALUE" in res.output
 
 
+def test_cli_out_keeps_the_users_files(tmp_path):
+    """An --out that is a file, or a folder holding a file of an output's name not from an earlier run, is refused
+    before any work (one line naming the path) and left as it was."""
+    from typer.testing import CliRunner
+
+    data, _ = planted(60)
+    path = tmp_path / "d.parquet"
+    data.write(path)
+    file = tmp_path / "results"
+    file.write_text("my file")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my report")
+    for out, named in ((file, "it is a file"), (mine, "'report.md'")):
+        res = CliRunner().invoke(_cli(), ["--data", str(path), "--out", str(out), "--routers", "oracle", "--seeds", "1",
+                                          "--cache-dir", str(tmp_path / "cache")])
+        assert res.exit_code == 2, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {out}: not written") and named in lines[0]
+    assert file.read_text() == "my file" and (mine / "report.md").read_text() == "my report"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.parquet", "mine", "results"]
+
+
 def test_evaluate_is_registered_in_the_main_cli():
     from finerouter.cli.main import app
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import typer
 
-from finerouter.errors import FineRouterError
+from finerouter.errors import FineRouterError, ParameterError
+
+logger = logging.getLogger(__name__)
 
 
 def console():  # noqa: ANN201 - rich is imported lazily
@@ -37,3 +40,28 @@ def split_list(value: str | None) -> list[str] | None:
         return None
     items = [v.strip() for v in value.split(",") if v.strip()]
     return items or None
+
+
+def prepare_out_folder(
+    out: Path, outputs: Sequence[str], *, previous: Callable[[Path], bool], force: bool, command: str
+) -> None:
+    """Check that writing ``outputs`` into folder ``out`` loses none of the user's files (before any work).
+
+    The command writes only the files named in ``outputs`` and never deletes anything else in ``out``. It may
+    overwrite them when ``out`` holds an earlier run's output (``previous(out)``); otherwise an existing file of
+    one of those names, or an ``out`` that is itself a file, raises ParameterError (one line naming the path),
+    unless ``force``: then those files are overwritten and a file at ``out`` is deleted.
+    """
+    hint = "choose another --out, or pass --force to overwrite it"
+    if (out.exists() or out.is_symlink()) and not out.is_dir():  # a file, or a dangling link
+        if not force:
+            raise ParameterError(f"{out}: not written, it is a file and --out must be a folder; {hint}")
+        logger.warning("deleting the file %s to write a folder there: forced", out)
+        out.unlink()
+        return
+    clashes = [name for name in outputs if (out / name).exists() or (out / name).is_symlink()]
+    if clashes and not force and not previous(out):
+        raise ParameterError(
+            f"{out}: not written, it holds {clashes[0]!r}, which is not from an earlier `finerouter {command}` "
+            f"run; {hint} (files {', '.join(outputs)}; nothing else in the folder is touched)"
+        )

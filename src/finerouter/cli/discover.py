@@ -6,9 +6,10 @@ from pathlib import Path
 
 import typer
 
-from finerouter.cli._common import cli_errors, console
+from finerouter.cli._common import cli_errors, console, prepare_out_folder
 
 _ENCODE_CHUNK = 256
+OUTPUTS = ("catalog.json", "catalog.safetensors", "tasks.md", "assignments.csv")
 
 
 def discover(
@@ -30,6 +31,7 @@ def discover(
         help="Refine the data's coarse 'task' labels when present (default: no task spans two labels), or ignore them (the paper).",
     ),
     rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the output files in --out even if they are not from an earlier run."),
 ) -> None:
     """Discover fine-grained task types (kNN graph + RBO + iterated Leiden) and write the task catalog."""
     import numpy as np
@@ -48,6 +50,7 @@ def discover(
             delta=delta, knn=knn, seed=seed,
         )
         discovery._validate_params()  # fail on bad options before loading data or the encoder
+        prepare_out_folder(out, OUTPUTS, previous=_is_catalog_folder, force=force, command="discover")
         dataset = read_routing_data(data, prices=prices, rescale=rescale)
         con.print(f"[bold]data[/]: {dataset}")
         descriptions = PromptDescriber().describe(dataset.prompts)
@@ -88,6 +91,19 @@ def discover(
     typer.echo(f"mean candidates per task: {mean_cand} of {m} models")
     typer.echo(f"communities per Leiden round: {levels}; {discovery.timings_['total']:.1f}s")
     typer.echo(f"wrote {out / 'catalog.json'}, {out / 'tasks.md'}, {out / 'assignments.csv'}")
+
+
+def _is_catalog_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a task catalog (an earlier ``finerouter discover`` run's output)."""
+    import json
+
+    from finerouter.discovery.catalog import FORMAT
+
+    try:
+        doc = json.loads((folder / "catalog.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
 
 
 def _csv(value: str) -> str:

@@ -8,8 +8,10 @@ from typing import Any
 
 import typer
 
-from finerouter.cli._common import cli_errors, console, split_list
+from finerouter.cli._common import cli_errors, console, prepare_out_folder, split_list
 from finerouter.errors import ParameterError
+
+OUTPUTS = ("results.json", "report.md", "cost_quality.png", "routing_distribution.png")
 
 
 def _parse_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
@@ -29,6 +31,15 @@ def _parse_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
             value = raw
         out.setdefault(router, {})[name] = value
     return out
+
+
+def _is_results_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an earlier ``finerouter evaluate`` run's results.json."""
+    try:
+        doc = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and {"library_version", "routers", "seeds"} <= set(doc)
 
 
 def _list_routers(value: bool) -> None:
@@ -56,6 +67,7 @@ def evaluate(
     list_routers: bool = typer.Option(
         False, "--list-routers", is_eager=True, callback=_list_routers, help="Print the available routers and exit."
     ),
+    force: bool = typer.Option(False, "--force", help="Overwrite the output files in --out even if they are not from an earlier run."),
 ) -> None:
     """Split by unique prompt (stratified by task) for each seed, fit every router on the training part, score it
     on the test part, and write results.json, report.md, cost_quality.png and routing_distribution.png."""
@@ -71,6 +83,7 @@ def evaluate(
     with cli_errors():
         names = split_list(routers)
         router_params = _parse_params(param)
+        prepare_out_folder(out, OUTPUTS, previous=_is_results_folder, force=force, command="evaluate")
         dataset = read_routing_data(data, prices=prices, rescale=rescale, allow_pickle=allow_pickle)
         con.print(f"[bold]data[/]: {dataset}")
         with con.status(f"embedding {dataset.n_prompts} prompts (cached in {cache_dir})..."):
