@@ -417,6 +417,51 @@ def test_error_files(tmp_path):
     assert "cannot tell the data layout" in _error(nolayout)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_error_duplicate_csv_columns_name_the_column(tmp_path, suffix):
+    """pandas renames a repeated header to 'X.1'; a second 'score::a' must not become a model 'a.1'."""
+    cases = {
+        "score::a": "prompt,score::a,score::b,score::a\nhi,1,0,0.5\nho,0,1,0.5\n",
+        "prompt": "prompt,score::a,score::b,prompt\nhi,1,0,other\nho,0,1,other\n",
+        "task": "prompt,task,score::a,score::b, task\nhi,x,1,0,y\nho,x,0,1,y\n",  # equal once stripped
+    }
+    for column, text in cases.items():
+        path = tmp_path / f"dup-{column.strip(':')}{suffix}"
+        data = text.encode("utf-8")
+        path.write_bytes(gzip.compress(data) if suffix.endswith(".gz") else data)
+        message = _error(path)
+        assert f"column {column!r} appears more than once" in message, message
+    ok = tmp_path / "ok.csv"  # an unnamed column twice (an index) is not a duplicate name
+    ok.write_text(",,prompt,score::a,score::b\n0,0,hi,1,0\n1,1,ho,0,1\n", encoding="utf-8")
+    assert read_routing_data(ok).models == ["a", "b"]
+
+
+def test_error_duplicate_parquet_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "dup.parquet"
+    arrays = [pa.array(["hi", "ho"]), pa.array([1.0, 0.0]), pa.array([0.0, 1.0]), pa.array([0.5, 0.5])]
+    pq.write_table(pa.Table.from_arrays(arrays, names=["prompt", "score::a", "score::b", "score::a"]), path)
+    assert "column 'score::a' appears more than once" in _error(path)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz", ".json"])
+def test_error_duplicate_json_keys_name_the_key_and_line(tmp_path, suffix):
+    rows = ['{"prompt": "hi", "score::a": 1, "score::b": 0}', '{"prompt": "ho", "score::a": 0, "score::b": 1, "prompt": "x"}']
+    path = tmp_path / f"dup{suffix}"
+    text = ("[" + ",\n".join(rows) + "]") if suffix == ".json" else "\n\n".join(rows) + "\n"
+    path.write_bytes(gzip.compress(text.encode()) if suffix.endswith(".gz") else text.encode())
+    message = _error(path)
+    assert "duplicate key 'prompt'" in message, message
+    assert ("row 1" in message) and (suffix == ".json" or "line 3" in message)
+    path = tmp_path / f"dupscore{suffix}"
+    rows[0] = '{"prompt": "hi", "score::a": 1, "score::b": 0, "score::a": 0.5}'
+    text = ("[" + ",".join(rows[:1]) + "]") if suffix == ".json" else rows[0] + "\n"
+    path.write_bytes(gzip.compress(text.encode()) if suffix.endswith(".gz") else text.encode())
+    assert "duplicate key 'score::a'" in _error(path)
+
+
 def test_bad_parameters():
     with pytest.raises(ParameterError, match="The 'layout' parameter of read_routing_data must be one of"):
         read_routing_data("x.csv", layout="tall")

@@ -13,11 +13,17 @@ Three layouts are understood (``layout="auto"`` tells them apart from the column
   parts (``"['part 1', 'part 2']"``) is joined with blank lines.
 
 Rows are numbered from 0 in error messages, the header excluded (row 0 is the first data row).
+
+Every column must have one name: a repeated header (CSV: pandas would silently rename the second ``score::X`` to
+a model ``X.1``; Parquet can store repeats too), two names equal once stripped of spaces, or a key repeated within
+one JSON row object (``json`` keeps the last silently) is a DataError naming the file and the column (and, for
+JSON lines, the line and row).
 """
 
 from __future__ import annotations
 
 import ast
+import csv
 import gzip
 import json
 import logging
@@ -76,6 +82,26 @@ def _stem(path: str) -> str:
     return name[: -len(suf)] if suf and name.lower().endswith(suf) else Path(path).stem
 
 
+class _JSONObject(dict):
+    """A parsed JSON object that remembers the first key it held twice (plain ``json`` keeps the last silently)."""
+
+    duplicate: str | None = None
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JSONObject:
+    obj = _JSONObject()
+    for key, value in pairs:
+        if key in obj and obj.duplicate is None:
+            obj.duplicate = key
+        obj[key] = value
+    return obj
+
+
+def _duplicate_key(path: str, where: str, obj: Any) -> None:
+    if isinstance(obj, _JSONObject) and obj.duplicate is not None:
+        raise DataError(f"{path}: {where}duplicate key {obj.duplicate!r}: a row names each column once")
+
+
 def _read_jsonl(path: str) -> list[dict[str, Any]]:
     opener = gzip.open if path.lower().endswith(".gz") else open
     records: list[dict[str, Any]] = []
@@ -84,11 +110,12 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = json.loads(line, object_pairs_hook=_json_object)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}: line {line_no}: invalid JSON ({exc.msg})") from None
             if not isinstance(rec, dict):
                 raise DataError(f"{path}: line {line_no}: expected a JSON object, got {type(rec).__name__}")
+            _duplicate_key(path, f"line {line_no} (row {len(records)}): ", rec)
             records.append(rec)
     return records
 
@@ -97,10 +124,11 @@ def _read_json(path: str) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_json_object)
     except json.JSONDecodeError:
         return _read_jsonl(path)  # a .json file holding JSON lines
     if isinstance(data, dict):  # {"column": [values...]} or {"records": [...]}
+        _duplicate_key(path, "", data)
         if all(isinstance(v, list) for v in data.values()):
             lengths = {len(v) for v in data.values()}
             if len(lengths) > 1:
@@ -113,7 +141,30 @@ def _read_json(path: str) -> list[dict[str, Any]]:
     for i, rec in enumerate(data):
         if not isinstance(rec, dict):
             raise DataError(f"{path}: row {i}: expected a JSON object, got {type(rec).__name__}")
+        _duplicate_key(path, f"row {i}: ", rec)
     return data
+
+
+def _check_unique_columns(names: Sequence[Any], where: str) -> None:
+    """DataError naming the first column name that appears twice (compared stripped; unnamed ones excepted)."""
+    first: dict[str, int] = {}
+    for i, raw in enumerate(names):
+        name = str(raw).strip()
+        if not name:
+            continue  # an unnamed (index) column: pandas names each 'Unnamed: <i>'
+        if name in first:
+            raise DataError(
+                f"{where}: column {name!r} appears more than once (columns {first[name]} and {i}, counting from "
+                "0); give each column its own name"
+            )
+        first[name] = i
+
+
+def _csv_header(path: str) -> list[str]:
+    """The raw header row of a CSV file, as written (pandas would rename repeated names)."""
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+        return next(csv.reader(fh), [])
 
 
 def load_frame(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> Any:
@@ -139,8 +190,12 @@ def load_frame(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> A
         raise DataError(f"{where}: is a folder; give the data file itself")
     try:
         if suf in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            _check_unique_columns(pq.read_schema(where).names, where)
             frame = pd.read_parquet(where)
         elif suf in (".csv", ".csv.gz"):
+            _check_unique_columns(_csv_header(where), where)
             frame = pd.read_csv(where, dtype=str, keep_default_na=False, compression="infer", encoding="utf-8")
         elif suf in (".jsonl", ".jsonl.gz", ".ndjson"):
             frame = pd.DataFrame.from_records(_read_jsonl(where))
@@ -158,9 +213,10 @@ def load_frame(path: str | os.PathLike[str], *, allow_pickle: bool = False) -> A
         raise
     except pd.errors.EmptyDataError:
         raise DataError(f"{where}: the file is empty") from None
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, ImportError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error, pd.errors.ParserError, ImportError) as exc:
         raise DataError(f"{where}: cannot read the file ({type(exc).__name__}: {exc})") from exc
     frame = frame.reset_index(drop=True)
+    _check_unique_columns(list(frame.columns), where)
     frame.columns = [str(c).strip() for c in frame.columns]
     if len(frame) == 0:
         raise DataError(f"{where}: the file has no data rows")
