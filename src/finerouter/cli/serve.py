@@ -46,6 +46,13 @@ def serve(
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache directory."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
     access_log: bool = typer.Option(False, "--access-log/--no-access-log", help="Log every request."),
+    shutdown_timeout: float | None = typer.Option(
+        None,
+        "--shutdown-timeout",
+        min=0.0,
+        help="Seconds open requests and streams may go on after SIGTERM / Ctrl-C; streams still open then end "
+        "with an error event (default: the upstreams file's gateway.shutdown_timeout_s, 10).",
+    ),
     threads: int = typer.Option(
         0,
         "--threads",
@@ -56,14 +63,14 @@ def serve(
     """Serve POST /v1/chat/completions (model "finerouter" routes), /v1/route, /v1/models, /healthz, /metrics.
 
     The upstreams file, the key variables it names and the router's models are all checked before the server
-    starts; any mismatch stops it with a message naming the file, model and variable.
+    starts; any mismatch stops it with a message naming the file, model and variable. On SIGTERM or Ctrl-C the
+    server stops accepting connections and exits within the shutdown timeout (plus a second to end streams).
     """
     with cli_errors():
-        import uvicorn
-
         from finerouter.routing.router import FineRouter
         from finerouter.serving.app import create_app
         from finerouter.serving.config import load_auth_tokens, load_gateway_config
+        from finerouter.serving.server import make_server
 
         if threads:
             _limit_threads(threads)
@@ -77,4 +84,17 @@ def serve(
         router.route("Warm-up prompt: load the encoder before the first request.")
         app = create_app(router, config, auth_tokens=tokens)
         logger.info("serving %d models on http://%s:%d (auth %s)", len(router.models_), host, port, "on" if tokens else "off")
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=access_log)
+        server = make_server(
+            app,
+            shutdown_timeout_s=config.settings.shutdown_timeout_s if shutdown_timeout is None else shutdown_timeout,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=access_log,
+        )
+        try:
+            server.run()
+        except KeyboardInterrupt:  # uvicorn re-raises the signal it stopped on
+            pass
+        if not server.started:
+            raise typer.Exit(code=3)  # uvicorn has said why (e.g. the port is taken)

@@ -258,7 +258,13 @@ def create_app(
                     for name in config.upstreams
                 }
             state.proxy = UpstreamProxy(
-                transports, config.upstreams, state.cooldown, metrics, user_agent=f"finerouter/{__version__}"
+                transports,
+                config.upstreams,
+                state.cooldown,
+                metrics,
+                user_agent=f"finerouter/{__version__}",
+                max_body_bytes=settings.max_upstream_body_bytes,
+                max_error_body_bytes=settings.max_error_body_bytes,
             )
             await state.batcher.start()
             logger.info(

@@ -9,6 +9,7 @@ serves it::
         model: gpt-4o-mini            # the id the upstream expects (default: the key)
         api_key_env: OPENAI_API_KEY   # optional: the variable holding its key
         timeout_s: 30                 # optional: connect / between-bytes timeout
+        stream_idle_timeout_s: 10     # optional: longest pause inside a streamed answer
       llama-3-8b:
         base_url: http://127.0.0.1:9001/v1
         model: meta-llama/Meta-Llama-3-8B-Instruct
@@ -16,6 +17,8 @@ serves it::
     gateway:                          # optional: GatewaySettings fields
       max_attempts: 3
       cooldown_s: 30
+      max_upstream_body_bytes: 33554432
+      shutdown_timeout_s: 10
 
 Everything is checked when the gateway starts: an unknown key, a bad URL, a router model without an
 upstream or an unset key variable is a :class:`ConfigError` naming the file, the model and the key. Key
@@ -37,7 +40,9 @@ from finerouter.serving.errors import ConfigError
 
 ROUTE_ON = ("last_user", "user", "all")
 
-_UPSTREAM_KEYS = {"base_url", "model", "api_key_env", "timeout_s", "connect_timeout_s", "headers"}
+_UPSTREAM_KEYS = {
+    "base_url", "model", "api_key_env", "timeout_s", "connect_timeout_s", "stream_idle_timeout_s", "headers"
+}
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,11 @@ class Upstream:
         base_url: the API root, e.g. ``http://127.0.0.1:9001/v1``; requests go to ``{base_url}/chat/completions``.
         model: the model id sent upstream in the request's ``model`` field.
         api_key_env: the environment variable the key was read from (None: no key).
-        timeout_s: the longest wait for the upstream to send the next bytes of its answer.
+        timeout_s: the longest wait for the upstream to send the next bytes of its answer (its response head,
+            the first event of a stream, and every read of a whole body).
         connect_timeout_s: the longest wait to open a connection.
+        stream_idle_timeout_s: once a streamed answer has started, the longest pause between two of its chunks;
+            a longer pause is a stalled stream, ended with an error event (at most ``timeout_s``).
         headers: extra headers sent with every request.
         api_key: the key itself; excluded from ``repr`` and never logged.
     """
@@ -63,6 +71,12 @@ class Upstream:
     connect_timeout_s: float = 5.0
     headers: Mapping[str, str] = field(default_factory=dict)
     api_key: str | None = field(default=None, repr=False, compare=False)
+    stream_idle_timeout_s: float | None = None
+
+    @property
+    def stream_idle_s(self) -> float:
+        """The pause allowed between two chunks of a started stream (``stream_idle_timeout_s`` or ``timeout_s``)."""
+        return self.timeout_s if self.stream_idle_timeout_s is None else min(self.stream_idle_timeout_s, self.timeout_s)
 
     @property
     def chat_url(self) -> str:
@@ -90,6 +104,12 @@ class GatewaySettings:
             the event loop waits for the GIL while a routing thread runs Python (None: Python's own, 5 ms).
         max_route_prompts: the most prompts one ``/v1/route`` call may carry.
         max_connections: the size of each upstream's connection pool.
+        max_upstream_body_bytes: the largest upstream answer the gateway reads: a larger non-streamed body is a
+            failed attempt (the next model is tried), and a stream past it is ended with an error event.
+        max_error_body_bytes: the largest upstream error body (a 4xx that is the request's fault) passed back;
+            a larger one is replaced by the gateway's own error.
+        shutdown_timeout_s: on SIGTERM or Ctrl-C, how long open requests and streams may go on; streams still
+            open then are ended with an error event and the server exits.
     """
 
     alias: str = "finerouter"
@@ -106,6 +126,9 @@ class GatewaySettings:
     route_switch_interval_ms: float | None = 0.5
     max_route_prompts: int = 256
     max_connections: int = 512
+    max_upstream_body_bytes: int = 32 * 1024 * 1024
+    max_error_body_bytes: int = 64 * 1024
+    shutdown_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         owner = "GatewaySettings"
@@ -127,6 +150,9 @@ class GatewaySettings:
             check_float(self.route_switch_interval_ms, "route_switch_interval_ms", owner, low=0.0, closed="neither")
         check_int(self.max_route_prompts, "max_route_prompts", owner, low=1)
         check_int(self.max_connections, "max_connections", owner, low=1)
+        check_int(self.max_upstream_body_bytes, "max_upstream_body_bytes", owner, low=1024)
+        check_int(self.max_error_body_bytes, "max_error_body_bytes", owner, low=256)
+        check_float(self.shutdown_timeout_s, "shutdown_timeout_s", owner, low=0.0)
 
 
 @dataclass(frozen=True)
@@ -172,7 +198,7 @@ def _parse_upstream(
     if not isinstance(model, str) or not model:
         raise _fail(source, f"{where}.model", f"must be a non-empty string. Got {model!r}.")
     timeouts: dict[str, float] = {}
-    for key, default in (("timeout_s", 30.0), ("connect_timeout_s", None)):
+    for key, default in (("timeout_s", 30.0), ("connect_timeout_s", None), ("stream_idle_timeout_s", None)):
         value = raw.get(key, default)
         if value is None:
             continue
@@ -180,6 +206,13 @@ def _parse_upstream(
             raise _fail(source, f"{where}.{key}", f"must be a positive number of seconds. Got {value!r}.")
         timeouts[key] = float(value)
     timeouts.setdefault("connect_timeout_s", min(5.0, timeouts["timeout_s"]))
+    if timeouts.get("stream_idle_timeout_s", 0.0) > timeouts["timeout_s"]:
+        raise _fail(
+            source,
+            f"{where}.stream_idle_timeout_s",
+            f"must not exceed timeout_s ({timeouts['timeout_s']:g} s), which bounds every read. "
+            f"Got {timeouts['stream_idle_timeout_s']:g}.",
+        )
     headers = raw.get("headers", {}) or {}
     if not isinstance(headers, Mapping) or not all(
         isinstance(k, str) and isinstance(v, (str, int, float)) for k, v in headers.items()
@@ -206,6 +239,7 @@ def _parse_upstream(
         api_key_env=key_env,
         timeout_s=timeouts["timeout_s"],
         connect_timeout_s=timeouts["connect_timeout_s"],
+        stream_idle_timeout_s=timeouts.get("stream_idle_timeout_s"),
         headers={str(k): str(v) for k, v in headers.items()},
         api_key=api_key,
     )

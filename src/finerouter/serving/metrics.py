@@ -17,8 +17,14 @@ class GatewayMetrics:
         routing_decisions_total{model,task}: routing decisions (task "others" for the Others group).
         routing_latency_seconds: time to a routing decision (queueing for a routing worker included).
         upstream_latency_seconds{model}: time from sending to an upstream until its response head.
-        upstream_errors_total{model,kind}: failed upstream attempts; kind is connect, timeout, http_429, http_5xx
-            or stream (an answer broken off while streaming).
+        upstream_errors_total{model,kind}: upstream failures; kind is connect, timeout, http_429, http_5xx,
+            auth (a 401 or 403: the upstream refused the gateway's key), invalid_json (a 2xx body that is not a
+            JSON object), too_large (an answer over max_upstream_body_bytes), stream (a stream broken off or
+            ended without [DONE] or a finish_reason) or stream_timeout (a stream that stalled). Each one also
+            cools the upstream down.
+        stream_failures_total{model,reason}: streamed answers that reached the client cut short, and so ended
+            with an error event: reason broken, timeout, too_large, upstream_error (the upstream's own error
+            event) or shutdown (still open when the gateway's shutdown timeout ran out).
         fallbacks_total{from_model,to_model}: requests answered by another model after a failure.
         affinity_total{result}: conversation lookups (hit, miss, reroute).
         upstream_cooldowns_total{model}: times an upstream was put in cooldown.
@@ -54,6 +60,12 @@ class GatewayMetrics:
         )
         self.upstream_errors = Counter(
             "finerouter_upstream_errors", "Failed upstream attempts", ["model", "kind"], registry=r
+        )
+        self.stream_failures = Counter(
+            "finerouter_stream_failures",
+            "Streamed answers cut short (the client got an error event)",
+            ["model", "reason"],
+            registry=r,
         )
         self.fallbacks = Counter(
             "finerouter_fallbacks",
