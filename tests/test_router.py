@@ -350,7 +350,7 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     assert res.exit_code == 2 and "line 2" in res.output
 
 
-def test_cli_fit_refuses_an_out_that_is_not_a_router_artifact(tmp_path, synthetic_split, embedding_cache_dir):
+def test_cli_fit_and_demo_refuse_an_out_that_is_not_a_router_artifact(tmp_path, synthetic_split, embedding_cache_dir):
     from typer.testing import CliRunner
 
     from finerouter.cli.main import app
@@ -363,11 +363,12 @@ def test_cli_fit_refuses_an_out_that_is_not_a_router_artifact(tmp_path, syntheti
     file = tmp_path / "router.json"
     file.write_text("{}")
     for out in (mine, file):
-        res = CliRunner().invoke(
-            app, ["fit", "--data", str(data), "--out", str(out), "--cache-dir", str(embedding_cache_dir)]
-        )
-        assert res.exit_code == 2, res.output
-        lines = res.output.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"error: {out}: not replaced") and "--force" in lines[0]
+        fit = ["fit", "--data", str(data)]
+        demo = ["demo", "--n-prompts", "100"]
+        for command in (fit, demo):
+            res = CliRunner().invoke(app, [*command, "--out", str(out), "--cache-dir", str(embedding_cache_dir)])
+            assert res.exit_code == 2, res.output
+            lines = res.output.strip().splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"error: {out}: not replaced") and "--force" in lines[0]
     assert (mine / "thesis.tex").read_text() == "years of work" and file.read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "router.json", "train.parquet"]

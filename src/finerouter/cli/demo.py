@@ -22,7 +22,8 @@ def demo(
     seed: int = typer.Option(0, "--seed"),
     encoder: str | None = typer.Option(None, "--encoder", help="sentence-transformers model (default: packaged MiniLM)."),
     cache_dir: Path | None = typer.Option(Path(".finerouter_cache"), "--cache-dir"),
-    out: Path | None = typer.Option(None, "--out", help="Also save the fitted router here."),
+    out: Path | None = typer.Option(None, "--out", help="Also save the fitted router here (a new or empty folder, or a previous router artifact)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a previous router artifact (deletes what it holds)."),
 ) -> None:
     """Fit FineRouter on SYNTHETIC planted data, compare it with the best single model and the oracle on the
     held-out split, and route a few example prompts with their explanations."""
@@ -30,10 +31,12 @@ def demo(
 
     from finerouter.data.synthetic import make_synthetic_routing_data
     from finerouter.routing.policy import choose_models
-    from finerouter.routing.router import FineRouter
+    from finerouter.routing.router import FineRouter, check_save_destination
 
     con = console()
     with cli_errors():
+        if out is not None:
+            check_save_destination(out, force=force)  # before fitting: a refusal costs no fit
         data = make_synthetic_routing_data(n_prompts=n_prompts, seed=seed)
         train, test = data.split(test_size=0.2, seed=seed)
         con.print(f"[bold]synthetic data[/] (planted domains and sub-tasks): {data}; train {len(train)}, test {len(test)}")
@@ -83,5 +86,5 @@ def demo(
                 + ", ".join(f"{m} {v:.2f}" for m, v in top)
             )
         if out is not None:
-            router.save(out)
+            router.save(out, force=force)
             con.print(f"[green]saved router[/] to {out}")

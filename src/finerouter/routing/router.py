@@ -756,7 +756,7 @@ def check_save_destination(path: str | Path, *, force: bool = False) -> Path:
         return path
     raise ArtifactError(
         f"{path}: not replaced, {problem}; choose another path, or force it "
-        "(finerouter fit --force; FineRouter.save(path, force=True)), which deletes what it holds"
+        "(CLI: --force; FineRouter.save(path, force=True)), which deletes what it holds"
     )
 
 
