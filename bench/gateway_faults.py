@@ -300,7 +300,8 @@ def main() -> None:
             "latency_ok_stream_p50_p99_ms": [round(_pct(ok_stream, 50), 1), round(_pct(ok_stream, 99), 1)],
             "latency_ok_plain_p50_p99_ms": [round(_pct(ok_plain, 50), 1), round(_pct(ok_plain, 99), 1)],
             "gateway_rss_mib_before_after": [round(rss_before, 1), round(rss_after, 1)],
-            "gateway_rss_mib_max_sampled": round(max(rss, default=float("nan")), 1),
+            "gateway_rss_mib_sampled_0_25_50_75_100pct_of_run": [
+                round(rss[min(len(rss) - 1, int(q * len(rss)))], 1) for q in (0, 0.25, 0.5, 0.75, 1.0)] if rss else [],
             "gateway_peak_rss_mib_vmhwm": round(peak, 1),
             "upstream_faults_injected": {u: s["faults"] for u, s in stats.items()},
             "gateway_counters": counters,

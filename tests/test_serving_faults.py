@@ -491,3 +491,58 @@ def test_serve_exits_on_sigterm_within_its_shutdown_timeout(router, servers, fak
             proc.kill()
         log = proc.communicate(timeout=10)[0]
     assert not any(_key(m) in log for m in router.models_)
+
+
+# ---- the proxy alone (an in-process transport) ------------------------------------------------------------------
+def _proxy(router, servers, transport):
+    from finerouter.serving.metrics import GatewayMetrics
+    from finerouter.serving.proxy import CooldownTracker, UpstreamProxy
+
+    cfg = _config(router, servers)
+    return UpstreamProxy({m: transport for m in cfg.upstreams}, cfg.upstreams, CooldownTracker(30.0), GatewayMetrics())
+
+
+def test_a_2xx_answer_keeps_its_headers_but_not_cookies_hop_by_hop_or_key_echoes(router, servers):
+    model = router.models_[0]
+    answer = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer, headers=[
+            ("x-request-id", "req-1"), ("openai-processing-ms", "12"), ("set-cookie", COOKIE),
+            ("connection", "keep-alive, x-hop"), ("x-hop", "1"), ("www-authenticate", "Bearer"),
+            ("x-echo", request.headers["authorization"]), ("x-debug", "api_key=abcdef123")])
+
+    async def go():
+        proxy = _proxy(router, servers, httpx.MockTransport(upstream))
+        result = await proxy.forward([model], _body(), stream=False, max_attempts=1)
+        assert json.loads(result.content) == answer
+        assert {k: v for k, v in result.headers.items() if k != "content-type"} == {"x-request-id": "req-1", "openai-processing-ms": "12"}
+
+    _run(go())
+
+
+def test_a_stream_still_waiting_for_its_first_event_at_shutdown_is_a_503(router, servers):
+    from finerouter.serving.errors import GatewayHTTPError
+
+    model = router.models_[0]
+
+    class Silent(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            await asyncio.sleep(30)  # the head came, the first event never does
+            yield b""
+
+    async def go():
+        proxy = _proxy(router, servers, httpx.MockTransport(
+            lambda request: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Silent())))
+        task = asyncio.ensure_future(proxy.forward([model], _body(stream=True), stream=True, max_attempts=1))
+        while proxy.open_streams == 0:
+            await asyncio.sleep(0.01)
+        t0 = time.perf_counter()
+        assert proxy.abort_streams("the gateway is shutting down") == 1
+        with pytest.raises(GatewayHTTPError) as err:
+            await task
+        assert err.value.status_code == 503 and err.value.code == "gateway_shutting_down"
+        assert time.perf_counter() - t0 < 1.0 and proxy.open_streams == 0
+        assert not proxy.cooldown.is_cooling(model)
+
+    _run(go())
