@@ -291,11 +291,12 @@ def test_scrub_redacts_configured_keys_and_key_shapes(router, servers):
     key = _key(router.models_[0])
     raw = json.dumps({"error": {"message": f"bad key {key[:12]}****{key[-4:]} (token Bearer abc.def-123456)",
                                 "plain": key.replace("sk-", "", 1), "api_key": "hunter22-secret", "desk-lamp": "fine",
-                                "n": "max_tokens: 100"}}).encode()
+                                "n": "max_tokens: 100", "hint": "Missing bearer token in the header."}}).encode()
     out = json.loads(proxy.scrub(raw))["error"]  # still valid JSON
     assert key[:12] not in out["message"] and "abc.def" not in out["message"] and "[redacted]" in out["message"]
     assert out["plain"] == key.replace("sk-", "", 1)  # not key-shaped, not a configured key: kept
     assert out["api_key"] == "[redacted]" and out["desk-lamp"] == "fine" and out["n"] == "max_tokens: 100"
+    assert out["hint"] == "Missing bearer token in the header."
     assert proxy.scrub(f"the key {key.replace('sk-', 'xx-')} and {key}".encode()).count(b"[redacted]") == 1
 
 
@@ -491,6 +492,26 @@ def test_serve_exits_on_sigterm_within_its_shutdown_timeout(router, servers, fak
             proc.kill()
         log = proc.communicate(timeout=10)[0]
     assert not any(_key(m) in log for m in router.models_)
+
+
+# ---- settings ---------------------------------------------------------------------------------------------------
+def test_the_new_limits_are_validated_and_read_from_the_file():
+    from finerouter.errors import ParameterError
+    from finerouter.serving.errors import ConfigError
+
+    raw = {"upstreams": {"a": {"base_url": "http://127.0.0.1:1/v1", "timeout_s": 20, "stream_idle_timeout_s": 5}},
+           "gateway": {"max_upstream_body_bytes": 1 << 20, "max_error_body_bytes": 4096, "shutdown_timeout_s": 3}}
+    cfg = parse_gateway_config(raw, source="ups.yaml", environ={})
+    assert cfg.upstreams["a"].stream_idle_s == 5.0 and cfg.settings.max_upstream_body_bytes == 1 << 20
+    assert cfg.settings.max_error_body_bytes == 4096 and cfg.settings.shutdown_timeout_s == 3.0
+    assert parse_gateway_config({"upstreams": {"a": {"base_url": "http://h/v1", "timeout_s": 7}}}).upstreams["a"].stream_idle_s == 7.0
+    raw["upstreams"]["a"]["stream_idle_timeout_s"] = 30
+    with pytest.raises(ConfigError, match=r"ups\.yaml: upstreams\.a\.stream_idle_timeout_s: must not exceed timeout_s \(20 s\)"):
+        parse_gateway_config(raw, source="ups.yaml", environ={})
+    with pytest.raises(ParameterError, match=r"The 'max_upstream_body_bytes' parameter of GatewaySettings must be an int in \[1024, inf\)"):
+        GatewaySettings(max_upstream_body_bytes=10)
+    with pytest.raises(ParameterError, match=r"'shutdown_timeout_s' parameter of GatewaySettings must be a float in \[0, inf\)"):
+        GatewaySettings(shutdown_timeout_s=-1)
 
 
 # ---- the proxy alone (an in-process transport) ------------------------------------------------------------------

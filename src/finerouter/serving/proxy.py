@@ -83,7 +83,7 @@ _ERROR_RESPONSE_HEADERS = frozenset({"content-type", "x-request-id", "request-id
 # is not passed back.
 _KEYISH = (
     r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-*.]{4,}"
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=\-*]{4,}"
+    r"|(?i:bearer)\s+(?=[A-Za-z._~+/=\-*]*[0-9])[A-Za-z0-9._~+/=\-*]{8,}"  # a token has a digit; prose has none
     r"|(?P<name>(?i:api[_-]?key|access[_-]?token|secret[_-]?key|password)[\"']?\s*[:=]\s*[\"']?)[^\"'\s,;&}]{4,}"
 )
 _KEYISH_TEXT = re.compile(_KEYISH)
