@@ -129,7 +129,7 @@ def test_route_single_and_batch(fitted, synthetic_split):
 @pytest.mark.parametrize("n", [1, 3, 40])  # below and above the one-BLAS-thread batch size
 def test_scores_are_the_components_combined(fitted, synthetic_split, n):
     """The routing hot path (components called past their checks) equals composing the public parts."""
-    from finerouter.routing.policy import combine_scores
+    from finerouter.routing.mixing import mix
 
     _, test = synthetic_split
     emb = fitted.encoder_.encode(test.prompts[:n])
@@ -140,7 +140,8 @@ def test_scores_are_the_components_combined(fitted, synthetic_split, n):
     np.testing.assert_array_equal(scores.task, task)
     np.testing.assert_allclose(scores.confidence, conf)
     np.testing.assert_allclose(scores.stage2, stage2)
-    np.testing.assert_allclose(scores.final, combine_scores(stage2, fitted.stage1_[rows], fitted.alpha), atol=1e-12)
+    expected = mix(fitted.mixing_.vector(), stage2, fitted.stage1_[rows], fitted.global_prior_)
+    np.testing.assert_allclose(scores.final, expected, atol=1e-12)
     decisions = fitted.route_embeddings(emb, test.prompts[:n])
     assert [d.model for d in decisions] == [fitted.models_[j] for j in scores.final.argmax(axis=1)]
 

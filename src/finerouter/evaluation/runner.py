@@ -80,6 +80,9 @@ def _router_info(router: Any) -> dict[str, Any]:
         info["n_tasks"] = summary.get("n_tasks")
         info["share_in_tasks"] = summary.get("share_in_tasks")
         info["mean_candidates"] = summary.get("mean_candidates")
+        mixing = summary.get("mixing")
+        if isinstance(mixing, dict):
+            info["mixing"] = {"weights": mixing.get("weights"), "method": mixing.get("method")}
     return info
 
 
@@ -90,6 +93,7 @@ def run_evaluation(
     routers: Sequence[str] | None = None,
     seeds: int | Sequence[int] = 5,
     test_size: float = 0.2,
+    train_size: int | None = None,
     prices: Any = None,
     encoder: Any = None,
     router_params: dict[str, dict[str, Any]] | None = None,
@@ -105,6 +109,8 @@ def run_evaluation(
         routers: names from :data:`finerouter.baselines.ROUTERS` (default: all of them).
         seeds: number of splits (seeds ``0..N-1``) or the seeds themselves.
         test_size: share of unique prompts held out per split, in (0, 1).
+        train_size: if given, each split's training part is cut to this many prompts (a seeded random subset;
+            the test part is unchanged), for learning curves.
         prices: :class:`finerouter.data.prices.Prices` (or a CSV path) for route-time cost estimates; test costs
             come from the data (a reader given prices fills them), else from these prices.
         encoder: the encoder that produced ``embeddings`` (the FineRouter variants embed task descriptions).
@@ -134,6 +140,8 @@ def run_evaluation(
     seed_list = _seeds(seeds)
     test_size = check_float(test_size, "test_size", "run_evaluation", low=0.0, high=1.0, closed="neither")
     tols = [check_float(t, "tolerances", "run_evaluation", low=0.0, high=1.0) for t in tolerances]
+    if train_size is not None:
+        train_size = check_int(train_size, "train_size", "run_evaluation", low=10)
     names = list(routers) if routers is not None else list(ROUTERS)
     unknown = [n for n in names if n not in ROUTERS]
     if unknown:
@@ -155,6 +163,9 @@ def run_evaluation(
     total, done = len(seed_list) * len(names), 0
     for seed in seed_list:
         train_idx, test_idx = split_indices(dataset.prompts, dataset.tasks, test_size, seed)
+        if train_size is not None and train_size < len(train_idx):
+            keep = np.random.default_rng(seed + 7).choice(len(train_idx), size=train_size, replace=False)
+            train_idx = np.sort(train_idx[keep])
         scored = np.isfinite(dataset.scores[test_idx]).any(axis=1)
         dropped = int((~scored).sum())
         test_idx = test_idx[scored]
@@ -256,6 +267,7 @@ def run_evaluation(
     result = _aggregate(dataset, names, seed_list, per_seed, singles, seed_meta, tols, reference)
     result.update({
         "test_size": test_size,
+        "train_size": train_size,
         "encoder": getattr(encoder, "name", None if encoder is None else str(encoder)),
         "cost_source": dataset.meta.get("cost_source", "data" if dataset.costs is not None else None),
         "route_cost_model": "prices" if prices is not None else ("linear" if dataset.costs is not None else "none"),

@@ -21,6 +21,7 @@ from finerouter._version import __version__
 from finerouter.errors import ArtifactError, DataError, ParameterError
 from finerouter.routing.costs import CostModel
 from finerouter.routing.decision import RoutingDecision
+from finerouter.routing.mixing import MixingChoice
 from finerouter.routing.policy import choose_models, minmax_rows
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,20 @@ class RouterScores:
     confidence: np.ndarray
 
 
+@dataclass
+class _FittedParts:
+    """Both stages fitted on one set of rows (the full training data, or one cross-validation fold's rest)."""
+
+    discovery: Any
+    classifier: Any
+    quality: Any
+    stage1: np.ndarray  # (T+1, m)
+    global_prior: np.ndarray  # (m,)
+    train_tasks: np.ndarray  # (n,)
+    candidates: list[list[int]]
+    seconds: dict[str, float]
+
+
 def _encoder_spec(encoder: Any) -> dict[str, Any] | None:
     """A JSON description from which ``get_encoder`` rebuilds ``encoder``, or None if it cannot."""
     inner = getattr(encoder, "encoder", encoder)  # unwrap CachedEncoder
@@ -89,7 +104,7 @@ class FineRouter:
             implementing :class:`finerouter.encoders.Encoder`.
         describer: None (the prompt is its own task description, offline) or a description writer such as
             :class:`finerouter.describe.OpenAIDescriber`; when it has ``summarize``, it also names the tasks.
-        alpha: weight of stage 2 in the final score, in [0, 1].
+        alpha: weight of stage 2 in the final score, in [0, 1], with ``mixing="paper"``.
         stage1_statistic: the per-task score summary of the stage-1 term: ``"median"`` (the paper) or
             ``"mean"`` (default). On binary (pass/fail) scores a median is 0 or 1 and ties most models; the mean
             keeps the task's success rates (docs/models.md has the measurements).
@@ -100,6 +115,16 @@ class FineRouter:
             paper's label-free discovery. ``"auto"`` (default): fit both on 80% of the training data and refine
             only if the stage-1 prior then routes the other 20% better (``fit_summary_["task_label_choice"]``).
             Measured (docs/models.md): refining helps on 0/1-scored dcrouter (test 0.643 -> 0.656), not on routerdc.
+        mixing: how the final score mixes its sources, ``w2 * norm(stage2) + w1 * norm(stage1) + wg *
+            norm(global)`` (``global``: each model's mean training score). ``"paper"``: the paper's Eq. 5,
+            ``(alpha, 1 - alpha, 0)``. ``"cv"`` (default): internal cross-validation on the training data
+            (``cv_folds`` folds by unique prompt) keeps Eq. 5 unless a mix leaning on the global prior routes the
+            held-out folds better by a standard error, and falls back to the best single model (``wg = 1``) unless
+            the cross-fitted gain over it is positive by a standard error (:mod:`finerouter.routing.mixing`;
+            ``fit_summary_["mixing"]``).
+        cv_folds: folds of the internal cross-validation for ``mixing="cv"`` (each fold refits both stages).
+        stage1_shrinkage: shrink each task's mean score per model toward the model's overall mean in proportion
+            to how little the task's data says (empirical Bayes; only with ``stage1_statistic="mean"``).
         discovery: keyword arguments for :class:`finerouter.discovery.TaskDiscovery`.
         classifier: keyword arguments for :class:`finerouter.classify.TaskClassifier`. The router's default
             ``threshold`` is 0: every prompt goes to its most likely task. The multi-label sigmoid outputs are
@@ -120,6 +145,9 @@ class FineRouter:
         alpha: float = 0.5,
         stage1_statistic: str = "mean",
         refine_task_labels: bool | str = "auto",
+        mixing: str = "cv",
+        cv_folds: int = 3,
+        stage1_shrinkage: bool = True,
         discovery: dict[str, Any] | None = None,
         classifier: dict[str, Any] | None = None,
         quality: dict[str, Any] | None = None,
@@ -132,6 +160,9 @@ class FineRouter:
         self.alpha = alpha
         self.stage1_statistic = stage1_statistic
         self.refine_task_labels = refine_task_labels
+        self.mixing = mixing
+        self.cv_folds = cv_folds
+        self.stage1_shrinkage = stage1_shrinkage
         self.discovery = discovery
         self.classifier = classifier
         self.quality = quality
@@ -149,6 +180,12 @@ class FineRouter:
         check_float(self.alpha, "alpha", owner, low=0.0, high=1.0)
         check_choice(self.stage1_statistic, "stage1_statistic", owner, ("median", "mean"))
         check_int(self.seed, "seed", owner, low=0)
+        check_choice(self.mixing, "mixing", owner, ("cv", "paper"))
+        check_int(self.cv_folds, "cv_folds", owner, low=2)
+        if not isinstance(self.stage1_shrinkage, bool):
+            raise ParameterError(
+                f"The 'stage1_shrinkage' parameter of {owner} must be a bool. Got {self.stage1_shrinkage!r}."
+            )
         if not (isinstance(self.refine_task_labels, bool) or self.refine_task_labels == "auto"):
             raise ParameterError(
                 f"The 'refine_task_labels' parameter of {owner} must be True, False or 'auto'. "
@@ -239,36 +276,29 @@ class FineRouter:
         groups = dataset.tasks if refine else None
 
         t = time.perf_counter()
-        discovery = self._discover(desc_emb, dataset.scores, dataset.models, prompts, descriptions, groups)
-        catalog = discovery.catalog_
-        if self.describer is not None and hasattr(self.describer, "summarize"):
-            for task in catalog.tasks:
-                task.description = self.describer.summarize(task.examples)
-        timings["discovery"] = time.perf_counter() - t
-        logger.info("discovered %d tasks (%.1fs)", catalog.n_tasks, timings["discovery"])
-
-        t = time.perf_counter()
-        classifier = self._fit_classifier(encoder, embeddings, discovery)
+        parts = self._fit_parts(encoder, embeddings, desc_emb, dataset.scores, dataset.models, prompts,
+                                descriptions, groups, summarize=True)
+        discovery, catalog, classifier = parts.discovery, parts.discovery.catalog_, parts.classifier
+        train_tasks, candidates = parts.train_tasks, parts.candidates
+        timings.update({k: v for k, v in parts.seconds.items()})
         n_tasks = catalog.n_tasks
-        if classifier is not None:
-            train_tasks, _ = classifier.predict(embeddings)
-        else:
-            train_tasks = np.full(dataset.n_prompts, -1, dtype=np.int64)
-        timings["classifier"] = time.perf_counter() - t
+        logger.info("discovered %d tasks (%.1fs)", n_tasks, timings["discovery"])
 
         t = time.perf_counter()
-        index = {name: j for j, name in enumerate(dataset.models)}
-        candidates = [[index[c] for c in task.candidates] for task in catalog.tasks]
-        q_params = {"seed": self.seed, **(self.quality or {})}
-        quality = QualityEstimator(**q_params).fit(embeddings, dataset.scores, train_tasks, candidates)
-        timings["quality"] = time.perf_counter() - t
+        if self.mixing == "cv":
+            mixing = self._cross_validate_mixing(dataset, encoder, embeddings, desc_emb, descriptions, groups)
+        else:
+            mixing = MixingChoice.fixed(self.alpha, 1.0 - self.alpha, 0.0)
+        timings["mixing_cv"] = time.perf_counter() - t
 
         self.encoder_ = encoder
         self.models_ = list(dataset.models)
         self.catalog_ = catalog
         self.classifier_ = classifier
-        self.quality_ = quality
-        self.stage1_ = _stage1_matrix(catalog, dataset.scores, discovery.labels_, self.stage1_statistic)
+        self.quality_ = parts.quality
+        self.stage1_ = parts.stage1
+        self.global_prior_ = parts.global_prior
+        self.mixing_ = mixing
         self.cost_model_ = CostModel.fit(dataset.models, prompts, dataset.costs, self._resolve_prices())
         self.n_features_ = int(embeddings.shape[1])
         self.discovery_labels_ = discovery.labels_
@@ -282,12 +312,107 @@ class FineRouter:
             "share_in_tasks": float(np.mean(discovery.labels_ >= 0)),
             "mean_candidates": float(np.mean([len(c) for c in candidates])) if candidates else 0.0,
             "share_assigned_by_classifier": float(np.mean(train_tasks >= 0)),
+            "mixing": mixing.to_dict(),
             "seconds": {k: round(v, 3) for k, v in timings.items()},
         }
         logger.info("fit done: %s", self.fit_summary_)
         return self
 
     # ------------------------------------------------------------------ scoring
+    def _stage1_prior(self, catalog: Any, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """``(T+1, m)`` the stage-1 prior of ``catalog`` (shrunk task means by default; see ``stage1_shrinkage``)."""
+        if self.stage1_statistic == "mean" and self.stage1_shrinkage:
+            from finerouter.routing.mixing import shrink_task_means
+
+            prior = shrink_task_means(scores, labels, catalog.n_tasks)
+            from finerouter.discovery.ranking import nanmean_columns
+
+            overall = nanmean_columns(np.asarray(scores, dtype=np.float64))
+            return np.where(np.isnan(prior), overall[None, :], prior)
+        return _stage1_matrix(catalog, scores, labels, self.stage1_statistic)
+
+    def _fit_parts(
+        self, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray, scores: np.ndarray, models: list[str],
+        prompts: list[str], descriptions: list[str], groups: list[str] | None, *, summarize: bool = False,
+    ) -> _FittedParts:
+        """Discovery, the task classifier, the quality estimator and the priors, fitted on these rows."""
+        from finerouter.discovery.ranking import nanmean_columns
+        from finerouter.quality import QualityEstimator
+
+        seconds: dict[str, float] = {}
+        t = time.perf_counter()
+        discovery = self._discover(desc_emb, scores, models, prompts, descriptions, groups)
+        catalog = discovery.catalog_
+        if summarize and self.describer is not None and hasattr(self.describer, "summarize"):
+            for task in catalog.tasks:
+                task.description = self.describer.summarize(task.examples)
+        seconds["discovery"] = time.perf_counter() - t
+        t = time.perf_counter()
+        classifier = self._fit_classifier(encoder, embeddings, discovery)
+        if classifier is not None:
+            train_tasks, _ = classifier.predict(embeddings)
+        else:
+            train_tasks = np.full(len(prompts), -1, dtype=np.int64)
+        seconds["classifier"] = time.perf_counter() - t
+        t = time.perf_counter()
+        index = {name: j for j, name in enumerate(models)}
+        candidates = [[index[c] for c in task.candidates] for task in catalog.tasks]
+        q_params = {"seed": self.seed, **(self.quality or {})}
+        quality = QualityEstimator(**q_params).fit(embeddings, scores, train_tasks, candidates)
+        seconds["quality"] = time.perf_counter() - t
+        stage1 = self._stage1_prior(catalog, scores, discovery.labels_)
+        global_prior = nanmean_columns(np.asarray(scores, dtype=np.float64))
+        return _FittedParts(discovery, classifier, quality, stage1, global_prior, train_tasks, candidates, seconds)
+
+    def _cross_validate_mixing(
+        self, dataset: Any, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray, descriptions: list[str],
+        groups: list[str] | None,
+    ) -> Any:
+        """``mixing="cv"``: out-of-fold stage-1, stage-2 and global scores on the training data, then the weights.
+
+        Each of ``cv_folds`` folds (by unique prompt, stratified by the data's task labels when present) is held
+        out in turn; both stages are refitted on the other folds (with the same label decision, the catalogs' own
+        task texts) and score the held-out prompts. :func:`finerouter.routing.mixing.choose_weights` picks the
+        weights from these scores.
+        """
+        from finerouter.routing.mixing import choose_weights, fold_ids
+
+        scores = np.asarray(dataset.scores, dtype=np.float64)
+        n, m = scores.shape
+        fold = fold_ids(dataset.prompts, dataset.tasks, self.cv_folds, self.seed + 104729)
+        stage1 = np.full((n, m), np.nan)
+        stage2 = np.full((n, m), np.nan)
+        global_prior = np.full((n, m), np.nan)
+        for f in range(self.cv_folds):
+            held = np.flatnonzero(fold == f)
+            rest = np.flatnonzero(fold != f)
+            if held.size == 0 or rest.size < 10:
+                continue
+            logger.info("mixing cross-validation: fold %d/%d (%d held out)", f + 1, self.cv_folds, held.size)
+            parts = self._fit_parts(
+                encoder, embeddings[rest], desc_emb[rest], scores[rest], dataset.models,
+                [dataset.prompts[i] for i in rest], [descriptions[i] for i in rest],
+                None if groups is None else [groups[i] for i in rest],
+            )
+            emb = embeddings[held]
+            if parts.classifier is not None:
+                task, _ = parts.classifier._predict_checked(emb)
+            else:
+                task = np.full(held.size, -1, dtype=np.int64)
+            rows = np.where(task >= 0, task, parts.discovery.catalog_.n_tasks)
+            stage1[held] = parts.stage1[rows]
+            stage2[held] = parts.quality._predict(emb, task)
+            global_prior[held] = parts.global_prior[None, :]
+        done = np.isfinite(global_prior).any(axis=1)
+        self._cv_scores = {"stage2": stage2, "stage1": stage1, "global": global_prior, "fold": fold, "done": done}
+        from finerouter.routing.mixing import CANDIDATE_MIXES
+
+        alpha = float(self.alpha)
+        candidates = ((alpha, 1.0 - alpha, 0.0),) + tuple(c for c in CANDIDATE_MIXES[1:] if c != (alpha, 1 - alpha, 0))
+        return choose_weights(
+            stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates
+        )
+
     def _discover(
         self, desc_emb: np.ndarray, scores: np.ndarray, models: list[str], prompts: list[str],
         descriptions: list[str], groups: list[str] | None,
@@ -339,7 +464,7 @@ class FineRouter:
         for name, groups in (("label_free", None), ("refined", [dataset.tasks[i] for i in fit_i])):
             disc = self._discover(desc_emb[fit_i], scores[fit_i], dataset.models, prompts, desc, groups)
             clf = self._fit_classifier(encoder, embeddings[fit_i], disc)
-            prior = _stage1_matrix(disc.catalog_, scores[fit_i], disc.labels_, self.stage1_statistic)
+            prior = self._stage1_prior(disc.catalog_, scores[fit_i], disc.labels_)
             n_tasks = disc.catalog_.n_tasks
             task = clf.predict(embeddings[dev_i])[0] if clf is not None else np.full(dev_i.size, -1)
             rows = np.where(task >= 0, task, n_tasks)
@@ -376,6 +501,14 @@ class FineRouter:
             self._stage1_norm = cached
         return cached[1]
 
+    def _global_normalised(self) -> np.ndarray:
+        """``(m,)`` ``minmax_rows`` of the global prior (cached)."""
+        cached = getattr(self, "_global_norm", None)
+        if cached is None or cached[0] is not self.global_prior_:
+            cached = (self.global_prior_, minmax_rows(self.global_prior_.reshape(1, -1))[0])
+            self._global_norm = cached
+        return cached[1]
+
     def _score(self, emb: np.ndarray) -> RouterScores:
         # ``emb``: checked (n, d) float32. The hot path of routing: components are called past their own checks.
         n = emb.shape[0]
@@ -387,8 +520,10 @@ class FineRouter:
         stage2 = self.quality_._predict(emb, task).astype(np.float64)
         rows = np.where(task >= 0, task, self.catalog_.n_tasks)
         stage1 = self.stage1_[rows]
-        alpha = float(self.alpha)
-        final = alpha * minmax_rows(stage2) + (1.0 - alpha) * self._stage1_normalised()[rows]
+        w2, w1, wg = self.mixing_.vector()
+        final = w2 * minmax_rows(stage2) + w1 * self._stage1_normalised()[rows]
+        if wg:
+            final += wg * self._global_normalised()
         return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64))
 
     def estimate_costs(self, prompts: Sequence[str]) -> np.ndarray | None:
@@ -530,7 +665,10 @@ class FineRouter:
             atomic_write_json(tmp / "quality.json", config)
             save_arrays(tmp / "quality.safetensors", arrays)
             probe = np.asarray(self.encoder_.encode(list(ENCODER_PROBES)), dtype=np.float32)
-            save_arrays(tmp / "router.safetensors", {"stage1": self.stage1_, "encoder_probe": probe})
+            save_arrays(
+                tmp / "router.safetensors",
+                {"stage1": self.stage1_, "global_prior": self.global_prior_, "encoder_probe": probe},
+            )
             files = {
                 str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
             }
@@ -543,12 +681,16 @@ class FineRouter:
                     "alpha": float(self.alpha),
                     "stage1_statistic": self.stage1_statistic,
                     "refine_task_labels": self.refine_task_labels,
+                    "mixing": self.mixing,
+                    "cv_folds": int(self.cv_folds),
+                    "stage1_shrinkage": bool(self.stage1_shrinkage),
                     "seed": int(self.seed),
                     "discovery": self.discovery or {},
                     "classifier": self.classifier or {},
                     "quality": self.quality or {},
                 },
                 "models": self.models_,
+                "mixing_weights": self.mixing_.to_dict(),
                 "n_features": self.n_features_,
                 "n_tasks": self.catalog_.n_tasks,
                 "costs": self.cost_model_.to_dict(),
@@ -619,6 +761,9 @@ class FineRouter:
             alpha=cfg["alpha"],
             stage1_statistic=cfg.get("stage1_statistic", "median"),
             refine_task_labels=cfg.get("refine_task_labels", False),
+            mixing=cfg.get("mixing", "paper"),
+            cv_folds=cfg.get("cv_folds", 3),
+            stage1_shrinkage=cfg.get("stage1_shrinkage", False),
             discovery=cfg.get("discovery") or None,
             classifier=cfg.get("classifier") or None,
             quality=cfg.get("quality") or None,
@@ -641,6 +786,14 @@ class FineRouter:
         except Exception as exc:  # a corrupt but hash-consistent file, or a missing unlisted file
             raise ArtifactError(f"{path}: could not load the artifact ({type(exc).__name__}: {exc})") from exc
         router.stage1_ = arrays["stage1"].astype(np.float64)
+        if "global_prior" in arrays:
+            router.global_prior_ = arrays["global_prior"].astype(np.float64)
+        else:  # saved before the learned mixing: Eq. 5 only, which reads no global prior
+            router.global_prior_ = np.zeros(router.stage1_.shape[1])
+        if "mixing_weights" in manifest:
+            router.mixing_ = MixingChoice.from_dict(manifest["mixing_weights"])
+        else:
+            router.mixing_ = MixingChoice.fixed(router.alpha, 1.0 - router.alpha, 0.0)
         router.models_ = list(manifest["models"])
         router.n_features_ = int(manifest["n_features"])
         router.cost_model_ = CostModel.from_dict(manifest["costs"])

@@ -1,0 +1,268 @@
+"""How the router mixes its three score sources, and how it learns the mix from its own training data.
+
+A prompt's final score per model is ``w_stage2 * norm(stage2) + w_stage1 * norm(stage1) + w_global *
+norm(global)``, each source min-max normalised across models per prompt as in the paper's Eq. 5: ``stage2`` is
+the quality estimator's prediction, ``stage1`` the assigned task's (shrunk) mean score, ``global`` each model's
+mean training score (routing by it alone is the best single model). The weights are non-negative and sum to 1;
+the paper's Eq. 5 is ``(alpha, 1 - alpha, 0)``.
+
+:func:`choose_weights` picks them from out-of-fold scores on the training data (internal cross-validation, see
+:meth:`finerouter.routing.router.FineRouter.fit`) among a few candidate mixes. It keeps the default mix (the
+paper's) unless another routes the held-out folds better by more than ``min_gain_se`` standard errors of the
+paired difference. Then the selection is checked against the best single model: it is cross-fitted (each
+fold's prompts get the mix chosen on the other folds only), which gives an honest per-prompt gain; unless that
+gain is positive by ``min_gain_se`` standard errors, the router falls back to the best single model. So with too
+little evidence that routing helps, FineRouter routes like "always use the best model" rather than below it.
+
+:func:`shrink_task_means` shrinks each task's mean score per model toward the model's overall mean in
+proportion to how little the task's data says (empirical Bayes, a one-way random-effects model per model).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("stage2", "stage1", "global")
+
+
+#: The candidate mixes ``(stage2, stage1, global)``: the paper's Eq. 5 first (the default), then mixes that lean
+#: on the global prior, and the best single model last.
+CANDIDATE_MIXES = (
+    (0.5, 0.5, 0.0),
+    (0.75, 0.25, 0.0),
+    (0.25, 0.75, 0.0),
+    (0.4, 0.4, 0.2),
+    (0.25, 0.25, 0.5),
+    (0.0, 0.0, 1.0),
+)
+
+
+@dataclass
+class MixingChoice:
+    """The weights chosen for the three score sources, and the evidence behind them.
+
+    Attributes:
+        weights: ``{"stage2": w2, "stage1": w1, "global": wg}``, non-negative, summing to 1.
+        method: ``"cv"`` (chosen by internal cross-validation), ``"fallback"`` (the evidence did not show that
+            routing beats the best single model, so ``global`` alone), or ``"fixed"`` (given by the user).
+        oof_quality: out-of-fold routing quality (mean true score of the picked model) of the default mix, the
+            chosen one, the best single model, and the cross-fitted selection (``"selected"``).
+        gain: the cross-fitted selection's mean per-prompt gain over the best single model, and its standard
+            error (None for ``"fixed"``).
+        n_prompts: out-of-fold prompts the choice was made on.
+    """
+
+    weights: dict[str, float]
+    method: str
+    oof_quality: dict[str, float] = field(default_factory=dict)
+    gain: float | None = None
+    gain_se: float | None = None
+    n_prompts: int = 0
+
+    def vector(self) -> np.ndarray:
+        """``(3,)`` weights in :data:`SOURCES` order."""
+        return np.asarray([self.weights[s] for s in SOURCES], dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MixingChoice:
+        return cls(**d)
+
+    @classmethod
+    def fixed(cls, stage2: float, stage1: float, global_: float) -> MixingChoice:
+        return cls({"stage2": float(stage2), "stage1": float(stage1), "global": float(global_)}, "fixed")
+
+
+def mix(weights: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray) -> np.ndarray:
+    """``(n, m)`` final scores: ``weights`` ``(3,)`` times the min-max normalised ``stage2`` ``(n, m)``,
+    ``stage1`` ``(n, m)`` and ``global_prior`` ``(m,)`` (NaN entries normalise to 0)."""
+    from finerouter.routing.policy import minmax_rows
+
+    w2, w1, wg = (float(w) for w in weights)
+    out = w2 * minmax_rows(stage2) + w1 * minmax_rows(stage1)
+    if wg:
+        out += wg * minmax_rows(np.asarray(global_prior, dtype=np.float64).reshape(1, -1))
+    return out
+
+
+def _tie_break(global_prior: np.ndarray) -> np.ndarray:
+    """A tiny ``(m,)`` bonus that sends exact ties to the model with the higher global prior, then lower index."""
+    m = global_prior.shape[0]
+    order = np.argsort(np.argsort(np.nan_to_num(global_prior, nan=-np.inf), kind="stable"), kind="stable")
+    return 1e-9 * (order + 1) / m
+
+
+def _picks(grid: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray) -> np.ndarray:
+    """``(g, n)`` the model each weight row of ``grid`` picks per prompt (exact ties: the better model overall)."""
+    tie = _tie_break(global_prior)
+    out = np.empty((grid.shape[0], stage2.shape[0]), dtype=np.int64)
+    for k, w in enumerate(grid):
+        out[k] = np.argmax(mix(w, stage2, stage1, global_prior) + tie, axis=1)
+    return out
+
+
+def _paired_se(diff: np.ndarray) -> float:
+    return float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("inf")
+
+
+def choose_weights(
+    stage2: np.ndarray,
+    stage1: np.ndarray,
+    global_prior: np.ndarray,
+    truth: np.ndarray,
+    fold: np.ndarray,
+    *,
+    candidates: tuple[tuple[float, float, float], ...] = CANDIDATE_MIXES,
+    min_gain_se: float = 1.0,
+) -> MixingChoice:
+    """Choose the mixing weights from out-of-fold scores.
+
+    Args:
+        stage2: ``(n, m)`` out-of-fold stage-2 predictions.
+        stage1: ``(n, m)`` out-of-fold stage-1 priors (the assigned task's mean per model).
+        global_prior: ``(n, m)`` each model's mean score on the training folds of the prompt's fold.
+        truth: ``(n, m)`` true scores (NaN = not evaluated, counted 0 when picked).
+        fold: ``(n,)`` the fold each prompt was held out in.
+        candidates: the mixes to choose from; the first is the default, and one must be ``(0, 0, 1)``.
+        min_gain_se: how many standard errors of the paired difference a mix must gain, over the default to
+            replace it and over the best single model to be used at all.
+    """
+    truth0 = np.nan_to_num(np.asarray(truth, dtype=np.float64), nan=0.0)
+    n = truth0.shape[0]
+    grid = np.asarray(candidates, dtype=np.float64)
+    single_rows = np.flatnonzero((grid == [0.0, 0.0, 1.0]).all(axis=1))
+    if single_rows.size != 1:
+        raise ValueError("choose_weights: the candidates must hold the best single model (0, 0, 1) once")
+    single = int(single_rows[0])
+    rows = np.arange(n)
+    picks = np.empty((grid.shape[0], n), dtype=np.int64)
+    for f in np.unique(fold):
+        idx = np.flatnonzero(fold == f)
+        picks[:, idx] = _picks(grid, stage2[idx], stage1[idx], global_prior[idx][0])
+    gained = truth0[rows[None, :], picks]  # (g, n) true score of each mix's pick
+
+    def select(cols: np.ndarray) -> int:
+        """The default mix, unless a routing mix beats it on ``cols`` by ``min_gain_se`` paired SEs."""
+        q = gained[:, cols].mean(axis=1)
+        routing = [k for k in range(grid.shape[0]) if k != single]
+        best = max(routing, key=lambda k: (q[k], -k))
+        if best != 0:
+            diff = gained[best, cols] - gained[0, cols]
+            if not diff.mean() > min_gain_se * _paired_se(diff):
+                best = 0
+        return best
+
+    chosen = select(rows)
+    # Cross-fit the selection: each fold's prompts get the mix chosen on the other folds.
+    selected = np.empty(n, dtype=np.float64)
+    folds = np.unique(fold)
+    for f in folds:
+        held = fold == f
+        k = select(np.flatnonzero(~held)) if folds.size > 1 else chosen
+        selected[held] = gained[k, held]
+    diff = selected - gained[single]
+    gain, se = float(diff.mean()), _paired_se(diff)
+    quality = gained.mean(axis=1)
+    oof = {
+        "default": float(quality[0]),
+        "chosen": float(quality[chosen]),
+        "best_single": float(quality[single]),
+        "selected": float(selected.mean()),
+    }
+    if gain > min_gain_se * se:
+        weights, method = grid[chosen], "cv"
+    else:
+        weights, method = grid[single], "fallback"
+    choice = MixingChoice(
+        {s: float(w) for s, w in zip(SOURCES, weights)}, method, oof, gain, se if np.isfinite(se) else None, n
+    )
+    logger.info(
+        "mixing: %s weights %s (out-of-fold quality %s; cross-fitted gain over best single %.4f ± %.4f)",
+        method, choice.weights, {k: round(v, 4) for k, v in oof.items()}, gain, se,
+    )
+    return choice
+
+
+def shrink_task_means(scores: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:
+    """``(n_groups + 1, m)`` each group's mean score per model, shrunk toward the model's overall mean.
+
+    Row ``n_groups`` is the prompts with label -1 ("Others"; all prompts when there are none). Per model, a one-way
+    random-effects model: a group's true mean varies around the overall mean with variance ``tau2``; its
+    observed mean has sampling variance ``sigma2 / n_g``. The posterior mean
+    ``mu + tau2 / (tau2 + sigma2 / n_g) * (mean_g - mu)`` moves small groups, and groups of a model whose
+    means hardly vary between groups, toward ``mu``. ``tau2`` and ``sigma2`` are moment estimates (ANOVA).
+    A model with no score in a group takes ``mu``; a model never scored is NaN.
+
+    Args:
+        scores: ``(n, m)`` scores, NaN = not evaluated.
+        labels: ``(n,)`` group per prompt in ``[-1, n_groups)``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    m = scores.shape[1]
+    others = labels < 0
+    members = [labels == t for t in range(n_groups)] + [others if others.any() else np.ones_like(others)]
+    observed = np.isfinite(scores)
+    filled = np.where(observed, scores, 0.0)
+    counts = np.stack([observed[g].sum(axis=0) for g in members]).astype(np.float64)  # (G, m)
+    sums = np.stack([filled[g].sum(axis=0) for g in members])
+    sq = np.stack([(filled[g] ** 2).sum(axis=0) for g in members])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+        total = observed.sum(axis=0).astype(np.float64)
+        mu = filled.sum(axis=0) / total
+        # The variance estimates use the real groups: Others only when it holds prompts of its own.
+        used = n_groups + 1 if others.any() else n_groups
+        est, est_means, est_sq = counts[:used], means[:used], sq[:used]
+        has = est > 0
+        within_ss = np.sum(np.where(has, est_sq - est * np.where(has, est_means, 0.0) ** 2, 0.0), axis=0)
+        within_df = np.sum(np.maximum(est - 1, 0), axis=0)
+        sigma2 = np.where(within_df > 0, within_ss / np.maximum(within_df, 1), 0.0)
+        k = np.sum(has, axis=0)
+        between_ss = np.sum(np.where(has, est * (np.where(has, est_means, 0.0) - mu) ** 2, 0.0), axis=0)
+        n_used = est.sum(axis=0)
+        n0 = np.where(k > 1, (n_used - np.sum(est**2, axis=0) / np.maximum(n_used, 1)) / np.maximum(k - 1, 1), 0.0)
+        tau2 = np.where(
+            (k > 1) & (n0 > 0), np.maximum(0.0, (between_ss / np.maximum(k - 1, 1) - sigma2) / np.maximum(n0, 1e-12)),
+            0.0,
+        )
+        var_mean = sigma2[None, :] / np.maximum(counts, 1.0)
+        weight = np.where(tau2[None, :] + var_mean > 0, tau2[None, :] / (tau2[None, :] + var_mean), 1.0)
+        shrunk = mu[None, :] + weight * (means - mu[None, :])
+    shrunk = np.where(counts > 0, shrunk, mu[None, :])
+    return np.where(np.isfinite(mu)[None, :], shrunk, np.nan)
+
+
+def fold_ids(prompts: list[str], tasks: list[str] | None, n_folds: int, seed: int) -> np.ndarray:
+    """``(n,)`` fold of each row: ``n_folds`` folds by unique prompt, stratified by task when given."""
+    rng = np.random.default_rng(seed)
+    group_of: dict[str, int] = {}
+    first_row: list[int] = []
+    row_group = np.empty(len(prompts), dtype=np.int64)
+    for i, p in enumerate(prompts):
+        g = group_of.setdefault(p, len(first_row))
+        if g == len(first_row):
+            first_row.append(i)
+        row_group[i] = g
+    strata: dict[str, list[int]] = {}
+    for g, row in enumerate(first_row):
+        strata.setdefault(tasks[row] if tasks is not None else "", []).append(g)
+    group_fold = np.empty(len(first_row), dtype=np.int64)
+    offset = 0
+    for key in sorted(strata):
+        groups = np.asarray(strata[key])
+        rng.shuffle(groups)
+        group_fold[groups] = (np.arange(groups.size) + offset) % n_folds
+        offset += groups.size
+    return group_fold[row_group]
+
+
+__all__ = ["MixingChoice", "CANDIDATE_MIXES", "SOURCES", "choose_weights", "fold_ids", "mix", "shrink_task_means"]

@@ -1,0 +1,108 @@
+"""The learned score mixing and the shrunk task priors (finerouter.routing.mixing)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finerouter.routing.mixing import CANDIDATE_MIXES, MixingChoice, choose_weights, fold_ids, mix, shrink_task_means
+
+
+def _oof(rng, n=900, m=6, signal=1.0):
+    """Out-of-fold scores where stage 2 knows each prompt's best model with strength ``signal``."""
+    base = np.linspace(0.4, 0.6, m)
+    truth = (rng.random((n, m)) < base).astype(float)
+    stage2 = base + signal * (truth - base) * 0.5 + rng.normal(0, 0.05, (n, m))
+    stage1 = np.tile(base, (n, 1)) + rng.normal(0, 0.01, (n, m))
+    global_prior = np.tile(base, (n, 1))
+    fold = np.arange(n) % 3
+    return stage2, stage1, global_prior, truth, fold
+
+
+def test_choose_weights_uses_a_routing_mix_when_the_held_out_folds_show_a_gain(rng):
+    choice = choose_weights(*_oof(rng, signal=1.0))
+    assert choice.method == "cv" and choice.weights["global"] < 1.0
+    assert choice.gain > choice.gain_se > 0
+    assert choice.oof_quality["selected"] > choice.oof_quality["best_single"]
+    assert abs(sum(choice.weights.values()) - 1.0) < 1e-12
+
+
+def test_choose_weights_falls_back_to_the_best_single_model_without_evidence(rng):
+    stage2, stage1, global_prior, truth, fold = _oof(rng, signal=0.0)
+    noise = rng.normal(0, 0.2, stage2.shape)  # predictions unrelated to the truth
+    choice = choose_weights(stage2 + noise, stage1 + noise, global_prior, truth, fold)
+    assert choice.method == "fallback"
+    assert choice.weights == {"stage2": 0.0, "stage1": 0.0, "global": 1.0}
+
+
+def test_choose_weights_keeps_the_default_mix_unless_another_is_clearly_better(rng):
+    stage2, stage1, global_prior, truth, fold = _oof(rng, signal=1.0)
+    # stage 1 as informative as stage 2: the default (0.5, 0.5, 0) routes as well as any, so it stays
+    choice = choose_weights(stage2, stage2.copy(), global_prior, truth, fold)
+    assert choice.method == "cv" and (choice.weights["stage2"], choice.weights["stage1"]) == (0.5, 0.5)
+
+
+def test_choose_weights_needs_the_best_single_candidate(rng):
+    with pytest.raises(ValueError, match="best single"):
+        choose_weights(*_oof(rng), candidates=((0.5, 0.5, 0.0),))
+
+
+def test_mix_is_the_papers_eq5_for_alpha_weights(rng):
+    from finerouter.routing.policy import combine_scores
+
+    s2, s1 = rng.random((5, 4)), rng.random((5, 4))
+    np.testing.assert_allclose(mix(np.array([0.3, 0.7, 0.0]), s2, s1, rng.random(4)), combine_scores(s2, s1, 0.3))
+    # the global term ranks models by their overall mean, the same for every prompt
+    only_global = mix(np.array([0.0, 0.0, 1.0]), s2, s1, np.array([0.1, 0.4, 0.2, 0.3]))
+    assert (only_global.argmax(axis=1) == 1).all()
+
+
+def test_mixing_choice_round_trips_through_a_dict():
+    choice = MixingChoice({"stage2": 0.4, "stage1": 0.4, "global": 0.2}, "cv", {"default": 0.5}, 0.01, 0.002, 10)
+    assert MixingChoice.from_dict(choice.to_dict()) == choice
+    np.testing.assert_allclose(choice.vector(), [0.4, 0.4, 0.2])
+    assert set(CANDIDATE_MIXES[0]) and CANDIDATE_MIXES[0] == (0.5, 0.5, 0.0)
+
+
+def test_shrunk_means_move_small_groups_most(rng):
+    n_big, n_small = 400, 4
+    labels = np.array([0] * n_big + [1] * n_small + [2] * n_big)
+    p = np.array([0.2] * n_big + [0.9] * n_small + [0.8] * n_big)
+    scores = (rng.random((labels.size, 1)) < p[:, None]).astype(float)
+    shrunk = shrink_task_means(scores, labels, 3)
+    raw = [scores[labels == t, 0].mean() for t in range(3)]
+    mu = scores[:, 0].mean()
+    moved = [abs(shrunk[t, 0] - raw[t]) / max(abs(raw[t] - mu), 1e-9) for t in range(3)]
+    assert moved[1] > 5 * max(moved[0], moved[2])  # the 4-prompt group is pulled toward the mean far more
+    assert abs(shrunk[0, 0] - raw[0]) < 0.01 and abs(shrunk[2, 0] - raw[2]) < 0.01
+    assert shrunk.shape == (4, 1)  # the Others row: every prompt when no prompt is in Others
+    assert abs(shrunk[3, 0] - mu) < 1e-12
+
+
+def test_shrunk_means_collapse_to_the_overall_mean_when_groups_do_not_differ(rng):
+    labels = rng.integers(0, 5, 2000)
+    scores = (rng.random((2000, 3)) < np.array([0.3, 0.5, 0.7])).astype(float)
+    shrunk = shrink_task_means(scores, labels, 5)
+    overall = scores.mean(axis=0)
+    raw = np.stack([scores[labels == t].mean(axis=0) for t in range(5)])
+    # the groups' differences are sampling noise: most of it is shrunk away
+    assert np.abs(shrunk[:5] - overall).mean() < 0.5 * np.abs(raw - overall).mean()
+
+
+def test_shrunk_means_handle_missing_scores_and_others():
+    scores = np.array([[1.0, np.nan], [0.0, np.nan], [1.0, np.nan], [0.5, np.nan]])
+    labels = np.array([0, 0, -1, -1])
+    shrunk = shrink_task_means(scores, labels, 1)
+    assert shrunk.shape == (2, 2) and np.isnan(shrunk[:, 1]).all()  # a model never scored stays NaN
+    assert np.isfinite(shrunk[:, 0]).all()
+
+
+def test_fold_ids_keep_a_prompts_rows_together_and_balance_tasks():
+    prompts = [f"p{i % 50}" for i in range(100)]  # every prompt twice
+    tasks = ["a" if i % 50 < 30 else "b" for i in range(100)]
+    fold = fold_ids(prompts, tasks, 3, seed=0)
+    for p in set(prompts):
+        assert len({fold[i] for i in range(100) if prompts[i] == p}) == 1
+    counts = np.bincount(fold[: 50][np.array(tasks[:50]) == "a"], minlength=3)
+    assert counts.max() - counts.min() <= 1
+    np.testing.assert_array_equal(fold, fold_ids(prompts, tasks, 3, seed=0))
