@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finerouter.routing.mixing import CANDIDATE_MIXES, MixingChoice, choose_weights, fold_ids, mix, shrink_task_means
+from finerouter.routing.mixing import (
+    CANDIDATE_MIXES,
+    Calibration,
+    MixingChoice,
+    choose_weights,
+    expected_calibration_error,
+    fold_ids,
+    mix,
+    raw_mix,
+    shrink_task_means,
+)
 
 
 def _oof(rng, n=900, m=6, signal=1.0):
@@ -106,3 +116,30 @@ def test_fold_ids_keep_a_prompts_rows_together_and_balance_tasks():
     counts = np.bincount(fold[: 50][np.array(tasks[:50]) == "a"], minlength=3)
     assert counts.max() - counts.min() <= 1
     np.testing.assert_array_equal(fold, fold_ids(prompts, tasks, 3, seed=0))
+
+
+def test_calibration_maps_overconfident_scores_to_observed_rates(rng):
+    raw = rng.random(5000)
+    truth = (rng.random(5000) < 0.2 + 0.5 * raw).astype(float)  # the truth rises, but less steeply than raw
+    cal = Calibration.fit(raw, truth)
+    expected = cal(raw)
+    assert np.all(np.diff(cal(np.linspace(0, 1, 50))) >= 0)  # non-decreasing
+    assert expected_calibration_error(expected, truth) < 0.5 * expected_calibration_error(raw, truth)
+    assert abs(cal(np.array([0.1]))[0] - 0.25) < 0.08 and abs(cal(np.array([0.9]))[0] - 0.65) < 0.08
+    identity = Calibration.identity()
+    np.testing.assert_array_equal(identity(raw), raw)
+    assert Calibration.fit(np.ones(10), np.zeros(10)).x.size == 0  # nothing to learn from a constant score
+
+
+def test_raw_mix_fills_missing_sources_with_the_global_prior():
+    s2 = np.array([[0.2, np.nan]])
+    s1 = np.array([[np.nan, 0.6]])
+    g = np.array([0.5, 0.4])
+    np.testing.assert_allclose(raw_mix(np.array([0.5, 0.5, 0.0]), s2, s1, g), [[0.35, 0.5]])
+
+
+def test_expected_calibration_error_by_hand():
+    expected = np.array([0.05, 0.05, 0.95, 0.95])
+    truth = np.array([0.0, 0.0, 1.0, 0.0])
+    # bin 0: |0.05 - 0| * 0.5; bin 9: |0.95 - 0.5| * 0.5
+    assert abs(expected_calibration_error(expected, truth) - (0.025 + 0.225)) < 1e-12

@@ -186,7 +186,25 @@ def test_save_load_identical_decisions(fitted, synthetic_split, tmp_path, cached
         a = [d.to_dict() for d in fitted.route(test.prompts[:30], tolerance=tol)]
         b = [d.to_dict() for d in loaded.route(test.prompts[:30], tolerance=tol)]
         assert a == b
+    assert loaded.mixing_ == fitted.mixing_
+    emb = fitted.encoder_.encode(test.prompts[:30])
+    np.testing.assert_array_equal(loaded.score_embeddings(emb).expected, fitted.score_embeddings(emb).expected)
     assert not list(tmp_path.glob(".r.*")), "temporary directories left behind"
+
+
+def test_mixing_is_chosen_by_cross_validation_and_expected_scores_are_calibrated(fitted, synthetic_split):
+    _, test = synthetic_split
+    summary = fitted.fit_summary_["mixing"]
+    assert summary["method"] in ("cv", "fallback") and summary["n_prompts"] == fitted.fit_summary_["n_prompts"]
+    assert abs(sum(summary["weights"].values()) - 1.0) < 1e-12
+    # the calibration is fitted on out-of-fold data; in-sample on it, it cannot be worse calibrated than the raw mix
+    assert summary["calibration_error"]["calibrated"] <= summary["calibration_error"]["raw"] + 1e-9
+    scores = fitted.score_embeddings(fitted.encoder_.encode(test.prompts[:80]))
+    assert scores.expected.shape == scores.final.shape
+    assert np.all((scores.expected >= 0) & (scores.expected <= 1))
+    # calibrated estimates are on the score scale: their mean over prompts tracks the models' true means
+    truth = np.nan_to_num(test.scores[:80])
+    assert abs(scores.expected.mean() - truth.mean()) < 0.1
 
 
 def test_tampered_or_missing_files_refused(fitted, tmp_path, cached_minilm):

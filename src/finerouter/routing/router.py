@@ -21,7 +21,7 @@ from finerouter._version import __version__
 from finerouter.errors import ArtifactError, DataError, ParameterError
 from finerouter.routing.costs import CostModel
 from finerouter.routing.decision import RoutingDecision
-from finerouter.routing.mixing import MixingChoice
+from finerouter.routing.mixing import Calibration, MixingChoice, raw_mix
 from finerouter.routing.policy import choose_models, minmax_rows
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,10 @@ class RouterScores:
     Attributes:
         stage1: ``(n, m)`` the assigned task's mean (or median) score per model (raw; NaN where never observed).
         stage2: ``(n, m)`` the quality estimator's predictions.
-        final: ``(n, m)`` ``alpha * norm(stage2) + (1 - alpha) * norm(stage1)``.
+        final: ``(n, m)`` the routing score: the normalised sources mixed (:func:`finerouter.routing.mixing.mix`).
+        expected: ``(n, m)`` calibrated expected true score per model, on the score scale (the raw mix of the
+            sources mapped through the isotonic calibration fitted on out-of-fold data; uncalibrated with
+            ``mixing="paper"``). What cost-aware rules trade against cost.
         task: ``(n,)`` assigned task id, -1 for "Others".
         confidence: ``(n,)`` classifier probability of the best task.
     """
@@ -58,6 +61,7 @@ class RouterScores:
     final: np.ndarray
     task: np.ndarray
     confidence: np.ndarray
+    expected: np.ndarray | None = None
 
 
 @dataclass
@@ -286,9 +290,11 @@ class FineRouter:
 
         t = time.perf_counter()
         if self.mixing == "cv":
-            mixing = self._cross_validate_mixing(dataset, encoder, embeddings, desc_emb, descriptions, groups)
+            mixing, calibration = self._cross_validate_mixing(
+                dataset, encoder, embeddings, desc_emb, descriptions, groups
+            )
         else:
-            mixing = MixingChoice.fixed(self.alpha, 1.0 - self.alpha, 0.0)
+            mixing, calibration = MixingChoice.fixed(self.alpha, 1.0 - self.alpha, 0.0), Calibration.identity()
         timings["mixing_cv"] = time.perf_counter() - t
 
         self.encoder_ = encoder
@@ -299,6 +305,7 @@ class FineRouter:
         self.stage1_ = parts.stage1
         self.global_prior_ = parts.global_prior
         self.mixing_ = mixing
+        self.calibration_ = calibration
         self.cost_model_ = CostModel.fit(dataset.models, prompts, dataset.costs, self._resolve_prices())
         self.n_features_ = int(embeddings.shape[1])
         self.discovery_labels_ = discovery.labels_
@@ -375,7 +382,7 @@ class FineRouter:
         task texts) and score the held-out prompts. :func:`finerouter.routing.mixing.choose_weights` picks the
         weights from these scores.
         """
-        from finerouter.routing.mixing import choose_weights, fold_ids
+        from finerouter.routing.mixing import choose_weights, expected_calibration_error, fold_ids
 
         scores = np.asarray(dataset.scores, dtype=np.float64)
         n, m = scores.shape
@@ -409,9 +416,16 @@ class FineRouter:
 
         alpha = float(self.alpha)
         candidates = ((alpha, 1.0 - alpha, 0.0),) + tuple(c for c in CANDIDATE_MIXES[1:] if c != (alpha, 1 - alpha, 0))
-        return choose_weights(
+        choice = choose_weights(
             stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates
         )
+        raw = raw_mix(choice.vector(), stage2[done], stage1[done], global_prior[done])
+        calibration = Calibration.fit(raw, scores[done])
+        choice.calibration_error = {
+            "raw": expected_calibration_error(raw, scores[done]),
+            "calibrated": expected_calibration_error(calibration(raw), scores[done]),
+        }
+        return choice, calibration
 
     def _discover(
         self, desc_emb: np.ndarray, scores: np.ndarray, models: list[str], prompts: list[str],
@@ -524,7 +538,8 @@ class FineRouter:
         final = w2 * minmax_rows(stage2) + w1 * self._stage1_normalised()[rows]
         if wg:
             final += wg * self._global_normalised()
-        return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64))
+        expected = self.calibration_(raw_mix(self.mixing_.vector(), stage2, stage1, self.global_prior_))
+        return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64), expected)
 
     def estimate_costs(self, prompts: Sequence[str]) -> np.ndarray | None:
         """``(n, m)`` estimated USD cost per prompt and model, or None when costs are unknown."""
@@ -667,7 +682,10 @@ class FineRouter:
             probe = np.asarray(self.encoder_.encode(list(ENCODER_PROBES)), dtype=np.float32)
             save_arrays(
                 tmp / "router.safetensors",
-                {"stage1": self.stage1_, "global_prior": self.global_prior_, "encoder_probe": probe},
+                {
+                    "stage1": self.stage1_, "global_prior": self.global_prior_, "encoder_probe": probe,
+                    "calibration_x": self.calibration_.x, "calibration_y": self.calibration_.y,
+                },
             )
             files = {
                 str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()
@@ -790,6 +808,12 @@ class FineRouter:
             router.global_prior_ = arrays["global_prior"].astype(np.float64)
         else:  # saved before the learned mixing: Eq. 5 only, which reads no global prior
             router.global_prior_ = np.zeros(router.stage1_.shape[1])
+        if "calibration_x" in arrays:
+            router.calibration_ = Calibration(
+                arrays["calibration_x"].astype(np.float64), arrays["calibration_y"].astype(np.float64)
+            )
+        else:
+            router.calibration_ = Calibration.identity()
         if "mixing_weights" in manifest:
             router.mixing_ = MixingChoice.from_dict(manifest["mixing_weights"])
         else:
