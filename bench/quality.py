@@ -72,15 +72,30 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
 
 def summary(name: str, results: dict) -> None:
     print(f"\n== {name}: {len(results['seeds'])} seeds, test size {results['test_size']} ==")
-    print(f"{'router':22s} {'quality':>16s} {'cost/prompt':>12s} {'headroom':>9s} {'area':>7s} {'cost@best':>9s}")
+    def num(x: float | None) -> str:
+        return "–" if x is None else f"{x:.3f}"
+
+    print(f"{'router':22s} {'quality':>16s} {'cost/prompt':>12s} {'headroom':>9s} {'area':>7s} {'AIQ':>7s} "
+          f"{'cost@best':>9s} {'q@25%':>7s} {'q@50%':>7s}")
     for router, rec in results["routers"].items():
         q = f"{rec['quality_mean']:.4f} ± {rec['quality_std'] or 0:.4f}"
         c = "–" if rec["cost_mean"] is None else f"${rec['cost_mean']:.6f}"
         h = "–" if rec["headroom_mean"] is None else f"{rec['headroom_mean']:+.3f}"
-        a = "–" if rec.get("curve_area_mean") is None else f"{rec['curve_area_mean']:.3f}"
         frac = rec.get("cost_fraction_at_best_single_quality")
         f = "–" if "curve" not in rec else ("never" if frac is None else f"{frac:.0%}")
-        print(f"{router:22s} {q:>16s} {c:>12s} {h:>9s} {a:>7s} {f:>9s}")
+        print(f"{router:22s} {q:>16s} {c:>12s} {h:>9s} {num(rec.get('curve_area_mean')):>7s} "
+              f"{num(rec.get('aiq_mean')):>7s} {f:>9s} {num(rec.get('quality_at_25pct_best_single_cost')):>7s} "
+              f"{num(rec.get('quality_at_50pct_best_single_cost')):>7s}")
+        lam = rec.get("lambda_curve")
+        if lam:
+            frac = lam.get("cost_fraction_at_best_single_quality")
+            f = "never" if frac is None else f"{frac:.0%}"
+            print(f"{'  λ-curve':22s} {'':>16s} {'':>12s} {'':>9s} {'':>7s} {num(lam.get('aiq_mean')):>7s} "
+                  f"{f:>9s} {num(lam.get('quality_at_25pct_best_single_cost')):>7s} "
+                  f"{num(lam.get('quality_at_50pct_best_single_cost')):>7s}")
+    zero = results.get("zero_router")
+    if zero and zero.get("aiq_mean") is not None:
+        print(f"zero router (hull of the single models) AIQ {zero['aiq_mean']:.3f}")
     comp = results["comparisons"]
     if comp.get("reference"):
         print(f"paired differences, {comp['reference']} minus:")

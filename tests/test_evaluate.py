@@ -104,6 +104,34 @@ def test_cost_quality_curves(results):
     assert frac < 1.0  # kNN matches the best single model for less
 
 
+def test_aiq_zero_router_and_quality_at_cost_fractions(results):
+    from finerouter.evaluation import metrics as M
+
+    r, singles = results["routers"], results["single_models"]
+    zero = results["zero_router"]
+    # the zero router is the hull of the single models; on the planted data 'mid' lies under the chord
+    pts = [(singles[m]["cost_mean"], singles[m]["quality_mean"]) for m in results["models"]]
+    assert zero["cost"] == M.nondecreasing_convex_hull(*zip(*pts))[0]
+    assert zero["aiq_mean"] == pytest.approx(np.mean(zero["per_seed_aiq"]))
+    for split, aiq in zip(results["splits"], zero["per_seed_aiq"]):
+        assert 0.0 < aiq <= split["best_single_quality"] + 1e-12
+    for name, rec in r.items():  # every router has an AIQ: on its curve, or on its one operating point
+        assert rec["aiq_mean"] == pytest.approx(np.mean(rec["per_seed"]["aiq"])), name
+        if "curve" in rec:
+            for a, area in zip(rec["per_seed"]["aiq"], rec["per_seed"]["curve_area"]):
+                assert a >= area - 1e-12, name  # the hull lies on or above the running-max curve
+    # the best single model sits on the zero router's hull: its one point has the same quality at x = 1
+    assert r["best_single"]["aiq_mean"] <= zero["aiq_mean"] + 1e-12
+    assert r["knn"]["aiq_mean"] > zero["aiq_mean"]  # planted: kNN beats mixing single models
+    # quality at half the best single model's ($0.003) cost: kNN's cheapest points qualify, pricey-only never
+    best_c = results["best_single"]["cost_mean"]
+    curve = r["knn"]["curve"]
+    half = [q for c, q in zip(curve["cost"], curve["quality"]) if c <= 0.5 * best_c + 1e-15]
+    assert r["knn"]["quality_at_50pct_best_single_cost"] == (max(half) if half else None)
+    assert r["best_single"]["quality_at_50pct_best_single_cost"] is None
+    assert r["best_single"]["quality_at_25pct_best_single_cost"] is None
+
+
 def test_paired_comparison_against_the_reference(results):
     comp = results["comparisons"]
     assert comp["reference"] == "knn"
@@ -182,6 +210,10 @@ def test_write_outputs_report_and_figures(results, tmp_path):
     assert "## Table 1" in report and "## Table 2" in report and "Oracle (uses test scores)" in report
     assert "| cheap |" in report and "Coarse task label (given at test)" in report
     assert "Paired comparison" in report
+    zero = saved["zero_router"]["aiq_mean"]
+    assert f"Zero router (the convex hull of the single models, no prompt read): AIQ {zero:.3f}" in report
+    knn = saved["routers"]["knn"]
+    assert f"| kNN | {knn['aiq_mean']:.3f} ± {knn['aiq_std']:.3f} |" in report
     assert render_report(saved) == report
     for key in ("cost_quality", "routing_distribution"):
         img = mpimg.imread(paths[key])

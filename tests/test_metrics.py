@@ -126,3 +126,52 @@ def test_paired_comparison():
     assert same["ties"] == 5 and same["ttest_p"] is None and same["sign_test_p"] is None
     mixed = M.paired_comparison([0.5, 0.6], [0.6, 0.5])
     assert (mixed["wins"], mixed["losses"]) == (1, 1) and mixed["ttest_p"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("costs", "qualities", "aiq"),
+    [
+        ([0.0, 0.5, 1.0], [0.0, 0.8, 1.0], 0.5 * 0.4 + 0.5 * 0.9),  # concave already: the hull is the curve
+        ([0.0, 0.5, 1.0], [0.0, 0.2, 1.0], 0.5),  # a point under the chord is mixed away: the diagonal
+        ([0.0, 0.5, 1.0], [0.5, 0.9, 0.6], 0.5 * 0.7 + 0.5 * 0.9),  # cut at the best point, flat after it
+        ([0.5], [0.8], 0.4),  # 0 left of the only point, as the curve area
+        ([1.0, 0.0, 0.5], [1.0, 0.0, 0.8], 0.5 * 0.4 + 0.5 * 0.9),  # order of points does not matter
+        ([-1.0, 1.0], [0.2, 0.6], 0.5 * (0.4 + 0.6)),  # cheaper than the cheapest model: the hull at x=0 is 0.4
+    ],
+)
+def test_aiq_on_known_hulls(costs, qualities, aiq):
+    assert M.aiq(costs, qualities, 0.0, 1.0) == pytest.approx(aiq)
+
+
+def test_nondecreasing_convex_hull_vertices():
+    hc, hq = M.nondecreasing_convex_hull([0.0, 0.2, 0.5, 0.5, 1.0, 0.8], [0.1, 0.2, 0.9, 0.3, 0.95, 0.4])
+    assert hc == [0.0, 0.5, 1.0] and hq == [0.1, 0.9, 0.95]
+    assert M.nondecreasing_convex_hull([float("nan")], [0.5]) == ([], [])
+    assert M.aiq([float("nan")], [0.5], 0.0, 1.0) is None
+    assert M.aiq([0.5], [0.5], 1.0, 1.0) is None
+
+
+def test_zero_router_is_the_hull_of_single_models():
+    # cheapest 0.5 at $1, middle 0.7 at $2 (above the chord), best 0.9 at $4; x = 0, 1/3, 1
+    curve = M.zero_router_curve([1.0, 2.0, 4.0], [0.5, 0.7, 0.9])
+    assert curve == {"cost": [1.0, 2.0, 4.0], "quality": [0.5, 0.7, 0.9]}
+    assert M.aiq(curve["cost"], curve["quality"], 1.0, 4.0) == pytest.approx(0.6 / 3 + 0.8 * 2 / 3)
+    # a dominated model (pricier and worse than the cheapest) is not on the hull: the chord 0.5 -> 0.9
+    dominated = M.zero_router_curve([1.0, 2.0, 4.0], [0.5, 0.4, 0.9])
+    assert dominated["cost"] == [1.0, 4.0]
+    assert M.aiq(dominated["cost"], dominated["quality"], 1.0, 4.0) == pytest.approx(0.7)
+
+
+def test_aiq_is_at_least_the_running_max_area(rng):
+    for _ in range(50):
+        c, q = rng.random(8), rng.random(8)
+        assert M.aiq(c, q, 0.0, 1.0) >= M.normalised_curve_area(c, q, 0.0, 1.0) - 1e-12
+        assert M.aiq(c, q, 0.0, 1.0) <= q.max() + 1e-12
+
+
+def test_quality_at_fraction_of_best_single_cost():
+    costs, quals = [1.0, 2.0, 3.0, 4.0], [0.5, 0.7, 0.8, 0.9]
+    assert M.quality_at_cost(costs, quals, 0.5 * 4.0) == pytest.approx(0.7)
+    assert M.quality_at_cost(costs, quals, 0.25 * 4.0) == pytest.approx(0.5)
+    assert M.quality_at_cost(costs, quals, 0.9) is None  # no point that cheap
+    assert M.quality_at_cost([1.0, 2.0], [0.8, 0.6], 2.0) == pytest.approx(0.8)  # best, not the last

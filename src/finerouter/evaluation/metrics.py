@@ -10,6 +10,10 @@ Conventions (used everywhere in the harness and documented in ``docs/evaluation.
   in the mean.
 * **Normalised cost axis**: ``x = (c - c_low) / (c_high - c_low)`` where ``c_low``/``c_high`` are the mean
   per-prompt costs of the cheapest and the most expensive single model on the same test prompts.
+* **AIQ** (RouterBench, Hu et al. 2024, arXiv 2403.12031, Sec. 3): the area under a router's *non-decreasing
+  convex hull* in the cost–quality plane over that normalised axis (:func:`aiq`); the **zero router** is the
+  hull of the single models' own points (:func:`zero_router_curve`), what mixing single models at random
+  achieves without looking at the prompt.
 """
 
 from __future__ import annotations
@@ -177,6 +181,87 @@ def cost_fraction_at_quality(
     if not ok.any() or not (math.isfinite(reference_cost) and reference_cost > 0):
         return None
     return float(c[ok].min() / reference_cost)
+
+
+def nondecreasing_convex_hull(
+    costs: Sequence[float], qualities: Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """Vertices ``(costs, qualities)`` of the non-decreasing convex hull of cost–quality points (RouterBench).
+
+    Any point on the segment between two operating points is reachable by sending each prompt to one of them at
+    random in the right proportion, so the attainable curve is the upper concave hull of the points. It is cut
+    at its highest point (paying more never has to lower quality) and, from the cheapest point with the best
+    quality at that cost, rises monotonically. Non-finite points are ignored. Vertices are sorted by cost; the
+    last one has the maximum quality. Empty lists when no point is finite.
+    """
+    c = np.asarray(costs, dtype=np.float64)
+    q = np.asarray(qualities, dtype=np.float64)
+    if c.shape != q.shape:
+        raise ParameterError(f"costs and qualities differ in length: {c.size} vs {q.size}")
+    ok = np.isfinite(c) & np.isfinite(q)
+    c, q = c[ok], q[ok]
+    if not c.size:
+        return [], []
+    order = np.lexsort((-q, c))
+    c, q = c[order], q[order]
+    keep = np.r_[True, np.diff(c) > 0]  # the best quality at each distinct cost
+    c, q = c[keep], q[keep]
+    hull: list[tuple[float, float]] = []
+    for point in zip(c.tolist(), q.tolist()):  # Andrew's monotone chain, upper hull, left to right
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            # drop the middle point when it lies on or below the chord from hull[-2] to the new point
+            if (x2 - x1) * (point[1] - y1) - (y2 - y1) * (point[0] - x1) >= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(point)
+    top = max(range(len(hull)), key=lambda i: (hull[i][1], -i))  # the first (cheapest) highest vertex
+    hull = hull[: top + 1]
+    return [h[0] for h in hull], [h[1] for h in hull]
+
+
+def aiq(costs: Sequence[float], qualities: Sequence[float], cost_low: float, cost_high: float) -> float | None:
+    """RouterBench's AIQ ("average improvement in quality", arXiv 2403.12031): the area under the router's
+    non-decreasing convex hull (:func:`nondecreasing_convex_hull`) over the normalised cost axis ``[0, 1]``.
+
+    ``x = (cost - cost_low) / (cost_high - cost_low)`` with ``cost_low``/``cost_high`` the cheapest and the most
+    expensive single model's mean cost, as for :func:`normalised_curve_area`, whose conventions hold here too:
+    0 left of the router's cheapest point, flat right of its best one, clipped to ``[0, 1]``. RouterBench divides
+    the integral over ``[c_low, c_high]`` by ``c_high - c_low``, which is this area. It lies in
+    ``[0, max quality]`` and is at least :func:`normalised_curve_area` of the same points. None when
+    ``cost_high <= cost_low`` or no point is finite.
+    """
+    hc, hq = nondecreasing_convex_hull(costs, qualities)
+    if not hc:
+        return None
+    return normalised_curve_area(hc, hq, cost_low, cost_high)
+
+
+def zero_router_curve(single_costs: Sequence[float], single_qualities: Sequence[float]) -> dict[str, list[float]]:
+    """The zero router (RouterBench): the non-decreasing convex hull of the single models' ``(cost, quality)``.
+
+    Returns ``{"cost": [...], "quality": [...]}``, the hull's vertices by cost. Its :func:`aiq` is the baseline a
+    router must beat: anything below it does no better than mixing single models without reading the prompt.
+    """
+    hc, hq = nondecreasing_convex_hull(single_costs, single_qualities)
+    return {"cost": hc, "quality": hq}
+
+
+def quality_at_cost(costs: Sequence[float], qualities: Sequence[float], max_cost: float) -> float | None:
+    """Best quality among the measured operating points costing at most ``max_cost`` (no interpolation).
+
+    With ``max_cost`` = 25% or 50% of the best single model's cost: the quality a router keeps at a quarter or
+    half of that model's price. None when no point is that cheap.
+    """
+    c = np.asarray(costs, dtype=np.float64)
+    q = np.asarray(qualities, dtype=np.float64)
+    if c.shape != q.shape:
+        raise ParameterError(f"costs and qualities differ in length: {c.size} vs {q.size}")
+    ok = np.isfinite(c) & np.isfinite(q) & (c <= max_cost + 1e-15)
+    if not ok.any() or not math.isfinite(max_cost):
+        return None
+    return float(q[ok].max())
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:

@@ -150,23 +150,51 @@ def render_report(results: dict[str, Any]) -> str:
             "score, the cheapest. *Area*: area under the quality curve over the normalised cost axis "
             f"x = (cost − {_cost(axis.get('low_mean'))}) / ({_cost(axis.get('high_mean'))} − "
             f"{_cost(axis.get('low_mean'))}) (cheapest → priciest single model), running-max envelope, 0 left of the "
-            "router's cheapest point. *Cost at best-single quality*: the cheapest swept point reaching the best "
-            "single model's quality, as a fraction of that model's cost (on the seed-averaged curve)."
+            "router's cheapest point. *AIQ* (RouterBench, arXiv 2403.12031): the same area under the router's "
+            "non-decreasing convex hull (operating points mixed at random); routers without a curve are scored on "
+            "their one point. *Cost at best-single quality*: the cheapest swept point reaching the best "
+            "single model's quality, as a fraction of that model's cost; *Q @ 25% / 50% cost*: the best quality "
+            "among swept points costing at most a quarter / half of it (both on the seed-averaged curve)."
         )
         lines.append("")
-        lines.append(_row(["Router", "Area", "Cost at best-single quality", "Quality (tol. 0)", "Cost (tol. 0)",
-                           "Cheapest point"]))
-        lines.append(_row(["---", "---:", "---:", "---:", "---:", "---:"]))
+        zero = results.get("zero_router")
+        if zero and zero.get("aiq_mean") is not None:
+            lines.append(
+                f"Zero router (the convex hull of the single models, no prompt read): AIQ "
+                f"{_pm(zero['aiq_mean'], zero.get('aiq_std'))}."
+            )
+            lines.append("")
+        lines.append(_row(["Router", "AIQ", "Area", "Cost at best-single quality", "Q @ 25% cost", "Q @ 50% cost",
+                           "Quality (tol. 0)", "Cost (tol. 0)", "Cheapest point"]))
+        lines.append(_row(["---"] + ["---:"] * 8))
         for n, rec in curved:
             frac = rec.get("cost_fraction_at_best_single_quality")
             curve = rec["curve"]
             i_min = min(range(len(curve["cost"])), key=lambda i: curve["cost"][i])
             lines.append(_row([
-                _label(n), _pm(rec.get("curve_area_mean"), rec.get("curve_area_std")),
+                _label(n), _pm(rec.get("aiq_mean"), rec.get("aiq_std")),
+                _pm(rec.get("curve_area_mean"), rec.get("curve_area_std")),
                 "never" if frac is None else f"{frac:.0%}",
+                _f(rec.get("quality_at_25pct_best_single_cost")), _f(rec.get("quality_at_50pct_best_single_cost")),
                 _f(rec["quality_mean"]), _cost(rec["cost_mean"]),
                 f"{_f(curve['quality'][i_min])} at {_cost(curve['cost'][i_min])}",
             ]))
+        for n, rec in r.items():
+            for key, what in (("lambda_curve", "λ-curve"),):
+                sub = rec.get(key)
+                if sub:
+                    frac = sub.get("cost_fraction_at_best_single_quality")
+                    lines.append(_row([
+                        f"{_label(n)}, {what}", _pm(sub.get("aiq_mean"), sub.get("aiq_std")), "–",
+                        "never" if frac is None else f"{frac:.0%}",
+                        _f(sub.get("quality_at_25pct_best_single_cost")),
+                        _f(sub.get("quality_at_50pct_best_single_cost")), "–", "–", "–",
+                    ]))
+        points = [(n, rec) for n, rec in r.items() if "curve" not in rec and rec.get("aiq_mean") is not None]
+        if points:
+            lines.append("")
+            lines.append("Routers without a curve, AIQ on their one point: " + ", ".join(
+                f"{_label(n)} {_f(rec['aiq_mean'])}" for n, rec in points) + ".")
     else:
         lines.append("No costs known for this dataset: no cost–quality curves (see `cost_quality.png` for quality).")
     lines.append("")

@@ -198,10 +198,14 @@ def run_evaluation(
         single_costs = [s["cost"] for s in single.values() if s["cost"] is not None]
         c_low = min(single_costs) if len(single_costs) == m else None
         c_high = max(single_costs) if len(single_costs) == m else None
+        zero_aiq = None
+        if c_low is not None:
+            zero = M.zero_router_curve(single_costs, [s["quality"] for s in single.values()])
+            zero_aiq = M.aiq(zero["cost"], zero["quality"], c_low, c_high)
         seed_meta.append({
             "seed": seed, "n_train": train.n_prompts, "n_test": n_test, "dropped_unscored_test_prompts": dropped,
             "best_single_model": models[best_j], "best_single_quality": q_best, "best_single_cost": c_best,
-            "oracle_quality": q_oracle, "cost_low": c_low, "cost_high": c_high,
+            "oracle_quality": q_oracle, "cost_low": c_low, "cost_high": c_high, "zero_router_aiq": zero_aiq,
         })
         logger.info(
             "seed %d: %d train / %d test prompts; best single %s", seed, train.n_prompts, n_test, models[best_j]
@@ -257,6 +261,8 @@ def run_evaluation(
                     if c_best is None
                     else M.cost_fraction_at_quality(curve["cost"], curve["quality"], q_best, c_best)
                 )
+            if c_low is not None and rec["cost"] is not None:
+                rec.update(_cost_metrics(rec, c_low, c_high, c_best))
             per_seed[name].append(rec)
             done += 1
             logger.info("seed %d %-20s quality %.4f (fit %.1fs)", seed, name, quality, fit_s)
@@ -277,6 +283,24 @@ def run_evaluation(
         "created": time.strftime("%Y-%m-%d", time.gmtime()),
     })
     return result
+
+
+#: Fractions of the best single model's cost at which the quality reached is reported.
+COST_FRACTIONS = (0.25, 0.5)
+
+
+def _cost_metrics(rec: dict[str, Any], c_low: float, c_high: float, c_best: float | None) -> dict[str, Any]:
+    """AIQ and the quality at 25% / 50% of the best single model's cost, for one router on one seed.
+
+    On the router's curve when it has one, else on its one operating point (routers that only pick).
+    """
+    curve = rec.get("curve") or {"cost": [rec["cost"]], "quality": [rec["quality"]]}
+    out: dict[str, Any] = {"aiq": M.aiq(curve["cost"], curve["quality"], c_low, c_high)}
+    for frac in COST_FRACTIONS:
+        out[f"quality_at_{round(100 * frac)}pct_best_single_cost"] = (
+            None if c_best is None else M.quality_at_cost(curve["cost"], curve["quality"], frac * c_best)
+        )
+    return out
 
 
 def _curve_mean(curves: list[dict[str, list[float]]]) -> dict[str, list[float]]:
@@ -355,6 +379,17 @@ def _aggregate(
             out["per_seed"]["cost_fraction_at_best_single_quality"] = [
                 r["cost_fraction_at_best_single_quality"] for r in recs
             ]
+        if all("aiq" in r for r in recs):
+            out["aiq_mean"], out["aiq_std"] = M.mean_std([r["aiq"] for r in recs])
+            out["per_seed"]["aiq"] = [r["aiq"] for r in recs]
+            mean_best_c, _ = M.mean_std(best_c)
+            src = out.get("curve") or {"cost": [c_mean], "quality": [q_mean]}
+            for frac in COST_FRACTIONS:
+                key = f"quality_at_{round(100 * frac)}pct_best_single_cost"
+                out[key] = None if mean_best_c is None else M.quality_at_cost(
+                    src["cost"], src["quality"], frac * mean_best_c
+                )
+                out["per_seed"][key] = [r[key] for r in recs]
         routers_out[name] = out
 
     single_out = {}
@@ -378,6 +413,18 @@ def _aggregate(
 
     lows = [s["cost_low"] for s in seed_meta]
     highs = [s["cost_high"] for s in seed_meta]
+    zero_router = None
+    if all(s.get("zero_router_aiq") is not None for s in seed_meta):
+        z_mean, z_std = M.mean_std([s["zero_router_aiq"] for s in seed_meta])
+        zero_router = {
+            **M.zero_router_curve(
+                [single_out[mdl]["cost_mean"] for mdl in models], [single_out[mdl]["quality_mean"] for mdl in models]
+            ),
+            "aiq_mean": z_mean,
+            "aiq_std": z_std,
+            "per_seed_aiq": [s["zero_router_aiq"] for s in seed_meta],
+            "definition": "non-decreasing convex hull of the single models' (cost, quality) points (RouterBench)",
+        }
     return {
         "dataset": dataset.name,
         "source": dataset.source,
@@ -400,6 +447,7 @@ def _aggregate(
             "mean cost per prompt on each seed's test prompts",
         },
         "routers": routers_out,
+        "zero_router": zero_router,
         "single_models": single_out,
         "comparisons": comparisons,
     }
