@@ -1,4 +1,12 @@
-"""Score combination (paper Eq. 5) and the cost/quality policy (tolerance, allowed models, max cost)."""
+"""Score combination (paper Eq. 5) and the cost/quality policies.
+
+Two decision rules share the constraints ``allowed`` (models that may be chosen) and ``max_cost`` (USD per call):
+
+* :func:`choose_models`: the cheapest model whose normalised final score is within ``tolerance`` of the best;
+* :func:`choose_models_cost_aware`: ``argmax_m expected_m - cost_weight * cost_m`` on the router's calibrated
+  expected scores (score scale) and estimated USD costs; :func:`solve_cost_weight` and :func:`route_to_budget` pick
+  ``cost_weight`` so that a batch's expected spend per 1,000 prompts meets a budget.
+"""
 
 from __future__ import annotations
 
@@ -56,20 +64,8 @@ def choose_models(
     Raising ``tolerance`` only enlarges the set of eligible models, so the chosen model's cost never goes up.
     """
     final = np.asarray(final, dtype=np.float64)
-    n, m = final.shape
-    eligible = np.isfinite(final)
-    if allowed is not None:
-        eligible &= np.broadcast_to(np.asarray(allowed, dtype=bool), (n, m))
     cost = None if costs is None else np.where(np.isfinite(costs), costs, np.inf)
-    over_budget = np.zeros(n, dtype=bool)
-    if max_cost is not None and cost is not None:
-        within_budget = eligible & (cost <= max_cost)
-        over_budget = ~within_budget.any(axis=1) & eligible.any(axis=1)
-        # Where nothing fits the budget, fall back to the cheapest allowed model.
-        cheapest = np.where(eligible, cost, np.inf).argmin(axis=1)
-        fallback = np.zeros_like(eligible)
-        fallback[np.arange(n), cheapest] = True
-        eligible = np.where(over_budget[:, None], eligible & fallback, within_budget)
+    eligible, over_budget = _eligible(final, cost, allowed, max_cost)
     masked = np.where(eligible, final, -np.inf)
     if cost is None:  # without costs the best score wins, whatever the tolerance
         return masked.argmax(axis=1).astype(np.int64), over_budget
@@ -81,3 +77,207 @@ def choose_models(
     tied = within & (key_cost <= min_cost)
     choice = np.where(tied, masked, -np.inf).argmax(axis=1)
     return choice.astype(np.int64), over_budget
+
+
+def _eligible(
+    scores: np.ndarray, cost: np.ndarray | None, allowed: np.ndarray | None, max_cost: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(eligible (n, m), over_budget (n,))``: finite score, allowed, and within ``max_cost`` when a model fits.
+
+    ``cost`` has unknown costs as ``inf``. Where no allowed model fits ``max_cost``, the cheapest allowed one is
+    the only eligible model and the prompt is flagged.
+    """
+    n, m = scores.shape
+    eligible = np.isfinite(scores)
+    if allowed is not None:
+        eligible &= np.broadcast_to(np.asarray(allowed, dtype=bool), (n, m))
+    over_budget = np.zeros(n, dtype=bool)
+    if max_cost is not None and cost is not None:
+        within_budget = eligible & (cost <= max_cost)
+        over_budget = ~within_budget.any(axis=1) & eligible.any(axis=1)
+        cheapest = np.where(eligible, cost, np.inf).argmin(axis=1)
+        fallback = np.zeros_like(eligible)
+        fallback[np.arange(n), cheapest] = True
+        eligible = np.where(over_budget[:, None], eligible & fallback, within_budget)
+    return eligible, over_budget
+
+
+def _cost_aware_utility(expected: np.ndarray, cost: np.ndarray, cost_weight: float, eligible: np.ndarray) -> np.ndarray:
+    """``(n, m)`` ``expected - cost_weight * cost`` where eligible, ``-inf`` elsewhere (``cost``: unknown = inf).
+
+    A row whose eligible models all have unknown costs falls back to its expected scores. ``cost_weight`` is
+    finite here (``inf`` is handled by the caller).
+    """
+    if cost_weight == 0:
+        util = expected.copy()
+    else:
+        util = expected - cost_weight * cost  # inf cost -> -inf
+    util = np.where(eligible, util, -np.inf)
+    stuck = eligible.any(axis=1) & ~np.isfinite(util).any(axis=1)
+    if stuck.any():
+        util[stuck] = np.where(eligible[stuck], expected[stuck], -np.inf)
+    return util
+
+
+def choose_models_cost_aware(
+    expected: np.ndarray,
+    costs: np.ndarray,
+    cost_weight: float,
+    allowed: np.ndarray | None = None,
+    max_cost: float | None = None,
+    tolerance: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick one model per prompt by ``argmax_m expected_m - cost_weight * cost_m``.
+
+    Units: ``expected`` is on the score scale (e.g. 0-1 accuracy), ``costs`` in USD per call, so ``cost_weight``
+    (lambda) is in *quality points per USD*: a model must be expected to score ``cost_weight * x`` higher to be
+    worth ``x`` USD more. ``cost_weight = 0`` is the best expected score; large values approach the cheapest
+    model; ``inf`` is the cheapest eligible model (ties: the higher expected score).
+
+    Args:
+        expected: ``(n, m)`` calibrated expected score per model (NaN: no estimate, never chosen).
+        costs: ``(n, m)`` estimated USD cost per call; unknown (NaN) costs are never chosen while a model with a
+            known cost is eligible and ``cost_weight > 0``.
+        cost_weight: lambda >= 0, in quality points per USD.
+        allowed: ``(m,)`` or ``(n, m)`` bool mask of models that may be chosen; None = all.
+        max_cost: models whose known cost exceeds it are not eligible; if none fits, the cheapest allowed model
+            is chosen and the prompt flagged (as :func:`choose_models`).
+        tolerance: in score units; among models whose utility is within ``tolerance`` of the best, the cheapest.
+
+    Returns:
+        ``(choice (n,) int64, over_budget (n,) bool)``.
+
+    The chosen model's cost never increases as ``cost_weight`` grows (for any tolerance): the batch's spend is a
+    non-increasing step function of ``cost_weight``, which :func:`solve_cost_weight` relies on.
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    cost = np.asarray(costs, dtype=np.float64)
+    if expected.ndim != 2 or cost.shape != expected.shape:
+        raise ValueError(f"expected and costs must both be (n, m); got {expected.shape} and {cost.shape}")
+    if not (cost_weight >= 0):
+        raise ValueError(f"cost_weight must be >= 0; got {cost_weight}")
+    cost = np.where(np.isfinite(cost), cost, np.inf)
+    eligible, over_budget = _eligible(expected, cost, allowed, max_cost)
+    if np.isinf(cost_weight):  # the cheapest eligible model; equal costs: the higher expected score
+        key_cost = np.where(eligible, cost, np.inf)
+        tied = eligible & (key_cost <= key_cost.min(axis=1, keepdims=True))
+        return np.where(tied, expected, -np.inf).argmax(axis=1).astype(np.int64), over_budget
+    util = _cost_aware_utility(expected, cost, float(cost_weight), eligible)
+    best = util.max(axis=1, keepdims=True)
+    if tolerance <= 0:
+        return util.argmax(axis=1).astype(np.int64), over_budget
+    within = eligible & (util >= best - tolerance - 1e-12)
+    key_cost = np.where(within, cost, np.inf)
+    tied = within & (key_cost <= key_cost.min(axis=1, keepdims=True))
+    return np.where(tied, util, -np.inf).argmax(axis=1).astype(np.int64), over_budget
+
+
+def spend_per_1k(costs: np.ndarray, choice: np.ndarray) -> float:
+    """Expected USD spend per 1,000 prompts of ``choice`` under ``(n, m)`` cost estimates (unknown costs: 0)."""
+    costs = np.asarray(costs, dtype=np.float64)
+    if not len(choice):
+        return 0.0
+    picked = costs[np.arange(len(choice)), choice]
+    return float(1000.0 * np.nansum(picked) / len(choice))
+
+
+def _cheapest_weight(expected: np.ndarray, cost: np.ndarray, eligible: np.ndarray) -> float:
+    """A finite lambda at which every prompt's utility ranks the cheapest eligible model first (strictly)."""
+    c = np.where(eligible & np.isfinite(cost), cost, np.inf)
+    q = np.where(eligible, expected, np.nan)
+    c_min = c.min(axis=1, keepdims=True)
+    rows = np.arange(len(c))
+    q_cheap = q[rows, np.where(np.isfinite(c_min[:, 0]), c.argmin(axis=1), 0)][:, None]
+    dc = c - c_min
+    dq = q - q_cheap
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where((dc > 0) & np.isfinite(dc) & np.isfinite(dq), dq / np.where(dc > 0, dc, 1.0), 0.0)
+    top = float(ratio.max()) if ratio.size else 0.0
+    return max(top, 0.0) * 2.0 + 1.0
+
+
+def solve_cost_weight(
+    expected: np.ndarray,
+    costs: np.ndarray,
+    budget_per_1k: float,
+    allowed: np.ndarray | None = None,
+    max_cost: float | None = None,
+    tolerance: float = 0.0,
+) -> float:
+    """The smallest ``cost_weight`` whose batch spend per 1,000 prompts is at most ``budget_per_1k`` (USD).
+
+    The spend of :func:`choose_models_cost_aware` on the batch is a non-increasing step function of lambda, so
+    the smallest lambda meeting the budget gives the largest spend ``<= budget_per_1k``: the best quality the
+    budget allows under this rule. Found by bisection on a log scale between 0 and the lambda at which every
+    prompt gets its cheapest eligible model, to a relative width of 1e-9. Returns 0 when the best-expected
+    choices already fit; when even the cheapest choices exceed the budget, returns that "always cheapest"
+    lambda (the spend then exceeds the budget: check with :func:`spend_per_1k`).
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    cost_arr = np.asarray(costs, dtype=np.float64)
+    if not (np.isfinite(budget_per_1k) and budget_per_1k >= 0):
+        raise ValueError(f"budget_per_1k must be a finite USD amount >= 0; got {budget_per_1k}")
+
+    def spend(lam: float) -> float:
+        choice, _ = choose_models_cost_aware(expected, cost_arr, lam, allowed, max_cost, tolerance)
+        return spend_per_1k(cost_arr, choice)
+
+    if spend(0.0) <= budget_per_1k:
+        return 0.0
+    cost = np.where(np.isfinite(cost_arr), cost_arr, np.inf)
+    eligible, _ = _eligible(expected, cost, allowed, max_cost)
+    hi = _cheapest_weight(expected, cost, eligible)
+    if spend(hi) > budget_per_1k:
+        return hi
+    lo = hi * 1e-12
+    if spend(lo) <= budget_per_1k:
+        return lo
+    while hi / lo > 1.0 + 1e-9:  # invariant: spend(lo) > budget >= spend(hi)
+        mid = float(np.sqrt(lo * hi))
+        if spend(mid) <= budget_per_1k:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def route_to_budget(
+    expected: np.ndarray,
+    costs: np.ndarray,
+    budget_per_1k: float,
+    allowed: np.ndarray | None = None,
+    max_cost: float | None = None,
+    tolerance: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Choices whose batch spend per 1,000 prompts meets ``budget_per_1k`` as closely as the costs allow.
+
+    First lambda = :func:`solve_cost_weight`. At that lambda the spend is at most the budget, but one lambda step
+    can move many prompts at once (calibrated scores are piecewise constant, so prompts share breakpoints). The
+    prompts whose choice changes just below lambda are then moved back to their pricier choice, best quality gain
+    per extra USD first, while the spend stays within the budget. The result is the lambda rule's choice for every
+    other prompt, and never above the budget unless even the cheapest choices are.
+
+    Returns:
+        ``(choice (n,) int64, over_budget (n,) bool, cost_weight)``; ``over_budget`` flags prompts where
+        ``max_cost`` could not be met (as :func:`choose_models`).
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    cost_arr = np.asarray(costs, dtype=np.float64)
+    lam = solve_cost_weight(expected, cost_arr, budget_per_1k, allowed, max_cost, tolerance)
+    choice, over = choose_models_cost_aware(expected, cost_arr, lam, allowed, max_cost, tolerance)
+    n = len(choice)
+    if lam == 0.0 or n == 0:
+        return choice, over, lam
+    below, _ = choose_models_cost_aware(expected, cost_arr, lam / (1.0 + 1e-8), allowed, max_cost, tolerance)
+    rows = np.flatnonzero(below != choice)
+    if rows.size:
+        c = np.nan_to_num(cost_arr, nan=0.0)
+        extra = c[rows, below[rows]] - c[rows, choice[rows]]
+        gain = np.nan_to_num(expected[rows, below[rows]] - expected[rows, choice[rows]], nan=0.0)
+        order = np.argsort(-gain / np.where(extra > 0, extra, np.inf), kind="stable")
+        room = budget_per_1k * n / 1000.0 - float(np.nansum(c[np.arange(n), choice]))
+        for k in order:
+            if extra[k] <= room + 1e-15:
+                choice[rows[k]] = below[rows[k]]
+                room -= extra[k]
+    return choice, over, lam

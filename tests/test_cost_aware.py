@@ -1,0 +1,108 @@
+"""Cost-aware routing: argmax expected - lambda * cost, lambda solved for a budget, and FineRouter/CLI wiring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finerouter.routing.policy import (
+    choose_models_cost_aware,
+    route_to_budget,
+    solve_cost_weight,
+    spend_per_1k,
+)
+
+
+def _batch(rng, n=400, m=5):
+    """Expected scores that grow with price (with noise), per-prompt costs around 1e-4 .. 1e-2 USD."""
+    price = np.geomspace(1e-4, 1e-2, m)
+    costs = price[None, :] * rng.uniform(0.5, 1.5, (n, m))
+    expected = np.clip(0.4 + 0.1 * np.log10(price / 1e-4)[None, :] + 0.15 * rng.normal(size=(n, m)), 0, 1)
+    return expected, costs
+
+
+def test_cost_weight_trades_quality_for_cost_by_hand():
+    expected = np.array([[0.90, 0.80, 0.50]])
+    costs = np.array([[0.010, 0.002, 0.001]])  # USD per call
+    # lambda in quality points per USD: 0.1 points are worth 0.008 USD at lambda = 12.5
+    assert choose_models_cost_aware(expected, costs, 0.0)[0][0] == 0
+    assert choose_models_cost_aware(expected, costs, 12.0)[0][0] == 0  # 0.90 - 0.12 > 0.80 - 0.024
+    assert choose_models_cost_aware(expected, costs, 13.0)[0][0] == 1
+    assert choose_models_cost_aware(expected, costs, 301.0)[0][0] == 2  # 0.3 points for 0.001 USD
+    assert choose_models_cost_aware(expected, costs, np.inf)[0][0] == 2
+
+
+def test_cost_aware_respects_allowed_max_cost_tolerance_and_nan():
+    expected = np.array([[0.90, 0.80, 0.50, np.nan]])
+    costs = np.array([[0.010, 0.002, 0.001, 0.0]])
+    assert choose_models_cost_aware(expected, costs, 0.0, allowed=np.array([0, 1, 1, 1], bool))[0][0] == 1
+    choice, over = choose_models_cost_aware(expected, costs, 0.0, max_cost=0.005)
+    assert choice[0] == 1 and not over[0]
+    choice, over = choose_models_cost_aware(expected, costs, 0.0, allowed=np.array([1, 0, 0, 0], bool), max_cost=0.005)
+    assert choice[0] == 0 and over[0]  # nothing allowed fits: the cheapest allowed, flagged
+    assert choose_models_cost_aware(expected, costs, 0.0, tolerance=0.15)[0][0] == 1  # within 0.15: cheapest
+    assert choose_models_cost_aware(expected, costs, 0.0, tolerance=0.45)[0][0] == 2
+    # an unknown cost is never chosen for being cheap while lambda > 0
+    costs_nan = np.array([[0.010, np.nan, 0.001, 0.0]])
+    assert choose_models_cost_aware(expected, costs_nan, 1.0)[0][0] == 0
+    assert choose_models_cost_aware(expected, costs_nan, 0.0)[0][0] == 0
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 0.05])
+def test_spend_is_non_increasing_in_lambda(rng, tolerance):
+    expected, costs = _batch(rng)
+    allowed = np.array([1, 1, 0, 1, 1], bool)
+    prev_spend, prev_cost = np.inf, None
+    for lam in [0.0, *np.geomspace(1e-2, 1e5, 60), np.inf]:
+        choice, _ = choose_models_cost_aware(expected, costs, lam, allowed, max_cost=0.008, tolerance=tolerance)
+        c = costs[np.arange(len(choice)), choice]
+        s = spend_per_1k(costs, choice)
+        assert s <= prev_spend + 1e-12
+        if prev_cost is not None:
+            assert np.all(c <= prev_cost + 1e-15)  # per prompt, too
+        prev_spend, prev_cost = s, c
+    assert prev_spend < spend_per_1k(costs, choose_models_cost_aware(expected, costs, 0.0, allowed)[0])
+
+
+def test_solve_cost_weight_meets_budget_as_closely_as_the_steps_allow(rng):
+    expected, costs = _batch(rng, n=1000)
+    top = spend_per_1k(costs, choose_models_cost_aware(expected, costs, 0.0)[0])
+    floor = spend_per_1k(costs, choose_models_cost_aware(expected, costs, np.inf)[0])
+    assert solve_cost_weight(expected, costs, top * 1.01) == 0.0  # the best choices already fit
+    for budget in np.linspace(floor * 1.05, top * 0.99, 9):
+        lam = solve_cost_weight(expected, costs, budget)
+        spend = spend_per_1k(costs, choose_models_cost_aware(expected, costs, lam)[0])
+        assert spend <= budget + 1e-12
+        # a slightly smaller lambda spends more than the budget: lam is the smallest that fits
+        assert spend_per_1k(costs, choose_models_cost_aware(expected, costs, lam * (1 - 1e-6))[0]) > budget
+        assert spend >= 0.95 * budget  # 1,000 prompts with distinct breakpoints: steps are small
+    # below the cheapest possible spend: the always-cheapest lambda, and the spend is the floor
+    lam = solve_cost_weight(expected, costs, floor * 0.5)
+    assert spend_per_1k(costs, choose_models_cost_aware(expected, costs, lam)[0]) == pytest.approx(floor)
+
+
+def test_route_to_budget_fills_shared_breakpoints(rng):
+    # piecewise-constant expected scores and per-model constant costs: all prompts of a level share one
+    # breakpoint, so one lambda step moves hundreds of prompts; the fill still lands within 5% of the budget
+    n = 600
+    level = rng.integers(0, 3, n)
+    expected = np.stack([np.full(n, 0.5), 0.6 + 0.1 * level, np.full(n, 0.9)], axis=1)
+    costs = np.tile([0.001, 0.003, 0.010], (n, 1))
+    for budget in (1.2, 2.0, 3.5, 6.0, 9.0):
+        lam = solve_cost_weight(expected, costs, budget)
+        lam_spend = spend_per_1k(costs, choose_models_cost_aware(expected, costs, lam)[0])
+        choice, _, lam2 = route_to_budget(expected, costs, budget)
+        spend = spend_per_1k(costs, choice)
+        assert lam2 == lam and lam_spend <= spend <= budget + 1e-12
+        assert spend >= 0.95 * budget, (budget, spend, lam_spend)
+    choice, _, _ = route_to_budget(expected, costs, 100.0)  # above the top spend: the best expected model
+    assert choice.tolist() == np.argmax(expected, axis=1).tolist()
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="budget_per_1k"):
+        solve_cost_weight(np.zeros((1, 2)), np.ones((1, 2)), -1.0)
+    with pytest.raises(ValueError, match="cost_weight"):
+        choose_models_cost_aware(np.zeros((1, 2)), np.ones((1, 2)), -1.0)
+    with pytest.raises(ValueError, match=r"\(n, m\)"):
+        choose_models_cost_aware(np.zeros((1, 2)), np.ones((1, 3)), 1.0)
