@@ -106,3 +106,90 @@ def test_bad_arguments():
         choose_models_cost_aware(np.zeros((1, 2)), np.ones((1, 2)), -1.0)
     with pytest.raises(ValueError, match=r"\(n, m\)"):
         choose_models_cost_aware(np.zeros((1, 2)), np.ones((1, 3)), 1.0)
+
+
+# ---------------------------------------------------------------- FineRouter.route with cost_weight / budget_per_1k
+FAST = {"classifier": {"epochs": 15}, "quality": {"epochs_general": 8, "epochs_task": 5}}
+
+
+@pytest.fixture(scope="module")
+def costed_split():
+    from finerouter.data.synthetic import make_synthetic_routing_data
+
+    data = make_synthetic_routing_data(n_prompts=700, seed=5)  # per-prompt USD costs from synthetic prices
+    return data.split(test_size=0.4, seed=0)
+
+
+@pytest.fixture(scope="module")
+def costed_router(costed_split, cached_minilm):
+    from finerouter import FineRouter
+
+    return FineRouter(encoder=cached_minilm, seed=0, **FAST).fit(costed_split[0])
+
+
+@pytest.fixture(scope="module")
+def test_embeddings(costed_split, costed_router):
+    return costed_router.encoder_.encode(costed_split[1].prompts)
+
+
+@pytest.mark.slow  # fits a FineRouter with the real encoder (~50 s on 2 cores)
+def test_route_cost_weight_uses_expected_scores(costed_router, costed_split, test_embeddings):
+    test = costed_split[1]
+    prompts = test.prompts[:40]
+    scores = costed_router.score_embeddings(test_embeddings[:40])
+    costs = costed_router.estimate_costs(prompts)
+    for lam in (0.0, 50.0, 1e6):
+        decisions = costed_router.route_embeddings(test_embeddings[:40], prompts, cost_weight=lam)
+        want = np.argmax(scores.expected - lam * costs, axis=1)
+        assert [d.model for d in decisions] == [costed_router.models_[j] for j in want]
+        d = decisions[0]
+        assert d.cost_weight == lam and d.budget_per_1k is None
+        assert d.expected_scores == pytest.approx(scores.expected[0].tolist())
+        assert d.ranking[0] == d.model and d.to_dict()["cost_weight"] == lam
+    # allowed_models and max_cost still apply
+    allowed = costed_router.models_[:2]
+    for d in costed_router.route_embeddings(test_embeddings[:40], prompts, cost_weight=10.0, allowed_models=allowed):
+        assert d.model in allowed and set(d.ranking) == set(allowed)
+
+
+@pytest.mark.slow
+def test_cost_weight_and_budget_are_exclusive_and_validated(costed_router):
+    from finerouter.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="'cost_weight' and 'budget_per_1k'.*mutually exclusive"):
+        costed_router.route("What is 2 + 2?", cost_weight=1.0, budget_per_1k=1.0)
+    with pytest.raises(ParameterError, match=r"The 'budget_per_1k' parameter of FineRouter.route must be a float"):
+        costed_router.route("What is 2 + 2?", budget_per_1k=-1.0)
+    with pytest.raises(ParameterError, match=r"The 'cost_weight' parameter of FineRouter.route must be a float"):
+        costed_router.route("What is 2 + 2?", cost_weight=float("nan"))
+
+
+@pytest.mark.slow  # fits a FineRouter with the real encoder (~50 s on 2 cores)
+def test_budget_is_met_within_5_percent_across_a_sweep(costed_router, costed_split, test_embeddings):
+    """The issue's target: the realised spend of route(..., budget_per_1k=B) on a batch is within +-5% of B, or
+    at the best-quality spend when B exceeds it (and at the cheapest spend when B is below that)."""
+    test = costed_split[1]
+    prompts = test.prompts
+    true_costs = test.costs  # the data's per-prompt USD costs (the router only sees its estimates)
+    rows = np.arange(len(prompts))
+    index = {m: j for j, m in enumerate(costed_router.models_)}
+
+    def realised(decisions):
+        choice = np.array([index[d.model] for d in decisions])
+        return 1000.0 * float(np.mean(true_costs[rows, choice]))
+
+    top = realised(costed_router.route_embeddings(test_embeddings, prompts, cost_weight=0.0))
+    floor = realised(costed_router.route_embeddings(test_embeddings, prompts, cost_weight=1e9))
+    assert floor < 0.5 * top
+    for frac in (0.1, 0.2, 0.35, 0.5, 0.7, 0.9):
+        budget = floor + frac * (top - floor)
+        decisions = costed_router.route_embeddings(test_embeddings, prompts, budget_per_1k=budget)
+        spend = realised(decisions)
+        assert abs(spend - budget) <= 0.05 * budget, (budget, spend)
+        assert decisions[0].budget_per_1k == budget and decisions[0].cost_weight > 0
+        assert any(n.startswith(f"budget_per_1k={budget:g}") for n in decisions[0].notes)
+    above = costed_router.route_embeddings(test_embeddings, prompts, budget_per_1k=2 * top)
+    assert realised(above) == pytest.approx(top) and above[0].cost_weight == 0.0
+    below = costed_router.route_embeddings(test_embeddings, prompts, budget_per_1k=0.5 * floor)
+    assert realised(below) == pytest.approx(floor, rel=0.01)
+    assert "over budget" in below[0].notes[-1]

@@ -32,6 +32,11 @@ class RoutingDecision:
         task_candidates: that task's candidate models (empty for "Others").
         classifier_confidence: the task classifier's probability for the assigned (or best) task.
         tolerance: the tolerance used; ``allowed_models``/``max_cost``: the request's constraints.
+        expected_scores: per model, the calibrated expected score (score scale), what cost-aware routing trades
+            against cost; None for decisions made before it existed.
+        cost_weight: the lambda (quality points per USD) of a cost-aware decision, given or solved for the
+            budget; None for tolerance routing.
+        budget_per_1k: the budget (USD per 1,000 prompts) the batch was routed to; None when not asked.
     """
 
     prompt: str
@@ -51,6 +56,9 @@ class RoutingDecision:
     allowed_models: list[str] | None = None
     max_cost: float | None = None
     notes: list[str] = field(default_factory=list)
+    expected_scores: list[float] | None = None
+    cost_weight: float | None = None
+    budget_per_1k: float | None = None
 
     @property
     def cost(self) -> float | None:
@@ -60,8 +68,9 @@ class RoutingDecision:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (NaN/inf become null)."""
         d = asdict(self)
-        for key in ("stage1_scores", "stage2_scores", "final_scores", "costs"):
-            d[key] = [_clean(v) for v in d[key]]
+        for key in ("stage1_scores", "stage2_scores", "final_scores", "costs", "expected_scores"):
+            if d[key] is not None:
+                d[key] = [_clean(v) for v in d[key]]
         d["classifier_confidence"] = _clean(d["classifier_confidence"])
         d["cost"] = _clean(self.cost)
         return d

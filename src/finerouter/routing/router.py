@@ -22,7 +22,13 @@ from finerouter.errors import ArtifactError, DataError, ParameterError
 from finerouter.routing.costs import CostModel
 from finerouter.routing.decision import RoutingDecision
 from finerouter.routing.mixing import Calibration, MixingChoice, raw_mix
-from finerouter.routing.policy import choose_models, minmax_rows
+from finerouter.routing.policy import (
+    choose_models,
+    choose_models_cost_aware,
+    minmax_rows,
+    route_to_budget,
+    spend_per_1k,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -567,14 +573,24 @@ class FineRouter:
         tolerance: float = 0.0,
         allowed_models: Sequence[str] | None = None,
         max_cost: float | None = None,
+        cost_weight: float | None = None,
+        budget_per_1k: float | None = None,
     ) -> RoutingDecision | list[RoutingDecision]:
         """Route one prompt (returns a decision) or a list of prompts (returns a list, in order).
 
         Args:
             tolerance: in [0, 1]; among models whose final score is within ``tolerance`` of the best, the
-                cheapest is chosen. 0 = best quality.
+                cheapest is chosen. 0 = best quality. With ``cost_weight`` or ``budget_per_1k``: the same on the
+                cost-aware utility, in score units.
             allowed_models: route only among these models.
             max_cost: skip models whose estimated cost exceeds this (USD); if none fits, the cheapest is used.
+            cost_weight: lambda >= 0 in quality points per USD: choose ``argmax_m expected_m - lambda * cost_m``
+                on the calibrated expected scores (:attr:`RouterScores.expected`) and estimated USD costs
+                (:func:`finerouter.routing.policy.choose_models_cost_aware`).
+            budget_per_1k: USD per 1,000 prompts: solve lambda so that the batch's expected spend meets it as
+                closely as possible without exceeding it (:func:`finerouter.routing.policy.route_to_budget`;
+                the budget applies to the prompts of this call together). Exclusive with ``cost_weight``; both
+                need cost estimates.
         """
         self._check_fitted()
         single = isinstance(prompts, str)
@@ -585,7 +601,7 @@ class FineRouter:
         if not texts:
             return []
         emb = self.encoder_.encode(texts)
-        decisions = self.route_embeddings(emb, texts, tolerance, allowed_models, max_cost)
+        decisions = self.route_embeddings(emb, texts, tolerance, allowed_models, max_cost, cost_weight, budget_per_1k)
         return decisions[0] if single else decisions
 
     def route_embeddings(
@@ -595,12 +611,17 @@ class FineRouter:
         tolerance: float = 0.0,
         allowed_models: Sequence[str] | None = None,
         max_cost: float | None = None,
+        cost_weight: float | None = None,
+        budget_per_1k: float | None = None,
     ) -> list[RoutingDecision]:
-        """Route prompts whose embeddings are already computed (the encoder is not called)."""
+        """Route prompts whose embeddings are already computed (the encoder is not called); arguments as
+        :meth:`route`."""
         self._check_fitted()
         # A few prompts: numpy's BLAS on one thread for the whole decision (one switch, see single_thread_blas).
         with single_thread_blas(len(prompts), force=True):
-            return self._route_embeddings(embeddings, prompts, tolerance, allowed_models, max_cost)
+            return self._route_embeddings(
+                embeddings, prompts, tolerance, allowed_models, max_cost, cost_weight, budget_per_1k
+            )
 
     def _route_embeddings(
         self,
@@ -609,19 +630,59 @@ class FineRouter:
         tolerance: float,
         allowed_models: Sequence[str] | None,
         max_cost: float | None,
+        cost_weight: float | None = None,
+        budget_per_1k: float | None = None,
     ) -> list[RoutingDecision]:
         tolerance = check_float(tolerance, "tolerance", "FineRouter.route", low=0.0, high=1.0)
         if max_cost is not None:
             max_cost = check_float(max_cost, "max_cost", "FineRouter.route", low=0.0)
+        if cost_weight is not None and budget_per_1k is not None:
+            raise ParameterError(
+                "The 'cost_weight' and 'budget_per_1k' parameters of FineRouter.route are mutually exclusive: "
+                f"give one. Got cost_weight={cost_weight!r}, budget_per_1k={budget_per_1k!r}."
+            )
+        if cost_weight is not None:
+            cost_weight = check_float(cost_weight, "cost_weight", "FineRouter.route", low=0.0)
+        if budget_per_1k is not None:
+            budget_per_1k = check_float(budget_per_1k, "budget_per_1k", "FineRouter.route", low=0.0)
         allowed = self._allowed_mask(allowed_models)
         scores = self._score(self._check_embeddings(embeddings))
         costs = self.cost_model_.estimate(prompts)
-        choice, over_budget = choose_models(scores.final, costs, tolerance, allowed, max_cost)
+        cost_aware = cost_weight is not None or budget_per_1k is not None
+        batch_note = None
+        if cost_aware:
+            name = "cost_weight" if cost_weight is not None else "budget_per_1k"
+            if costs is None:
+                raise ParameterError(
+                    f"FineRouter.route: '{name}' needs cost estimates, and this router has none (fit it with "
+                    "prices=..., or on data with per-prompt costs)"
+                )
+            if scores.expected is None:
+                raise ParameterError(f"FineRouter.route: '{name}' needs the router's expected scores; refit it")
+            if budget_per_1k is not None:
+                choice, over_budget, cost_weight = route_to_budget(
+                    scores.expected, costs, budget_per_1k, allowed, max_cost, tolerance
+                )
+                spend = spend_per_1k(costs, choice)
+                batch_note = (
+                    f"budget_per_1k={budget_per_1k:g}: lambda={cost_weight:.6g}, batch spend {spend:.6g} USD per 1k"
+                )
+                if spend > budget_per_1k * (1 + 1e-9):
+                    batch_note += " (over budget: the cheapest allowed models already cost more)"
+            else:
+                choice, over_budget = choose_models_cost_aware(
+                    scores.expected, costs, cost_weight, allowed, max_cost, tolerance
+                )
+            rank_by = scores.expected - cost_weight * costs
+        else:
+            choice, over_budget = choose_models(scores.final, costs, tolerance, allowed, max_cost)
+            rank_by = scores.final
         models = self.models_
         tasks = self.catalog_.tasks
         eligible = [True] * len(models) if allowed is None else allowed.tolist()
         # Plain Python values once for the batch: per-prompt numpy scalar indexing costs more than the maths.
-        orders = np.argsort(-scores.final, axis=1, kind="stable").tolist()
+        orders = np.argsort(-rank_by, axis=1, kind="stable").tolist()
+        expected_rows = [None] * len(prompts) if scores.expected is None else scores.expected.tolist()
         chosen, task_ids, budget = choice.tolist(), scores.task.tolist(), over_budget.tolist()
         stage1, stage2, final = scores.stage1.tolist(), scores.stage2.tolist(), scores.final.tolist()
         confidence = scores.confidence.tolist()
@@ -636,6 +697,8 @@ class FineRouter:
             notes = []
             if budget[i]:
                 notes.append(f"no allowed model fits max_cost={max_cost}; chose the cheapest")
+            if batch_note is not None:
+                notes.append(batch_note)
             out.append(
                 RoutingDecision(
                     prompt=prompt,
@@ -655,6 +718,9 @@ class FineRouter:
                     allowed_models=None if allowed_names is None else list(allowed_names),
                     max_cost=max_cost,
                     notes=notes,
+                    expected_scores=expected_rows[i],
+                    cost_weight=cost_weight,
+                    budget_per_1k=budget_per_1k,
                 )
             )
         return out
