@@ -193,3 +193,39 @@ def test_budget_is_met_within_5_percent_across_a_sweep(costed_router, costed_spl
     below = costed_router.route_embeddings(test_embeddings, prompts, budget_per_1k=0.5 * floor)
     assert realised(below) == pytest.approx(floor, rel=0.01)
     assert "over budget" in below[0].notes[-1]
+
+
+@pytest.mark.slow
+def test_cli_route_cost_weight_and_budget(costed_router, costed_split, tmp_path, embedding_cache_dir):
+    import json
+
+    from typer.testing import CliRunner
+
+    from finerouter.cli.main import app
+
+    costed_router.save(tmp_path / "router")
+    test = costed_split[1]
+    runner = CliRunner()
+    base = ["route", "--router", str(tmp_path / "router"), "--cache-dir", str(embedding_cache_dir)]
+    res = runner.invoke(app, [*base, "--cost-weight", "1e9", test.prompts[0]])
+    assert res.exit_code == 0, res.output
+    decision = json.loads(res.stdout)
+    cheapest = costed_router.models_[int(np.argmin(costed_router.estimate_costs([test.prompts[0]])[0]))]
+    assert decision["cost_weight"] == 1e9 and decision["model"] == cheapest
+    prompts = test.prompts[:120]
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    costs = costed_router.estimate_costs(prompts)
+    top = 1000 * float(np.mean(np.max(costs, axis=1)))
+    budget = 0.3 * top
+    # --batch-size 10 is overridden: the budget holds over the whole file
+    res = runner.invoke(app, [*base, "--budget-per-1k", str(budget), "--batch-size", "10", "--input", str(inp),
+                              "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    index = {m: j for j, m in enumerate(costed_router.models_)}
+    spend = 1000 * float(np.mean([costs[i, index[r["model"]]] for i, r in enumerate(rows)]))
+    assert spend <= budget * (1 + 1e-9) and {r["budget_per_1k"] for r in rows} == {budget}
+    assert len({r["cost_weight"] for r in rows}) == 1
+    res = runner.invoke(app, [*base, "--cost-weight", "1", "--budget-per-1k", "2", "hello"])
+    assert res.exit_code == 2 and "--cost-weight or --budget-per-1k" in res.output

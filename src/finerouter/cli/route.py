@@ -36,12 +36,23 @@ def route(
     tolerance: float = typer.Option(0.0, "--tolerance", help="0 = best quality; higher trades quality for cost."),
     allowed_models: str | None = typer.Option(None, "--allowed-models", help="Comma-separated models to route among."),
     max_cost: float | None = typer.Option(None, "--max-cost", help="Skip models estimated to cost more (USD)."),
+    cost_weight: float | None = typer.Option(
+        None, "--cost-weight", help="Lambda >= 0 (quality points per USD): argmax expected score - lambda * cost."
+    ),
+    budget_per_1k: float | None = typer.Option(
+        None, "--budget-per-1k", help="USD per 1,000 prompts: lambda solved so the prompts' expected spend meets it "
+        "(over the whole --input file)."
+    ),
     input_path: Path | None = typer.Option(None, "--input", help="JSONL with a 'prompt' field per line."),
     output_path: Path | None = typer.Option(None, "--output", help="JSONL of decisions, in input order."),
     batch_size: int = typer.Option(256, "--batch-size"),
     cache_dir: Path | None = typer.Option(None, "--cache-dir", help="Embedding cache directory."),
 ) -> None:
-    """Print the routing decision for TEXT as JSON, or route --input to --output (one decision per line)."""
+    """Print the routing decision for TEXT as JSON, or route --input to --output (one decision per line).
+
+    With --budget-per-1k the budget holds for all the prompts of --input together, so they are routed in one
+    batch (--batch-size is ignored); for one TEXT it is that prompt's spend times 1,000.
+    """
     from finerouter._io import atomic_write_text
     from finerouter.routing.router import FineRouter
 
@@ -50,21 +61,27 @@ def route(
             raise typer.BadParameter("give either TEXT or --input (not both)")
         if input_path is not None and output_path is None:
             raise typer.BadParameter("--input needs --output")
+        if cost_weight is not None and budget_per_1k is not None:
+            raise typer.BadParameter("give either --cost-weight or --budget-per-1k (not both)")
         router = FineRouter.load(router_dir, cache_dir=cache_dir)
         allowed = split_list(allowed_models)
+        options = {"tolerance": tolerance, "allowed_models": allowed, "max_cost": max_cost,
+                   "cost_weight": cost_weight, "budget_per_1k": budget_per_1k}
         if text is not None:
-            decision = router.route(text, tolerance=tolerance, allowed_models=allowed, max_cost=max_cost)
+            decision = router.route(text, **options)
             sys.stdout.write(json.dumps(decision.to_dict(), indent=2) + "\n")
             return
         from rich.progress import Progress
 
         prompts = _read_prompts(input_path)
+        if budget_per_1k is not None:
+            batch_size = len(prompts)  # the budget is for the whole file
         lines: list[str] = []
         with Progress(console=console(), transient=True) as progress:
             bar = progress.add_task("routing", total=len(prompts))
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start : start + batch_size]
-                for d in router.route(chunk, tolerance=tolerance, allowed_models=allowed, max_cost=max_cost):
+                for d in router.route(chunk, **options):
                     lines.append(json.dumps(d.to_dict(), ensure_ascii=False))
                 progress.advance(bar, len(chunk))
         atomic_write_text(output_path, "\n".join(lines) + "\n")
