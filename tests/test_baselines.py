@@ -243,7 +243,7 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
         r.fit(train, x_train)
     by_name = {r.name: r for r in routers}
     fitted = by_name["finerouter"].router_
-    shared = [r for r in routers if r.name not in ("label_free", "refined")]
+    shared = [r for r in routers if r.name not in ("label_free", "refined", "paper_mixing")]
     assert all(r.router_ is fitted for r in shared)  # one FineRouter fit for the four variants
     assert fitted.refine_task_labels == "auto"
     for name, mode in (("label_free", False), ("refined", True)):  # each a fit of its own
@@ -251,6 +251,9 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
         assert other is not fitted and other.refine_task_labels is mode
         assert other.fit_summary_["refined_task_labels"] is (mode and train.tasks is not None)
         np.testing.assert_allclose(by_name[name].predict_scores(x_test), other.score_embeddings(x_test).final)
+    paper = by_name["paper_mixing"].router_  # the paper's Eq. 5: a fit of its own, no cross-validation
+    assert paper is not fitted and paper.mixing_.method == "fixed" and paper.stage1_shrinkage is False
+    np.testing.assert_allclose(by_name["paper_mixing"].predict_scores(x_test), paper.score_embeddings(x_test).final)
     assert by_name["finerouter"].kind == "finerouter" and by_name["stage2_only"].kind == "ablation"
     scores = fitted.score_embeddings(x_test)
     np.testing.assert_allclose(by_name["finerouter"].predict_scores(x_test), scores.final)

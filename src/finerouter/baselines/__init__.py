@@ -54,11 +54,14 @@ ROUTERS: dict[str, Callable[..., Router]] = {
     "stage2_only": _variant("stage2_only"),
     "label_free": _variant("label_free"),
     "refined": _variant("refined"),
+    "paper_mixing": _variant("paper_mixing"),
     "finerouter": _variant("finerouter"),
 }
 
 #: Routers that wrap FineRouter (need its stack: discovery, classifier, quality estimator).
-FINEROUTER_VARIANTS = ("stage1_embedding", "stage1_classifier", "stage2_only", "label_free", "refined", "finerouter")
+FINEROUTER_VARIANTS = (
+    "stage1_embedding", "stage1_classifier", "stage2_only", "label_free", "refined", "paper_mixing", "finerouter",
+)
 
 
 def available_routers() -> list[str]:

@@ -11,6 +11,8 @@ with the same settings share a single fit per training split.
 * ``label_free`` / ``refined``: the full router with the paper's label-free discovery (``refine_task_labels=False``)
   or always refining the data's coarse ``task`` labels (``True``); ``finerouter`` (``"auto"``) picks one of the two
   per fit on a dev part of its training data. Without labels all three are the same router.
+* ``paper_mixing``: the full router with the paper's Eq. 5 (``mixing="paper"``, alpha 0.5) on unshrunk task means:
+  no cross-validated mixing, no fallback to the best single model.
 
 Stage-1 scores for the cost–quality curve: a task's models in fused-ranking order, scored ``(m - position) /
 (m - 1)`` (so tolerance walks down the task's ranking); "Others" rows use the Others median scores.
@@ -29,8 +31,12 @@ from finerouter.data.dataset import RoutingDataset
 
 logger = logging.getLogger(__name__)
 
-VARIANTS = ("finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free", "refined")
+VARIANTS = (
+    "finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free", "refined", "paper_mixing",
+)
 _LABEL_MODE = {"label_free": False, "refined": True}
+#: Variants that are the full router with other settings: their final scores route.
+_FULL = ("finerouter", "label_free", "refined", "paper_mixing")
 
 
 class SharedFineRouter:
@@ -88,6 +94,8 @@ class FineRouterVariant(Router):
         params = {"encoder": self.encoder, "prices": self.prices, "seed": self.seed, **self.params}
         if self.variant in _LABEL_MODE:
             params["refine_task_labels"] = _LABEL_MODE[self.variant]
+        if self.variant == "paper_mixing":  # the paper's Eq. 5 on unshrunk task means, no cross-validation
+            params.update(mixing="paper", stage1_shrinkage=False)
         return params
 
     def fit(self, train: RoutingDataset, embeddings: np.ndarray) -> FineRouterVariant:
@@ -116,7 +124,7 @@ class FineRouterVariant(Router):
                 task = np.argmax(emb @ self.centers_.T, axis=1).astype(np.int64)
             return self._stage1(task)
         scores = self.router_.score_embeddings(emb)
-        if self.variant in ("finerouter", *_LABEL_MODE):
+        if self.variant in _FULL:
             return np.asarray(scores.final, dtype=np.float64)
         if self.variant == "stage2_only":
             return np.asarray(scores.stage2, dtype=np.float64)
