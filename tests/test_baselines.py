@@ -167,6 +167,10 @@ def test_knn_tunes_k_on_a_dev_part_of_training_data(split):
     assert router.k_ == max(router.dev_quality_, key=lambda k: (router.dev_quality_[k], -k))
     fixed = make_router("knn", k=7).fit(train, x_train)
     assert fixed.k_ == 7 and fixed.dev_quality_ is None
+    # the cost-aware kNN baseline routes on the raw neighbour means: expected scores on the score scale
+    x_test = split[3]
+    np.testing.assert_allclose(fixed.predict_expected(x_test), fixed.predict_scores(x_test))
+    assert make_router("mlp_classifier").predict_expected(x_test) is None  # class probabilities are not scores
 
 
 def test_torch_routers_are_reproducible_and_leave_global_state_alone(split):
@@ -258,6 +262,10 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
     scores = fitted.score_embeddings(x_test)
     np.testing.assert_allclose(by_name["finerouter"].predict_scores(x_test), scores.final)
     np.testing.assert_allclose(by_name["stage2_only"].predict_scores(x_test), scores.stage2)
+    # expected scores for cost-aware routing: the full router's calibrated ones; none for the stage ablations
+    np.testing.assert_allclose(by_name["finerouter"].predict_expected(x_test), scores.expected)
+    assert by_name["stage2_only"].predict_expected(x_test) is None
+    assert by_name["stage1_classifier"].predict_expected(x_test) is None
     catalog = fitted.catalog_
     top = np.array([train.models.index(t.fused_ranking[0]) for t in catalog.tasks])
     fine = by_name["stage1_classifier"].route(x_test)

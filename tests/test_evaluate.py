@@ -132,6 +132,21 @@ def test_aiq_zero_router_and_quality_at_cost_fractions(results):
     assert r["best_single"]["quality_at_25pct_best_single_cost"] is None
 
 
+def test_lambda_curve_for_knn_the_cost_aware_baseline(results):
+    r = results["routers"]
+    assert "lambda_curve" not in r["mlp_regressor"] and "lambda_curve" not in r["oracle"]  # no expected scores
+    lam = r["knn"]["lambda_curve"]
+    assert lam["budget_fraction"][0] == 0.0 and lam["budget_fraction"][-1] == 1.0 and len(lam["cost"]) == 21
+    assert lam["cost"][0] == pytest.approx(0.001)  # the smallest budget: the cheapest model everywhere
+    # the largest budget: the best raw neighbour mean, the same choice as tolerance 0 up to ties
+    assert lam["quality"][-1] == pytest.approx(r["knn"]["quality_mean"], abs=0.02)
+    assert all(a <= b + 1e-12 for a, b in zip(lam["cost"], lam["cost"][1:]))  # more budget, never cheaper
+    for per_seed in lam["per_seed"]["cost_weight"]:
+        assert per_seed[-1] == 0.0 and all(a >= b for a, b in zip(per_seed, per_seed[1:]))
+    assert lam["aiq_mean"] == pytest.approx(np.mean(lam["per_seed"]["aiq"]))
+    assert lam["aiq_mean"] > results["zero_router"]["aiq_mean"]
+
+
 def test_paired_comparison_against_the_reference(results):
     comp = results["comparisons"]
     assert comp["reference"] == "knn"

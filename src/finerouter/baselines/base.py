@@ -53,6 +53,13 @@ class Router(ABC):
         """
         return None
 
+    def predict_expected(self, embeddings: np.ndarray, data: RoutingDataset | None = None) -> np.ndarray | None:
+        """``(n, m)`` expected true score per model *on the score scale*, for cost-aware routing
+        (``argmax expected - lambda * cost``), or None when the router's scores are not on that scale (ranks,
+        probabilities, normalised mixes). The harness traces a lambda-curve only for routers that give one.
+        """
+        return None
+
     def _choose(self, embeddings: np.ndarray, data: RoutingDataset | None) -> np.ndarray:
         """``(n,)`` model index for routers that do not score (override when ``predict_scores`` is None)."""
         raise NotImplementedError(f"{type(self).__name__} must implement predict_scores or _choose")

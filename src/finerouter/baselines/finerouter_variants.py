@@ -130,6 +130,15 @@ class FineRouterVariant(Router):
             return np.asarray(scores.stage2, dtype=np.float64)
         return self._stage1(np.asarray(scores.task, dtype=np.int64))
 
+    def predict_expected(self, embeddings: np.ndarray, data: RoutingDataset | None = None) -> np.ndarray | None:
+        """The full router's calibrated expected score per model (:attr:`RouterScores.expected`, score scale);
+        None for the stage-only ablations, whose scores are not expected scores."""
+        check_is_fitted(self, ["router_"])
+        if self.variant not in _FULL:
+            return None
+        expected = self.router_.score_embeddings(self._check_input(embeddings)).expected
+        return None if expected is None else np.asarray(expected, dtype=np.float64)
+
     def _stage1(self, task: np.ndarray) -> np.ndarray:
         out = np.empty((len(task), len(self.models_)), dtype=np.float64)
         assigned = task >= 0

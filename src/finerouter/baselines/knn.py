@@ -132,3 +132,8 @@ class KNNRouter(Router):
         emb = self._check_input(embeddings)
         nbrs = nearest_neighbours(emb, self.embeddings_, self.k_)
         return neighbour_means(nbrs, self.scores_, self.prior_)
+
+    def predict_expected(self, embeddings: np.ndarray, data: RoutingDataset | None = None) -> np.ndarray:
+        """The raw neighbour means: each model's mean observed score over the ``k`` nearest training prompts is
+        an estimate of its expected score (the cost-aware kNN baseline routes on it)."""
+        return self.predict_scores(embeddings, data)

@@ -1,7 +1,9 @@
 """Figures for the evaluation report, drawn with matplotlib's Agg canvas (no pyplot, no global backend change).
 
 * ``cost_quality.png`` — like the paper's Fig. 2b: each score-based router's cost–quality curve (tolerance swept
-  0 → 1), routers that only pick as triangles, candidate models as circles. Without costs: a quality bar chart.
+  0 → 1), the cost-aware λ-curves (dashed; FineRouter's and kNN's), the zero router (dotted: the single models'
+  convex hull), routers that only pick as triangles, candidate models as circles. Without costs: a quality bar
+  chart.
 * ``routing_distribution.png`` — like Fig. 2a, for every router: the share of test prompts sent to each model.
 """
 
@@ -65,6 +67,20 @@ def plot_cost_quality(results: dict[str, Any], path: str | Path) -> None:
             costs.append(rec["cost_mean"])
             ax.scatter([rec["cost_mean"]], [rec["quality_mean"]], marker="^", s=70, color=color, zorder=3,
                        label=_label(name))
+    lam_styles = {"finerouter": ("tab:red", 2.4), "knn": ("tab:blue", 1.6)}
+    for name, rec in routers.items():  # cost-aware lambda-curves (FineRouter's, kNN's), dashed
+        lam = rec.get("lambda_curve")
+        if not lam:
+            continue
+        pts = sorted((c, q) for c, q in zip(lam["cost"], lam["quality"]) if c is not None and q is not None)
+        if pts:
+            xs, ys = zip(*pts)
+            costs += list(xs)
+            color, width = lam_styles.get(name, ("tab:grey", 1.2))
+            ax.plot(xs, ys, "--", marker="x", ms=3, lw=width, color=color, label=f"{_label(name)}, λ-curve")
+    zero = results.get("zero_router")
+    if zero and zero.get("cost"):
+        ax.plot(zero["cost"], zero["quality"], ":", lw=1.4, color="black", label="zero router (single-model hull)")
     for model, rec in singles.items():
         if rec.get("cost_mean") is None or rec.get("quality_mean") is None:
             continue

@@ -263,6 +263,14 @@ def run_evaluation(
                 )
             if c_low is not None and rec["cost"] is not None:
                 rec.update(_cost_metrics(rec, c_low, c_high, c_best))
+            expected = router.predict_expected(test_emb, test) if true_costs is not None else None
+            if expected is not None and route_costs is not None and c_low is not None:
+                lam = _lambda_curve(expected, route_costs, test.scores, true_costs, len(tols))
+                lam.update(_cost_metrics({"curve": lam}, c_low, c_high, c_best))
+                lam["cost_fraction_at_best_single_quality"] = (
+                    None if c_best is None else M.cost_fraction_at_quality(lam["cost"], lam["quality"], q_best, c_best)
+                )
+                rec["lambda_curve"] = lam
             per_seed[name].append(rec)
             done += 1
             logger.info("seed %d %-20s quality %.4f (fit %.1fs)", seed, name, quality, fit_s)
@@ -300,6 +308,31 @@ def _cost_metrics(rec: dict[str, Any], c_low: float, c_high: float, c_best: floa
         out[f"quality_at_{round(100 * frac)}pct_best_single_cost"] = (
             None if c_best is None else M.quality_at_cost(curve["cost"], curve["quality"], frac * c_best)
         )
+    return out
+
+
+def _lambda_curve(
+    expected: np.ndarray, route_costs: np.ndarray, scores: np.ndarray, true_costs: np.ndarray, steps: int
+) -> dict[str, list[float]]:
+    """The cost-aware curve: ``argmax expected - lambda * route-time cost``, one point per budget.
+
+    Budgets (USD per 1,000 prompts, on the route-time estimates) are spaced evenly from the always-cheapest
+    spend (lambda = inf) to the best-expected spend (lambda = 0), ``steps`` of them; each is routed with
+    :func:`finerouter.routing.policy.route_to_budget` (lambda solved, the critical breakpoint filled), so the
+    points spread evenly along the cost axis. Reported: the true mean cost and quality of each point.
+    """
+    from finerouter.routing.policy import choose_models_cost_aware, route_to_budget, spend_per_1k
+
+    top = spend_per_1k(route_costs, choose_models_cost_aware(expected, route_costs, 0.0)[0])
+    floor = spend_per_1k(route_costs, choose_models_cost_aware(expected, route_costs, np.inf)[0])
+    out: dict[str, list[float]] = {"budget_fraction": [], "cost_weight": [], "cost": [], "quality": []}
+    for frac in np.linspace(0.0, 1.0, max(int(steps), 2)):
+        choice, _, lam = route_to_budget(expected, route_costs, floor + float(frac) * (top - floor))
+        cost = M.mean_cost(true_costs, choice)
+        out["budget_fraction"].append(float(frac))
+        out["cost_weight"].append(float(lam))
+        out["cost"].append(float("nan") if cost is None else cost)
+        out["quality"].append(M.mean_quality(scores, choice))
     return out
 
 
@@ -379,6 +412,31 @@ def _aggregate(
             out["per_seed"]["cost_fraction_at_best_single_quality"] = [
                 r["cost_fraction_at_best_single_quality"] for r in recs
             ]
+        if all("lambda_curve" in r for r in recs):
+            lams = [r["lambda_curve"] for r in recs]
+            lam_out: dict[str, Any] = {
+                "budget_fraction": list(lams[0]["budget_fraction"]),
+                "cost": np.mean([c["cost"] for c in lams], axis=0).tolist(),
+                "quality": np.mean([c["quality"] for c in lams], axis=0).tolist(),
+            }
+            lam_out["aiq_mean"], lam_out["aiq_std"] = M.mean_std([c["aiq"] for c in lams])
+            mean_best_q, _ = M.mean_std(best_q)
+            mean_best_c, _ = M.mean_std(best_c)
+            lam_out["cost_fraction_at_best_single_quality"] = (
+                None if mean_best_q is None or mean_best_c is None
+                else M.cost_fraction_at_quality(lam_out["cost"], lam_out["quality"], mean_best_q, mean_best_c)
+            )
+            for frac in COST_FRACTIONS:
+                key = f"quality_at_{round(100 * frac)}pct_best_single_cost"
+                lam_out[key] = None if mean_best_c is None else M.quality_at_cost(
+                    lam_out["cost"], lam_out["quality"], frac * mean_best_c
+                )
+            lam_out["per_seed"] = {
+                "aiq": [c["aiq"] for c in lams],
+                "cost_fraction_at_best_single_quality": [c["cost_fraction_at_best_single_quality"] for c in lams],
+                "cost_weight": [c["cost_weight"] for c in lams],
+            }
+            out["lambda_curve"] = lam_out
         if all("aiq" in r for r in recs):
             out["aiq_mean"], out["aiq_std"] = M.mean_std([r["aiq"] for r in recs])
             out["per_seed"]["aiq"] = [r["aiq"] for r in recs]
