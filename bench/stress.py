@@ -131,11 +131,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="500,1000,2000,all", help="training sizes for the real pool")
     ap.add_argument("--pool-sizes", default="500,1000,2000,all", help="training sizes for the enlarged pool")
     ap.add_argument("--routers", default=",".join(ROUTERS))
-    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seeds", default="5", help="a number of seeds (0..N-1) or a comma-separated list of seeds")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "stress")
     args = ap.parse_args()
     args.routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    args.seeds = [int(s) for s in args.seeds.split(",")] if "," in args.seeds else int(args.seeds)
     args.out.mkdir(parents=True, exist_ok=True)
     from finerouter._io import atomic_write_json
     from finerouter.evaluation.runner import clean_for_json

@@ -11,8 +11,9 @@ the paper's Eq. 5 is ``(alpha, 1 - alpha, 0)``.
 paper's) unless another routes the held-out folds better by more than ``min_gain_se`` standard errors of the
 paired difference. Then the selection is checked against the best single model: it is cross-fitted (each
 fold's prompts get the mix chosen on the other folds only), which gives an honest per-prompt gain; unless that
-gain is positive by ``min_gain_se`` standard errors, the router falls back to the best single model. So with too
-little evidence that routing helps, FineRouter routes like "always use the best model" rather than below it.
+gain is positive (by ``fallback_gain_se`` standard errors, 0 by default), the router falls back to the best single
+model. So when its own held-out data says routing does not help, FineRouter routes like "always use the best
+model" rather than below it.
 
 :func:`shrink_task_means` shrinks each task's mean score per model toward the model's overall mean in
 proportion to how little the task's data says (empirical Bayes, a one-way random-effects model per model).
@@ -125,6 +126,7 @@ def choose_weights(
     *,
     candidates: tuple[tuple[float, float, float], ...] = CANDIDATE_MIXES,
     min_gain_se: float = 1.0,
+    fallback_gain_se: float = 0.0,
 ) -> MixingChoice:
     """Choose the mixing weights from out-of-fold scores.
 
@@ -135,8 +137,11 @@ def choose_weights(
         truth: ``(n, m)`` true scores (NaN = not evaluated, counted 0 when picked).
         fold: ``(n,)`` the fold each prompt was held out in.
         candidates: the mixes to choose from; the first is the default, and one must be ``(0, 0, 1)``.
-        min_gain_se: how many standard errors of the paired difference a mix must gain, over the default to
-            replace it and over the best single model to be used at all.
+        min_gain_se: how many standard errors of the paired difference a mix must gain over the default to
+            replace it.
+        fallback_gain_se: how many standard errors the cross-fitted gain over the best single model must
+            exceed for the router to route at all (0: the honest estimate of the gain must be positive; it is
+            already pessimistic, each fold's router being fitted on part of the data).
     """
     truth0 = np.nan_to_num(np.asarray(truth, dtype=np.float64), nan=0.0)
     n = truth0.shape[0]
@@ -180,7 +185,7 @@ def choose_weights(
         "best_single": float(quality[single]),
         "selected": float(selected.mean()),
     }
-    if gain > min_gain_se * se:
+    if gain > fallback_gain_se * se and gain > 0:
         weights, method = grid[chosen], "cv"
     else:
         weights, method = grid[single], "fallback"

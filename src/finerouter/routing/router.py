@@ -130,7 +130,7 @@ class FineRouter:
             ``(alpha, 1 - alpha, 0)``. ``"cv"`` (default): internal cross-validation on the training data
             (``cv_folds`` folds by unique prompt) keeps Eq. 5 unless a mix leaning on the global prior routes the
             held-out folds better by a standard error, and falls back to the best single model (``wg = 1``) unless
-            the cross-fitted gain over it is positive by a standard error (:mod:`finerouter.routing.mixing`;
+            the cross-fitted gain over it is positive (:mod:`finerouter.routing.mixing`;
             ``fit_summary_["mixing"]``).
         cv_folds: folds of the internal cross-validation for ``mixing="cv"`` (each fold refits both stages).
         stage1_shrinkage: shrink each task's mean score per model toward the model's overall mean in proportion
