@@ -42,9 +42,13 @@ def render(results_dir: Path = RESULTS) -> str:
         has_cost = any(r.get("cost_mean") is not None for r in routers.values())
         head = "| router | quality (mean ± std) | headroom captured |"
         sep = "|---|---|---|"
+        has_lambda = any("lambda_curve" in r for r in routers.values())
         if has_cost:
             head += " cost / prompt (USD) | cost at best-single quality |"
             sep += "---|---|"
+        if has_cost and has_lambda:
+            head += " AIQ (tolerance) | AIQ (λ) | cost at best-single quality (λ) |"
+            sep += "---|---|---|"
         parts.append(head)
         parts.append(sep)
         for key, r in sorted(routers.items(), key=lambda kv: -kv[1]["quality_mean"]):
@@ -59,7 +63,16 @@ def render(results_dir: Path = RESULTS) -> str:
                 else:
                     reach = "never" if r.get("curve") else "–"
                 row += f" {_fmt(r.get('cost_mean'), '.6f')} | {reach} |"
+            if has_cost and has_lambda:
+                lam = r.get("lambda_curve") or {}
+                lam_frac = lam.get("cost_fraction_at_best_single_quality")
+                lam_reach = "–" if not lam else ("never" if lam_frac is None else f"{100 * lam_frac:.0f}%")
+                row += f" {_fmt(r.get('aiq_mean'), '.3f')} | {_fmt(lam.get('aiq_mean'), '.3f')} | {lam_reach} |"
             parts.append(row)
+        zero = res.get("zero_router")
+        if has_cost and has_lambda and zero and zero.get("aiq_mean") is not None:
+            parts.append("")
+            parts.append(f"Zero router (convex hull of the single models): AIQ {zero['aiq_mean']:.3f}.")
         parts.append("")
     if not parts:
         return "(no results yet: run `.venv/bin/python bench/quality.py`)\n"
