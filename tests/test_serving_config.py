@@ -150,3 +150,52 @@ def test_auth_tokens_given_but_empty_is_an_error(tmp_path):
         load_auth_tokens(env_var="GW_TOKENS", environ={})
     with pytest.raises(ConfigError, match="cannot read the token file"):
         load_auth_tokens(tmp_path / "absent.txt")
+
+
+def test_named_client_keys_with_default_budgets():
+    ups = {"a": {"base_url": "http://h/v1"}}
+    env = {"TEAM_A": SECRET, "TEAM_B": "tok-b-123456"}
+    cfg = parse_gateway_config(
+        {"upstreams": ups, "keys": {"team-a": {"token_env": "TEAM_A", "budget_per_1k": 2.5}, "b": {"token_env": "TEAM_B"}},
+         "gateway": {"budget_window_requests": 200, "budget_window_s": 600}},
+        source="ups.yaml", environ=env,
+    )
+    assert cfg.keys["team-a"].budget_per_1k == 2.5 and cfg.keys["b"].budget_per_1k is None
+    assert cfg.keys["team-a"].token == SECRET and SECRET not in repr(cfg)
+    assert (cfg.settings.budget_window_requests, cfg.settings.budget_window_s) == (200, 600)
+    assert parse_gateway_config({"upstreams": ups}, environ={}).keys == {}
+
+
+@pytest.mark.parametrize(
+    ("keys", "pattern"),
+    [
+        ({"team": {"token_env": "UNSET_VAR"}}, r"keys\.team\.token_env: the environment variable UNSET_VAR is not set"),
+        ({"team": {}}, r"keys\.team\.token_env: is required"),
+        ({"team": {"token_env": "T1", "budget": 1}}, r"keys\.team: unknown key\(s\) 'budget'"),
+        ({"team": {"token_env": "T1", "budget_per_1k": -1}}, r"keys\.team\.budget_per_1k: must be a number >= 0"),
+        ({"team": {"token_env": "T1", "budget_per_1k": "2"}}, r"keys\.team\.budget_per_1k"),
+        ({"anonymous": {"token_env": "T1"}}, r"keys: key names must be"),
+        ({"a b": {"token_env": "T1"}}, r"keys: key names must be"),
+        ({"x": {"token_env": "T1"}, "y": {"token_env": "T2"}}, r"keys\.y\.token_env: the token in T2 is also the token of keys\.x"),
+        ({"x": {"token_env": "SPACED"}}, r"must not contain whitespace"),
+        (["team"], r"keys: must map key names"),
+    ],
+)
+def test_malformed_client_keys_are_clear_errors(keys, pattern):
+    env = {"T1": SECRET, "T2": SECRET, "SPACED": "a b"}
+    with pytest.raises(ConfigError, match=pattern) as err:
+        parse_gateway_config({"upstreams": {"a": {"base_url": "http://h/v1"}}, "keys": keys}, source="ups.yaml", environ=env)
+    assert str(err.value).startswith("ups.yaml") and SECRET not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"budget_window_requests": 0}, r"'budget_window_requests' parameter of GatewaySettings must be an int in \[1, inf\)"),
+        ({"budget_window_s": 0.0}, r"'budget_window_s' parameter of GatewaySettings must be a float in \(0, inf\)"),
+        ({"budget_max_windows": 0}, r"'budget_max_windows' parameter of GatewaySettings must be an int in \[1, inf\)"),
+    ],
+)
+def test_budget_settings_validation(kwargs, message):
+    with pytest.raises(ParameterError, match=message):
+        GatewaySettings(**kwargs)

@@ -59,7 +59,7 @@ def upstreams(router):
         s.stop()
 
 
-def _config(router, upstreams):
+def _config(router, upstreams, extra=None, environ=None):
     raw = {
         "upstreams": {
             n: {
@@ -69,14 +69,17 @@ def _config(router, upstreams):
                 **({"api_key_env": "FAKE_UPSTREAM_KEY"} if n == router.models_[0] else {}),
             }
             for n, s in upstreams.servers.items()
-        }
+        },
+        **(extra or {}),
     }
-    return parse_gateway_config(raw, source="test-upstreams", environ={"FAKE_UPSTREAM_KEY": UPSTREAM_KEY})
+    return parse_gateway_config(
+        raw, source="test-upstreams", environ={"FAKE_UPSTREAM_KEY": UPSTREAM_KEY, **(environ or {})}
+    )
 
 
-def _start(router, upstreams, **kw):
+def _start(router, upstreams, *, config=None, **kw):
     settings = kw.pop("settings", GatewaySettings(max_attempts=3, cooldown_s=COOLDOWN_S, max_body_bytes=64 * 1024))
-    app = create_app(router, _config(router, upstreams), settings=settings, **kw)
+    app = create_app(router, config or _config(router, upstreams), settings=settings, **kw)
     server = BackgroundServer(app).start()
     return SimpleNamespace(url=server.url, app=app, state=app.state.gateway, server=server)
 
@@ -547,6 +550,128 @@ def test_create_app_refuses_a_router_model_without_upstream(router, upstreams):
         create_app(router, partial)
     with pytest.raises(ConfigError, match="'route' method"):
         create_app(object(), cfg)
+
+
+# ---- cost-aware routing and budgets ------------------------------------------------------------------------------
+def test_cost_weight_and_budget_in_the_extra_body_are_validated(gw, router):
+    text = PROMPTS[1]
+    for extra, param in [
+        ({"cost_weight": -1}, "cost_weight"),
+        ({"cost_weight": "cheap"}, "cost_weight"),
+        ({"budget_per_1k": -0.5}, "budget_per_1k"),
+        ({"budget_per_1k": True}, "budget_per_1k"),
+        ({"cost_weight": 1.0, "budget_per_1k": 1.0}, "cost_weight"),
+    ]:
+        r = _chat(gw.client, text, **extra)
+        assert r.status_code == 400, (extra, r.text)
+        assert r.json()["error"]["param"] == param and r.json()["error"]["type"] == "invalid_request_error"
+    r = _chat(gw.client, text, model="finerouter:cost_weight=x")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+    # the model string's choice replaces the body's: no clash
+    assert _chat(gw.client, text, model="finerouter:cost_weight=0", budget_per_1k=1.0).status_code == 200
+
+
+def test_cost_weight_routes_like_the_library_and_is_not_forwarded(gw, router):
+    for lam in (0.0, 1e9):
+        for text in PROMPTS[:3]:
+            want = router.route(text, cost_weight=lam)
+            r = _chat(gw.client, text, cost_weight=lam)
+            assert r.status_code == 200, r.text
+            assert r.headers["x-finerouter-model"] == want.model
+            sent = gw.fakes[want.model].requests[-1]["body"]
+            assert "cost_weight" not in sent and "budget_per_1k" not in sent
+        d = gw.client.post("/v1/route", json={"prompt": PROMPTS[0], "cost_weight": lam}).json()
+        assert d["cost_weight"] == lam and d["model"] == router.route(PROMPTS[0], cost_weight=lam).model
+
+
+@pytest.fixture(scope="module")
+def budget_traffic(router):
+    """Prompts the router has not seen, with its per-model cost estimates and expected scores."""
+    import numpy as np
+
+    from finerouter.data.synthetic import make_synthetic_routing_data
+
+    prompts = make_synthetic_routing_data(n_prompts=300, n_models=4, seed=1).prompts
+    ref = router.route(prompts, cost_weight=0.0)
+    costs = np.array([d.costs for d in ref], dtype=float)
+    expected = np.array([d.expected_scores for d in ref], dtype=float)
+    rows = np.arange(len(prompts))
+    top = 1000 * costs[rows, expected.argmax(1)].mean()  # lambda = 0: the best expected model
+    floor = 1000 * costs.min(1).mean()
+    return SimpleNamespace(prompts=prompts, ref=ref, costs=costs, top=top, floor=floor)
+
+
+@pytest.mark.slow  # ~330 routed chat completions through the real encoder
+def test_key_budget_is_met_over_the_sliding_window(router, upstreams, budget_traffic):
+    """A named key's default budget holds over that key's traffic: the spend of all 300 requests (cold start
+    included) within 10% of the budget, and the last 100-request window's within three standard errors of its
+    own prompts' spend (one window's spend scatters around the budget as much as its prompts' costs do). An
+    unnamed token's requests, without a budget, route as before."""
+    import numpy as np
+
+    t = budget_traffic
+    assert t.floor < 0.7 * t.top, "the router must have cheaper and pricier choices for a budget to matter"
+    budget = round(t.floor + 0.4 * (t.top - t.floor), 6)
+    window = 100
+    cfg = _config(
+        router, upstreams, extra={"keys": {"team": {"token_env": "TEAM_TOKEN", "budget_per_1k": budget}}},
+        environ={"TEAM_TOKEN": "team-token-1"},
+    )
+    settings = GatewaySettings(budget_window_requests=window, max_body_bytes=64 * 1024)
+    gw = _start(router, upstreams, config=cfg, settings=settings, auth_tokens=["plain-token"])
+    team = {"authorization": "Bearer team-token-1"}
+    plain = {"authorization": "Bearer plain-token"}
+    index = {p: i for i, p in enumerate(t.prompts)}
+
+    async def fire(texts, headers):
+        async with httpx.AsyncClient(base_url=gw.url, timeout=60, headers=headers) as client:
+            out = []
+            for k in range(0, len(texts), 10):  # 10 at a time: batches share lambda
+                out += await asyncio.gather(*(client.post("/v1/chat/completions", json={
+                    "model": "finerouter", "messages": [{"role": "user", "content": x}]}) for x in texts[k:k + 10]))
+            return out
+
+    try:
+        responses = asyncio.run(fire(t.prompts, team))
+        assert [r.status_code for r in responses] == [200] * len(t.prompts)
+        chosen = [router.models_.index(r.headers["x-finerouter-model"]) for r in responses]
+        spent = [t.costs[index[x], j] for x, j in zip(t.prompts, chosen)]
+        (stream,) = gw.state.budgets.snapshot()
+        assert stream["key"] == "team" and stream["budget_per_1k"] == budget
+        assert stream["window_requests"] == window and stream["cost_weight"] > 0
+        overall = 1000 * float(np.mean(spent))
+        assert abs(overall - budget) <= 0.10 * budget, (overall, budget, t.floor, t.top)
+        # the window: the last 100 decisions (a batch is recorded as one, so in the order of these responses'
+        # batches; its spend is what the snapshot says, and it is on budget up to its prompts' own scatter)
+        sem = 1000 * float(np.std(spent[-window:])) / np.sqrt(window)
+        assert abs(stream["window_spend_per_1k"] - budget) <= max(0.10 * budget, 3 * sem), (stream, budget, sem)
+        # /metrics: the spend so far per key and model, and the stream's lambda and window spend
+        m = gw.state.metrics
+        per_model = {name: m.value("finerouter_estimated_spend_usd_total", {"key": "team", "model": name})
+                     for name in router.models_}
+        assert sum(per_model.values()) == pytest.approx(sum(spent), rel=1e-6)
+        for j, name in enumerate(router.models_):
+            assert per_model[name] == pytest.approx(sum(s for s, c in zip(spent, chosen) if c == j), rel=1e-6, abs=1e-12)
+        assert m.value("finerouter_estimated_spend_requests_total", {"key": "team"}) == len(t.prompts)
+        labels = {"key": "team", "budget_per_1k": f"{budget:g}"}
+        assert m.value("finerouter_budget_cost_weight", labels) == stream["cost_weight"]
+        assert m.value("finerouter_budget_window_spend_per_1k_usd", labels) == pytest.approx(stream["window_spend_per_1k"])
+        text = httpx.get(gw.url + "/metrics").text
+        assert 'finerouter_budget_cost_weight{budget_per_1k="%g",key="team"}' % budget in text
+        # a request's own choice replaces its key's default budget
+        d = httpx.post(gw.url + "/v1/route", json={"prompt": t.prompts[0], "cost_weight": 0.0}, headers=team).json()
+        assert d["cost_weight"] == 0.0 and d["budget_per_1k"] is None
+        d = httpx.post(gw.url + "/v1/route", json={"prompt": t.prompts[0]}, headers=team).json()
+        assert d["budget_per_1k"] == budget and any("gateway budget window ('team'" in n for n in d["notes"])
+        # requests without a budget are unaffected: the tolerance rule, as the library routes them alone
+        plain_texts = t.prompts[:30]
+        for r, x in zip(asyncio.run(fire(plain_texts, plain)), plain_texts):
+            d = router.route(x)
+            assert d.final_scores[d.models.index(r.headers["x-finerouter-model"])] >= max(d.final_scores) - 1e-4
+        assert m.value("finerouter_estimated_spend_requests_total", {"key": "anonymous"}) == len(plain_texts)
+        assert len(gw.state.budgets.snapshot()) == 1  # no budget stream for them
+    finally:
+        gw.server.stop()
 
 
 # ---- `finerouter serve` -----------------------------------------------------------------------------------------

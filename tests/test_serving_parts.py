@@ -381,3 +381,168 @@ def test_aiohttp_transport_speaks_httpx_and_keeps_nothing_between_requests():
     assert "cookie" not in dict(json.loads(second.content)["headers"])  # no cookie jar
     assert gz.headers["content-encoding"] == "gzip" and json.loads(gz.content) == {"ok": True}  # decoded once, by httpx
     assert b"".join(chunks) == b"data: 0\n\ndata: 1\n\ndata: 2\n\n" and len(chunks) >= 2
+
+
+# ---- budget windows ---------------------------------------------------------------------------------------------
+class PolicyRouter:
+    """Routes prompts ``"p<i>"`` by the library's cost-aware rules on row ``i`` of fixed expected scores and costs
+    (the encoder and estimators left out, so the window's controller is checked on thousands of prompts)."""
+
+    def __init__(self, expected, costs) -> None:
+        self.expected, self.costs = expected, costs
+        self.models_ = [f"m{j}" for j in range(expected.shape[1])]
+        self.calls: list[dict] = []
+
+    def route(self, prompts, tolerance=0.0, allowed_models=None, max_cost=None, cost_weight=None, budget_per_1k=None):
+        import numpy as np
+
+        from finerouter.routing.policy import choose_models_cost_aware, route_to_budget
+
+        self.calls.append({"n": len(prompts), "cost_weight": cost_weight, "budget_per_1k": budget_per_1k})
+        rows = [int(p[1:]) for p in prompts]
+        e, c = self.expected[rows], self.costs[rows]
+        allowed = None if allowed_models is None else np.isin(self.models_, allowed_models)
+        if budget_per_1k is not None:
+            choice, _, cost_weight = route_to_budget(e, c, budget_per_1k, allowed, max_cost, tolerance)
+        else:
+            lam = 0.0 if cost_weight is None else cost_weight  # no cost-aware option: the best expected score
+            choice, _ = choose_models_cost_aware(e, c, lam, allowed, max_cost, tolerance)
+        return [
+            RoutingDecision(p, self.models_[k], [self.models_[k]], self.models_, [0.0] * len(self.models_),
+                            [0.0] * len(self.models_), [0.0] * len(self.models_), c[i].tolist(), None, "Others", [],
+                            1.0, tolerance, 0.5, allowed_models=allowed_models, max_cost=max_cost,
+                            expected_scores=e[i].tolist(), cost_weight=cost_weight, budget_per_1k=budget_per_1k)
+            for i, (p, k) in enumerate(zip(prompts, choice.tolist()))
+        ]
+
+
+def _costed_table(seed: int, n: int = 1500, m: int = 4):
+    """Expected scores rising with price, in steps of 0.05 (as calibrated scores are), per-prompt costs."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    price = np.geomspace(1e-4, 1e-2, m)
+    costs = price[None, :] * rng.uniform(0.5, 1.5, (n, m))
+    level = rng.integers(0, 4, n)[:, None]
+    raw = 0.4 + 0.1 * np.log10(price / 1e-4)[None, :] + 0.05 * level * np.arange(m) + 0.1 * rng.normal(size=(n, m))
+    return np.round(np.clip(raw, 0, 1) * 20) / 20, costs
+
+
+def test_budget_window_expires_by_count_and_age_and_corrects_its_target():
+    from finerouter.serving.budget import BudgetWindow
+
+    clock = Clock()
+    w = BudgetWindow(2.0, max_requests=5, max_age_s=60.0, clock=clock)
+    router = PolicyRouter(*_costed_table(0, n=20))
+    assert w.plan(0.0) == {"budget_per_1k": 2.0}  # empty: cold start, the budget itself
+    w.record(router.route([f"p{i}" for i in range(3)], cost_weight=1e9))  # the cheapest: about 0.1 USD per 1k
+    assert len(w) == 3 and w.spend_per_1k() < 0.2
+    assert w.target_per_1k() == pytest.approx(2.0 + 0.5 * (2.0 - w.spend_per_1k()))  # under: aim higher
+    clock.t += 30
+    w.record(router.route([f"p{i}" for i in range(3, 7)], cost_weight=0.0))  # the best: pricier, over budget
+    assert len(w) == 5  # the count bound
+    assert w.spend_per_1k() > 2.0 and w.target_per_1k() < 2.0
+    clock.t += 31  # the first batch (already partly pushed out) is now too old
+    assert len(w) == 4
+    clock.t += 60
+    assert len(w) == 0 and w.spend_per_1k() == 0.0 and w.target_per_1k() == 2.0  # nothing to correct
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_budget_stream_meets_its_budget_over_the_window(seed):
+    """Through the batcher, in bursts of 1-12 prompts: the whole run's spend is within 5% of the budget, the
+    100-request windows' within 10% on average, and the last window's within three standard errors of its own
+    prompts' spend (per-request costs here span 100x, so one window's spend scatters by ~7% around what the rule
+    aims at, whatever lambda is); requests without a budget never get a cost_weight."""
+    import numpy as np
+
+    from finerouter.serving.budget import BudgetWindows
+    from finerouter.serving.metrics import GatewayMetrics
+
+    expected, costs = _costed_table(seed)
+    n = len(costs)
+    rows = np.arange(n)
+    top = 1000 * costs[rows, expected.argmax(1)].mean()
+    floor = 1000 * costs.min(1).mean()
+    router = PolicyRouter(expected, costs)
+    metrics = GatewayMetrics()
+    budgets = BudgetWindows(max_requests=100, metrics=metrics)
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 13, n)
+
+    for frac in (0.2, 0.5):
+        budget = floor + frac * (top - floor)
+        options = RouteOptions(budget_per_1k=budget, budget_key="team")
+
+        async def main():
+            batcher = RouteBatcher(router, max_batch=16, budgets=budgets)
+            await batcher.start()
+            try:
+                out, i = [], 0
+                for k in sizes:  # a burst of k concurrent requests, then the next
+                    out += await batcher.route_many([f"p{j}" for j in range(i, min(n, i + k))], options)
+                    i += k
+                    if i >= n:
+                        break
+                plain = await batcher.route("p0", RouteOptions())
+                return out, plain
+            finally:
+                await batcher.stop()
+
+        router.calls.clear()
+        decisions, plain = asyncio.run(main())
+        spent = np.array([costs[int(d.prompt[1:]), router.models_.index(d.model)] for d in decisions])
+        assert len(spent) == n
+        window = budgets.window("team", budget)
+        assert window.spend_per_1k() == pytest.approx(1000 * spent[-100:].mean())
+        last = 1000 * spent[-100:]
+        assert abs(last.mean() - budget) <= 3 * last.std() / np.sqrt(100), (last.mean(), budget)
+        windows = np.convolve(1000 * spent, np.ones(100) / 100, "valid")[100:]  # after the first window
+        assert np.mean(np.abs(windows / budget - 1)) <= 0.10
+        assert abs(1000 * spent.mean() - budget) <= 0.05 * budget, (1000 * spent.mean(), budget, floor, top)
+        assert {d.budget_per_1k for d in decisions} == {budget}
+        # cold start: the first batches were routed to the budget alone; then lambda came from the window
+        assert router.calls[0]["budget_per_1k"] is not None and router.calls[-2]["cost_weight"] > 0
+        assert router.calls[-1] == {"n": 1, "cost_weight": None, "budget_per_1k": None}  # plain request
+        assert plain.cost_weight is None and plain.budget_per_1k is None
+        labels = {"key": "team", "budget_per_1k": f"{budget:g}"}
+        assert metrics.value("finerouter_budget_window_requests", labels) == 100
+        assert metrics.value("finerouter_budget_cost_weight", labels) == window.cost_weight
+
+
+def test_budget_windows_forget_the_least_recently_used_stream_and_its_gauges():
+    from finerouter.serving.budget import BudgetWindows
+    from finerouter.serving.metrics import GatewayMetrics
+
+    metrics = GatewayMetrics()
+    budgets = BudgetWindows(max_requests=10, max_windows=2, metrics=metrics)
+    router = PolicyRouter(*_costed_table(0, n=5))
+    for b in (1.0, 2.0, 3.0):
+        options = RouteOptions(budget_per_1k=b, budget_key="k")
+        budgets.record(options, router.route(["p0"], **{k: v for k, v in budgets.plan(options).items() if k != "tolerance"}
+                                             | {"tolerance": 0.0}))
+    assert [(s["key"], s["budget_per_1k"]) for s in budgets.snapshot()] == [("k", 2.0), ("k", 3.0)]
+    assert metrics.registry.get_sample_value("finerouter_budget_window_requests", {"key": "k", "budget_per_1k": "1"}) is None
+    assert metrics.value("finerouter_budget_window_requests", {"key": "k", "budget_per_1k": "3"}) == 1
+
+
+def test_route_options_cost_weight_and_budget():
+    models = ["a", "b"]
+    opts = route_options({"cost_weight": 12, "tolerance": 0.1}, {}, models=models, default_tolerance=0.0)
+    assert opts == RouteOptions(0.1, None, None, cost_weight=12.0)
+    assert opts.kwargs()["cost_weight"] == 12.0 and "budget_per_1k" not in opts.kwargs()
+    assert "cost_weight" not in RouteOptions().kwargs()  # routers without cost-aware routing still work
+    opts = route_options({"cost_weight": 1.0}, {"budget_per_1k": 2.5}, models=models, default_tolerance=0.0)
+    assert (opts.cost_weight, opts.budget_per_1k) == (None, 2.5)  # the model string's choice replaces the body's
+    assert parse_model_string("finerouter:budget_per_1k=2.5,cost_weight=1", "finerouter") == {
+        "budget_per_1k": 2.5, "cost_weight": 1.0}
+    for body, param in [
+        ({"cost_weight": -1}, "cost_weight"),
+        ({"cost_weight": "1"}, "cost_weight"),
+        ({"cost_weight": 1, "budget_per_1k": 1}, "cost_weight"),
+        ({"budget_per_1k": -0.01}, "budget_per_1k"),
+        ({"budget_per_1k": [1]}, "budget_per_1k"),
+    ]:
+        with pytest.raises(GatewayHTTPError) as err:
+            route_options(body, {}, models=models, default_tolerance=0.0)
+        assert (err.value.status_code, err.value.param) == (400, param), body

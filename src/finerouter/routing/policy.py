@@ -65,7 +65,7 @@ def choose_models(
     """
     final = np.asarray(final, dtype=np.float64)
     cost = None if costs is None else np.where(np.isfinite(costs), costs, np.inf)
-    eligible, over_budget = _eligible(final, cost, allowed, max_cost)
+    eligible, over_budget = eligible_models(final, cost, allowed, max_cost)
     masked = np.where(eligible, final, -np.inf)
     if cost is None:  # without costs the best score wins, whatever the tolerance
         return masked.argmax(axis=1).astype(np.int64), over_budget
@@ -79,7 +79,7 @@ def choose_models(
     return choice.astype(np.int64), over_budget
 
 
-def _eligible(
+def eligible_models(
     scores: np.ndarray, cost: np.ndarray | None, allowed: np.ndarray | None, max_cost: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(eligible (n, m), over_budget (n,))``: finite score, allowed, and within ``max_cost`` when a model fits.
@@ -157,7 +157,7 @@ def choose_models_cost_aware(
     if not (cost_weight >= 0):
         raise ValueError(f"cost_weight must be >= 0; got {cost_weight}")
     cost = np.where(np.isfinite(cost), cost, np.inf)
-    eligible, over_budget = _eligible(expected, cost, allowed, max_cost)
+    eligible, over_budget = eligible_models(expected, cost, allowed, max_cost)
     if np.isinf(cost_weight):  # the cheapest eligible model; equal costs: the higher expected score
         key_cost = np.where(eligible, cost, np.inf)
         tied = eligible & (key_cost <= key_cost.min(axis=1, keepdims=True))
@@ -225,7 +225,7 @@ def solve_cost_weight(
     if spend(0.0) <= budget_per_1k:
         return 0.0
     cost = np.where(np.isfinite(cost_arr), cost_arr, np.inf)
-    eligible, _ = _eligible(expected, cost, allowed, max_cost)
+    eligible, _ = eligible_models(expected, cost, allowed, max_cost)
     hi = _cheapest_weight(expected, cost, eligible)
     if spend(hi) > budget_per_1k:
         return hi

@@ -9,7 +9,9 @@ Endpoints:
         conversation and forwards the request to the chosen model's upstream, falling back along the
         decision's ranking; naming a router model sends the request straight to it. Streaming (SSE) and tool
         calls pass through unchanged. Response headers ``x-finerouter-model``, ``x-finerouter-task`` and
-        friends say what happened.
+        friends say what happened. ``cost_weight`` (lambda) or ``budget_per_1k`` choose the cost-aware rule; a
+        budget (the request's, or its named key's default) is met over a sliding window of the traffic routed
+        under it (:mod:`finerouter.serving.budget`), and the estimated spend is in ``/metrics``.
     POST /v1/route             routing decisions only: ``{"prompt": ...}``, ``{"prompts": [...]}`` or
         ``{"messages": [...]}``.
     GET  /v1/models            the alias and every routable model.
@@ -25,7 +27,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -39,7 +41,9 @@ from finerouter.errors import FineRouterError
 from finerouter.routing.decision import RoutingDecision
 from finerouter.serving.affinity import AffinityEntry, AffinityStore
 from finerouter.serving.batcher import RouteBatcher, RouteOptions, RouterLike
+from finerouter.serving.budget import BudgetWindows
 from finerouter.serving.config import (
+    ANONYMOUS_KEY,
     GatewayConfig,
     GatewaySettings,
     Upstream,
@@ -76,17 +80,38 @@ class GatewayState:
     router: RouterLike
     config: GatewayConfig
     settings: GatewaySettings
-    auth_tokens: tuple[bytes, ...]
+    auth_tokens: tuple[tuple[bytes, str], ...]
+    """Every accepted token with its tag: ``key:<name>`` for a named key of the config, ``t<i>`` otherwise."""
     metrics: GatewayMetrics
     affinity: AffinityStore
     cooldown: CooldownTracker
     batcher: RouteBatcher
     router_models: list[str]
+    budgets: BudgetWindows
     proxy: UpstreamProxy | None = None
     started_at: float = field(default_factory=time.time)
 
+    @staticmethod
+    def key_name(tag: str) -> str:
+        """The client key a tag belongs to: a named key's name, else ``"anonymous"``."""
+        return tag[4:] if tag.startswith("key:") else ANONYMOUS_KEY
+
+    def route_options(self, body: Mapping[str, Any], overrides: Mapping[str, Any], tag: str) -> RouteOptions:
+        """The request's routing options; a named key's default budget applies when the request asks for
+        neither ``cost_weight`` nor ``budget_per_1k``, and a budget is met over its key's window."""
+        options = route_options(
+            body, overrides, models=self.router_models, default_tolerance=self.settings.default_tolerance
+        )
+        key = self.key_name(tag)
+        if options.cost_weight is None and options.budget_per_1k is None and key in self.config.keys:
+            options = replace(options, budget_per_1k=self.config.keys[key].budget_per_1k)
+        if options.budget_per_1k is not None:
+            options = replace(options, budget_key=key)
+        return options
+
     def authorize(self, request: Request) -> str:
-        """Check the bearer token (when auth is on); returns a tag naming which token matched."""
+        """Check the bearer token (when auth is on); returns a tag naming which token matched (see
+        :attr:`auth_tokens`; ``""`` when auth is off)."""
         if not self.auth_tokens:
             return ""
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -98,9 +123,9 @@ class GatewayState:
                 headers={"www-authenticate": "Bearer"},
             )
         given = token.strip().encode("utf-8", "surrogateescape")
-        for i, expected in enumerate(self.auth_tokens):
+        for expected, tag in self.auth_tokens:
             if hmac.compare_digest(given, expected):
-                return f"t{i}"
+                return tag
         raise GatewayHTTPError(
             401, "Invalid bearer token.", code="invalid_api_key", headers={"www-authenticate": "Bearer"}
         )
@@ -196,7 +221,7 @@ def create_app(
             ``route(prompt | list[str], tolerance=, allowed_models=, max_cost=)``.
         upstreams: a :class:`GatewayConfig`, the path of an upstreams YAML file, or the mapping such a file
             holds (``{"upstreams": {...}, "gateway": {...}}`` or just the upstreams).
-        auth_tokens: client bearer tokens; empty or None turns auth off.
+        auth_tokens: client bearer tokens; auth is off when these and the config's named ``keys`` are both empty.
         settings: overrides the file's ``gateway:`` section.
         transport: an httpx transport for every upstream call, e.g. ``httpx.MockTransport`` in tests (default:
             one :class:`~finerouter.serving.transport.AiohttpTransport` per upstream, each its own pool).
@@ -219,8 +244,19 @@ def create_app(
     settings = settings or config.settings
     if settings.alias in config.upstreams:
         raise ConfigError(f"{config.source}: upstream {settings.alias!r} clashes with the routing alias.")
-    tokens = tuple(sorted({t.encode("utf-8") for t in (auth_tokens or ()) if t}))
+    unnamed = sorted({t.encode("utf-8") for t in (auth_tokens or ()) if t})
+    named = {k.token.encode("utf-8"): name for name, k in config.keys.items()}
+    clash = [name for token, name in named.items() if token in set(unnamed)]
+    if clash:
+        raise ConfigError(f"{config.source}: keys.{clash[0]}: its token is also among the unnamed client tokens.")
+    tokens = tuple((t, f"t{i}") for i, t in enumerate(unnamed)) + tuple((t, f"key:{n}") for t, n in named.items())
     metrics = GatewayMetrics()
+    budgets = BudgetWindows(
+        max_requests=settings.budget_window_requests,
+        max_age_s=settings.budget_window_s,
+        max_windows=settings.budget_max_windows,
+        metrics=metrics,
+    )
     state = GatewayState(
         router=router,
         config=config,
@@ -237,8 +273,10 @@ def create_app(
             switch_interval_s=(
                 None if settings.route_switch_interval_ms is None else settings.route_switch_interval_ms / 1000.0
             ),
+            budgets=budgets,
         ),
         router_models=router_models,
+        budgets=budgets,
     )
 
     @asynccontextmanager
@@ -335,6 +373,16 @@ def create_app(
         metrics.decisions.labels(decision.model, _task_label(decision.task_id)).inc()
         return decision, seconds
 
+    def count_spend(decision: RoutingDecision, model: str, key: str) -> None:
+        """Add the answering model's estimated cost for this prompt to the spend metrics (when known)."""
+        if model not in decision.models:
+            return
+        cost = decision.costs[decision.models.index(model)]
+        if cost is None or not cost == cost:  # unknown or NaN
+            return
+        metrics.spend.labels(key, model).inc(max(0.0, float(cost)))
+        metrics.spend_requests.labels(key).inc()
+
     def relay_response(result: ProxyResult, extra: dict[str, str]) -> Response:
         headers = {**result.headers, **extra}
         headers["x-finerouter-model"] = result.model
@@ -394,7 +442,7 @@ def create_app(
             result = await forward([model], forward_body, stream, 1)
             return relay_response(result, {"x-finerouter-task": "none", "x-finerouter-affinity": "none"})
 
-        options = route_options(body, overrides, models=router_models, default_tolerance=settings.default_tolerance)
+        options = state.route_options(body, overrides, tag)
         key = request.headers.get("x-conversation-id") or ""
         if key:
             key = f"{tag}|conv:{key}"
@@ -402,6 +450,7 @@ def create_app(
             key = f"{tag}|user:{body['user']}"
         entry = state.affinity.get(key) if key else None
         routing_s = 0.0
+        decided: list[RoutingDecision] = []  # the routing decision, when this turn was routed
 
         async def decide_now() -> tuple[list[str], int | None, str, float]:
             text = routing_text(messages, settings.route_on)
@@ -414,6 +463,7 @@ def create_app(
                     code="no_routable_text",
                 )
             decision, seconds = await decide(text, options)
+            decided.append(decision)
             return _order(decision.model, decision.ranking), decision.task_id, decision.task_description, seconds
 
         if (
@@ -454,6 +504,8 @@ def create_app(
             metrics.affinity.labels(affinity).inc()
         if key and 200 <= result.status_code < 300:
             state.affinity.set(key, AffinityEntry(result.model, _order(result.model, candidates), task_id, description))
+        if decided and 200 <= result.status_code < 300:
+            count_spend(decided[-1], result.model, state.key_name(tag))
         return relay_response(
             result,
             {
@@ -466,7 +518,7 @@ def create_app(
 
     @app.post("/v1/route")
     async def route(request: Request) -> Response:
-        state.authorize(request)
+        tag = state.authorize(request)
         body = await _read_json(request, settings.max_body_bytes)
         overrides: dict[str, Any] = {}
         if isinstance(body.get("model"), str):
@@ -474,7 +526,7 @@ def create_app(
             if parsed is None:
                 raise bad_request(f"'model' must be {settings.alias!r} (optionally with options) here.", "model")
             overrides = parsed
-        options = route_options(body, overrides, models=router_models, default_tolerance=settings.default_tolerance)
+        options = state.route_options(body, overrides, tag)
         given = [k for k in ("prompt", "prompts", "messages") if k in body]
         if len(given) != 1:
             raise bad_request("Send exactly one of 'prompt' (a string), 'prompts' (an array) or 'messages'.")

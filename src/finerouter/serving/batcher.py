@@ -18,9 +18,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from finerouter.routing.decision import RoutingDecision
+
+if TYPE_CHECKING:
+    from finerouter.serving.budget import BudgetWindows
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +33,8 @@ class RouterLike(Protocol):
     """What the gateway needs of a router (``FineRouter`` satisfies it).
 
     ``models_`` names every model the router can choose; ``route`` takes a prompt or a list of prompts and
-    returns a :class:`RoutingDecision` or a list of them.
+    returns a :class:`RoutingDecision` or a list of them. Requests with ``cost_weight`` or a budget also pass
+    ``cost_weight=`` (or ``budget_per_1k=``), as ``FineRouter.route`` takes them; other requests never do.
     """
 
     models_: list[str]
@@ -46,18 +50,32 @@ class RouterLike(Protocol):
 
 @dataclass(frozen=True)
 class RouteOptions:
-    """Per-request routing constraints (hashable, so equal options share a batch)."""
+    """Per-request routing constraints (hashable, so equal options share a batch).
+
+    ``cost_weight``: lambda for the cost-aware rule. ``budget_per_1k``: USD per 1,000 requests, met over the
+    sliding window of the budget stream ``(budget_key, budget_per_1k)`` when the batcher has budget windows
+    (:mod:`finerouter.serving.budget`), else over each routed batch. At most one of the two is set.
+    """
 
     tolerance: float = 0.0
     allowed_models: tuple[str, ...] | None = None
     max_cost: float | None = None
+    cost_weight: float | None = None
+    budget_per_1k: float | None = None
+    budget_key: str = "anonymous"
 
     def kwargs(self) -> dict[str, Any]:
-        return {
+        """The router's keyword arguments (``cost_weight``/``budget_per_1k`` only when set)."""
+        kw: dict[str, Any] = {
             "tolerance": self.tolerance,
             "allowed_models": None if self.allowed_models is None else list(self.allowed_models),
             "max_cost": self.max_cost,
         }
+        if self.cost_weight is not None:
+            kw["cost_weight"] = self.cost_weight
+        if self.budget_per_1k is not None:
+            kw["budget_per_1k"] = self.budget_per_1k
+        return kw
 
 
 @dataclass
@@ -82,6 +100,9 @@ class RouteBatcher:
             restored by :meth:`stop`). The routing threads run Python between the encoder's native calls; the
             event loop, asking for the GIL meanwhile, waits up to this long (Python's default: 5 ms) at each
             step of every request it serves. None: leave it as it is.
+        budgets: the gateway's budget windows; a batch whose options carry ``budget_per_1k`` is routed with the
+            lambda its stream's window gives, and recorded in that window. None: such a batch is routed with
+            ``budget_per_1k`` on itself.
     """
 
     def __init__(
@@ -92,8 +113,10 @@ class RouteBatcher:
         workers: int = 1,
         thread_nice: int = 0,
         switch_interval_s: float | None = None,
+        budgets: BudgetWindows | None = None,
     ) -> None:
         self.router = router
+        self.budgets = budgets
         self.max_batch = max_batch
         self.workers = workers
         self.thread_nice = thread_nice
@@ -165,10 +188,14 @@ class RouteBatcher:
         return list(await asyncio.gather(*(self.route(p, options) for p in prompts)))
 
     def _call(self, prompts: list[str], options: RouteOptions) -> list[RoutingDecision]:
-        result = self.router.route(prompts, **options.kwargs())
+        windowed = options.budget_per_1k is not None and self.budgets is not None
+        kwargs = self.budgets.plan(options) if windowed else options.kwargs()  # type: ignore[union-attr]
+        result = self.router.route(prompts, **kwargs)
         decisions = [result] if isinstance(result, RoutingDecision) else list(result)
         if len(decisions) != len(prompts):
             raise RuntimeError(f"the router returned {len(decisions)} decisions for {len(prompts)} prompts")
+        if windowed:
+            self.budgets.record(options, decisions)  # type: ignore[union-attr]
         return decisions
 
     async def _worker(self) -> None:

@@ -1,4 +1,4 @@
-"""The gateway's configuration: upstream endpoints (from YAML), gateway settings, client tokens.
+"""The gateway's configuration: upstream endpoints (from YAML), gateway settings, client keys and tokens.
 
 An upstreams file maps each model name *as the router knows it* to the OpenAI-compatible endpoint that
 serves it::
@@ -19,15 +19,21 @@ serves it::
       cooldown_s: 30
       max_upstream_body_bytes: 33554432
       shutdown_timeout_s: 10
+      budget_window_requests: 1000    # the sliding window budgets are met over
+    keys:                             # optional: named client keys (turn auth on)
+      team-a:
+        token_env: TEAM_A_TOKEN       # the variable holding the client's bearer token
+        budget_per_1k: 2.5            # optional: default budget, USD per 1,000 routed requests
 
 Everything is checked when the gateway starts: an unknown key, a bad URL, a router model without an
 upstream or an unset key variable is a :class:`ConfigError` naming the file, the model and the key. Key
-values are read from the environment once and never logged, echoed or shown in a ``repr``.
+values and client tokens are read from the environment once and never logged, echoed or shown in a ``repr``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,6 +45,12 @@ from finerouter.errors import ParameterError
 from finerouter.serving.errors import ConfigError
 
 ROUTE_ON = ("last_user", "user", "all")
+
+ANONYMOUS_KEY = "anonymous"
+"""The key name of requests without a named key (auth off, or a token from ``--auth-tokens-file``/``-env``)."""
+
+_KEY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+_CLIENT_KEY_KEYS = {"token_env", "budget_per_1k"}
 
 _UPSTREAM_KEYS = {
     "base_url", "model", "api_key_env", "timeout_s", "connect_timeout_s", "stream_idle_timeout_s", "headers"
@@ -84,6 +96,24 @@ class Upstream:
 
 
 @dataclass(frozen=True)
+class ClientKey:
+    """A named client key: its bearer token and its routing defaults.
+
+    Attributes:
+        name: the key's name (metrics label it so; it is no secret).
+        token_env: the environment variable the token was read from.
+        budget_per_1k: the budget (USD per 1,000 routed requests) of this key's routed requests that give
+            neither ``cost_weight`` nor ``budget_per_1k`` themselves; None: no default budget.
+        token: the bearer token itself; excluded from ``repr`` and never logged.
+    """
+
+    name: str
+    token_env: str
+    budget_per_1k: float | None = None
+    token: str = field(default="", repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class GatewaySettings:
     """How the gateway routes, retries and protects itself.
 
@@ -110,6 +140,11 @@ class GatewaySettings:
             a larger one is replaced by the gateway's own error.
         shutdown_timeout_s: on SIGTERM or Ctrl-C, how long open requests and streams may go on; streams still
             open then are ended with an error event and the server exits.
+        budget_window_requests: a budget (per request or per key) is met over the last this many requests routed
+            under it (see :mod:`finerouter.serving.budget`).
+        budget_window_s: also forget requests older than this many seconds (None: only the count bounds it).
+        budget_max_windows: the most budget streams (client key x budget) kept; the least recently used one is
+            forgotten beyond that.
     """
 
     alias: str = "finerouter"
@@ -129,6 +164,9 @@ class GatewaySettings:
     max_upstream_body_bytes: int = 32 * 1024 * 1024
     max_error_body_bytes: int = 64 * 1024
     shutdown_timeout_s: float = 10.0
+    budget_window_requests: int = 1000
+    budget_window_s: float | None = None
+    budget_max_windows: int = 64
 
     def __post_init__(self) -> None:
         owner = "GatewaySettings"
@@ -153,15 +191,21 @@ class GatewaySettings:
         check_int(self.max_upstream_body_bytes, "max_upstream_body_bytes", owner, low=1024)
         check_int(self.max_error_body_bytes, "max_error_body_bytes", owner, low=256)
         check_float(self.shutdown_timeout_s, "shutdown_timeout_s", owner, low=0.0)
+        check_int(self.budget_window_requests, "budget_window_requests", owner, low=1)
+        if self.budget_window_s is not None:
+            check_float(self.budget_window_s, "budget_window_s", owner, low=0.0, closed="neither")
+        check_int(self.budget_max_windows, "budget_max_windows", owner, low=1)
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """Upstreams (by router model name) plus settings; ``source`` names the file they came from."""
+    """Upstreams (by router model name), settings and named client keys; ``source`` names the file they came
+    from."""
 
     upstreams: Mapping[str, Upstream]
     settings: GatewaySettings = field(default_factory=GatewaySettings)
     source: str = "<config>"
+    keys: Mapping[str, ClientKey] = field(default_factory=dict)
 
     def check_covers(self, models: Iterable[str]) -> None:
         """Raise ConfigError unless every router model has an upstream."""
@@ -260,6 +304,47 @@ def _parse_settings(raw: Any, *, source: str) -> GatewaySettings:
         raise _fail(source, "gateway", str(exc)) from None
 
 
+def _parse_keys(raw: Any, *, source: str, environ: Mapping[str, str]) -> dict[str, ClientKey]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise _fail(source, "keys", f"must map key names to {{token_env: ..., budget_per_1k: ...}}. Got {type(raw).__name__}.")
+    keys: dict[str, ClientKey] = {}
+    tokens: dict[str, str] = {}
+    for name, spec in raw.items():
+        if not isinstance(name, str) or not _KEY_NAME.match(name) or name == ANONYMOUS_KEY:
+            raise _fail(
+                source, "keys",
+                f"key names must be 1-64 letters, digits, '_', '.' or '-' (not {ANONYMOUS_KEY!r}). Got {name!r}.",
+            )
+        where = f"keys.{name}"
+        if not isinstance(spec, Mapping):
+            raise _fail(source, where, f"must be a mapping with 'token_env'. Got {type(spec).__name__}.")
+        unknown = sorted(set(spec) - _CLIENT_KEY_KEYS)
+        if unknown:
+            raise _fail(
+                source, where, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(_CLIENT_KEY_KEYS))}."
+            )
+        env = spec.get("token_env")
+        if not isinstance(env, str) or not env:
+            raise _fail(source, f"{where}.token_env", f"is required: the environment variable holding the token. Got {env!r}.")
+        token = environ.get(env, "").strip()
+        if not token:
+            raise _fail(source, f"{where}.token_env", f"the environment variable {env} is not set (or empty).")
+        if any(c.isspace() for c in token):
+            raise _fail(source, f"{where}.token_env", f"the token in {env} must not contain whitespace.")
+        if token in tokens:
+            raise _fail(source, f"{where}.token_env", f"the token in {env} is also the token of keys.{tokens[token]}.")
+        tokens[token] = name
+        budget = spec.get("budget_per_1k")
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 <= budget < float("inf")
+        ):
+            raise _fail(source, f"{where}.budget_per_1k", f"must be a number >= 0 (USD per 1,000 requests). Got {budget!r}.")
+        keys[name] = ClientKey(name, env, None if budget is None else float(budget), token)
+    return keys
+
+
 def parse_gateway_config(
     raw: Any, *, source: str = "<config>", environ: Mapping[str, str] | None = None
 ) -> GatewayConfig:
@@ -267,9 +352,11 @@ def parse_gateway_config(
     environ = os.environ if environ is None else environ
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: must be a mapping with an 'upstreams:' section. Got {type(raw).__name__}.")
-    unknown = sorted(set(raw) - {"upstreams", "gateway"})
+    unknown = sorted(set(raw) - {"upstreams", "gateway", "keys"})
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(map(repr, unknown))}; allowed: 'gateway', 'upstreams'.")
+        raise ConfigError(
+            f"{source}: unknown top-level key(s) {', '.join(map(repr, unknown))}; allowed: 'gateway', 'keys', 'upstreams'."
+        )
     ups = raw.get("upstreams")
     if not isinstance(ups, Mapping) or not ups:
         raise ConfigError(f"{source}: 'upstreams:' is required and must map model names to endpoints.")
@@ -281,7 +368,8 @@ def parse_gateway_config(
     settings = _parse_settings(raw.get("gateway"), source=source)
     if settings.alias in upstreams:
         raise ConfigError(f"{source}: upstreams.{settings.alias}: clashes with the routing alias {settings.alias!r}.")
-    return GatewayConfig(upstreams=upstreams, settings=settings, source=source)
+    keys = _parse_keys(raw.get("keys"), source=source, environ=environ)
+    return GatewayConfig(upstreams=upstreams, settings=settings, source=source, keys=keys)
 
 
 def load_gateway_config(
@@ -338,7 +426,9 @@ def load_auth_tokens(
 
 
 __all__ = [
+    "ANONYMOUS_KEY",
     "ROUTE_ON",
+    "ClientKey",
     "GatewayConfig",
     "GatewaySettings",
     "Upstream",

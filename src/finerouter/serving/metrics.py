@@ -28,10 +28,18 @@ class GatewayMetrics:
         fallbacks_total{from_model,to_model}: requests answered by another model after a failure.
         affinity_total{result}: conversation lookups (hit, miss, reroute).
         upstream_cooldowns_total{model}: times an upstream was put in cooldown.
+        estimated_spend_usd_total{key,model}: the estimated USD cost (the router's per-prompt estimate) of
+            routed chat completions answered with a 2xx, by client key and answering model.
+        estimated_spend_requests_total{key}: the routed chat completions counted in that spend.
+        budget_cost_weight{key,budget_per_1k}: per budget stream, the lambda (quality points per USD) its last
+            batch was routed with.
+        budget_window_spend_per_1k_usd{key,budget_per_1k}: per budget stream, the estimated spend per 1,000
+            requests over its sliding window (what the budget is met on).
+        budget_window_requests{key,budget_per_1k}: per budget stream, the decisions in its window.
     """
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -77,6 +85,42 @@ class GatewayMetrics:
         self.cooldowns = Counter(
             "finerouter_upstream_cooldowns", "Times an upstream was put in cooldown", ["model"], registry=r
         )
+        self.spend = Counter(
+            "finerouter_estimated_spend_usd",
+            "Estimated USD cost of answered routed requests",
+            ["key", "model"],
+            registry=r,
+        )
+        self.spend_requests = Counter(
+            "finerouter_estimated_spend_requests", "Answered routed requests counted in the spend", ["key"], registry=r
+        )
+        budget_labels = ["key", "budget_per_1k"]
+        self.budget_cost_weight = Gauge(
+            "finerouter_budget_cost_weight", "Lambda of a budget stream's last batch", budget_labels, registry=r
+        )
+        self.budget_window_spend = Gauge(
+            "finerouter_budget_window_spend_per_1k_usd",
+            "Estimated spend per 1,000 requests over a budget stream's window",
+            budget_labels,
+            registry=r,
+        )
+        self.budget_window_requests = Gauge(
+            "finerouter_budget_window_requests", "Decisions in a budget stream's window", budget_labels, registry=r
+        )
+
+    def set_budget(self, key: str, budget: str, cost_weight: float, spend_per_1k: float, requests: int) -> None:
+        """Update a budget stream's gauges (``budget``: the label value)."""
+        self.budget_cost_weight.labels(key, budget).set(cost_weight)
+        self.budget_window_spend.labels(key, budget).set(spend_per_1k)
+        self.budget_window_requests.labels(key, budget).set(requests)
+
+    def forget_budget(self, key: str, budget: str) -> None:
+        """Remove a forgotten budget stream's gauges."""
+        for gauge in (self.budget_cost_weight, self.budget_window_spend, self.budget_window_requests):
+            try:
+                gauge.remove(key, budget)
+            except KeyError:
+                pass
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -1,9 +1,11 @@
 """Reading chat-completions requests: the text to route on, and the per-request routing options.
 
 Routing options come from the request's extra body (top-level ``tolerance``, ``allowed_models``,
-``max_cost``; the ``openai`` client sends them with ``extra_body=``) or from the model string, e.g.
-``finerouter:tolerance=0.2,allowed_models=gpt-4o|llama-3-8b,max_cost=0.001``; the model string wins.
-They are removed before the request goes upstream. Bad values are 400s naming the parameter.
+``max_cost``, ``cost_weight``, ``budget_per_1k``; the ``openai`` client sends them with ``extra_body=``) or
+from the model string, e.g. ``finerouter:tolerance=0.2,allowed_models=gpt-4o|llama-3-8b,max_cost=0.001`` or
+``finerouter:budget_per_1k=2.5``; the model string wins (and one of ``cost_weight``/``budget_per_1k`` there
+replaces either in the body). They are removed before the request goes upstream. Bad values are 400s naming
+the parameter.
 
 Bodies are read by :func:`parse_json_body`, which refuses (400) anything the gateway could not handle or
 forward faithfully: malformed JSON, nesting deeper than :data:`MAX_JSON_DEPTH`, strings holding a lone UTF-16
@@ -22,7 +24,8 @@ from typing import Any
 from finerouter.serving.batcher import RouteOptions
 from finerouter.serving.errors import GatewayHTTPError
 
-ROUTING_KEYS = ("tolerance", "allowed_models", "max_cost")
+ROUTING_KEYS = ("tolerance", "allowed_models", "max_cost", "cost_weight", "budget_per_1k")
+COST_AWARE_KEYS = ("cost_weight", "budget_per_1k")
 
 MAX_JSON_DEPTH = 100
 """The deepest nesting of arrays and objects a request body may have (chat requests, tool schemas included,
@@ -179,7 +182,7 @@ def parse_model_string(model: str, alias: str) -> dict[str, Any] | None:
         if not sep or key not in ROUTING_KEYS:
             raise bad_request(
                 f"Cannot read routing option {item!r} in model {model!r}: use "
-                f"'{alias}:tolerance=0.2,allowed_models=a|b,max_cost=0.01'.",
+                f"'{alias}:tolerance=0.2,allowed_models=a|b,max_cost=0.01' (or cost_weight=, budget_per_1k=).",
                 "model",
             )
         value = value.strip()
@@ -209,8 +212,15 @@ def route_options(
     models: Sequence[str],
     default_tolerance: float,
 ) -> RouteOptions:
-    """The request's :class:`RouteOptions` (model-string overrides win over the body)."""
+    """The request's :class:`RouteOptions` (model-string overrides win over the body).
+
+    ``cost_weight`` (lambda >= 0, quality points per USD) and ``budget_per_1k`` (USD per 1,000 requests, >= 0)
+    are exclusive; the caller sets ``budget_key`` on options with a budget.
+    """
     merged = {k: body[k] for k in ROUTING_KEYS if k in body and body[k] is not None}
+    if any(k in overrides for k in COST_AWARE_KEYS):
+        for k in COST_AWARE_KEYS:
+            merged.pop(k, None)
     merged.update(overrides)
     tolerance = merged.get("tolerance", default_tolerance)
     if not _is_number(tolerance) or not 0.0 <= tolerance <= 1.0:
@@ -233,10 +243,33 @@ def route_options(
                 code="model_not_found",
             )
         allowed_t = tuple(dict.fromkeys(allowed))
-    return RouteOptions(float(tolerance), allowed_t, None if max_cost is None else float(max_cost))
+    if all(k in merged for k in COST_AWARE_KEYS):
+        raise bad_request(
+            "'cost_weight' and 'budget_per_1k' are mutually exclusive: send one. "
+            f"Got cost_weight={merged['cost_weight']!r}, budget_per_1k={merged['budget_per_1k']!r}.",
+            "cost_weight",
+        )
+    cost_weight = merged.get("cost_weight")
+    if cost_weight is not None and (not _is_number(cost_weight) or cost_weight < 0):
+        raise bad_request(
+            f"'cost_weight' must be a number >= 0 (quality points per USD). Got {cost_weight!r}.", "cost_weight"
+        )
+    budget = merged.get("budget_per_1k")
+    if budget is not None and (not _is_number(budget) or budget < 0):
+        raise bad_request(
+            f"'budget_per_1k' must be a number >= 0 (USD per 1,000 requests). Got {budget!r}.", "budget_per_1k"
+        )
+    return RouteOptions(
+        float(tolerance),
+        allowed_t,
+        None if max_cost is None else float(max_cost),
+        None if cost_weight is None else float(cost_weight),
+        None if budget is None else float(budget),
+    )
 
 
 __all__ = [
+    "COST_AWARE_KEYS",
     "MAX_JSON_DEPTH",
     "ROUTING_KEYS",
     "check_json_value",
