@@ -71,12 +71,24 @@ def choose_models(
         return masked.argmax(axis=1).astype(np.int64), over_budget
     best = masked.max(axis=1, keepdims=True)
     within = eligible & (masked >= best - tolerance - 1e-12)
-    # Cheapest within tolerance; among equal costs the higher score wins (lexicographic key).
-    key_cost = np.where(within, cost, np.inf)
-    min_cost = key_cost.min(axis=1, keepdims=True)
-    tied = within & (key_cost <= min_cost)
-    choice = np.where(tied, masked, -np.inf).argmax(axis=1)
-    return choice.astype(np.int64), over_budget
+    return _cheapest(within, cost, masked), over_budget
+
+
+def _cheapest(mask: np.ndarray, cost: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """``(n,)`` int64: per row, the cheapest model in ``mask`` (``cost``: unknown = inf); among equal costs the
+    higher ``score`` wins (a lexicographic key)."""
+    key_cost = np.where(mask, cost, np.inf)
+    tied = mask & (key_cost <= key_cost.min(axis=1, keepdims=True))
+    return np.where(tied, score, -np.inf).argmax(axis=1).astype(np.int64)
+
+
+def _as_batch(expected: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``expected`` and ``costs`` as float arrays, checked to be the same ``(n, m)`` shape."""
+    expected = np.asarray(expected, dtype=np.float64)
+    cost = np.asarray(costs, dtype=np.float64)
+    if expected.ndim != 2 or cost.shape != expected.shape:
+        raise ValueError(f"expected and costs must both be (n, m); got {expected.shape} and {cost.shape}")
+    return expected, cost
 
 
 def eligible_models(
@@ -150,26 +162,18 @@ def choose_models_cost_aware(
     The chosen model's cost never increases as ``cost_weight`` grows (for any tolerance): the batch's spend is a
     non-increasing step function of ``cost_weight``, which :func:`solve_cost_weight` relies on.
     """
-    expected = np.asarray(expected, dtype=np.float64)
-    cost = np.asarray(costs, dtype=np.float64)
-    if expected.ndim != 2 or cost.shape != expected.shape:
-        raise ValueError(f"expected and costs must both be (n, m); got {expected.shape} and {cost.shape}")
+    expected, cost = _as_batch(expected, costs)
     if not (cost_weight >= 0):
         raise ValueError(f"cost_weight must be >= 0; got {cost_weight}")
     cost = np.where(np.isfinite(cost), cost, np.inf)
     eligible, over_budget = eligible_models(expected, cost, allowed, max_cost)
     if np.isinf(cost_weight):  # the cheapest eligible model; equal costs: the higher expected score
-        key_cost = np.where(eligible, cost, np.inf)
-        tied = eligible & (key_cost <= key_cost.min(axis=1, keepdims=True))
-        return np.where(tied, expected, -np.inf).argmax(axis=1).astype(np.int64), over_budget
+        return _cheapest(eligible, cost, expected), over_budget
     util = _cost_aware_utility(expected, cost, float(cost_weight), eligible)
-    best = util.max(axis=1, keepdims=True)
     if tolerance <= 0:
         return util.argmax(axis=1).astype(np.int64), over_budget
-    within = eligible & (util >= best - tolerance - 1e-12)
-    key_cost = np.where(within, cost, np.inf)
-    tied = within & (key_cost <= key_cost.min(axis=1, keepdims=True))
-    return np.where(tied, util, -np.inf).argmax(axis=1).astype(np.int64), over_budget
+    within = eligible & (util >= util.max(axis=1, keepdims=True) - tolerance - 1e-12)
+    return _cheapest(within, cost, util), over_budget
 
 
 def spend_per_1k(costs: np.ndarray, choice: np.ndarray) -> float:
@@ -213,8 +217,7 @@ def solve_cost_weight(
     choices already fit; when even the cheapest choices exceed the budget, returns that "always cheapest"
     lambda (the spend then exceeds the budget: check with :func:`spend_per_1k`).
     """
-    expected = np.asarray(expected, dtype=np.float64)
-    cost_arr = np.asarray(costs, dtype=np.float64)
+    expected, cost_arr = _as_batch(expected, costs)
     if not (np.isfinite(budget_per_1k) and budget_per_1k >= 0):
         raise ValueError(f"budget_per_1k must be a finite USD amount >= 0; got {budget_per_1k}")
 
@@ -261,8 +264,7 @@ def route_to_budget(
         ``(choice (n,) int64, over_budget (n,) bool, cost_weight)``; ``over_budget`` flags prompts where
         ``max_cost`` could not be met (as :func:`choose_models`).
     """
-    expected = np.asarray(expected, dtype=np.float64)
-    cost_arr = np.asarray(costs, dtype=np.float64)
+    expected, cost_arr = _as_batch(expected, costs)
     lam = solve_cost_weight(expected, cost_arr, budget_per_1k, allowed, max_cost, tolerance)
     choice, over = choose_models_cost_aware(expected, cost_arr, lam, allowed, max_cost, tolerance)
     n = len(choice)
