@@ -33,8 +33,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,49 +41,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from _gateway import add_router_options, pct, prompts as make_prompts, router_for, start_fake_upstreams, start_gateway
+from _gateway import status_mib, stop, warm_up
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _status_mib(pid: int, field: str) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _fit_router(out_dir: Path, n_prompts: int, n_models: int) -> list[str]:
-    from finerouter.data.synthetic import make_synthetic_routing_data
-    from finerouter.routing.router import FineRouter
-
-    data = make_synthetic_routing_data(n_prompts=n_prompts, n_models=n_models, seed=0)
-    t = time.perf_counter()
-    router = FineRouter(seed=0, classifier={"epochs": 15}, quality={"epochs_general": 8, "epochs_task": 5}).fit(data)
-    router.save(out_dir)
-    print(f"fitted a FineRouter on {len(data)} synthetic prompts, {n_models} models in {time.perf_counter() - t:.1f} s",
-          flush=True)
-    return list(router.models_)
-
-
-def _router_models(router_dir: Path) -> list[str]:
-    from finerouter.routing.router import FineRouter
-
-    return list(FineRouter.load(router_dir).models_)
-
-
-def _prompts(n: int) -> list[str]:
-    from finerouter.data.synthetic import make_synthetic_routing_data
-
-    return list(dict.fromkeys(make_synthetic_routing_data(n_prompts=n, seed=123).prompts))
 
 
 @dataclass
@@ -170,7 +130,7 @@ async def _drive(url: str, prompts: list[str], *, clients: int, requests: int, p
 
     async def sample() -> None:
         while True:
-            rss.append(_status_mib(pid, "VmRSS"))
+            rss.append(status_mib(pid, "VmRSS"))
             await asyncio.sleep(0.5)
 
     t0 = time.perf_counter()
@@ -181,23 +141,16 @@ async def _drive(url: str, prompts: list[str], *, clients: int, requests: int, p
     return outcomes, time.perf_counter() - t0, rss
 
 
-def _pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--router", type=Path, default=None, help="saved router directory (default: fit one)")
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--fail-rate", type=float, default=0.5, help="share of calls the most picked upstream answers 500")
     ap.add_argument("--upstream-delay-ms", type=float, default=50.0, help="simulated model latency")
     ap.add_argument("--cooldown-s", type=float, default=2.0, help="gateway.cooldown_s")
-    ap.add_argument("--fit-prompts", type=int, default=400)
-    ap.add_argument("--fit-models", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1, help="the gateway's compute threads")
-    ap.add_argument("--save-router", type=Path, default=None, help="keep the fitted router here")
     ap.add_argument("--json-out", type=Path, default=None)
+    add_router_options(ap)
     args = ap.parse_args()
 
     import httpx
@@ -205,48 +158,16 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     work = Path(tempfile.mkdtemp(prefix="finerouter-gwfaults-"))
     try:
-        router_dir = args.router
-        if router_dir is None:
-            router_dir = args.save_router or work / "router"
-            models = _fit_router(router_dir, args.fit_prompts, args.fit_models)
-        else:
-            models = _router_models(router_dir)
-        prompts = _prompts(1000)
+        router_dir, models = router_for(args, work)
+        prompts = make_prompts(1000)
 
         # The processes' logs (one warning per injected fault) go to files, not the terminal.
         fake_log = open(work / "upstreams.log", "w")  # noqa: SIM115 - closed with the process
         gw_log = open(work / "gateway.log", "w")  # noqa: SIM115
-        fake = subprocess.Popen(
-            [sys.executable, "-m", "finerouter.serving.fake_upstream", "--names", ",".join(models),
-             "--delay-ms", str(args.upstream_delay_ms)],
-            stdout=subprocess.PIPE, stderr=fake_log, text=True,
-        )
-        procs.append(fake)
-        urls = json.loads(fake.stdout.readline())
+        urls = start_fake_upstreams(models, args.upstream_delay_ms, procs, stderr=fake_log)
         cfg = {"upstreams": {m: {"base_url": u, "timeout_s": 10} for m, u in urls.items()},
                "gateway": {"cooldown_s": args.cooldown_s, "max_attempts": 3, "route_thread_nice": 10}}
-        (work / "upstreams.yaml").write_text(json.dumps(cfg))  # JSON is YAML
-        port = _free_port()
-        gw = subprocess.Popen(
-            [sys.executable, "-m", "finerouter.cli.main", "serve", "--router", str(router_dir),
-             "--upstreams", str(work / "upstreams.yaml"), "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "error", "--threads", str(args.threads)],
-            stdout=gw_log, stderr=subprocess.STDOUT,
-        )
-        procs.append(gw)
-        base = f"http://127.0.0.1:{port}"
-        t = time.perf_counter()
-        while True:
-            if gw.poll() is not None:
-                raise SystemExit(f"the gateway exited with status {gw.returncode}")
-            try:
-                if httpx.get(base + "/healthz", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - t > 300:
-                raise SystemExit("the gateway did not start within 300 s")
-            time.sleep(0.2)
+        gw, base, t = start_gateway(router_dir, cfg, work, procs, threads=args.threads, log_level="error", stdout=gw_log)
 
         # Which models the router picks for these prompts: the two most picked become the faulty ones.
         picks: Counter[str] = Counter()
@@ -255,9 +176,7 @@ def main() -> None:
             picks.update(d["model"] for d in r.json()["data"])
         failing, closing = [m for m, _ in picks.most_common()][:2]
         # Warm-up (encoder, connection pools), then the faults.
-        for p in prompts[:20]:
-            httpx.post(base + "/v1/chat/completions", json={"model": "finerouter", "messages": [{"role": "user", "content": p}]},
-                       timeout=60, trust_env=False)
+        warm_up(base, prompts[:20])
         httpx.post(urls[failing] + "/_control", json={"fail": 500, "rate": args.fail_rate}, trust_env=False)
         httpx.post(urls[closing] + "/_control", json={"fail": "close_mid_stream"}, trust_env=False)
         share = {m: round(n / sum(picks.values()), 3) for m, n in picks.most_common()}
@@ -267,11 +186,11 @@ def main() -> None:
               f"{args.upstream_delay_ms:.0f} ms, cooldown {args.cooldown_s:g} s, {os.cpu_count()} CPU cores, "
               f"load average {os.getloadavg()[0]:.1f}", flush=True)
 
-        rss_before = _status_mib(gw.pid, "VmRSS")
+        rss_before = status_mib(gw.pid, "VmRSS")
         outcomes, seconds, rss = asyncio.run(
             _drive(base + "/v1/chat/completions", prompts, clients=args.clients, requests=args.requests, pid=gw.pid))
-        rss_after = _status_mib(gw.pid, "VmRSS")
-        peak = _status_mib(gw.pid, "VmHWM")
+        rss_after = status_mib(gw.pid, "VmRSS")
+        peak = status_mib(gw.pid, "VmHWM")
         metrics = httpx.get(base + "/metrics", trust_env=False).text
         stats = {u: httpx.get(urls[u] + "/_stats", trust_env=False).json() for u in (failing, closing)}
 
@@ -295,10 +214,10 @@ def main() -> None:
             "truncated_presented_as_success": kinds["truncated_as_success"],
             "truncated_details": dict(Counter(o.detail for o in outcomes if o.kind == "truncated_as_success")),
             "answered_after_fallback": sum(o.fallback for o in outcomes if o.kind == "ok"),
-            "latency_ok_p50_ms": round(_pct(ok, 50), 1),
-            "latency_ok_p99_ms": round(_pct(ok, 99), 1),
-            "latency_ok_stream_p50_p99_ms": [round(_pct(ok_stream, 50), 1), round(_pct(ok_stream, 99), 1)],
-            "latency_ok_plain_p50_p99_ms": [round(_pct(ok_plain, 50), 1), round(_pct(ok_plain, 99), 1)],
+            "latency_ok_p50_ms": round(pct(ok, 50), 1),
+            "latency_ok_p99_ms": round(pct(ok, 99), 1),
+            "latency_ok_stream_p50_p99_ms": [round(pct(ok_stream, 50), 1), round(pct(ok_stream, 99), 1)],
+            "latency_ok_plain_p50_p99_ms": [round(pct(ok_plain, 50), 1), round(pct(ok_plain, 99), 1)],
             "gateway_rss_mib_before_after": [round(rss_before, 1), round(rss_after, 1)],
             "gateway_rss_mib_sampled_0_25_50_75_100pct_of_run": [
                 round(rss[min(len(rss) - 1, int(q * len(rss)))], 1) for q in (0, 0.25, 0.5, 0.75, 1.0)] if rss else [],
@@ -315,13 +234,7 @@ def main() -> None:
         if args.json_out:
             args.json_out.write_text(json.dumps(row, indent=2))
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(procs, 15)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,16 +39,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
+from _gateway import add_router_options, pct, prompts as make_prompts, router_for, start_fake_upstreams, start_gateway
+from _gateway import status_mib, stop, warm_up
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cpu_s(pid: int) -> float:
@@ -58,14 +51,6 @@ def _cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 @dataclass
@@ -87,35 +72,6 @@ class RunStats:
     @property
     def n_errors(self) -> int:
         return sum(self.errors.values())
-
-
-def _pct(xs: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
-
-
-def _fit_router(out_dir: Path, n_prompts: int, n_models: int) -> list[str]:
-    from finerouter.data.synthetic import make_synthetic_routing_data
-    from finerouter.routing.router import FineRouter
-
-    data = make_synthetic_routing_data(n_prompts=n_prompts, n_models=n_models, seed=0)
-    t = time.perf_counter()
-    router = FineRouter(seed=0, classifier={"epochs": 15}, quality={"epochs_general": 8, "epochs_task": 5}).fit(data)
-    router.save(out_dir)
-    print(f"fitted a FineRouter on {len(data)} synthetic prompts, {n_models} models, "
-          f"{router.catalog_.n_tasks} tasks in {time.perf_counter() - t:.1f} s", flush=True)
-    return list(router.models_)
-
-
-def _router_models(router_dir: Path) -> list[str]:
-    from finerouter.routing.router import FineRouter
-
-    return list(FineRouter.load(router_dir).models_)
-
-
-def _prompts(n: int) -> list[str]:
-    from finerouter.data.synthetic import make_synthetic_routing_data
-
-    return list(dict.fromkeys(make_synthetic_routing_data(n_prompts=n, seed=123).prompts))
 
 
 async def _drive(
@@ -177,7 +133,7 @@ async def _drive(
         await asyncio.sleep(max(0.0, window[0] - time.perf_counter()))
         stats.load_avg.append(os.getloadavg()[0])
         if gateway_pid is not None:
-            stats.rss_mib.append(_rss_mib(gateway_pid))
+            stats.rss_mib.append(status_mib(gateway_pid, "VmRSS"))
             marks["cpu0"] = _cpu_s(gateway_pid)
         if health_url:
             marks["health0"] = (await http.get(health_url)).json()
@@ -186,11 +142,11 @@ async def _drive(
             await on_third()
         await asyncio.sleep(duration / 6)
         if gateway_pid is not None:
-            stats.rss_mib.append(_rss_mib(gateway_pid))
+            stats.rss_mib.append(status_mib(gateway_pid, "VmRSS"))
         await asyncio.sleep(max(0.0, window[1] - time.perf_counter()))
         stats.load_avg.append(os.getloadavg()[0])
         if gateway_pid is not None:
-            stats.rss_mib.append(_rss_mib(gateway_pid))
+            stats.rss_mib.append(status_mib(gateway_pid, "VmRSS"))
             stats.cpu_s = _cpu_s(gateway_pid) - marks["cpu0"]
         if health_url:
             h0, h1 = marks["health0"], (await http.get(health_url)).json()
@@ -211,8 +167,8 @@ def _report(s: RunStats, direct: RunStats | None) -> dict:
         "failed": s.n_errors,
         "errors": s.errors,
         "throughput_rps": round(len(s.latencies) / s.seconds, 1),
-        "latency_p50_ms": round(_pct(lat_ms, 50), 2),
-        "latency_p99_ms": round(_pct(lat_ms, 99), 2),
+        "latency_p50_ms": round(pct(lat_ms, 50), 2),
+        "latency_p99_ms": round(pct(lat_ms, 99), 2),
         "load_avg_start_end": [round(x, 2) for x in s.load_avg],
     }
     if s.routing_ms:
@@ -223,11 +179,11 @@ def _report(s: RunStats, direct: RunStats | None) -> dict:
             worst = sorted(zip(own, lat_ms, s.routing_ms, s.upstream_ms, s.extra), reverse=True)[:8]
             print("worst (own, latency, routing, upstream) ms:", [(*(round(x) for x in w[:4]), w[4]) for w in worst])
         row.update(
-            routing_p50_ms=round(_pct(s.routing_ms, 50), 2),
-            routing_p99_ms=round(_pct(s.routing_ms, 99), 2),
-            added_beyond_routing_p50_ms=round(_pct(beyond, 50) - _pct(d_ms, 50), 2),
-            added_beyond_routing_p99_ms=round(_pct(beyond, 99) - _pct(d_ms, 99), 2),
-            gateway_own_p50_ms=round(_pct(own, 50), 2),
+            routing_p50_ms=round(pct(s.routing_ms, 50), 2),
+            routing_p99_ms=round(pct(s.routing_ms, 99), 2),
+            added_beyond_routing_p50_ms=round(pct(beyond, 50) - pct(d_ms, 50), 2),
+            added_beyond_routing_p99_ms=round(pct(beyond, 99) - pct(d_ms, 99), 2),
+            gateway_own_p50_ms=round(pct(own, 50), 2),
             gateway_cpu_ms_per_request=round(s.cpu_s * 1e3 / max(len(s.latencies), 1), 2),
             mean_routing_batch=round(s.mean_batch, 1),
             fallbacks=s.fallbacks,
@@ -247,79 +203,43 @@ def _print(row: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--router", type=Path, default=None, help="saved router directory (default: fit one)")
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds per gateway run")
     ap.add_argument("--direct-duration", type=float, default=10.0, help="seconds of the direct baseline run")
     ap.add_argument("--think-ms", type=float, default=5000.0, help="mean pause between a client's requests")
     ap.add_argument("--upstream-delay-ms", type=float, default=200.0, help="simulated model latency")
-    ap.add_argument("--fit-prompts", type=int, default=400)
-    ap.add_argument("--fit-models", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1,
                     help="the gateway's compute threads (1: the load generator and upstreams share the cores)")
     ap.add_argument("--route-nice", type=int, default=10, help="gateway.route_thread_nice (Linux): routing yields the CPU to the event loop")
     ap.add_argument("--switch-interval-ms", default="default",
                     help="gateway.route_switch_interval_ms: a number, 'none' (Python's 5 ms) or 'default' (the gateway's)")
-    ap.add_argument("--save-router", type=Path, default=None, help="keep the fitted router here")
     ap.add_argument("--json-out", type=Path, default=None)
+    add_router_options(ap)
     args = ap.parse_args()
     think_s = args.think_ms / 1000.0
 
     procs: list[subprocess.Popen] = []
     work = Path(tempfile.mkdtemp(prefix="finerouter-gwload-"))
     try:
-        router_dir = args.router
-        if router_dir is None:
-            router_dir = args.save_router or work / "router"
-            models = _fit_router(router_dir, args.fit_prompts, args.fit_models)
-        else:
-            models = _router_models(router_dir)
-        prompts = _prompts(2000)
+        router_dir, models = router_for(args, work)
+        prompts = make_prompts(2000)
 
-        fake = subprocess.Popen(
-            [sys.executable, "-m", "finerouter.serving.fake_upstream", "--names", ",".join(models),
-             "--delay-ms", str(args.upstream_delay_ms)],
-            stdout=subprocess.PIPE, text=True,
-        )
-        procs.append(fake)
-        urls = json.loads(fake.stdout.readline())
+        urls = start_fake_upstreams(models, args.upstream_delay_ms, procs)
         cfg = {"upstreams": {m: {"base_url": u, "timeout_s": 10} for m, u in urls.items()},
                "gateway": {"cooldown_s": 5.0, "max_attempts": 3, "route_thread_nice": args.route_nice}}
         if args.switch_interval_ms != "default":
             cfg["gateway"]["route_switch_interval_ms"] = (
                 None if args.switch_interval_ms == "none" else float(args.switch_interval_ms))
-        (work / "upstreams.yaml").write_text(json.dumps(cfg))  # JSON is YAML
-        port = _free_port()
-        gw = subprocess.Popen(
-            [sys.executable, "-m", "finerouter.cli.main", "serve", "--router", str(router_dir),
-             "--upstreams", str(work / "upstreams.yaml"), "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning", "--threads", str(args.threads)],
-        )
-        procs.append(gw)
-        base = f"http://127.0.0.1:{port}"
+        gw, base, t = start_gateway(router_dir, cfg, work, procs, threads=args.threads, log_level="warning")
         import httpx
 
-        t = time.perf_counter()
-        while True:
-            if gw.poll() is not None:
-                raise SystemExit(f"the gateway exited with status {gw.returncode}")
-            try:
-                if httpx.get(base + "/healthz", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.perf_counter() - t > 300:
-                raise SystemExit("the gateway did not start within 300 s")
-            time.sleep(0.2)
         print(f"gateway up in {time.perf_counter() - t:.1f} s; {args.clients} clients, think {args.think_ms:.0f} ms "
               f"(exponential), upstream delay {args.upstream_delay_ms:.0f} ms, gateway threads {args.threads}, "
               f"route_thread_nice {args.route_nice}, switch interval {args.switch_interval_ms}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}",
               flush=True)
 
         # Warm-up: a few routed requests (first encoder calls, connection pools).
-        for p in prompts[:20]:
-            httpx.post(base + "/v1/chat/completions", json={"model": "finerouter", "messages": [{"role": "user", "content": p}]},
-                       timeout=60, trust_env=False)
+        warm_up(base, prompts[:20])
 
         direct_targets = [(u + "/chat/completions", m) for m, u in urls.items()]
         direct = asyncio.run(_drive("direct to upstreams", direct_targets, prompts, clients=args.clients,
@@ -360,13 +280,7 @@ def main() -> None:
         if args.json_out:
             args.json_out.write_text(json.dumps(rows, indent=2))
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        stop(procs, 10)
 
 
 if __name__ == "__main__":
