@@ -391,3 +391,12 @@ def test_cli_fit_and_demo_refuse_an_out_that_is_not_a_router_artifact(tmp_path, 
             assert len(lines) == 1 and lines[0].startswith(f"error: {out}: not replaced") and "--force" in lines[0]
     assert (mine / "thesis.tex").read_text() == "years of work" and file.read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "router.json", "train.parquet"]
+
+
+def test_too_few_prompts_for_cross_validation_route_like_the_best_single_model(synthetic_split, cached_minilm):
+    train, test = synthetic_split
+    tiny = train.subset(list(range(12)))  # 3 folds of 4: every fold's rest is under 10 prompts
+    router = FineRouter(encoder=cached_minilm, seed=0, **FAST).fit(tiny)
+    assert router.mixing_.method == "fallback" and router.mixing_.weights["global"] == 1.0
+    best = int(np.nanargmax(np.nanmean(tiny.scores, axis=0)))
+    assert {d.model for d in router.route(test.prompts[:20])} == {router.models_[best]}

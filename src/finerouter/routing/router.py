@@ -417,6 +417,9 @@ class FineRouter:
             stage2[held] = parts.quality._predict(emb, task)
             global_prior[held] = parts.global_prior[None, :]
         done = np.isfinite(global_prior).any(axis=1)
+        if not done.any():  # no fold could be fitted: no evidence that routing helps
+            logger.info("mixing: too few prompts for cross-validation; routing like the best single model")
+            return MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 1.0}, "fallback"), Calibration.identity()
         self._cv_scores = {"stage2": stage2, "stage1": stage1, "global": global_prior, "fold": fold, "done": done}
         from finerouter.routing.mixing import CANDIDATE_MIXES
 
