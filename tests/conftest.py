@@ -66,3 +66,57 @@ def cached_minilm(minilm, embedding_cache_dir):
     from finerouter.encoders import CachedEncoder
 
     return CachedEncoder(minilm, embedding_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def gateway_router(minilm):
+    """A real FineRouter with the packaged MiniLM, fitted once per session on small planted synthetic data (4
+    models, per-prompt costs): the router the gateway tests serve. Tests must not change it."""
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.router import FineRouter
+
+    data = make_synthetic_routing_data(n_prompts=120, n_models=4, seed=0)
+    fast = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
+    return FineRouter(encoder=minilm, seed=0, **fast).fit(data)
+
+
+@pytest.fixture
+def serve_process():
+    """Start a real ``finerouter serve`` process on a free loopback port: ``serve_process(args, env)`` returns
+    ``(process, base_url)`` once its ``/healthz`` answers (stdout and stderr merged into ``process.stdout``).
+    The test stops it (and reads its output); one still running at teardown is killed."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    started: list[subprocess.Popen] = []
+
+    def start(args: list[str], env: dict[str, str], timeout_s: float = 120.0) -> tuple[subprocess.Popen, str]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "finerouter.cli.main", "serve", *args, "--port", str(port)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "finerouter serve did not come up"
+            time.sleep(0.2)
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)

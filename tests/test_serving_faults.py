@@ -43,14 +43,9 @@ def _env(model: str) -> str:
 
 # ---- fixtures ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def router(minilm):
-    """A real FineRouter with the packaged MiniLM, fitted once on small synthetic data (4 models)."""
-    from finerouter.data.synthetic import make_synthetic_routing_data
-    from finerouter.routing.router import FineRouter
-
-    data = make_synthetic_routing_data(n_prompts=120, n_models=4, seed=0)
-    fast = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
-    return FineRouter(encoder=minilm, seed=0, **fast).fit(data)
+def router(gateway_router):
+    """The session's gateway router (``conftest.gateway_router``)."""
+    return gateway_router
 
 
 @pytest.fixture(scope="module")
@@ -435,13 +430,11 @@ def test_stopping_the_server_ends_an_open_stream_with_an_error_event_in_bounded_
 
 
 @pytest.mark.slow
-def test_serve_exits_on_sigterm_within_its_shutdown_timeout(router, servers, fakes, tmp_path):
+def test_serve_exits_on_sigterm_within_its_shutdown_timeout(router, servers, fakes, tmp_path, serve_process):
     """A real `finerouter serve` process with a trickling stream open: SIGTERM, then exit within the timeout."""
     import os
     import signal
-    import socket
     import subprocess
-    import sys
 
     import yaml
 
@@ -450,28 +443,14 @@ def test_serve_exits_on_sigterm_within_its_shutdown_timeout(router, servers, fak
     fakes[model].set_failure("trickle")
     ups = {m: {"base_url": s.url + "/v1", "api_key_env": _env(m)} for m, s in servers.servers.items()}
     (tmp_path / "ups.yaml").write_text(yaml.safe_dump({"upstreams": ups}))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, **{_env(m): _key(m) for m in router.models_}, "HF_HUB_OFFLINE": "1"}
     timeout = 1.0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "finerouter.cli.main", "serve", "--router", str(saved), "--upstreams",
-         str(tmp_path / "ups.yaml"), "--port", str(port), "--log-level", "warning", "--shutdown-timeout", str(timeout)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc, url = serve_process(
+        ["--router", str(saved), "--upstreams", str(tmp_path / "ups.yaml"), "--log-level", "warning",
+         "--shutdown-timeout", str(timeout)],
+        env,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "finerouter serve did not come up"
-            time.sleep(0.2)
         out: dict = {}
         started = threading.Event()
         client = threading.Thread(target=_open_trickling_stream, args=(url, model, out, started))

@@ -37,14 +37,9 @@ PROMPTS = [
 
 # ---- the router -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def router(minilm):
-    """A real FineRouter with the packaged MiniLM, fitted once on small planted synthetic data (4 models)."""
-    from finerouter.data.synthetic import make_synthetic_routing_data
-    from finerouter.routing.router import FineRouter
-
-    data = make_synthetic_routing_data(n_prompts=120, n_models=4, seed=0)
-    fast = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
-    return FineRouter(encoder=minilm, seed=0, **fast).fit(data)
+def router(gateway_router):
+    """The session's gateway router (``conftest.gateway_router``)."""
+    return gateway_router
 
 
 # ---- servers ----------------------------------------------------------------------------------------------------
@@ -708,38 +703,20 @@ def test_serve_cli_refuses_bad_setups_before_serving(saved_router, router, upstr
 
 
 @pytest.mark.slow
-def test_serve_cli_serves_routed_requests(saved_router, router, upstreams, tmp_path):
+def test_serve_cli_serves_routed_requests(saved_router, router, upstreams, tmp_path, serve_process):
     import os
     import signal
-    import socket
-    import subprocess
-    import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     ups = {m: {"base_url": upstreams.servers[m].url + "/v1"} for m in router.models_}
     ups[router.models_[0]]["api_key_env"] = "FINEROUTER_TEST_KEY"
     (tmp_path / "tokens.txt").write_text("client-token\n")
     env = {**os.environ, "FINEROUTER_TEST_KEY": UPSTREAM_KEY, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "finerouter.cli.main", "serve", "--router", str(saved_router), "--upstreams",
-         str(_yaml(tmp_path / "ups.yaml", ups)), "--port", str(port), "--auth-tokens-file", str(tmp_path / "tokens.txt"),
-         "--log-level", "warning"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc, url = serve_process(
+        ["--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "ups.yaml", ups)), "--auth-tokens-file",
+         str(tmp_path / "tokens.txt"), "--log-level", "warning"],
+        env,
     )
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "finerouter serve did not come up"
-            time.sleep(0.2)
         text = PROMPTS[0]
         r = httpx.post(url + "/v1/chat/completions", json={"model": "finerouter", "messages": [{"role": "user", "content": text}]},
                        headers={"authorization": "Bearer client-token"}, timeout=30)
