@@ -372,29 +372,39 @@ def test_compact_merges_shards_without_changing_vectors(tmp_path):
     np.testing.assert_array_equal(cache.encode(texts), before)  # the compacting instance still works
 
 
-def test_concurrent_writers_and_readers_agree(tmp_path):
-    texts = [f"c{i}" for i in range(200)]
-    expected = CountingEncoder().encode(texts)
-    results: list[np.ndarray] = []
+def _run_in_threads(work, n: int = 4) -> None:
+    """Run ``work(i)`` for ``i`` in ``range(n)``, each in its own thread, all at once; fail with what any raised."""
     errors: list[BaseException] = []
 
-    def work(seed: int) -> None:
+    def guarded(i: int) -> None:
         try:
-            order = np.random.default_rng(seed).permutation(len(texts))
-            cache = CachedEncoder(CountingEncoder(), tmp_path, shard_size=7)
-            for chunk in np.array_split(order, 5):
-                got = cache.encode([texts[i] for i in chunk])
-                np.testing.assert_array_equal(got, expected[chunk])
-            results.append(cache.encode(texts))
+            work(i)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_concurrent_writers_and_readers_agree(tmp_path):
+    texts = [f"c{i}" for i in range(200)]
+    expected = CountingEncoder().encode(texts)
+    results: list[np.ndarray] = []
+
+    def work(seed: int) -> None:
+        order = np.random.default_rng(seed).permutation(len(texts))
+        cache = CachedEncoder(CountingEncoder(), tmp_path, shard_size=7)
+        for chunk in np.array_split(order, 5):
+            got = cache.encode([texts[i] for i in chunk])
+            np.testing.assert_array_equal(got, expected[chunk])
+        results.append(cache.encode(texts))
+
+    _run_in_threads(work)
+    assert len(results) == 4
     for r in results:
         np.testing.assert_array_equal(r, expected)
 
@@ -403,24 +413,15 @@ def test_concurrent_instances_merging_shards_agree(tmp_path):
     # Separate instances (as separate gateway processes would be) write small shards and merge them at once.
     texts = [f"m{i}" for i in range(600)]
     expected = CountingEncoder().encode(texts)
-    errors: list[BaseException] = []
     caches = [CachedEncoder(CountingEncoder(), tmp_path, shard_size=2, max_shards=8) for _ in range(4)]
 
     def work(seed: int) -> None:
-        try:
-            rng = np.random.default_rng(seed)
-            for _ in range(150):
-                pick = rng.choice(len(texts), size=int(rng.integers(1, 5)), replace=False)
-                np.testing.assert_array_equal(caches[seed].encode([texts[i] for i in pick]), expected[pick])
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        rng = np.random.default_rng(seed)
+        for _ in range(150):
+            pick = rng.choice(len(texts), size=int(rng.integers(1, 5)), replace=False)
+            np.testing.assert_array_equal(caches[seed].encode([texts[i] for i in pick]), expected[pick])
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
+    _run_in_threads(work)
     inner = CountingEncoder()
     final = CachedEncoder(inner, tmp_path, max_shards=8)
     cached = [t for t in texts if t in final]
