@@ -221,17 +221,23 @@ def _fail(source: str, where: str, message: str) -> ConfigError:
     return ConfigError(f"{source}: {where}: {message}")
 
 
+def _check_entry(raw: Any, allowed: set[str], *, source: str, where: str, needs: str) -> Mapping[str, Any]:
+    """``raw`` as a mapping holding only ``allowed`` keys (ConfigError naming ``where`` otherwise)."""
+    if not isinstance(raw, Mapping):
+        raise _fail(source, where, f"must be a mapping with {needs}. Got {type(raw).__name__}.")
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise _fail(
+            source, where, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(allowed))}."
+        )
+    return raw
+
+
 def _parse_upstream(
     name: str, raw: Any, *, source: str, environ: Mapping[str, str]
 ) -> Upstream:
     where = f"upstreams.{name}"
-    if not isinstance(raw, Mapping):
-        raise _fail(source, where, f"must be a mapping with at least 'base_url'. Got {type(raw).__name__}.")
-    unknown = sorted(set(raw) - _UPSTREAM_KEYS)
-    if unknown:
-        raise _fail(
-            source, where, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(_UPSTREAM_KEYS))}."
-        )
+    raw = _check_entry(raw, _UPSTREAM_KEYS, source=source, where=where, needs="at least 'base_url'")
     base_url = raw.get("base_url")
     if not isinstance(base_url, str):
         raise _fail(source, f"{where}.base_url", "is required and must be a string such as 'http://127.0.0.1:9001/v1'.")
@@ -318,13 +324,7 @@ def _parse_keys(raw: Any, *, source: str, environ: Mapping[str, str]) -> dict[st
                 f"key names must be 1-64 letters, digits, '_', '.' or '-' (not {ANONYMOUS_KEY!r}). Got {name!r}.",
             )
         where = f"keys.{name}"
-        if not isinstance(spec, Mapping):
-            raise _fail(source, where, f"must be a mapping with 'token_env'. Got {type(spec).__name__}.")
-        unknown = sorted(set(spec) - _CLIENT_KEY_KEYS)
-        if unknown:
-            raise _fail(
-                source, where, f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(_CLIENT_KEY_KEYS))}."
-            )
+        spec = _check_entry(spec, _CLIENT_KEY_KEYS, source=source, where=where, needs="'token_env'")
         env = spec.get("token_env")
         if not isinstance(env, str) or not env:
             raise _fail(source, f"{where}.token_env", f"is required: the environment variable holding the token. Got {env!r}.")
