@@ -143,3 +143,13 @@ def test_expected_calibration_error_by_hand():
     truth = np.array([0.0, 0.0, 1.0, 0.0])
     # bin 0: |0.05 - 0| * 0.5; bin 9: |0.95 - 0.5| * 0.5
     assert abs(expected_calibration_error(expected, truth) - (0.025 + 0.225)) < 1e-12
+
+
+def test_a_fallback_keeps_the_best_routing_mix_for_the_expected_scores(rng):
+    stage2, stage1, global_prior, truth, fold = _oof(rng, signal=0.0)
+    noise = rng.normal(0, 0.2, stage2.shape)
+    choice = choose_weights(stage2 + noise, stage1 + noise, global_prior, truth, fold)
+    assert choice.method == "fallback"
+    assert choice.estimate_weights is not None and choice.estimate_weights["global"] < 1.0
+    assert choice.estimate_vector()[2] < 1.0 and choice.vector()[2] == 1.0
+    assert MixingChoice.from_dict(choice.to_dict()) == choice

@@ -59,6 +59,9 @@ class MixingChoice:
         n_prompts: out-of-fold prompts the choice was made on.
         calibration_error: expected calibration error of the raw mix and of the calibrated estimate on the
             out-of-fold scores (the calibrated one is in-sample for the calibration map).
+        estimate_weights: the mix whose raw value is calibrated into the expected scores: the best routing mix,
+            even when ``weights`` fell back to the best single model (a per-prompt estimate still tells the
+            cost-aware rule which prompts a cheaper model handles); None = ``weights``.
     """
 
     weights: dict[str, float]
@@ -68,10 +71,16 @@ class MixingChoice:
     gain_se: float | None = None
     n_prompts: int = 0
     calibration_error: dict[str, float] | None = None
+    estimate_weights: dict[str, float] | None = None
 
     def vector(self) -> np.ndarray:
         """``(3,)`` weights in :data:`SOURCES` order."""
         return np.asarray([self.weights[s] for s in SOURCES], dtype=np.float64)
+
+    def estimate_vector(self) -> np.ndarray:
+        """``(3,)`` the weights of the raw mix behind the expected scores, in :data:`SOURCES` order."""
+        weights = self.estimate_weights or self.weights
+        return np.asarray([weights[s] for s in SOURCES], dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,7 +199,8 @@ def choose_weights(
     else:
         weights, method = grid[single], "fallback"
     choice = MixingChoice(
-        {s: float(w) for s, w in zip(SOURCES, weights)}, method, oof, gain, se if np.isfinite(se) else None, n
+        {s: float(w) for s, w in zip(SOURCES, weights)}, method, oof, gain, se if np.isfinite(se) else None, n,
+        estimate_weights={s: float(w) for s, w in zip(SOURCES, grid[chosen])},
     )
     logger.info(
         "mixing: %s weights %s (out-of-fold quality %s; cross-fitted gain over best single %.4f ± %.4f)",

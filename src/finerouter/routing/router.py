@@ -56,7 +56,8 @@ class RouterScores:
         stage2: ``(n, m)`` the quality estimator's predictions.
         final: ``(n, m)`` the routing score: the normalised sources mixed (:func:`finerouter.routing.mixing.mix`).
         expected: ``(n, m)`` calibrated expected true score per model, on the score scale (the raw mix of the
-            sources mapped through the isotonic calibration fitted on out-of-fold data; uncalibrated with
+            sources, with the best routing mix's weights even when routing fell back to the best single model,
+            mapped through the isotonic calibration fitted on out-of-fold data; uncalibrated with
             ``mixing="paper"``). What cost-aware rules trade against cost.
         task: ``(n,)`` assigned task id, -1 for "Others".
         confidence: ``(n,)`` classifier probability of the best task.
@@ -428,7 +429,7 @@ class FineRouter:
         choice = choose_weights(
             stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates
         )
-        raw = raw_mix(choice.vector(), stage2[done], stage1[done], global_prior[done])
+        raw = raw_mix(choice.estimate_vector(), stage2[done], stage1[done], global_prior[done])
         calibration = Calibration.fit(raw, scores[done])
         choice.calibration_error = {
             "raw": expected_calibration_error(raw, scores[done]),
@@ -547,7 +548,7 @@ class FineRouter:
         final = w2 * minmax_rows(stage2) + w1 * self._stage1_normalised()[rows]
         if wg:
             final += wg * self._global_normalised()
-        expected = self.calibration_(raw_mix(self.mixing_.vector(), stage2, stage1, self.global_prior_))
+        expected = self.calibration_(raw_mix(self.mixing_.estimate_vector(), stage2, stage1, self.global_prior_))
         return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64), expected)
 
     def estimate_costs(self, prompts: Sequence[str]) -> np.ndarray | None:
