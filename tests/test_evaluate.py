@@ -147,6 +147,22 @@ def test_lambda_curve_for_knn_the_cost_aware_baseline(results):
     assert lam["aiq_mean"] > results["zero_router"]["aiq_mean"]
 
 
+def test_calibration_of_expected_scores_is_reported_for_routers_that_give_them(results):
+    from finerouter.evaluation import metrics as M
+
+    r = results["routers"]
+    assert "calibration" not in r["mlp_regressor"] and "calibration" not in r["oracle"]  # no expected scores
+    cal = r["knn"]["calibration"]
+    assert len(cal["per_seed_ece"]) == 2 and cal["ece_mean"] == pytest.approx(np.mean(cal["per_seed_ece"]))
+    assert 0.0 <= cal["ece_mean"] < 0.2  # neighbour means of 0/1 scores are roughly calibrated rates
+    rel = cal["reliability"]
+    assert len(rel["count"]) == 10 and sum(rel["count"]) > 0
+    # pooled bins: the count-weighted ECE of the pooled diagram is at most the mean per-seed ECE plus pooling noise
+    pooled = sum(c * abs(p - o) for p, o, c in zip(rel["predicted"], rel["observed"], rel["count"]) if c)
+    assert pooled / sum(rel["count"]) <= cal["ece_mean"] + 0.05
+    assert np.isnan(M.expected_calibration_error(np.array([0.3, 0.3]), np.array([np.nan, np.nan])))  # no pairs
+
+
 def test_paired_comparison_against_the_reference(results):
     comp = results["comparisons"]
     assert comp["reference"] == "knn"
@@ -217,7 +233,7 @@ def test_write_outputs_report_and_figures(results, tmp_path):
 
     paths = write_outputs(results, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "cost_quality.png", "report.md", "results.json", "routing_distribution.png",
+        "cost_quality.png", "reliability.png", "report.md", "results.json", "routing_distribution.png",
     ]
     saved = json.loads(paths["results"].read_text())
     assert {"finerouter", "best_single", "oracle"} - set(saved["routers"]) == {"finerouter"}  # not run here
@@ -230,7 +246,9 @@ def test_write_outputs_report_and_figures(results, tmp_path):
     knn = saved["routers"]["knn"]
     assert f"| kNN | {knn['aiq_mean']:.3f} ± {knn['aiq_std']:.3f} |" in report
     assert render_report(saved) == report
-    for key in ("cost_quality", "routing_distribution"):
+    assert "## Calibration of expected scores" in report
+    assert f"| kNN | {knn['calibration']['ece_mean']:.3f} ± {knn['calibration']['ece_std']:.3f} |" in report
+    for key in ("cost_quality", "routing_distribution", "reliability"):
         img = mpimg.imread(paths[key])
         assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400
 

@@ -175,3 +175,17 @@ def test_quality_at_fraction_of_best_single_cost():
     assert M.quality_at_cost(costs, quals, 0.25 * 4.0) == pytest.approx(0.5)
     assert M.quality_at_cost(costs, quals, 0.9) is None  # no point that cheap
     assert M.quality_at_cost([1.0, 2.0], [0.8, 0.6], 2.0) == pytest.approx(0.8)  # best, not the last
+
+
+def test_reliability_bins_and_expected_calibration_error_by_hand():
+    expected = np.array([0.05, 0.05, 0.95, 0.95, np.nan, 0.5])
+    truth = np.array([0.0, 0.0, 1.0, 0.0, 1.0, np.nan])  # the last two pairs are ignored
+    rel = M.reliability_bins(expected, truth, n_bins=10)
+    assert rel["count"] == [2, 0, 0, 0, 0, 0, 0, 0, 0, 2]
+    assert rel["predicted"][0] == pytest.approx(0.05) and rel["observed"][9] == pytest.approx(0.5)
+    # bin 0: |0.05 - 0| * 2/4; bin 9: |0.95 - 0.5| * 2/4
+    assert M.expected_calibration_error(expected, truth) == pytest.approx(0.025 + 0.225)
+    assert M.expected_calibration_error(np.array([1.0]), np.array([1.0])) == 0.0  # 1.0 falls in the last bin
+    assert np.isnan(M.expected_calibration_error(np.array([np.nan]), np.array([1.0])))
+    with pytest.raises(ParameterError, match="same size"):
+        M.reliability_bins(np.zeros(3), np.zeros(4))

@@ -296,3 +296,39 @@ def paired_comparison(reference: Sequence[float], other: Sequence[float]) -> dic
         "diff_mean": mean, "diff_std": std, "wins": wins, "losses": losses, "ties": ties,
         "ttest_p": ttest_p, "sign_test_p": sign_p, "n_seeds": int(d.size),
     }
+
+
+def reliability_bins(expected: np.ndarray, truth: np.ndarray, n_bins: int = 10) -> dict[str, list[float | int]]:
+    """The data of a reliability diagram: ``n_bins`` equal-width bins of ``expected`` in [0, 1].
+
+    Args:
+        expected: predicted expected scores, any shape.
+        truth: true scores of the same shape; pairs with a non-finite value on either side are ignored.
+
+    Returns:
+        ``{"predicted": [...], "observed": [...], "count": [...]}`` per bin: the mean prediction, the mean true
+        score (NaN for an empty bin) and the number of pairs.
+    """
+    e = np.asarray(expected, dtype=np.float64).ravel()
+    t = np.asarray(truth, dtype=np.float64).ravel()
+    if e.shape != t.shape:
+        raise ParameterError(f"expected and truth must have the same size; got {e.size} and {t.size}")
+    ok = np.isfinite(e) & np.isfinite(t)
+    e, t = e[ok], t[ok]
+    bins = np.clip((e * n_bins).astype(np.int64), 0, n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        predicted = np.bincount(bins, weights=e, minlength=n_bins) / count
+        observed = np.bincount(bins, weights=t, minlength=n_bins) / count
+    return {"predicted": predicted.tolist(), "observed": observed.tolist(), "count": count.astype(int).tolist()}
+
+
+def expected_calibration_error(expected: np.ndarray, truth: np.ndarray, n_bins: int = 10) -> float:
+    """Expected calibration error: over equal-width bins of ``expected`` in [0, 1], the mean of
+    ``|mean(expected) - mean(truth)|`` weighted by the bin's share of the finite pairs (NaN without any pair)."""
+    rel = reliability_bins(expected, truth, n_bins)
+    count = np.asarray(rel["count"], dtype=np.float64)
+    if count.sum() == 0:
+        return float("nan")
+    gap = np.abs(np.asarray(rel["predicted"]) - np.asarray(rel["observed"]))
+    return float(np.sum(np.where(count > 0, gap, 0.0) * count) / count.sum())

@@ -140,3 +140,31 @@ def plot_routing_distribution(results: dict[str, Any], path: str | Path) -> None
     ax.set_title(f"{results['dataset']}: routing distribution")
     ax.legend(fontsize=6, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.15))
     _save(fig, path)
+
+
+def plot_reliability(results: dict[str, Any], path: str | Path) -> None:
+    """Draw the reliability diagram (mean true score against mean expected score per bin) of every router with
+    calibrated expected scores, to ``path`` (PNG)."""
+    import math
+
+    fig, ax = _figure(5.5, 5.0)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfectly calibrated")
+    for name, rec in results["routers"].items():
+        cal = rec.get("calibration")
+        if not cal:
+            continue
+        rel = cal["reliability"]
+        pts = [(p, o) for p, o, c in zip(rel["predicted"], rel["observed"], rel["count"])
+               if c and p is not None and o is not None and not (math.isnan(p) or math.isnan(o))]
+        if pts:
+            ece = cal.get("ece_mean")
+            label = name if ece is None else f"{name} (ECE {ece:.3f})"
+            ax.plot([p for p, _ in pts], [o for _, o in pts], marker="o", label=label)
+    ax.set_xlabel("mean expected score (bin)")
+    ax.set_ylabel("mean true score")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{results['dataset']}: calibration of expected scores")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(fig, path)

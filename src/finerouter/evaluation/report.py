@@ -199,6 +199,26 @@ def render_report(results: dict[str, Any]) -> str:
         lines.append("No costs known for this dataset: no cost–quality curves (see `cost_quality.png` for quality).")
     lines.append("")
 
+    # ---- calibration of expected scores
+    calibrated = [(n, rec["calibration"]) for n, rec in r.items() if rec.get("calibration")]
+    if calibrated:
+        lines += ["## Calibration of expected scores (test prompts × models)", ""]
+        lines.append(
+            "Routers that give an expected true score per model (what the cost-aware λ rule trades against cost). "
+            "ECE: over ten equal-width bins of the prediction, the count-weighted mean of |mean prediction − mean "
+            "true score|; the reliability diagram is `reliability.png`."
+        )
+        lines.append("")
+        lines.append(_row(["Router", "ECE (mean ± std over seeds)", "Mean prediction / mean truth per bin"]))
+        lines.append(_row(["---", "---:", "---"]))
+        for n, cal in calibrated:
+            rel = cal["reliability"]
+            cells = ", ".join(
+                f"{p:.2f}/{o:.2f}" for p, o, c in zip(rel["predicted"], rel["observed"], rel["count"]) if c
+            )
+            lines.append(_row([_label(n), _pm(cal.get("ece_mean"), cal.get("ece_std")), cells]))
+        lines.append("")
+
     # ---- paired comparison
     comp = results.get("comparisons", {})
     if comp.get("reference"):
@@ -242,11 +262,12 @@ def render_report(results: dict[str, Any]) -> str:
 
 
 def write_outputs(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``results.json``, ``report.md``, ``cost_quality.png`` and ``routing_distribution.png`` to ``out_dir``.
+    """Write ``results.json``, ``report.md``, ``cost_quality.png``, ``routing_distribution.png`` and, when a router
+    gives expected scores, ``reliability.png`` to ``out_dir``.
 
     Every file is written atomically. Returns ``{kind: path}``.
     """
-    from finerouter.evaluation.plots import plot_cost_quality, plot_routing_distribution
+    from finerouter.evaluation.plots import plot_cost_quality, plot_reliability, plot_routing_distribution
     from finerouter.evaluation.runner import clean_for_json
 
     out = Path(out_dir)
@@ -262,4 +283,7 @@ def write_outputs(results: dict[str, Any], out_dir: str | Path) -> dict[str, Pat
     atomic_write_text(paths["report"], render_report(clean))
     plot_cost_quality(clean, paths["cost_quality"])
     plot_routing_distribution(clean, paths["routing_distribution"])
+    if any(rec.get("calibration") for rec in clean["routers"].values()):
+        paths["reliability"] = out / "reliability.png"
+        plot_reliability(clean, paths["reliability"])
     return paths

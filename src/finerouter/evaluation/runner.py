@@ -263,8 +263,13 @@ def run_evaluation(
                 )
             if c_low is not None and rec["cost"] is not None:
                 rec.update(_cost_metrics(rec, c_low, c_high, c_best))
-            expected = router.predict_expected(test_emb, test) if true_costs is not None else None
-            if expected is not None and route_costs is not None and c_low is not None:
+            expected = router.predict_expected(test_emb, test)
+            if expected is not None:  # how well the router's expected scores match the test scores
+                rec["calibration"] = {
+                    "ece": M.expected_calibration_error(expected, test.scores),
+                    "reliability": M.reliability_bins(expected, test.scores),
+                }
+            if expected is not None and true_costs is not None and route_costs is not None and c_low is not None:
                 lam = _lambda_curve(expected, route_costs, test.scores, true_costs, len(tols))
                 lam.update(_cost_metrics({"curve": lam}, c_low, c_high, c_best))
                 lam["cost_fraction_at_best_single_quality"] = (
@@ -437,6 +442,23 @@ def _aggregate(
                 "cost_weight": [c["cost_weight"] for c in lams],
             }
             out["lambda_curve"] = lam_out
+        if all("calibration" in r for r in recs):
+            ece_mean, ece_std = M.mean_std([r["calibration"]["ece"] for r in recs])
+            counts = np.sum([r["calibration"]["reliability"]["count"] for r in recs], axis=0)
+
+            def pooled(key: str) -> list[float]:
+                values = np.array([r["calibration"]["reliability"][key] for r in recs], dtype=np.float64)
+                weights = np.array([r["calibration"]["reliability"]["count"] for r in recs], dtype=np.float64)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    return (np.nansum(values * weights, axis=0) / counts).tolist()
+
+            out["calibration"] = {
+                "ece_mean": ece_mean,
+                "ece_std": ece_std,
+                "per_seed_ece": [r["calibration"]["ece"] for r in recs],
+                "reliability": {"predicted": pooled("predicted"), "observed": pooled("observed"),
+                                "count": counts.astype(int).tolist()},
+            }
         if all("aiq" in r for r in recs):
             out["aiq_mean"], out["aiq_std"] = M.mean_std([r["aiq"] for r in recs])
             out["per_seed"]["aiq"] = [r["aiq"] for r in recs]

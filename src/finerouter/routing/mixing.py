@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from finerouter.evaluation.metrics import expected_calibration_error
+
 logger = logging.getLogger(__name__)
 
 SOURCES = ("stage2", "stage1", "global")
@@ -281,6 +283,57 @@ def fold_ids(prompts: list[str], tasks: list[str] | None, n_folds: int, seed: in
         group_fold[groups] = (np.arange(groups.size) + offset) % n_folds
         offset += groups.size
     return group_fold[row_group]
+
+
+__all__ = ["MixingChoice", "CANDIDATE_MIXES", "SOURCES", "choose_weights", "fold_ids", "mix", "shrink_task_means"]
+
+
+@dataclass
+class Calibration:
+    """A non-decreasing map from a raw score to the expected true score, fitted by isotonic regression.
+
+    Attributes:
+        x: ``(k,)`` increasing breakpoints of the raw score.
+        y: ``(k,)`` non-decreasing expected true score at each breakpoint; between breakpoints the map is linear,
+            beyond them constant. An empty map is the identity.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def identity(cls) -> Calibration:
+        return cls(np.zeros(0), np.zeros(0))
+
+    @classmethod
+    def fit(cls, raw: np.ndarray, truth: np.ndarray) -> Calibration:
+        """Fit on paired ``raw`` predictions and ``truth`` scores (any shape; non-finite pairs are ignored)."""
+        from sklearn.isotonic import IsotonicRegression
+
+        raw = np.asarray(raw, dtype=np.float64).ravel()
+        truth = np.asarray(truth, dtype=np.float64).ravel()
+        ok = np.isfinite(raw) & np.isfinite(truth)
+        if ok.sum() < 2 or np.ptp(raw[ok]) == 0:
+            return cls.identity()
+        iso = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw[ok], truth[ok])
+        return cls(np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64))
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.x.size == 0:
+            return raw
+        return np.interp(raw, self.x, self.y)
+
+
+def raw_mix(weights: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray) -> np.ndarray:
+    """``(n, m)`` the mix of the three sources on the score scale (no normalisation): the input of the calibration.
+
+    NaN entries of ``stage2``/``stage1`` take the model's global prior.
+    """
+    g = np.broadcast_to(np.asarray(global_prior, dtype=np.float64), np.shape(stage2))
+    s2 = np.where(np.isfinite(stage2), stage2, g)
+    s1 = np.where(np.isfinite(stage1), stage1, g)
+    return weights[0] * s2 + weights[1] * s1 + weights[2] * g
 
 
 __all__ = ["MixingChoice", "CANDIDATE_MIXES", "SOURCES", "choose_weights", "fold_ids", "mix", "shrink_task_means"]
