@@ -227,7 +227,6 @@ def shrink_task_means(scores: np.ndarray, labels: np.ndarray, n_groups: int) -> 
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
-    m = scores.shape[1]
     others = labels < 0
     members = [labels == t for t in range(n_groups)] + [others if others.any() else np.ones_like(others)]
     observed = np.isfinite(scores)
@@ -285,9 +284,6 @@ def fold_ids(prompts: list[str], tasks: list[str] | None, n_folds: int, seed: in
     return group_fold[row_group]
 
 
-__all__ = ["MixingChoice", "CANDIDATE_MIXES", "SOURCES", "choose_weights", "fold_ids", "mix", "shrink_task_means"]
-
-
 @dataclass
 class Calibration:
     """A non-decreasing map from a raw score to the expected true score, fitted by isotonic regression.
@@ -334,75 +330,6 @@ def raw_mix(weights: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_
     s2 = np.where(np.isfinite(stage2), stage2, g)
     s1 = np.where(np.isfinite(stage1), stage1, g)
     return weights[0] * s2 + weights[1] * s1 + weights[2] * g
-
-
-__all__ = ["MixingChoice", "CANDIDATE_MIXES", "SOURCES", "choose_weights", "fold_ids", "mix", "shrink_task_means"]
-
-
-@dataclass
-class Calibration:
-    """A non-decreasing map from a raw score to the expected true score, fitted by isotonic regression.
-
-    Attributes:
-        x: ``(k,)`` increasing breakpoints of the raw score.
-        y: ``(k,)`` non-decreasing expected true score at each breakpoint; between breakpoints the map is linear,
-            beyond them constant. An empty map is the identity.
-    """
-
-    x: np.ndarray
-    y: np.ndarray
-
-    @classmethod
-    def identity(cls) -> Calibration:
-        return cls(np.zeros(0), np.zeros(0))
-
-    @classmethod
-    def fit(cls, raw: np.ndarray, truth: np.ndarray) -> Calibration:
-        """Fit on paired ``raw`` predictions and ``truth`` scores (any shape; non-finite pairs are ignored)."""
-        from sklearn.isotonic import IsotonicRegression
-
-        raw = np.asarray(raw, dtype=np.float64).ravel()
-        truth = np.asarray(truth, dtype=np.float64).ravel()
-        ok = np.isfinite(raw) & np.isfinite(truth)
-        if ok.sum() < 2 or np.ptp(raw[ok]) == 0:
-            return cls.identity()
-        iso = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw[ok], truth[ok])
-        return cls(np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64))
-
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
-        raw = np.asarray(raw, dtype=np.float64)
-        if self.x.size == 0:
-            return raw
-        return np.interp(raw, self.x, self.y)
-
-
-def raw_mix(weights: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray) -> np.ndarray:
-    """``(n, m)`` the mix of the three sources on the score scale (no normalisation): the input of the calibration.
-
-    NaN entries of ``stage2``/``stage1`` take the model's global prior.
-    """
-    g = np.broadcast_to(np.asarray(global_prior, dtype=np.float64), np.shape(stage2))
-    s2 = np.where(np.isfinite(stage2), stage2, g)
-    s1 = np.where(np.isfinite(stage1), stage1, g)
-    return weights[0] * s2 + weights[1] * s1 + weights[2] * g
-
-
-def expected_calibration_error(expected: np.ndarray, truth: np.ndarray, n_bins: int = 10) -> float:
-    """Expected calibration error: the mean over equal-width bins of ``expected`` in [0, 1] of
-    ``|mean(expected) - mean(truth)|``, weighted by the bin's share of the finite pairs."""
-    e = np.asarray(expected, dtype=np.float64).ravel()
-    t = np.asarray(truth, dtype=np.float64).ravel()
-    ok = np.isfinite(e) & np.isfinite(t)
-    e, t = e[ok], t[ok]
-    if e.size == 0:
-        return float("nan")
-    bins = np.clip((e * n_bins).astype(np.int64), 0, n_bins - 1)
-    total = 0.0
-    for b in range(n_bins):
-        sel = bins == b
-        if sel.any():
-            total += sel.mean() * abs(e[sel].mean() - t[sel].mean())
-    return float(total)
 
 
 __all__ = [

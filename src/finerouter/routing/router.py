@@ -21,7 +21,16 @@ from finerouter._version import __version__
 from finerouter.errors import ArtifactError, DataError, ParameterError
 from finerouter.routing.costs import CostModel
 from finerouter.routing.decision import RoutingDecision
-from finerouter.routing.mixing import Calibration, MixingChoice, raw_mix
+from finerouter.evaluation.metrics import expected_calibration_error
+from finerouter.routing.mixing import (
+    CANDIDATE_MIXES,
+    Calibration,
+    MixingChoice,
+    choose_weights,
+    fold_ids,
+    raw_mix,
+    shrink_task_means,
+)
 from finerouter.routing.policy import (
     choose_models,
     choose_models_cost_aware,
@@ -291,7 +300,7 @@ class FineRouter:
                                 descriptions, groups, summarize=True)
         discovery, catalog, classifier = parts.discovery, parts.discovery.catalog_, parts.classifier
         train_tasks, candidates = parts.train_tasks, parts.candidates
-        timings.update({k: v for k, v in parts.seconds.items()})
+        timings.update(parts.seconds)
         n_tasks = catalog.n_tasks
         logger.info("discovered %d tasks (%.1fs)", n_tasks, timings["discovery"])
 
@@ -336,13 +345,8 @@ class FineRouter:
     def _stage1_prior(self, catalog: Any, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """``(T+1, m)`` the stage-1 prior of ``catalog`` (shrunk task means by default; see ``stage1_shrinkage``)."""
         if self.stage1_statistic == "mean" and self.stage1_shrinkage:
-            from finerouter.routing.mixing import shrink_task_means
-
-            prior = shrink_task_means(scores, labels, catalog.n_tasks)
-            from finerouter.discovery.ranking import nanmean_columns
-
-            overall = nanmean_columns(np.asarray(scores, dtype=np.float64))
-            return np.where(np.isnan(prior), overall[None, :], prior)
+            # a model unscored in a task already takes its overall mean there (NaN only if never scored)
+            return shrink_task_means(scores, labels, catalog.n_tasks)
         return _stage1_matrix(catalog, scores, labels, self.stage1_statistic)
 
     def _fit_parts(
@@ -389,8 +393,6 @@ class FineRouter:
         task texts) and score the held-out prompts. :func:`finerouter.routing.mixing.choose_weights` picks the
         weights from these scores.
         """
-        from finerouter.routing.mixing import choose_weights, expected_calibration_error, fold_ids
-
         scores = np.asarray(dataset.scores, dtype=np.float64)
         n, m = scores.shape
         fold = fold_ids(dataset.prompts, dataset.tasks, self.cv_folds, self.seed + 104729)
@@ -421,9 +423,6 @@ class FineRouter:
         if not done.any():  # no fold could be fitted: no evidence that routing helps
             logger.info("mixing: too few prompts for cross-validation; routing like the best single model")
             return MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 1.0}, "fallback"), Calibration.identity()
-        self._cv_scores = {"stage2": stage2, "stage1": stage1, "global": global_prior, "fold": fold, "done": done}
-        from finerouter.routing.mixing import CANDIDATE_MIXES
-
         alpha = float(self.alpha)
         candidates = ((alpha, 1.0 - alpha, 0.0),) + tuple(c for c in CANDIDATE_MIXES[1:] if c != (alpha, 1 - alpha, 0))
         choice = choose_weights(
