@@ -24,7 +24,7 @@ def _figure(width: float, height: float) -> tuple[Any, Any]:
     return fig, fig.add_subplot(1, 1, 1)
 
 
-def _save(fig: Any, path: str | Path) -> None:
+def _write_png(fig: Any, path: str | Path) -> None:
     import io
 
     buf = io.BytesIO()
@@ -33,7 +33,7 @@ def _save(fig: Any, path: str | Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _label(name: str) -> str:
+def _display_name(name: str) -> str:
     from finerouter.evaluation.report import LABELS
 
     return LABELS.get(name, name).replace("**", "")
@@ -62,11 +62,11 @@ def plot_cost_quality(results: dict[str, Any], path: str | Path) -> None:
                 xs, ys = zip(*pts)
                 costs += list(xs)
                 width = 2.4 if name == "finerouter" else 1.2
-                ax.plot(xs, ys, "-", marker=".", lw=width, color=color, label=_label(name))
+                ax.plot(xs, ys, "-", marker=".", lw=width, color=color, label=_display_name(name))
         elif rec.get("cost_mean") is not None and rec.get("quality_mean") is not None:
             costs.append(rec["cost_mean"])
             ax.scatter([rec["cost_mean"]], [rec["quality_mean"]], marker="^", s=70, color=color, zorder=3,
-                       label=_label(name))
+                       label=_display_name(name))
     lam_styles = {"finerouter": ("tab:red", 2.4), "knn": ("tab:blue", 1.6)}
     for name, rec in routers.items():  # cost-aware lambda-curves (FineRouter's, kNN's), dashed
         lam = rec.get("lambda_curve")
@@ -77,7 +77,7 @@ def plot_cost_quality(results: dict[str, Any], path: str | Path) -> None:
             xs, ys = zip(*pts)
             costs += list(xs)
             color, width = lam_styles.get(name, ("tab:grey", 1.2))
-            ax.plot(xs, ys, "--", marker="x", ms=3, lw=width, color=color, label=f"{_label(name)}, λ-curve")
+            ax.plot(xs, ys, "--", marker="x", ms=3, lw=width, color=color, label=f"{_display_name(name)}, λ-curve")
     zero = results.get("zero_router")
     if zero and zero.get("cost"):
         ax.plot(zero["cost"], zero["quality"], ":", lw=1.4, color="black", label="zero router (single-model hull)")
@@ -100,11 +100,11 @@ def plot_cost_quality(results: dict[str, Any], path: str | Path) -> None:
     ax.set_title(f"{results['dataset']}: cost vs quality (circles: single models)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a point
-    _save(fig, path)
+    _write_png(fig, path)
 
 
 def _plot_quality_bars(results: dict[str, Any], path: str | Path) -> None:
-    items = [(_label(n), rec["quality_mean"], rec.get("quality_std") or 0.0) for n, rec in results["routers"].items()]
+    items = [(_display_name(n), rec["quality_mean"], rec.get("quality_std") or 0.0) for n, rec in results["routers"].items()]
     items += [(m, rec["quality_mean"], rec.get("quality_std") or 0.0) for m, rec in results["single_models"].items()]
     items = [it for it in items if it[1] is not None]
     fig, ax = _figure(8.5, max(3.0, 0.3 * len(items) + 1.2))
@@ -115,7 +115,7 @@ def _plot_quality_bars(results: dict[str, Any], path: str | Path) -> None:
     ax.set_xlabel("mean quality")
     ax.set_title(f"{results['dataset']}: no cost information — quality only")
     ax.grid(axis="x", alpha=0.3)
-    _save(fig, path)
+    _write_png(fig, path)
 
 
 def plot_routing_distribution(results: dict[str, Any], path: str | Path) -> None:
@@ -133,13 +133,13 @@ def plot_routing_distribution(results: dict[str, Any], path: str | Path) -> None
     for j, model in enumerate(models):
         ax.barh(range(len(names)), shares[:, j], left=left, color=cmap(j % 20), label=model)
         left += shares[:, j]
-    ax.set_yticks(range(len(names)), [_label(n) for n in names], fontsize=7)
+    ax.set_yticks(range(len(names)), [_display_name(n) for n in names], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of test prompts")
     ax.set_title(f"{results['dataset']}: routing distribution")
     ax.legend(fontsize=6, ncol=min(4, len(models)), loc="upper center", bbox_to_anchor=(0.5, -0.15))
-    _save(fig, path)
+    _write_png(fig, path)
 
 
 def plot_reliability(results: dict[str, Any], path: str | Path) -> None:
@@ -167,4 +167,4 @@ def plot_reliability(results: dict[str, Any], path: str | Path) -> None:
     ax.set_title(f"{results['dataset']}: calibration of expected scores")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    _write_png(fig, path)

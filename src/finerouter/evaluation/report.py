@@ -27,68 +27,76 @@ LABELS = {
     "refined": "FineRouter, task labels always refined",
     "finerouter": "**FineRouter**",
 }
-_TABLE2 = ("stage1_embedding", "coarse_task", "stage1_classifier", "stage2_only", "label_free", "refined", "finerouter")
+#: The routers of the ablation table (paper Table 2), in display order.
+_ABLATION_ROUTERS = (
+    "stage1_embedding", "coarse_task", "stage1_classifier", "stage2_only", "label_free", "refined", "finerouter",
+)
 
 
-def _label(name: str) -> str:
+def _display_name(name: str) -> str:
     return LABELS.get(name, name)
 
 
-def _f(x: float | None, digits: int = 3, scale: float = 1.0) -> str:
+def _number(x: float | None, digits: int = 3, scale: float = 1.0) -> str:
+    """``x * scale`` with ``digits`` decimals; an en dash for a missing or non-finite value."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     return f"{x * scale:.{digits}f}"
 
 
-def _pm(mean: float | None, std: float | None, digits: int = 3, scale: float = 1.0) -> str:
+def _mean_std(mean: float | None, std: float | None, digits: int = 3, scale: float = 1.0) -> str:
+    """``"mean ± std"`` (just the mean when the std is missing or 0)."""
     if mean is None:
         return "–"
     if std is None or std == 0:
-        return _f(mean, digits, scale)
-    return f"{_f(mean, digits, scale)} ± {_f(std, digits, scale)}"
+        return _number(mean, digits, scale)
+    return f"{_number(mean, digits, scale)} ± {_number(std, digits, scale)}"
 
 
-def _cost(x: float | None) -> str:
+def _usd(x: float | None) -> str:
+    """A dollar amount: six decimals under one cent, four above."""
     if x is None or not math.isfinite(x):
         return "–"
     return f"${x:.6f}" if x < 0.01 else f"${x:.4f}"
 
 
-def _p(x: float | None) -> str:
+def _p_value(x: float | None) -> str:
+    """A test's p-value to three significant digits."""
     if x is None:
         return "–"
     return f"{x:.3g}"
 
 
-def _row(cells: list[str]) -> str:
+def _table_row(cells: list[str]) -> str:
+    """One Markdown table row."""
     return "| " + " | ".join(cells) + " |"
 
 
 def _quality_table(results: dict[str, Any], sections: list[tuple[str, list[tuple[str, dict[str, Any]]]]]) -> list[str]:
     tasks = results["tasks"]
     head = ["", *tasks, "Ave", "Qual", "Cost / prompt", "Headroom"]
-    lines = [_row(head), _row(["---"] + ["---:"] * (len(head) - 1))]
+    lines = [_table_row(head), _table_row(["---"] + ["---:"] * (len(head) - 1))]
     for title, rows in sections:
         if not rows:
             continue
-        lines.append(_row([f"*{title}*"] + [""] * (len(head) - 1)))
+        lines.append(_table_row([f"*{title}*"] + [""] * (len(head) - 1)))
         for label, rec in rows:
             per_task = rec.get("per_task", {})
             cells = [label]
             for t in tasks:
                 v = per_task.get(t)
-                cells.append(_f(v["mean"] if isinstance(v, dict) else v, 1, 100.0))
-            cells.append(_f(rec.get("per_task_macro_mean"), 1, 100.0))
-            cells.append(_pm(rec.get("quality_mean"), rec.get("quality_std")))
-            cells.append(_cost(rec.get("cost_mean")))
-            cells.append(_f(rec.get("headroom_mean"), 2) if "headroom_mean" in rec else "")
-            lines.append(_row(cells))
+                cells.append(_number(v["mean"] if isinstance(v, dict) else v, 1, 100.0))
+            cells.append(_number(rec.get("per_task_macro_mean"), 1, 100.0))
+            cells.append(_mean_std(rec.get("quality_mean"), rec.get("quality_std")))
+            cells.append(_usd(rec.get("cost_mean")))
+            cells.append(_number(rec.get("headroom_mean"), 2) if "headroom_mean" in rec else "")
+            lines.append(_table_row(cells))
     return lines
 
 
 def render_report(results: dict[str, Any]) -> str:
     """The Markdown report for ``results`` (as returned by :func:`finerouter.evaluation.runner.run_evaluation`)."""
-    r = results["routers"]
+    routers = results["routers"]
     seeds = results["seeds"]
     splits = results.get("splits", [])
     n_test = [s["n_test"] for s in splits]
@@ -112,24 +120,24 @@ def render_report(results: dict[str, Any]) -> str:
     best = results.get("best_single", {})
     lines.append(
         f"Best single model (chosen on training data): {', '.join(sorted(set(best.get('models', []))))} — quality "
-        f"{_f(best.get('quality_mean'))}, cost {_cost(best.get('cost_mean'))} per prompt; oracle quality "
-        f"{_f(results.get('oracle_quality_mean'))}."
+        f"{_number(best.get('quality_mean'))}, cost {_usd(best.get('cost_mean'))} per prompt; oracle quality "
+        f"{_number(results.get('oracle_quality_mean'))}."
     )
     lines.append("")
 
     # ---- Table 1
     lines += ["## Table 1: candidate models and routers", ""]
     singles = [(f"{m}", rec) for m, rec in results["single_models"].items()]
-    baseline_rows = [(_label(n), rec) for n, rec in r.items() if rec["kind"] == "baseline"]
-    if "finerouter" in r:
-        baseline_rows.append((_label("finerouter"), r["finerouter"]))
-    ref_rows = [(_label(n), rec) for n, rec in r.items() if rec["kind"] == "reference"]
+    baseline_rows = [(_display_name(n), rec) for n, rec in routers.items() if rec["kind"] == "baseline"]
+    if "finerouter" in routers:
+        baseline_rows.append((_display_name("finerouter"), routers["finerouter"]))
+    ref_rows = [(_display_name(n), rec) for n, rec in routers.items() if rec["kind"] == "reference"]
     sections = [("Candidate models", singles), ("Routers", baseline_rows), ("Reference points", ref_rows)]
     lines += _quality_table(results, sections)
     lines.append("")
 
     # ---- Table 2
-    abl = [(_label(n), r[n]) for n in _TABLE2 if n in r]
+    abl = [(_display_name(n), routers[n]) for n in _ABLATION_ROUTERS if n in routers]
     if abl:
         lines += ["## Table 2: ablations", ""]
         lines.append(
@@ -141,15 +149,15 @@ def render_report(results: dict[str, Any]) -> str:
         lines.append("")
 
     # ---- cost-quality
-    curved = [(n, rec) for n, rec in r.items() if "curve" in rec]
+    curved = [(n, rec) for n, rec in routers.items() if "curve" in rec]
     lines += ["## Cost–quality trade-off", ""]
     if curved:
         axis = results.get("cost_axis", {})
         lines.append(
             "Tolerance swept 0 → 1: among models within the tolerance of the best per-prompt min–max normalised "
             "score, the cheapest. *Area*: area under the quality curve over the normalised cost axis "
-            f"x = (cost − {_cost(axis.get('low_mean'))}) / ({_cost(axis.get('high_mean'))} − "
-            f"{_cost(axis.get('low_mean'))}) (cheapest → priciest single model), running-max envelope, 0 left of the "
+            f"x = (cost − {_usd(axis.get('low_mean'))}) / ({_usd(axis.get('high_mean'))} − "
+            f"{_usd(axis.get('low_mean'))}) (cheapest → priciest single model), running-max envelope, 0 left of the "
             "router's cheapest point. *AIQ* (RouterBench, arXiv 2403.12031): the same area under the router's "
             "non-decreasing convex hull (operating points mixed at random); routers without a curve are scored on "
             "their one point. *Cost at best-single quality*: the cheapest swept point reaching the best "
@@ -161,46 +169,47 @@ def render_report(results: dict[str, Any]) -> str:
         if zero and zero.get("aiq_mean") is not None:
             lines.append(
                 f"Zero router (the convex hull of the single models, no prompt read): AIQ "
-                f"{_pm(zero['aiq_mean'], zero.get('aiq_std'))}."
+                f"{_mean_std(zero['aiq_mean'], zero.get('aiq_std'))}."
             )
             lines.append("")
-        lines.append(_row(["Router", "AIQ", "Area", "Cost at best-single quality", "Q @ 25% cost", "Q @ 50% cost",
+        lines.append(_table_row(["Router", "AIQ", "Area", "Cost at best-single quality", "Q @ 25% cost", "Q @ 50% cost",
                            "Quality (tol. 0)", "Cost (tol. 0)", "Cheapest point"]))
-        lines.append(_row(["---"] + ["---:"] * 8))
+        lines.append(_table_row(["---"] + ["---:"] * 8))
         for n, rec in curved:
             frac = rec.get("cost_fraction_at_best_single_quality")
             curve = rec["curve"]
             i_min = min(range(len(curve["cost"])), key=lambda i: curve["cost"][i])
-            lines.append(_row([
-                _label(n), _pm(rec.get("aiq_mean"), rec.get("aiq_std")),
-                _pm(rec.get("curve_area_mean"), rec.get("curve_area_std")),
+            lines.append(_table_row([
+                _display_name(n), _mean_std(rec.get("aiq_mean"), rec.get("aiq_std")),
+                _mean_std(rec.get("curve_area_mean"), rec.get("curve_area_std")),
                 "never" if frac is None else f"{frac:.0%}",
-                _f(rec.get("quality_at_25pct_best_single_cost")), _f(rec.get("quality_at_50pct_best_single_cost")),
-                _f(rec["quality_mean"]), _cost(rec["cost_mean"]),
-                f"{_f(curve['quality'][i_min])} at {_cost(curve['cost'][i_min])}",
+                _number(rec.get("quality_at_25pct_best_single_cost")),
+                _number(rec.get("quality_at_50pct_best_single_cost")),
+                _number(rec["quality_mean"]), _usd(rec["cost_mean"]),
+                f"{_number(curve['quality'][i_min])} at {_usd(curve['cost'][i_min])}",
             ]))
-        for n, rec in r.items():
+        for n, rec in routers.items():
             for key, what in (("lambda_curve", "λ-curve"),):
                 sub = rec.get(key)
                 if sub:
                     frac = sub.get("cost_fraction_at_best_single_quality")
-                    lines.append(_row([
-                        f"{_label(n)}, {what}", _pm(sub.get("aiq_mean"), sub.get("aiq_std")), "–",
+                    lines.append(_table_row([
+                        f"{_display_name(n)}, {what}", _mean_std(sub.get("aiq_mean"), sub.get("aiq_std")), "–",
                         "never" if frac is None else f"{frac:.0%}",
-                        _f(sub.get("quality_at_25pct_best_single_cost")),
-                        _f(sub.get("quality_at_50pct_best_single_cost")), "–", "–", "–",
+                        _number(sub.get("quality_at_25pct_best_single_cost")),
+                        _number(sub.get("quality_at_50pct_best_single_cost")), "–", "–", "–",
                     ]))
-        points = [(n, rec) for n, rec in r.items() if "curve" not in rec and rec.get("aiq_mean") is not None]
+        points = [(n, rec) for n, rec in routers.items() if "curve" not in rec and rec.get("aiq_mean") is not None]
         if points:
             lines.append("")
             lines.append("Routers without a curve, AIQ on their one point: " + ", ".join(
-                f"{_label(n)} {_f(rec['aiq_mean'])}" for n, rec in points) + ".")
+                f"{_display_name(n)} {_number(rec['aiq_mean'])}" for n, rec in points) + ".")
     else:
         lines.append("No costs known for this dataset: no cost–quality curves (see `cost_quality.png` for quality).")
     lines.append("")
 
     # ---- calibration of expected scores
-    calibrated = [(n, rec["calibration"]) for n, rec in r.items() if rec.get("calibration")]
+    calibrated = [(n, rec["calibration"]) for n, rec in routers.items() if rec.get("calibration")]
     if calibrated:
         lines += ["## Calibration of expected scores (test prompts × models)", ""]
         lines.append(
@@ -209,50 +218,53 @@ def render_report(results: dict[str, Any]) -> str:
             "true score|; the reliability diagram is `reliability.png`."
         )
         lines.append("")
-        lines.append(_row(["Router", "ECE (mean ± std over seeds)", "Mean prediction / mean truth per bin"]))
-        lines.append(_row(["---", "---:", "---"]))
+        lines.append(_table_row(["Router", "ECE (mean ± std over seeds)", "Mean prediction / mean truth per bin"]))
+        lines.append(_table_row(["---", "---:", "---"]))
         for n, cal in calibrated:
             rel = cal["reliability"]
             cells = ", ".join(
                 f"{p:.2f}/{o:.2f}" for p, o, c in zip(rel["predicted"], rel["observed"], rel["count"]) if c
             )
-            lines.append(_row([_label(n), _pm(cal.get("ece_mean"), cal.get("ece_std")), cells]))
+            lines.append(_table_row([_display_name(n), _mean_std(cal.get("ece_mean"), cal.get("ece_std")), cells]))
         lines.append("")
 
     # ---- paired comparison
     comp = results.get("comparisons", {})
     if comp.get("reference"):
         ref = comp["reference"]
-        lines += [f"## Paired comparison: {_label(ref)} minus each router, per seed", ""]
-        lines.append(_row(["Router", "Mean diff", "Std", "Wins / losses / ties", "Paired t-test p", "Sign test p"]))
-        lines.append(_row(["---", "---:", "---:", "---:", "---:", "---:"]))
+        lines += [f"## Paired comparison: {_display_name(ref)} minus each router, per seed", ""]
+        lines.append(
+            _table_row(["Router", "Mean diff", "Std", "Wins / losses / ties", "Paired t-test p", "Sign test p"])
+        )
+        lines.append(_table_row(["---", "---:", "---:", "---:", "---:", "---:"]))
         for n, c in comp["against"].items():
-            lines.append(_row([
-                _label(n), _f(c["diff_mean"], 4), _f(c["diff_std"], 4), f"{c['wins']} / {c['losses']} / {c['ties']}",
-                _p(c["ttest_p"]), _p(c["sign_test_p"]),
+            lines.append(_table_row([
+                _display_name(n), _number(c["diff_mean"], 4), _number(c["diff_std"], 4),
+                f"{c['wins']} / {c['losses']} / {c['ties']}",
+                _p_value(c["ttest_p"]), _p_value(c["sign_test_p"]),
             ]))
         lines.append("")
 
     # ---- routing distribution
     lines += ["## Routing distribution (% of test prompts, mean over seeds)", ""]
     models = results["models"]
-    lines.append(_row(["Router", *models]))
-    lines.append(_row(["---"] + ["---:"] * len(models)))
-    for n, rec in r.items():
+    lines.append(_table_row(["Router", *models]))
+    lines.append(_table_row(["---"] + ["---:"] * len(models)))
+    for n, rec in routers.items():
         dist = rec["routing_distribution"]
-        lines.append(_row([_label(n)] + [f"{100 * dist.get(m, 0.0):.1f}" for m in models]))
+        lines.append(_table_row([_display_name(n)] + [f"{100 * dist.get(m, 0.0):.1f}" for m in models]))
     lines.append("")
 
     # ---- settings & timing
     lines += ["## Fitted settings and time", ""]
-    lines.append(_row(["Router", "Fit s (mean)", "Predict s (mean)", "Unscored choices", "Per-seed settings"]))
-    lines.append(_row(["---", "---:", "---:", "---:", "---"]))
-    for n, rec in r.items():
+    lines.append(_table_row(["Router", "Fit s (mean)", "Predict s (mean)", "Unscored choices", "Per-seed settings"]))
+    lines.append(_table_row(["---", "---:", "---:", "---:", "---"]))
+    for n, rec in routers.items():
         infos = rec["per_seed"].get("info", [])
         shown = "; ".join(", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in i.items())
                           for i in infos if i)
-        lines.append(_row([
-            _label(n), f"{rec['fit_seconds_mean']:.2f}", f"{rec['predict_seconds_mean']:.3f}",
+        lines.append(_table_row([
+            _display_name(n), f"{rec['fit_seconds_mean']:.2f}", f"{rec['predict_seconds_mean']:.3f}",
             f"{100 * rec.get('unscored_share_mean', 0.0):.2f}%", shown or "–",
         ]))
     lines.append("")

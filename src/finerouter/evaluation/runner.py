@@ -28,7 +28,7 @@ import numpy as np
 from finerouter._validation import check_float, check_int
 from finerouter.data.dataset import RoutingDataset, split_indices
 from finerouter.errors import ParameterError
-from finerouter.evaluation import metrics as M
+from finerouter.evaluation import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -188,9 +188,9 @@ def run_evaluation(
         for j, model in enumerate(models):
             choice = np.full(n_test, j, dtype=np.int64)
             single[model] = {
-                "quality": M.mean_quality(test.scores, choice),
-                "cost": M.mean_cost(true_costs, choice),
-                "per_task": M.per_task_quality(test.scores, choice, test.tasks) if test.tasks else {},
+                "quality": metrics.mean_quality(test.scores, choice),
+                "cost": metrics.mean_cost(true_costs, choice),
+                "per_task": metrics.per_task_quality(test.scores, choice, test.tasks) if test.tasks else {},
             }
         singles.append(single)
         q_best = single[models[best_j]]["quality"]
@@ -200,8 +200,8 @@ def run_evaluation(
         c_high = max(single_costs) if len(single_costs) == m else None
         zero_aiq = None
         if c_low is not None:
-            zero = M.zero_router_curve(single_costs, [s["quality"] for s in single.values()])
-            zero_aiq = M.aiq(zero["cost"], zero["quality"], c_low, c_high)
+            zero = metrics.zero_router_curve(single_costs, [s["quality"] for s in single.values()])
+            zero_aiq = metrics.aiq(zero["cost"], zero["quality"], c_low, c_high)
         seed_meta.append({
             "seed": seed, "n_train": train.n_prompts, "n_test": n_test, "dropped_unscored_test_prompts": dropped,
             "best_single_model": models[best_j], "best_single_quality": q_best, "best_single_cost": c_best,
@@ -235,14 +235,14 @@ def run_evaluation(
             else:
                 choice = router.route(test_emb, 0.0, route_costs, data=test)
             predict_s = time.perf_counter() - t0
-            quality = M.mean_quality(test.scores, choice)
+            quality = metrics.mean_quality(test.scores, choice)
             rec: dict[str, Any] = {
                 "quality": quality,
-                "cost": M.mean_cost(true_costs, choice),
-                "per_task": M.per_task_quality(test.scores, choice, test.tasks) if test.tasks else {},
-                "headroom": M.headroom_captured(quality, q_best, q_oracle),
-                "routing_distribution": M.routing_distribution(choice, models),
-                "unscored_share": M.unscored_share(test.scores, choice),
+                "cost": metrics.mean_cost(true_costs, choice),
+                "per_task": metrics.per_task_quality(test.scores, choice, test.tasks) if test.tasks else {},
+                "headroom": metrics.headroom_captured(quality, q_best, q_oracle),
+                "routing_distribution": metrics.routing_distribution(choice, models),
+                "unscored_share": metrics.unscored_share(test.scores, choice),
                 "fit_seconds": fit_s,
                 "predict_seconds": predict_s,
                 "info": _router_info(router),
@@ -251,29 +251,33 @@ def run_evaluation(
                 "score_based": scores is not None,
             }
             if scores is not None and true_costs is not None and route_costs is not None:
-                curve = M.cost_quality_curve(choose, test.scores, true_costs, tols)
+                curve = metrics.cost_quality_curve(choose, test.scores, true_costs, tols)
                 rec["curve"] = curve
                 rec["curve_area"] = (
-                    None if c_low is None else M.normalised_curve_area(curve["cost"], curve["quality"], c_low, c_high)
+                    None
+                    if c_low is None
+                    else metrics.normalised_curve_area(curve["cost"], curve["quality"], c_low, c_high)
                 )
                 rec["cost_fraction_at_best_single_quality"] = (
                     None
                     if c_best is None
-                    else M.cost_fraction_at_quality(curve["cost"], curve["quality"], q_best, c_best)
+                    else metrics.cost_fraction_at_quality(curve["cost"], curve["quality"], q_best, c_best)
                 )
             if c_low is not None and rec["cost"] is not None:
                 rec.update(_cost_metrics(rec, c_low, c_high, c_best))
             expected = router.predict_expected(test_emb, test)
             if expected is not None:  # how well the router's expected scores match the test scores
                 rec["calibration"] = {
-                    "ece": M.expected_calibration_error(expected, test.scores),
-                    "reliability": M.reliability_bins(expected, test.scores),
+                    "ece": metrics.expected_calibration_error(expected, test.scores),
+                    "reliability": metrics.reliability_bins(expected, test.scores),
                 }
             if expected is not None and true_costs is not None and route_costs is not None and c_low is not None:
                 lam = _lambda_curve(expected, route_costs, test.scores, true_costs, len(tols))
                 lam.update(_cost_metrics({"curve": lam}, c_low, c_high, c_best))
                 lam["cost_fraction_at_best_single_quality"] = (
-                    None if c_best is None else M.cost_fraction_at_quality(lam["cost"], lam["quality"], q_best, c_best)
+                    None
+                    if c_best is None
+                    else metrics.cost_fraction_at_quality(lam["cost"], lam["quality"], q_best, c_best)
                 )
                 rec["lambda_curve"] = lam
             per_seed[name].append(rec)
@@ -308,10 +312,10 @@ def _cost_metrics(rec: dict[str, Any], c_low: float, c_high: float, c_best: floa
     On the router's curve when it has one, else on its one operating point (routers that only pick).
     """
     curve = rec.get("curve") or {"cost": [rec["cost"]], "quality": [rec["quality"]]}
-    out: dict[str, Any] = {"aiq": M.aiq(curve["cost"], curve["quality"], c_low, c_high)}
+    out: dict[str, Any] = {"aiq": metrics.aiq(curve["cost"], curve["quality"], c_low, c_high)}
     for frac in COST_FRACTIONS:
         out[f"quality_at_{round(100 * frac)}pct_best_single_cost"] = (
-            None if c_best is None else M.quality_at_cost(curve["cost"], curve["quality"], frac * c_best)
+            None if c_best is None else metrics.quality_at_cost(curve["cost"], curve["quality"], frac * c_best)
         )
     return out
 
@@ -333,11 +337,11 @@ def _lambda_curve(
     out: dict[str, list[float]] = {"budget_fraction": [], "cost_weight": [], "cost": [], "quality": []}
     for frac in np.linspace(0.0, 1.0, max(int(steps), 2)):
         choice, _, lam = route_to_budget(expected, route_costs, floor + float(frac) * (top - floor))
-        cost = M.mean_cost(true_costs, choice)
+        cost = metrics.mean_cost(true_costs, choice)
         out["budget_fraction"].append(float(frac))
         out["cost_weight"].append(float(lam))
         out["cost"].append(float("nan") if cost is None else cost)
-        out["quality"].append(M.mean_quality(scores, choice))
+        out["quality"].append(metrics.mean_quality(scores, choice))
     return out
 
 
@@ -368,14 +372,14 @@ def _aggregate(
     routers_out: dict[str, Any] = {}
     for name in names:
         recs = per_seed[name]
-        q_mean, q_std = M.mean_std([r["quality"] for r in recs])
-        c_mean, c_std = M.mean_std([r["cost"] for r in recs])
-        h_mean, h_std = M.mean_std([r["headroom"] for r in recs])
+        q_mean, q_std = metrics.mean_std([r["quality"] for r in recs])
+        c_mean, c_std = metrics.mean_std([r["cost"] for r in recs])
+        h_mean, h_std = metrics.mean_std([r["headroom"] for r in recs])
         per_task = {}
         for t in tasks:
-            mu, sd = M.mean_std([r["per_task"].get(t) for r in recs])
+            mu, sd = metrics.mean_std([r["per_task"].get(t) for r in recs])
             per_task[t] = {"mean": mu, "std": sd}
-        macro, _ = M.mean_std([v["mean"] for v in per_task.values()])
+        macro, _ = metrics.mean_std([v["mean"] for v in per_task.values()])
         out: dict[str, Any] = {
             "kind": recs[0]["kind"],
             "uses_test_labels": recs[0]["uses_test_labels"],
@@ -403,15 +407,15 @@ def _aggregate(
         }
         if all("curve" in r for r in recs):
             curve = _curve_mean([r["curve"] for r in recs])
-            a_mean, a_std = M.mean_std([r["curve_area"] for r in recs])
-            mean_best_q, _ = M.mean_std(best_q)
-            mean_best_c, _ = M.mean_std(best_c)
+            a_mean, a_std = metrics.mean_std([r["curve_area"] for r in recs])
+            mean_best_q, _ = metrics.mean_std(best_q)
+            mean_best_c, _ = metrics.mean_std(best_c)
             out["curve"] = curve
             out["curve_area_mean"] = a_mean
             out["curve_area_std"] = a_std
             out["cost_fraction_at_best_single_quality"] = (
                 None if mean_best_q is None or mean_best_c is None
-                else M.cost_fraction_at_quality(curve["cost"], curve["quality"], mean_best_q, mean_best_c)
+                else metrics.cost_fraction_at_quality(curve["cost"], curve["quality"], mean_best_q, mean_best_c)
             )
             out["per_seed"]["curve_area"] = [r["curve_area"] for r in recs]
             out["per_seed"]["cost_fraction_at_best_single_quality"] = [
@@ -424,16 +428,16 @@ def _aggregate(
                 "cost": np.mean([c["cost"] for c in lams], axis=0).tolist(),
                 "quality": np.mean([c["quality"] for c in lams], axis=0).tolist(),
             }
-            lam_out["aiq_mean"], lam_out["aiq_std"] = M.mean_std([c["aiq"] for c in lams])
-            mean_best_q, _ = M.mean_std(best_q)
-            mean_best_c, _ = M.mean_std(best_c)
+            lam_out["aiq_mean"], lam_out["aiq_std"] = metrics.mean_std([c["aiq"] for c in lams])
+            mean_best_q, _ = metrics.mean_std(best_q)
+            mean_best_c, _ = metrics.mean_std(best_c)
             lam_out["cost_fraction_at_best_single_quality"] = (
                 None if mean_best_q is None or mean_best_c is None
-                else M.cost_fraction_at_quality(lam_out["cost"], lam_out["quality"], mean_best_q, mean_best_c)
+                else metrics.cost_fraction_at_quality(lam_out["cost"], lam_out["quality"], mean_best_q, mean_best_c)
             )
             for frac in COST_FRACTIONS:
                 key = f"quality_at_{round(100 * frac)}pct_best_single_cost"
-                lam_out[key] = None if mean_best_c is None else M.quality_at_cost(
+                lam_out[key] = None if mean_best_c is None else metrics.quality_at_cost(
                     lam_out["cost"], lam_out["quality"], frac * mean_best_c
                 )
             lam_out["per_seed"] = {
@@ -443,7 +447,7 @@ def _aggregate(
             }
             out["lambda_curve"] = lam_out
         if all("calibration" in r for r in recs):
-            ece_mean, ece_std = M.mean_std([r["calibration"]["ece"] for r in recs])
+            ece_mean, ece_std = metrics.mean_std([r["calibration"]["ece"] for r in recs])
             counts = np.sum([r["calibration"]["reliability"]["count"] for r in recs], axis=0)
 
             def pooled(key: str) -> list[float]:
@@ -460,13 +464,13 @@ def _aggregate(
                                 "count": counts.astype(int).tolist()},
             }
         if all("aiq" in r for r in recs):
-            out["aiq_mean"], out["aiq_std"] = M.mean_std([r["aiq"] for r in recs])
+            out["aiq_mean"], out["aiq_std"] = metrics.mean_std([r["aiq"] for r in recs])
             out["per_seed"]["aiq"] = [r["aiq"] for r in recs]
-            mean_best_c, _ = M.mean_std(best_c)
+            mean_best_c, _ = metrics.mean_std(best_c)
             src = out.get("curve") or {"cost": [c_mean], "quality": [q_mean]}
             for frac in COST_FRACTIONS:
                 key = f"quality_at_{round(100 * frac)}pct_best_single_cost"
-                out[key] = None if mean_best_c is None else M.quality_at_cost(
+                out[key] = None if mean_best_c is None else metrics.quality_at_cost(
                     src["cost"], src["quality"], frac * mean_best_c
                 )
                 out["per_seed"][key] = [r[key] for r in recs]
@@ -474,10 +478,10 @@ def _aggregate(
 
     single_out = {}
     for mdl in models:
-        q_mean, q_std = M.mean_std([s[mdl]["quality"] for s in singles])
-        c_mean, c_std = M.mean_std([s[mdl]["cost"] for s in singles])
-        per_task = {t: M.mean_std([s[mdl]["per_task"].get(t) for s in singles])[0] for t in tasks}
-        macro, _ = M.mean_std(list(per_task.values()))
+        q_mean, q_std = metrics.mean_std([s[mdl]["quality"] for s in singles])
+        c_mean, c_std = metrics.mean_std([s[mdl]["cost"] for s in singles])
+        per_task = {t: metrics.mean_std([s[mdl]["per_task"].get(t) for s in singles])[0] for t in tasks}
+        macro, _ = metrics.mean_std(list(per_task.values()))
         single_out[mdl] = {
             "quality_mean": q_mean, "quality_std": q_std, "cost_mean": c_mean, "cost_std": c_std,
             "per_task": per_task, "per_task_macro_mean": macro,
@@ -489,15 +493,15 @@ def _aggregate(
         ref_q = [r["quality"] for r in per_seed[reference]]
         for name in names:
             if name != reference:
-                comparisons["against"][name] = M.paired_comparison(ref_q, [r["quality"] for r in per_seed[name]])
+                comparisons["against"][name] = metrics.paired_comparison(ref_q, [r["quality"] for r in per_seed[name]])
 
     lows = [s["cost_low"] for s in seed_meta]
     highs = [s["cost_high"] for s in seed_meta]
     zero_router = None
     if all(s.get("zero_router_aiq") is not None for s in seed_meta):
-        z_mean, z_std = M.mean_std([s["zero_router_aiq"] for s in seed_meta])
+        z_mean, z_std = metrics.mean_std([s["zero_router_aiq"] for s in seed_meta])
         zero_router = {
-            **M.zero_router_curve(
+            **metrics.zero_router_curve(
                 [single_out[mdl]["cost_mean"] for mdl in models], [single_out[mdl]["quality_mean"] for mdl in models]
             ),
             "aiq_mean": z_mean,
@@ -515,14 +519,14 @@ def _aggregate(
         "seeds": seeds,
         "splits": seed_meta,
         "best_single": {
-            "quality_mean": M.mean_std(best_q)[0],
-            "cost_mean": M.mean_std(best_c)[0],
+            "quality_mean": metrics.mean_std(best_q)[0],
+            "cost_mean": metrics.mean_std(best_c)[0],
             "models": [s["best_single_model"] for s in seed_meta],
         },
-        "oracle_quality_mean": M.mean_std([s["oracle_quality"] for s in seed_meta])[0],
+        "oracle_quality_mean": metrics.mean_std([s["oracle_quality"] for s in seed_meta])[0],
         "cost_axis": {
-            "low_mean": M.mean_std(lows)[0] if all(v is not None for v in lows) else None,
-            "high_mean": M.mean_std(highs)[0] if all(v is not None for v in highs) else None,
+            "low_mean": metrics.mean_std(lows)[0] if all(v is not None for v in lows) else None,
+            "high_mean": metrics.mean_std(highs)[0] if all(v is not None for v in highs) else None,
             "definition": "x = (cost - cost of the cheapest single model) / (cost of the priciest - cheapest), "
             "mean cost per prompt on each seed's test prompts",
         },
