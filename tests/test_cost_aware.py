@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from finerouter.errors import ParameterError
 from finerouter.routing.policy import (
     choose_models_cost_aware,
     route_to_budget,
@@ -100,11 +101,13 @@ def test_route_to_budget_fills_shared_breakpoints(rng):
 
 
 def test_bad_arguments():
-    with pytest.raises(ValueError, match="budget_per_1k"):
+    with pytest.raises(ParameterError, match="'budget_per_1k' parameter of solve_cost_weight"):
         solve_cost_weight(np.zeros((1, 2)), np.ones((1, 2)), -1.0)
-    with pytest.raises(ValueError, match="cost_weight"):
+    with pytest.raises(ParameterError, match="'cost_weight' parameter of choose_models_cost_aware"):
         choose_models_cost_aware(np.zeros((1, 2)), np.ones((1, 2)), -1.0)
-    with pytest.raises(ValueError, match=r"\(n, m\)"):
+    with pytest.raises(ParameterError, match="'cost_weight'.*Got 'x'"):
+        choose_models_cost_aware(np.zeros((1, 2)), np.ones((1, 2)), "x")  # type: ignore[arg-type]
+    with pytest.raises(ParameterError, match=r"\(n, m\)"):
         choose_models_cost_aware(np.zeros((1, 2)), np.ones((1, 3)), 1.0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from finerouter.errors import ParameterError
 from finerouter.routing.mixing import (
     CANDIDATE_MIXES,
     Calibration,
@@ -53,7 +54,7 @@ def test_choose_weights_keeps_the_default_mix_unless_another_is_clearly_better(r
 
 
 def test_choose_weights_needs_the_best_single_candidate(rng):
-    with pytest.raises(ValueError, match="best single"):
+    with pytest.raises(ParameterError, match="'candidates' parameter of choose_weights.*best single"):
         choose_weights(*_oof(rng), candidates=((0.5, 0.5, 0.0),))
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from finerouter.errors import ParameterError
 from finerouter.evaluation.metrics import expected_calibration_error
 
 logger = logging.getLogger(__name__)
@@ -108,23 +109,24 @@ def mix(weights: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prio
     return out
 
 
-def _tie_break(global_prior: np.ndarray) -> np.ndarray:
+def _tie_break_bonus(global_prior: np.ndarray) -> np.ndarray:
     """A tiny ``(m,)`` bonus that sends exact ties to the model with the higher global prior, then lower index."""
     m = global_prior.shape[0]
     order = np.argsort(np.argsort(np.nan_to_num(global_prior, nan=-np.inf), kind="stable"), kind="stable")
     return 1e-9 * (order + 1) / m
 
 
-def _picks(grid: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray) -> np.ndarray:
+def _picked_models(grid: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray) -> np.ndarray:
     """``(g, n)`` the model each weight row of ``grid`` picks per prompt (exact ties: the better model overall)."""
-    tie = _tie_break(global_prior)
+    tie = _tie_break_bonus(global_prior)
     out = np.empty((grid.shape[0], stage2.shape[0]), dtype=np.int64)
     for k, w in enumerate(grid):
         out[k] = np.argmax(mix(w, stage2, stage1, global_prior) + tie, axis=1)
     return out
 
 
-def _paired_se(diff: np.ndarray) -> float:
+def _paired_standard_error(diff: np.ndarray) -> float:
+    """Standard error of the mean of paired differences ``diff`` (inf with fewer than two)."""
     return float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("inf")
 
 
@@ -159,13 +161,16 @@ def choose_weights(
     grid = np.asarray(candidates, dtype=np.float64)
     single_rows = np.flatnonzero((grid == [0.0, 0.0, 1.0]).all(axis=1))
     if single_rows.size != 1:
-        raise ValueError("choose_weights: the candidates must hold the best single model (0, 0, 1) once")
+        raise ParameterError(
+            "The 'candidates' parameter of choose_weights must hold the best single model (0, 0, 1) exactly once. "
+            f"Got {candidates!r}."
+        )
     single = int(single_rows[0])
     rows = np.arange(n)
     picks = np.empty((grid.shape[0], n), dtype=np.int64)
     for f in np.unique(fold):
         idx = np.flatnonzero(fold == f)
-        picks[:, idx] = _picks(grid, stage2[idx], stage1[idx], global_prior[idx][0])
+        picks[:, idx] = _picked_models(grid, stage2[idx], stage1[idx], global_prior[idx][0])
     gained = truth0[rows[None, :], picks]  # (g, n) true score of each mix's pick
 
     def select(cols: np.ndarray) -> int:
@@ -175,7 +180,7 @@ def choose_weights(
         best = max(routing, key=lambda k: (q[k], -k))
         if best != 0:
             diff = gained[best, cols] - gained[0, cols]
-            if not diff.mean() > min_gain_se * _paired_se(diff):
+            if not diff.mean() > min_gain_se * _paired_standard_error(diff):
                 best = 0
         return best
 
@@ -188,7 +193,7 @@ def choose_weights(
         k = select(np.flatnonzero(~held)) if folds.size > 1 else chosen
         selected[held] = gained[k, held]
     diff = selected - gained[single]
-    gain, se = float(diff.mean()), _paired_se(diff)
+    gain, se = float(diff.mean()), _paired_standard_error(diff)
     quality = gained.mean(axis=1)
     oof = {
         "default": float(quality[0]),
@@ -289,13 +294,23 @@ class Calibration:
     """A non-decreasing map from a raw score to the expected true score, fitted by isotonic regression.
 
     Attributes:
-        x: ``(k,)`` increasing breakpoints of the raw score.
-        y: ``(k,)`` non-decreasing expected true score at each breakpoint; between breakpoints the map is linear,
-            beyond them constant. An empty map is the identity.
+        breakpoints: ``(k,)`` increasing breakpoints of the raw score (``x`` is an alias).
+        expected: ``(k,)`` non-decreasing expected true score at each breakpoint (``y`` is an alias); between
+            breakpoints the map is linear, beyond them constant. An empty map is the identity.
     """
 
-    x: np.ndarray
-    y: np.ndarray
+    breakpoints: np.ndarray
+    expected: np.ndarray
+
+    @property
+    def x(self) -> np.ndarray:
+        """Alias of :attr:`breakpoints` (the router's artifact stores it as ``calibration_x``)."""
+        return self.breakpoints
+
+    @property
+    def y(self) -> np.ndarray:
+        """Alias of :attr:`expected` (the router's artifact stores it as ``calibration_y``)."""
+        return self.expected
 
     @classmethod
     def identity(cls) -> Calibration:
@@ -315,10 +330,11 @@ class Calibration:
         return cls(np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64))
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """The expected true score of each ``raw`` value (any shape)."""
         raw = np.asarray(raw, dtype=np.float64)
-        if self.x.size == 0:
+        if self.breakpoints.size == 0:
             return raw
-        return np.interp(raw, self.x, self.y)
+        return np.interp(raw, self.breakpoints, self.expected)
 
 
 def raw_mix(weights: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray) -> np.ndarray:

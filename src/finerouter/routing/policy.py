@@ -10,7 +10,11 @@ Two decision rules share the constraints ``allowed`` (models that may be chosen)
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from finerouter.errors import ParameterError
 
 
 def minmax_rows(x: np.ndarray) -> np.ndarray:
@@ -82,13 +86,21 @@ def _cheapest(mask: np.ndarray, cost: np.ndarray, score: np.ndarray) -> np.ndarr
     return np.where(tied, score, -np.inf).argmax(axis=1).astype(np.int64)
 
 
-def _as_batch(expected: np.ndarray, costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``expected`` and ``costs`` as float arrays, checked to be the same ``(n, m)`` shape."""
+def _as_batch(expected: np.ndarray, costs: np.ndarray, owner: str) -> tuple[np.ndarray, np.ndarray]:
+    """``expected`` and ``costs`` as float arrays; ParameterError naming ``owner`` unless both are ``(n, m)``."""
     expected = np.asarray(expected, dtype=np.float64)
     cost = np.asarray(costs, dtype=np.float64)
     if expected.ndim != 2 or cost.shape != expected.shape:
-        raise ValueError(f"expected and costs must both be (n, m); got {expected.shape} and {cost.shape}")
+        raise ParameterError(
+            f"The 'expected' and 'costs' parameters of {owner} must both be (n, m) arrays. "
+            f"Got {expected.shape} and {cost.shape}."
+        )
     return expected, cost
+
+
+def _is_number(value: object) -> bool:
+    """Whether ``value`` is a real number (a Python or numpy int or float, not a bool)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def eligible_models(
@@ -162,9 +174,12 @@ def choose_models_cost_aware(
     The chosen model's cost never increases as ``cost_weight`` grows (for any tolerance): the batch's spend is a
     non-increasing step function of ``cost_weight``, which :func:`solve_cost_weight` relies on.
     """
-    expected, cost = _as_batch(expected, costs)
-    if not (cost_weight >= 0):
-        raise ValueError(f"cost_weight must be >= 0; got {cost_weight}")
+    expected, cost = _as_batch(expected, costs, "choose_models_cost_aware")
+    if not _is_number(cost_weight) or not float(cost_weight) >= 0:
+        raise ParameterError(
+            "The 'cost_weight' parameter of choose_models_cost_aware must be a float in [0, inf] "
+            f"(quality points per USD). Got {cost_weight!r}."
+        )
     cost = np.where(np.isfinite(cost), cost, np.inf)
     eligible, over_budget = eligible_models(expected, cost, allowed, max_cost)
     if np.isinf(cost_weight):  # the cheapest eligible model; equal costs: the higher expected score
@@ -217,9 +232,12 @@ def solve_cost_weight(
     choices already fit; when even the cheapest choices exceed the budget, returns that "always cheapest"
     lambda (the spend then exceeds the budget: check with :func:`spend_per_1k`).
     """
-    expected, cost_arr = _as_batch(expected, costs)
-    if not (np.isfinite(budget_per_1k) and budget_per_1k >= 0):
-        raise ValueError(f"budget_per_1k must be a finite USD amount >= 0; got {budget_per_1k}")
+    expected, cost_arr = _as_batch(expected, costs, "solve_cost_weight")
+    if not _is_number(budget_per_1k) or not (math.isfinite(budget_per_1k) and budget_per_1k >= 0):
+        raise ParameterError(
+            "The 'budget_per_1k' parameter of solve_cost_weight must be a float in [0, inf) (USD per 1,000 "
+            f"prompts). Got {budget_per_1k!r}."
+        )
 
     def spend(lam: float) -> float:
         choice, _ = choose_models_cost_aware(expected, cost_arr, lam, allowed, max_cost, tolerance)
@@ -264,7 +282,7 @@ def route_to_budget(
         ``(choice (n,) int64, over_budget (n,) bool, cost_weight)``; ``over_budget`` flags prompts where
         ``max_cost`` could not be met (as :func:`choose_models`).
     """
-    expected, cost_arr = _as_batch(expected, costs)
+    expected, cost_arr = _as_batch(expected, costs, "route_to_budget")
     lam = solve_cost_weight(expected, cost_arr, budget_per_1k, allowed, max_cost, tolerance)
     choice, over = choose_models_cost_aware(expected, cost_arr, lam, allowed, max_cost, tolerance)
     n = len(choice)
