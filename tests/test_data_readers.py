@@ -11,6 +11,16 @@ import pandas as pd
 import pytest
 
 from finerouter.data import Prices, RoutingDataset, read_routing_data
+from finerouter.data.layouts import (
+    BUILTIN_LAYOUTS,
+    Layout,
+    ParsedTable,
+    get_layout,
+    layout_names,
+    register_layout,
+    unregister_layout,
+)
+from finerouter.data.layouts.columns import column_texts
 from finerouter.data.readers import detect_layout
 from finerouter.errors import DataError, ParameterError
 
@@ -512,3 +522,108 @@ def test_real_routerbench_subset(shared_data):
     assert ds.n_models == 11 and len(set(ds.tasks)) == 3
     assert int(np.isnan(ds.scores).sum()) == 154 and int(np.isnan(ds.scores).any(axis=1).sum()) == 28
     assert ds.costs is not None and np.isfinite(ds.costs).all() and ds.meta["cost_source"] == "data"
+
+
+# ---------------------------------------------------------------------------------------------- layout registry
+def test_registry_lists_builtin_layouts_in_detection_order():
+    assert layout_names()[:3] == ("wide", "long", "routerbench")
+    assert tuple(layout.name for layout in BUILTIN_LAYOUTS) == ("wide", "long", "routerbench")
+    for layout in BUILTIN_LAYOUTS:
+        assert get_layout(layout.name) is layout
+    with pytest.raises(ParameterError, match="already registered"):
+        register_layout(BUILTIN_LAYOUTS[0])
+    with pytest.raises(ParameterError, match="other than 'auto'"):
+        register_layout(Layout("auto", lambda columns: False, lambda frame, where: None, "nothing"))
+    with pytest.raises(ParameterError, match="registered layout"):
+        get_layout("no-such-layout")
+
+
+def _parse_nested(frame: pd.DataFrame, where: str) -> ParsedTable:
+    """A peer-style layout: ``{"question": ..., "results": {"<model>": score, ...}}`` per row."""
+    prompts = column_texts(frame["question"], "question", where, required=True, what="prompt")
+    models = list(dict.fromkeys(model for results in frame["results"] for model in results))
+    index = {model: j for j, model in enumerate(models)}
+    cells = [
+        (i, index[model], float(score))
+        for i, results in enumerate(frame["results"])
+        for model, score in results.items()
+    ]
+    return ParsedTable(
+        where=where, layout="nested", prompts=prompts, models=models,
+        row=np.array([c[0] for c in cells], dtype=np.int64),
+        model=np.array([c[1] for c in cells], dtype=np.int64),
+        score=np.array([c[2] for c in cells], dtype=np.float64),
+        cost=None,
+        score_label=[f"'results' (model {m!r})" for m in models],
+        cost_label=[f"'results' (model {m!r})" for m in models],
+        cell_per_row=True,
+    )
+
+
+NESTED = Layout(
+    name="nested",
+    detect=lambda columns: "question" in columns and "results" in columns,
+    parse=_parse_nested,
+    expected_columns="'question'/'results' columns (nested)",
+)
+
+
+@pytest.fixture
+def nested_layout():
+    register_layout(NESTED)
+    try:
+        yield NESTED
+    finally:
+        if "nested" in layout_names():
+            unregister_layout("nested")
+
+
+def _write_nested(tmp_path, rows: list[dict]) -> object:
+    path = tmp_path / "nested.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_registered_layout_is_detected_and_read(tmp_path, nested_layout):
+    rows = [
+        {"question": "What is 2+2?", "results": {"a": 1.0, "b": 0.0}},
+        {"question": "Name a prime.", "results": {"b": 1.0}},
+        {"question": "What is 2+2?", "results": {"a": 0.5}},
+    ]
+    path = _write_nested(tmp_path, rows)
+    assert layout_names()[-1] == "nested"
+    ds = read_routing_data(path)  # auto: none of the built-in layouts accepts these columns
+    assert ds.meta["layout"] == "nested" and ds.meta["merged_duplicates"] == 1
+    assert ds.prompts == ["What is 2+2?", "Name a prime."] and ds.models == ["a", "b"]
+    np.testing.assert_allclose(ds.scores, [[0.75, 0.0], [NAN, 1.0]])
+    assert read_routing_data(path, layout="nested").meta["layout"] == "nested"
+    # The shared checks apply to a registered layout as to the built-in ones.
+    bad = _write_nested(tmp_path, [{"question": "q", "results": {"a": 1.0, "b": 1.5}}])
+    message = _error(bad)
+    assert "column 'results' (model 'b'), row 0: score 1.5 is outside [0, 1]" in message
+    with pytest.raises(DataError, match="'question'/'results' columns \\(nested\\)"):
+        detect_layout(["x", "y"], "f.csv")
+
+
+def test_unregistered_layout_is_no_longer_accepted(tmp_path, nested_layout):
+    path = _write_nested(tmp_path, [{"question": "q", "results": {"a": 1.0, "b": 0.0}}])
+    assert unregister_layout("nested") is NESTED
+    assert "nested" not in layout_names()
+    _error(path)  # auto: no layout fits any more
+    with pytest.raises(ParameterError, match="layout"):
+        read_routing_data(path, layout="nested")
+
+
+def test_layout_with_inconsistent_table_is_a_data_error(tmp_path):
+    def parse_short_scores(frame: pd.DataFrame, where: str) -> ParsedTable:
+        table = _parse_nested(frame, where)
+        table.score = table.score[:-1]
+        return table
+
+    register_layout(Layout("short", NESTED.detect, parse_short_scores, "'question'/'results' columns (short)"))
+    try:
+        path = _write_nested(tmp_path, [{"question": "q", "results": {"a": 1.0, "b": 0.0}}])
+        message = _error(path)
+        assert "layout 'short' produced an inconsistent table" in message
+    finally:
+        unregister_layout("short")
