@@ -29,11 +29,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from finerouter._validation import check_choice, check_float, check_int, check_is_fitted
+from finerouter._validation import Constraint, Interval, NoneValue, Options, check_is_fitted
+from finerouter.base import Component
 from finerouter.discovery.candidates import adaptive_candidates
 from finerouter.discovery.catalog import OthersGroup, Task, TaskCatalog, one_line
 from finerouter.discovery.fusion import (
@@ -56,7 +57,7 @@ logger = logging.getLogger(__name__)
 _OWNER = "TaskDiscovery"
 
 
-class TaskDiscovery:
+class TaskDiscovery(Component):
     """Discover fine-grained task types from description embeddings and per-prompt model scores.
 
     Args:
@@ -70,7 +71,7 @@ class TaskDiscovery:
         rbo_p: RBO persistence.
         knn: ``"auto"`` (exact up to 20,000 nodes, HNSW above), ``"exact"`` or ``"hnsw"``.
         n_examples: central example prompts kept per task.
-        seed: seeds HNSW and Leiden.
+        seed: seeds HNSW and Leiden. None: 0; inside FineRouter, the router's seed.
         rbo_adjust: ``"chance"`` (default) corrects RBO for chance, ``(rbo - E) / (1 - E)`` clipped at 0 with
             ``E`` the expected RBO of two random rankings, before the ``tau`` filter and the weights (see
             :func:`finerouter.discovery.rbo.chance_corrected_rbo`); ``"none"`` uses raw RBO, whose floor
@@ -97,7 +98,7 @@ class TaskDiscovery:
         rbo_p: float = 0.9,
         knn: str = "auto",
         n_examples: int = 3,
-        seed: int = 0,
+        seed: int | None = None,
         rbo_adjust: str = "chance",
     ) -> None:
         self.k = k
@@ -113,34 +114,25 @@ class TaskDiscovery:
         self.seed = seed
         self.rbo_adjust = rbo_adjust
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, as a dict."""
-        return {
-            name: getattr(self, name)
-            for name in (
-                "k", "tau", "iterations", "resolution", "min_task_size", "delta", "epsilon", "rbo_p", "knn",
-                "n_examples", "seed", "rbo_adjust",
-            )
-        }
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "k": [Interval("int", 2, None)],
+        "tau": [Interval("float", 0.0, 1.0)],
+        "iterations": [Interval("int", 1, None)],
+        "resolution": [Interval("float", 0.0, None, closed="neither")],
+        "min_task_size": [Interval("int", 1, None)],
+        "delta": [Interval("float", 0.0, 1.0, closed="right")],
+        "epsilon": [Interval("float", 0.0, None)],
+        "rbo_p": [Interval("float", 0.0, 1.0, closed="neither")],
+        "knn": [Options("auto", "exact", "hnsw")],
+        "n_examples": [Interval("int", 0, None)],
+        "seed": [Interval("int", 0, None), NoneValue()],
+        "rbo_adjust": [Options("chance", "none")],
+    }
 
-    def __repr__(self) -> str:
-        defaults = TaskDiscovery().get_params()
-        changed = {k: v for k, v in self.get_params().items() if v != defaults[k]}
-        return f"TaskDiscovery({', '.join(f'{k}={v!r}' for k, v in changed.items())})"
-
-    def _validate_params(self) -> None:
-        check_int(self.k, "k", _OWNER, low=2)
-        check_float(self.tau, "tau", _OWNER, low=0.0, high=1.0)
-        check_int(self.iterations, "iterations", _OWNER, low=1)
-        check_float(self.resolution, "resolution", _OWNER, low=0.0, closed="neither")
-        check_int(self.min_task_size, "min_task_size", _OWNER, low=1)
-        check_float(self.delta, "delta", _OWNER, low=0.0, high=1.0, closed="right")
-        check_float(self.epsilon, "epsilon", _OWNER, low=0.0)
-        check_float(self.rbo_p, "rbo_p", _OWNER, low=0.0, high=1.0, closed="neither")
-        check_choice(self.knn, "knn", _OWNER, ("auto", "exact", "hnsw"))
-        check_int(self.n_examples, "n_examples", _OWNER, low=0)
-        check_int(self.seed, "seed", _OWNER, low=0)
-        check_choice(self.rbo_adjust, "rbo_adjust", _OWNER, ("chance", "none"))
+    @property
+    def _seed(self) -> int:
+        """The seed in use: ``seed``, or 0 when it is None."""
+        return 0 if self.seed is None else int(self.seed)
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -229,6 +221,55 @@ class TaskDiscovery:
         check_is_fitted(self, ["catalog_"])
         return self.catalog_.n_tasks
 
+    # ------------------------------------------------------------------ state
+    def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(config, arrays)`` of a fitted discovery: its parameters, per-round stats and training labels (the
+        catalog itself is saved by :meth:`save` into a ``catalog/`` sub-folder)."""
+        from finerouter._training import json_safe
+
+        check_is_fitted(self, ["catalog_"])
+        config = {
+            "params": self.get_params(deep=False),
+            "level_stats": self.level_stats_,
+            "knn_recall": self.knn_recall_,
+            "timings": self.timings_,
+            "n_levels": len(self.level_labels_),
+        }
+        arrays = {"labels": np.asarray(self.labels_, dtype=np.int64)}
+        arrays.update({f"level_labels_{i}": np.asarray(a, dtype=np.int64) for i, a in enumerate(self.level_labels_)})
+        return json_safe(config), arrays
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> TaskDiscovery:
+        """A fitted discovery from :meth:`to_state` output (without its catalog, which :meth:`load` adds)."""
+        from finerouter.errors import ArtifactError
+
+        try:
+            obj = cls(**config["params"])
+            obj.labels_ = np.asarray(arrays["labels"], dtype=np.int64)
+            obj.level_labels_ = [np.asarray(arrays[f"level_labels_{i}"]) for i in range(int(config["n_levels"]))]
+            obj.level_stats_ = list(config.get("level_stats") or [])
+            obj.knn_recall_ = config.get("knn_recall")
+            obj.timings_ = dict(config.get("timings") or {})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"TaskDiscovery state is malformed: {exc}") from exc
+        return obj
+
+    def save(self, path: Any) -> Any:
+        """Write the fitted discovery into folder ``path`` (``config.json``, ``arrays.safetensors``, ``catalog/``)."""
+        folder = super().save(path)
+        self.catalog_.save(folder / "catalog")
+        return folder
+
+    @classmethod
+    def load(cls, path: Any) -> TaskDiscovery:
+        """Read a discovery written by :meth:`save` (ArtifactError naming the file when it cannot)."""
+        from pathlib import Path
+
+        obj = super().load(path)
+        obj.catalog_ = TaskCatalog.load(Path(path) / "catalog")
+        return obj
+
     # ------------------------------------------------------------------ helpers
     def _levels(
         self, x: np.ndarray, ranks: np.ndarray, tie: np.ndarray, timings: dict[str, float]
@@ -248,11 +289,11 @@ class TaskDiscovery:
             t = time.perf_counter()
             k = min(self.k, n_nodes - 1)
             method = resolve_knn_method(n_nodes, self.knn)
-            neighbours = knn_search(node_x, k, method=method, seed=self.seed)
+            neighbours = knn_search(node_x, k, method=method, seed=self._seed)
             _add(timings, f"level{level + 1}_knn", t)
             if level == 0 and method == "hnsw":
                 t = time.perf_counter()
-                recall = knn_recall(node_x, neighbours[0], sample=500, seed=self.seed)
+                recall = knn_recall(node_x, neighbours[0], sample=500, seed=self._seed)
                 _add(timings, "knn_recall", t)
             t = time.perf_counter()
             edges = build_graph(
@@ -261,13 +302,13 @@ class TaskDiscovery:
                 k=k,
                 tau=self.tau,
                 rbo_p=self.rbo_p,
-                seed=self.seed,
+                seed=self._seed,
                 rbo_adjust=self.rbo_adjust,
                 neighbours=neighbours,
             )
             _add(timings, f"level{level + 1}_graph", t)
             t = time.perf_counter()
-            comm = leiden_communities(edges, resolution=self.resolution, seed=self.seed)
+            comm = leiden_communities(edges, resolution=self.resolution, seed=self._seed)
             _add(timings, f"level{level + 1}_leiden", t)
             n_comm = int(comm.max()) + 1
             prompt_label = comm[prompt_label]
