@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from finerouter.errors import ArtifactError
+
 
 class CostModel:
     """Estimates the USD cost of sending each prompt to each model.
@@ -27,6 +29,7 @@ class CostModel:
 
     @property
     def kind(self) -> str:
+        """``"prices"``, ``"linear"`` or ``"none"``: where the estimates come from."""
         if self.prices is not None:
             return "prices"
         if self.linear is not None:
@@ -34,7 +37,9 @@ class CostModel:
         return "none"
 
     @classmethod
-    def fit(cls, models: Sequence[str], prompts: Sequence[str], costs: np.ndarray | None, prices: Any = None) -> CostModel:
+    def fit(
+        cls, models: Sequence[str], prompts: Sequence[str], costs: np.ndarray | None, prices: Any = None
+    ) -> CostModel:
         """Use ``prices`` when given, else fit the linear model on observed ``costs`` (n, m), else none."""
         if prices is not None:
             return cls(models, prices=prices)
@@ -63,21 +68,30 @@ class CostModel:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"kind": self.kind, "models": self.models}
+        """A JSON-able config (``kind``, ``models``, and ``prices`` or ``linear``) for :meth:`from_dict`."""
+        config: dict[str, Any] = {"kind": self.kind, "models": self.models}
         if self.prices is not None:
-            d["prices"] = self.prices.to_dict()
+            config["prices"] = self.prices.to_dict()
         if self.linear is not None:
-            d["linear"] = [[None if not np.isfinite(v) else float(v) for v in row] for row in self.linear]
-        return d
+            config["linear"] = [[None if not np.isfinite(v) else float(v) for v in row] for row in self.linear]
+        return config
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CostModel:
-        prices = None
-        if d.get("prices") is not None:
-            from finerouter.data.prices import Prices
+    def from_dict(cls, config: dict[str, Any]) -> CostModel:
+        """The cost model saved by :meth:`to_dict`; ArtifactError when ``config`` is not one."""
+        from finerouter.data.prices import Prices
 
-            prices = Prices.from_dict(d["prices"])
-        linear = None
-        if d.get("linear") is not None:
-            linear = np.array([[np.nan if v is None else v for v in row] for row in d["linear"]], dtype=np.float64)
-        return cls(d["models"], prices=prices, linear=linear)
+        try:
+            prices = None if config.get("prices") is None else Prices.from_dict(config["prices"])
+            linear = None
+            if config.get("linear") is not None:
+                rows = config["linear"]
+                linear = np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+            models = [str(m) for m in config["models"]]
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:  # DataError is a ValueError
+            raise ArtifactError(f"the saved cost model is malformed ({exc})") from exc
+        if linear is not None and linear.shape != (len(models), 2):
+            raise ArtifactError(
+                f"the saved cost model's linear coefficients have shape {linear.shape}; expected ({len(models)}, 2)"
+            )
+        return cls(models, prices=prices, linear=linear)
