@@ -40,6 +40,12 @@ def test_read_and_estimate_follows_documented_rule(small_prices):
     assert np.isnan(costs[:, 2]).all()  # no price -> unknown, never 0
 
 
+def test_price_of_an_unpriced_model_is_a_data_error_naming_the_file_and_model(small_prices):
+    prices = Prices.read(small_prices)
+    with pytest.raises(DataError, match=r"prices\.csv: no price for model 'unknown'.*\['big', 'cheap'\]"):
+        prices.price("unknown")
+
+
 def test_output_tokens_and_chars_per_token_change_the_estimate(small_prices):
     base = Prices.read(small_prices).estimate_costs(["a" * 40], ["big"])[0, 0]
     no_output = Prices.read(small_prices, output_tokens=0).estimate_costs(["a" * 40], ["big"])[0, 0]

@@ -161,7 +161,8 @@ class Prices:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready description: ``{"prices": {model: [in, out]}, "output_tokens", "chars_per_token", "source"}``."""
+        """A JSON-ready description: ``{"prices": {model: [in, out]}, "output_tokens", "chars_per_token",
+        "source"}``."""
         return {
             "prices": {m: [p[0], p[1]] for m, p in self._table.items()},
             "output_tokens": self.output_tokens,
@@ -185,8 +186,13 @@ class Prices:
         return f"Prices(models={len(self._table)}, output_tokens={self.output_tokens}, source={self.source!r})"
 
     def price(self, model: str) -> tuple[float, float]:
-        """``(input_usd_per_mtok, output_usd_per_mtok)`` of ``model``; KeyError when it has no price."""
-        return self._table[model]
+        """``(input_usd_per_mtok, output_usd_per_mtok)`` of ``model``; DataError naming the table when it has none."""
+        try:
+            return self._table[model]
+        except KeyError:
+            raise DataError(
+                f"{self.source}: no price for model {model!r}; the table prices {sorted(self._table)}"
+            ) from None
 
     def missing(self, models: Iterable[str]) -> list[str]:
         """The names in ``models`` that have no price."""
