@@ -241,7 +241,7 @@ def planted_skills(
     *one* task for routing purposes, so a plant with such a pair could not be recovered by design.
     """
     from finerouter.discovery.ranking import order_to_ranks
-    from finerouter.discovery.rbo import _rbo_ext, chance_corrected_rbo
+    from finerouter.discovery.rbo import extrapolated_rbo, chance_corrected_rbo
 
     m = n_models
     levels = np.concatenate([[0.85, 0.78], np.linspace(0.62, 0.25, m - 2)]) if m > 2 else np.array([0.85, 0.7])
@@ -257,7 +257,7 @@ def planted_skills(
             if accepted.shape[0]:
                 a = np.repeat(cand_ranks, accepted.shape[0], axis=0)
                 b = np.tile(accepted, (tries, 1))
-                worst = chance_corrected_rbo(_rbo_ext(a, b, 0.9), m).reshape(tries, -1).max(axis=1)
+                worst = chance_corrected_rbo(extrapolated_rbo(a, b, 0.9), m).reshape(tries, -1).max(axis=1)
                 ok = np.where(worst < max_rbo)[0]
                 pick = int(ok[0]) if ok.size else int(np.argmin(worst))
             else:
@@ -307,7 +307,9 @@ def make_synthetic_routing_data(
     owner = "make_synthetic_routing_data"
     n_prompts = check_int(n_prompts, "n_prompts", owner, low=2)
     n_domains = check_int(n_domains, "n_domains", owner, low=1, high=MAX_DOMAINS)
-    subtasks_per_domain = check_int(subtasks_per_domain, "subtasks_per_domain", owner, low=1, high=MAX_SUBTASKS_PER_DOMAIN)
+    subtasks_per_domain = check_int(
+        subtasks_per_domain, "subtasks_per_domain", owner, low=1, high=MAX_SUBTASKS_PER_DOMAIN
+    )
     n_models = check_int(n_models, "n_models", owner, low=2)
     seed = check_int(seed, "seed", owner, low=0)
     noise = check_float(noise, "noise", owner, low=0.0)
@@ -392,14 +394,16 @@ def make_synthetic_embeddings(
         raise ParameterError(f"{owner}: domain and subtask must be 1-D of equal length")
     rng = np.random.default_rng(seed)
     scale = 1.0 / math.sqrt(dim)
-    dc = rng.standard_normal((int(domain.max()) + 1, dim)).astype(np.float32) * scale
-    sc = rng.standard_normal((int(subtask.max()) + 1, dim)).astype(np.float32) * scale
+    domain_centres = rng.standard_normal((int(domain.max()) + 1, dim)).astype(np.float32) * scale
+    subtask_centres = rng.standard_normal((int(subtask.max()) + 1, dim)).astype(np.float32) * scale
     out = np.empty((domain.size, dim), dtype=np.float32)
     step = 65536  # bounded temporary memory at large n
     for lo in range(0, domain.size, step):
         hi = min(lo + step, domain.size)
-        eps = rng.standard_normal((hi - lo, dim), dtype=np.float32) * (noise * scale)
-        out[lo:hi] = domain_weight * dc[domain[lo:hi]] + subtask_weight * sc[subtask[lo:hi]] + eps
+        jitter = rng.standard_normal((hi - lo, dim), dtype=np.float32) * (noise * scale)
+        out[lo:hi] = (
+            domain_weight * domain_centres[domain[lo:hi]] + subtask_weight * subtask_centres[subtask[lo:hi]] + jitter
+        )
     return l2_normalise(out)
 
 
@@ -408,10 +412,10 @@ def synthetic_truth(dataset: RoutingDataset) -> tuple[np.ndarray, np.ndarray]:
     parts = [i.split("/") for i in dataset.ids or []]
     if len(parts) != dataset.n_prompts or any(len(p) != 3 for p in parts):
         raise ParameterError(f"{dataset.source}: not a synthetic dataset (ids are not 'domain/subtask/row')")
-    dnames = sorted({p[0] for p in parts})
-    snames = sorted({f"{p[0]}/{p[1]}" for p in parts})
-    dcode = {d: i for i, d in enumerate(dnames)}
-    scode = {s: i for i, s in enumerate(snames)}
-    domain = np.array([dcode[p[0]] for p in parts], dtype=np.int64)
-    subtask = np.array([scode[f"{p[0]}/{p[1]}"] for p in parts], dtype=np.int64)
+    domain_names = sorted({p[0] for p in parts})
+    subtask_names = sorted({f"{p[0]}/{p[1]}" for p in parts})
+    domain_code = {d: i for i, d in enumerate(domain_names)}
+    subtask_code = {s: i for i, s in enumerate(subtask_names)}
+    domain = np.array([domain_code[p[0]] for p in parts], dtype=np.int64)
+    subtask = np.array([subtask_code[f"{p[0]}/{p[1]}"] for p in parts], dtype=np.int64)
     return domain, subtask

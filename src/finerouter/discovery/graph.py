@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from finerouter._validation import check_choice, check_float, check_int
-from finerouter.discovery.rbo import _rbo_ext, chance_corrected_rbo
+from finerouter.discovery.rbo import extrapolated_rbo, chance_corrected_rbo
 from finerouter.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ def build_graph(
     first[1:] = key[1:] != key[:-1]
     u, v, cos = u[first], v[first], cos[first]
     n_candidates = int(u.size)
-    rbo = _rbo_ext(ranks[u], ranks[v], rbo_p) if n_candidates else np.zeros(0)
+    rbo = extrapolated_rbo(ranks[u], ranks[v], rbo_p) if n_candidates else np.zeros(0)
     if rbo_adjust == "chance":
         rbo = chance_corrected_rbo(rbo, ranks.shape[1], rbo_p)
     cos_n = _minmax(cos)
