@@ -88,6 +88,7 @@ class OthersGroup:
 
 
 def _float_or_none(x: float) -> float | None:
+    """``x`` as a float, None for NaN (strict JSON has no NaN)."""
     x = float(x)
     return None if math.isnan(x) else x
 
@@ -248,31 +249,33 @@ class TaskCatalog:
     def load(cls, path: str | os.PathLike[str]) -> TaskCatalog:
         """Read a catalog folder written by :meth:`save`; raises ArtifactError if it is missing or altered."""
         folder = Path(path)
-        jpath, apath = folder / JSON_NAME, folder / ARRAYS_NAME
-        for p in (jpath, apath):
+        json_path, arrays_path = folder / JSON_NAME, folder / ARRAYS_NAME
+        for p in (json_path, arrays_path):
             if not p.is_file():
                 raise ArtifactError(f"{p}: missing task catalog file")
         try:
-            doc = json.loads(jpath.read_text(encoding="utf-8"))
+            doc = json.loads(json_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"{jpath}: not valid JSON ({exc})") from exc
+            raise ArtifactError(f"{json_path}: not valid JSON ({exc})") from exc
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ArtifactError(f"{jpath}: not a FineRouter task catalog (format {doc.get('format')!r})")
+            raise ArtifactError(f"{json_path}: not a FineRouter task catalog (format {doc.get('format')!r})")
         if int(doc.get("format_version", -1)) > FORMAT_VERSION:
             raise ArtifactError(
-                f"{jpath}: catalog format {doc.get('format_version')} is newer than this FineRouter reads "
+                f"{json_path}: catalog format {doc.get('format_version')} is newer than this FineRouter reads "
                 f"({FORMAT_VERSION}); upgrade finerouter"
             )
         if doc.get("finerouter_version") != __version__:
             logger.warning(
-                "%s was written by finerouter %s; this is %s", jpath, doc.get("finerouter_version"), __version__
+                "%s was written by finerouter %s; this is %s", json_path, doc.get("finerouter_version"), __version__
             )
         expected = (doc.get("arrays") or {}).get("sha256")
-        actual = sha256_file(apath)
+        actual = sha256_file(arrays_path)
         if expected != actual:
-            raise ArtifactError(f"{apath}: SHA-256 {actual[:12]}… does not match catalog.json ({str(expected)[:12]}…)")
+            raise ArtifactError(
+                f"{arrays_path}: SHA-256 {actual[:12]}… does not match catalog.json ({str(expected)[:12]}…)"
+            )
         try:
-            arrays = load_arrays(apath)
+            arrays = load_arrays(arrays_path)
             models = [str(m) for m in doc["model_names"]]
             dim = int(doc["dim"])
             n_prompts = int(doc["n_prompts"])
@@ -287,32 +290,32 @@ class TaskCatalog:
         t = len(raw_tasks)
         if centers.shape != (t, dim) or offsets.shape != (t + 1,) or int(offsets[-1]) != members.size:
             raise ArtifactError(
-                f"{apath}: arrays do not match catalog.json ({t} tasks, dim {dim}; centers {centers.shape}, "
+                f"{arrays_path}: arrays do not match catalog.json ({t} tasks, dim {dim}; centers {centers.shape}, "
                 f"offsets {offsets.shape}, members {members.shape})"
             )
         tasks: list[Task] = []
-        for i, rt in enumerate(raw_tasks):
-            where = f"{jpath}: tasks[{i}]"
+        for i, raw_task in enumerate(raw_tasks):
+            where = f"{json_path}: tasks[{i}]"
             try:
                 mem = members[offsets[i] : offsets[i + 1]].astype(np.int64)
-                if int(rt["size"]) != mem.size or int(rt["id"]) != i:
+                if int(raw_task["size"]) != mem.size or int(raw_task["id"]) != i:
                     raise ArtifactError(f"{where}: id/size do not match the arrays file")
-                cand = [str(c) for c in rt["candidates"]]
-                ranking = [str(c) for c in rt["fused_ranking"]]
+                cand = [str(c) for c in raw_task["candidates"]]
+                ranking = [str(c) for c in raw_task["fused_ranking"]]
                 if sorted(ranking) != sorted(models) or not set(cand) <= set(models):
                     raise ArtifactError(f"{where}: candidates or fused_ranking name unknown models")
-                cov = rt.get("coverage")
+                cov = raw_task.get("coverage")
                 tasks.append(
                     Task(
                         id=i,
-                        size=int(rt["size"]),
+                        size=int(raw_task["size"]),
                         members=mem,
                         center=centers[i].astype(np.float32),
                         fused_ranking=ranking,
                         candidates=cand,
-                        median_scores=_scores_from_json(rt["median_scores"], models, where),
-                        examples=[str(e) for e in rt.get("examples", [])],
-                        description=str(rt.get("description", "")),
+                        median_scores=_scores_from_json(raw_task["median_scores"], models, where),
+                        examples=[str(e) for e in raw_task.get("examples", [])],
+                        description=str(raw_task.get("description", "")),
                         coverage=float("nan") if cov is None else float(cov),
                     )
                 )
@@ -322,12 +325,12 @@ class TaskCatalog:
             others = OthersGroup(
                 size=int(raw_others["size"]),
                 members=others_members.astype(np.int64),
-                median_scores=_scores_from_json(raw_others["median_scores"], models, f"{jpath}: others"),
+                median_scores=_scores_from_json(raw_others["median_scores"], models, f"{json_path}: others"),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"{jpath}: malformed 'others' entry ({exc})") from exc
+            raise ArtifactError(f"{json_path}: malformed 'others' entry ({exc})") from exc
         if others.size != others.members.size:
-            raise ArtifactError(f"{jpath}: others size {others.size} != {others.members.size} members in arrays")
+            raise ArtifactError(f"{json_path}: others size {others.size} != {others.members.size} members in arrays")
         return cls(models, tasks, others, dim=dim, n_prompts=n_prompts, info=doc.get("info") or {})
 
     # ------------------------------------------------------------------ report
@@ -348,7 +351,7 @@ class TaskCatalog:
         ]
         for t in self.tasks:
             lines += [
-                f"## Task {t.id}: {_md_escape(one_line(t.description, 120)) or '(no description)'}",
+                f"## Task {t.id}: {_escape_markdown(one_line(t.description, 120)) or '(no description)'}",
                 "",
                 f"- **Prompts:** {t.size} ({t.size / max(self.n_prompts, 1):.1%} of training)",
                 (
@@ -362,7 +365,7 @@ class TaskCatalog:
                 lines.append("**Examples**")
                 lines.append("")
                 for ex in t.examples[:max_examples]:
-                    lines.append(f"> {_md_escape(one_line(ex, 200))}")
+                    lines.append(f"> {_escape_markdown(one_line(ex, 200))}")
                     lines.append(">")
                 lines.pop()
                 lines.append("")
@@ -379,11 +382,13 @@ class TaskCatalog:
         return "\n".join(lines).rstrip() + "\n"
 
 
-def _md_escape(s: str) -> str:
+def _escape_markdown(s: str) -> str:
+    """``s`` safe inside a Markdown table cell or quote (pipes and angle brackets escaped)."""
     return s.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _score_table(scores: dict[str, float], order: Sequence[str], candidates: set[str]) -> list[str]:
+    """Markdown lines of a model / median score / candidate table, models in ``order``."""
     out = ["| model | median score | candidate |", "|---|---:|:---:|"]
     for name in order:
         v = scores[name]

@@ -45,12 +45,13 @@ def group_mrr(ranks: np.ndarray, labels: np.ndarray, n_groups: int, epsilon: flo
     recip = 1.0 / (np.asarray(ranks, dtype=np.float64) + float(epsilon))
     labels = np.asarray(labels, dtype=np.int64)
     sums = np.zeros((n_groups, recip.shape[1]), dtype=np.float64)
-    _add_rows(sums, labels, recip)
+    _add_group_sums(sums, labels, recip)
     counts = np.bincount(labels, minlength=n_groups).astype(np.float64)
     return sums / np.maximum(counts, 1.0)[:, None]
 
 
-def _add_rows(out: np.ndarray, labels: np.ndarray, values: np.ndarray) -> None:
+def _add_group_sums(out: np.ndarray, labels: np.ndarray, values: np.ndarray) -> None:
+    """Add to ``out (G, m)`` the sum of the rows of ``values (n, m)`` in each group (``labels (n,)``)."""
     order, starts = group_index(labels, out.shape[0])
     nonempty = starts[1:] > starts[:-1]
     sums = np.add.reduceat(values[order], starts[:-1][nonempty], axis=0)

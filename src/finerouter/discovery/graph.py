@@ -11,7 +11,8 @@ Construction (paper Sect. 3.1.1, "Graph Construction"):
    two nodes' model rankings, by default corrected for chance (``rbo_adjust="chance"``,
    :func:`finerouter.discovery.rbo.chance_corrected_rbo`: identical rankings 1, no more agreement than two
    random rankings 0); edges with ``RBO < tau`` are dropped. Raw RBO (``rbo_adjust="none"``) of any two
-   full rankings of up to 11 models is above 0.48 at ``p = 0.9``, so ``tau = 0.4`` would drop nothing.
+   full rankings of up to 11 models is above 0.48 at ``p = 0.9`` (:func:`finerouter.discovery.rbo.rbo_floor`),
+   so ``tau = 0.4`` would drop nothing.
 3. **Weights.** Cosine and RBO are each min-max normalised over the *candidate* edges of step 1 (so the
    scale does not depend on which edges the filter removed; a constant column normalises to 1), and an
    edge's weight is the geometric mean ``sqrt(cos_norm * rbo_norm)`` of the two.
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from finerouter._validation import check_choice, check_float, check_int
-from finerouter.discovery.rbo import extrapolated_rbo, chance_corrected_rbo
+from finerouter.discovery.rbo import chance_corrected_rbo, extrapolated_rbo
 from finerouter.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class Edges:
         u, v: ``(e,)`` int64 endpoints.
         weight: ``(e,)`` float64 weight in ``[0, 1]``.
         cosine: ``(e,)`` float64 raw cosine similarity.
-        rbo: ``(e,)`` float64 RBO of the endpoints' rankings (chance-corrected unless built with ``rbo_adjust="none"``).
+        rbo: ``(e,)`` float64 RBO of the endpoints' rankings (chance-corrected unless built with
+            ``rbo_adjust="none"``).
         n_candidates: number of undirected kNN edges before the RBO filter.
     """
 
@@ -64,7 +66,8 @@ class Edges:
         return int(self.u.size)
 
 
-def _faiss():
+def _import_faiss():  # noqa: ANN202 - faiss is imported lazily
+    """The faiss module, imported on first use (importing the package stays cheap)."""
     try:
         import faiss
     except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency
@@ -73,6 +76,7 @@ def _faiss():
 
 
 def _check_embeddings(x: np.ndarray) -> np.ndarray:
+    """``x`` as a C-contiguous float32 ``(n, d)`` array; DataError naming the first non-finite row."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise DataError(f"embeddings must be a 2-D (n, d) array, got shape {x.shape}")
@@ -124,7 +128,7 @@ def knn_search(
     k = min(k, n - 1)
     if k < 1:
         return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.float32)
-    faiss = _faiss()
+    faiss = _import_faiss()
     how = resolve_knn_method(n, method)
     if how == "exact":
         index = faiss.IndexFlatIP(d)
@@ -191,7 +195,8 @@ def _exact_neighbours_of(x: np.ndarray, rows: np.ndarray, k: int, block: int = 3
     return best_idx
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
+def _minmax_scale(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled to ``[0, 1]`` as float64; a constant ``x`` scales to all ones."""
     if x.size == 0:
         return x.astype(np.float64)
     lo, hi = float(x.min()), float(x.max())
@@ -256,8 +261,8 @@ def build_graph(
     rbo = extrapolated_rbo(ranks[u], ranks[v], rbo_p) if n_candidates else np.zeros(0)
     if rbo_adjust == "chance":
         rbo = chance_corrected_rbo(rbo, ranks.shape[1], rbo_p)
-    cos_n = _minmax(cos)
-    rbo_n = _minmax(rbo)
+    cos_n = _minmax_scale(cos)
+    rbo_n = _minmax_scale(rbo)
     keep = rbo >= tau - 1e-12
     weight = np.sqrt(cos_n * rbo_n)
     edges = Edges(
