@@ -61,7 +61,7 @@ _STALE_TEMP_S = 3600.0  # temporary files of interrupted writes older than this 
 _NORM_TOLERANCE = 1e-3
 
 
-class _Vanished(Exception):
+class _NoLongerIndexed(Exception):
     """A text indexed when the call began is no longer (the cache was rebuilt meanwhile): look again."""
 
 
@@ -124,28 +124,29 @@ def _read_shard(path: Path, dim: int) -> tuple[_ShardFile, bytes]:
             if end - begin != itemsize * shape[0] * width or begin < 0:
                 raise EncoderError(f"tensor {name!r}: its bytes do not match its shape {tuple(shape)}")
             spans[name] = (shape[0], begin, end)
-        (n, kb, ke), (n_vec, vb, ve) = spans["keys"], spans["vectors"]
+        (n, keys_begin, keys_end), (n_vec, vectors_begin, vectors_end) = spans["keys"], spans["vectors"]
         if n != n_vec:
             raise EncoderError(f"{n} keys but {n_vec} vectors")
-        if not (ke <= vb or ve <= kb):
+        if not (keys_end <= vectors_begin or vectors_end <= keys_begin):
             raise EncoderError("tensors overlap")
-        if data_start + max(ke, ve) != size:
-            raise EncoderError(f"size {size} bytes, expected {data_start + max(ke, ve)} (truncated or padded)")
-        keys = os.pread(fd, ke - kb, data_start + kb)
-        if len(keys) != ke - kb:
+        expected_size = data_start + max(keys_end, vectors_end)
+        if expected_size != size:
+            raise EncoderError(f"size {size} bytes, expected {expected_size} (truncated or padded)")
+        keys = os.pread(fd, keys_end - keys_begin, data_start + keys_begin)
+        if len(keys) != keys_end - keys_begin:
             raise EncoderError("truncated keys")
     finally:
         os.close(fd)
-    return _ShardFile(path, n, size, data_start + kb, data_start + vb), keys
+    return _ShardFile(path, n, size, data_start + keys_begin, data_start + vectors_begin), keys
 
 
-def _take_rows(mm: mmap.mmap, shard: _ShardFile, dim: int, rows: np.ndarray) -> np.ndarray:
+def _take_rows(mapped: mmap.mmap, shard: _ShardFile, dim: int, rows: np.ndarray) -> np.ndarray:
     """Copy rows ``rows`` of the shard's vectors out of its memory map (no view of the map survives)."""
-    vectors = np.frombuffer(mm, dtype="<f4", count=shard.n * dim, offset=shard.vectors_offset)
+    vectors = np.frombuffer(mapped, dtype="<f4", count=shard.n * dim, offset=shard.vectors_offset)
     return np.array(vectors.reshape(shard.n, dim)[rows], dtype=np.float32)
 
 
-def _unit_rows(rows: np.ndarray) -> bool:
+def _are_unit_rows(rows: np.ndarray) -> bool:
     """Whether every row is finite and of unit L2 norm (or all zero, as ``l2_normalise`` leaves zero rows)."""
     if not np.isfinite(rows).all():
         return False
@@ -166,22 +167,22 @@ def merge_plan(sizes: dict[int, int]) -> list[int]:
     """Which shards to merge next, given ``{shard id: rows}`` (size-tiered compaction).
 
     The lowest size tier holding at least ``F`` (8) shards is merged, smallest first, as long as the merged
-    shard stays under ~65K rows (and at least ``F`` of them): the result holds ``>= F`` times the tier's
-    minimum size, so it lands in a higher tier and a vector is rewritten at most once per tier. With no such
-    tier (only with more than ``F**9`` vectors) the ``F`` smallest shards are merged.
+    shard stays under ``_MERGE_MAX_ROWS`` (2**16) rows (and at least ``F`` of them): the result holds ``>= F``
+    times the tier's minimum size, so it lands in a higher tier and a vector is rewritten at most once per tier.
+    With no such tier (only with more than ``F**9`` vectors) the ``F`` smallest shards are merged.
     """
     by_tier: dict[int, list[int]] = {}
-    for sid, n in sizes.items():
-        by_tier.setdefault(_size_tier(n), []).append(sid)
+    for shard_id, n in sizes.items():
+        by_tier.setdefault(_size_tier(n), []).append(shard_id)
     for tier in sorted(by_tier):
         ids = sorted(by_tier[tier], key=lambda s: (sizes[s], s))
         if len(ids) >= _MERGE_FACTOR:
             total, plan = 0, []
-            for sid in ids:
-                if len(plan) >= _MERGE_FACTOR and total + sizes[sid] > _MERGE_MAX_ROWS:
+            for shard_id in ids:
+                if len(plan) >= _MERGE_FACTOR and total + sizes[shard_id] > _MERGE_MAX_ROWS:
                     break
-                plan.append(sid)
-                total += sizes[sid]
+                plan.append(shard_id)
+                total += sizes[shard_id]
             return plan
     return sorted(sizes, key=lambda s: (sizes[s], s))[:_MERGE_FACTOR]
 
@@ -260,9 +261,9 @@ class CachedEncoder:
 
     def fingerprint(self) -> str:
         """The wrapped encoder's fingerprint (computed by the wrapped encoder, never from the cache)."""
-        fp = getattr(self.encoder, "fingerprint", None)
-        if callable(fp):
-            return str(fp())
+        own_fingerprint = getattr(self.encoder, "fingerprint", None)
+        if callable(own_fingerprint):
+            return str(own_fingerprint())
         from finerouter.encoders.probes import fingerprint
 
         return fingerprint(self.encoder)
@@ -317,24 +318,24 @@ class CachedEncoder:
                 if not texts:
                     return np.zeros((0, self.dim), dtype=np.float32)
                 try:
-                    out = self._gather(digests, fresh)
+                    out = self._collect_vectors(digests, fresh)
                 except _DamagedShard as exc:
                     self._drop_damaged(exc.shard_id, exc.reason)
                     continue
-                except _Vanished:
+                except _NoLongerIndexed:
                     continue
                 except FileNotFoundError:  # merged or cleared by another process meanwhile: index again
                     self._reset()
                     continue
                 except OSError as exc:  # e.g. no file descriptor left: the cache must not fail the call
                     logger.warning("Embedding cache %s unreadable (%s); embedding directly", self.directory, exc)
-                    out = self._normalised(np.asarray(self.encoder.encode(texts)), len(texts))
+                    out = self._as_unit_rows(np.asarray(self.encoder.encode(texts)), len(texts))
                 break
             else:  # pragma: no cover - needs a cache damaged anew between every retry
                 logger.warning(
                     "Embedding cache %s keeps failing; embedding %d texts directly", self.directory, len(texts)
                 )
-                out = self._normalised(np.asarray(self.encoder.encode(texts)), len(texts))
+                out = self._as_unit_rows(np.asarray(self.encoder.encode(texts)), len(texts))
             self.n_hits += sum(1 for d in digests if d not in fresh)
             self.n_misses += len(fresh)
             if len(self._shards) > self.max_shards:
@@ -421,13 +422,13 @@ class CachedEncoder:
             logger.warning("Skipping unreadable embedding cache shard %s: %s", path, exc)
             self._skipped.add(path.name)
             return
-        sid = self._next_id
+        shard_id = self._next_id
         self._next_id += 1
-        self._shards[sid] = shard
-        self._by_name[path.name] = sid
+        self._shards[shard_id] = shard
+        self._by_name[path.name] = shard_id
         index = self._index
         for r in range(shard.n):
-            index.setdefault(keys[_KEY_BYTES * r : _KEY_BYTES * (r + 1)], (sid, r))
+            index.setdefault(keys[_KEY_BYTES * r : _KEY_BYTES * (r + 1)], (shard_id, r))
 
     def _delete_damaged(self, path: Path, reason: str) -> None:
         logger.warning(
@@ -441,38 +442,42 @@ class CachedEncoder:
             logger.warning("Could not remove damaged embedding cache shard %s: %s", path, exc)
             self._skipped.add(path.name)
 
-    def _drop_damaged(self, sid: int, reason: str) -> None:
-        shard = self._shards.pop(sid)
+    def _drop_damaged(self, shard_id: int, reason: str) -> None:
+        shard = self._shards.pop(shard_id)
         self._by_name.pop(shard.path.name, None)
-        self._index = {k: loc for k, loc in self._index.items() if loc[0] != sid}
+        self._index = {k: loc for k, loc in self._index.items() if loc[0] != shard_id}
         self._delete_damaged(shard.path, reason)
 
     # -- internals: reading and writing -----------------------------------------------------------------
-    def _read_rows(self, sid: int, rows: np.ndarray) -> np.ndarray:
-        """Rows ``rows`` of shard ``sid``'s vectors, checked to be finite unit rows.
+    def _read_rows(self, shard_id: int, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` of shard ``shard_id``'s vectors, checked to be finite unit rows.
 
         The file is opened and memory-mapped for this call only. Raises ``_DamagedShard`` (bad content) or
         FileNotFoundError (removed by another process).
         """
-        shard = self._shards[sid]
+        shard = self._shards[shard_id]
         dim = self.dim
         fd = os.open(shard.path, os.O_RDONLY)
         try:
             if os.fstat(fd).st_size != shard.size:
-                raise _DamagedShard(sid, f"its size changed from {shard.size} bytes")
+                raise _DamagedShard(shard_id, f"its size changed from {shard.size} bytes")
             if shard.n == 0 or len(rows) == 0:
                 return np.zeros((0, dim), dtype=np.float32)
-            with mmap.mmap(fd, shard.size, access=mmap.ACCESS_READ) as mm:
-                out = _take_rows(mm, shard, dim, rows)
+            with mmap.mmap(fd, shard.size, access=mmap.ACCESS_READ) as mapped:
+                out = _take_rows(mapped, shard, dim, rows)
         except (ValueError, BufferError) as exc:
-            raise _DamagedShard(sid, f"vectors unreadable ({exc})") from exc
+            raise _DamagedShard(shard_id, f"vectors unreadable ({exc})") from exc
         finally:
             os.close(fd)
-        if not _unit_rows(out):
-            raise _DamagedShard(sid, "vectors that are not finite unit rows")
+        if not _are_unit_rows(out):
+            raise _DamagedShard(shard_id, "vectors that are not finite unit rows")
         return out
 
-    def _gather(self, digests: list[bytes], fresh: dict[bytes, np.ndarray]) -> np.ndarray:
+    def _collect_vectors(self, digests: list[bytes], fresh: dict[bytes, np.ndarray]) -> np.ndarray:
+        """``(len(digests), dim)`` the vector of each digest: from ``fresh`` (embedded by this call) or a shard.
+
+        Raises ``_NoLongerIndexed``, ``_DamagedShard`` or FileNotFoundError; the caller indexes again and retries.
+        """
         out = np.empty((len(digests), self.dim), dtype=np.float32)
         wanted: dict[int, tuple[list[int], list[int]]] = {}
         for i, d in enumerate(digests):
@@ -482,16 +487,18 @@ class CachedEncoder:
                 continue
             loc = self._index.get(d)
             if loc is None:
-                raise _Vanished
-            sid, r = loc
-            dest, rows = wanted.setdefault(sid, ([], []))
+                raise _NoLongerIndexed
+            shard_id, r = loc
+            dest, rows = wanted.setdefault(shard_id, ([], []))
             dest.append(i)
             rows.append(r)
-        for sid, (dest, rows) in wanted.items():
-            out[dest] = self._read_rows(sid, np.asarray(rows, dtype=np.int64))
+        for shard_id, (dest, rows) in wanted.items():
+            out[dest] = self._read_rows(shard_id, np.asarray(rows, dtype=np.int64))
         return out
 
-    def _normalised(self, emb: np.ndarray, n: int) -> np.ndarray:
+    def _as_unit_rows(self, emb: np.ndarray, n: int) -> np.ndarray:
+        """The wrapped encoder's ``(n, dim)`` output as float32 unit rows; EncoderError if its shape or values
+        are wrong."""
         if emb.ndim != 2 or emb.shape[0] != n or not np.isfinite(emb).all():
             raise EncoderError(f"Encoder {self.name!r} returned embeddings of shape {emb.shape} for {n} texts.")
         emb = emb.astype(np.float32, copy=False)
@@ -508,12 +515,12 @@ class CachedEncoder:
         items = list(missing.items())
         for start in range(0, len(items), self.shard_size):
             chunk = items[start : start + self.shard_size]
-            emb = self._normalised(np.asarray(self.encoder.encode([t for _, t in chunk])), len(chunk))
+            emb = self._as_unit_rows(np.asarray(self.encoder.encode([t for _, t in chunk])), len(chunk))
             self._check_width(int(emb.shape[1]))
             for (d, _), row in zip(chunk, emb):
                 fresh[d] = row
             keys = np.frombuffer(b"".join(d for d, _ in chunk), dtype=np.uint8).reshape(len(chunk), _KEY_BYTES)
-            self._save(keys, emb)
+            self._save_shard(keys, emb)
         return fresh
 
     def _check_width(self, width: int) -> None:
@@ -534,7 +541,7 @@ class CachedEncoder:
         self.clear()
         self._dim = width
 
-    def _save(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+    def _save_shard(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Write one shard and index it; a failed write is logged (the vectors are served all the same)."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -589,7 +596,7 @@ class CachedEncoder:
             self._remove_stale_temp_files()
             while len(self._shards) > self.max_shards:
                 before = len(self._shards)
-                self._merge(merge_plan({sid: s.n for sid, s in self._shards.items()}))
+                self._merge(merge_plan({shard_id: s.n for shard_id, s in self._shards.items()}))
                 if len(self._shards) >= before:  # nothing could be merged (unreadable files, full disk...)
                     return
 
@@ -598,16 +605,19 @@ class CachedEncoder:
         keys_parts: list[bytes] = []
         vector_parts: list[np.ndarray] = []
         merged: list[int] = []
-        for sid in group:
-            shard = self._shards[sid]
+        for shard_id in group:
+            shard = self._shards[shard_id]
             try:
                 _, keys = _read_shard(shard.path, self.dim)
                 # Only the rows the index serves from this shard (a text in two shards is kept once).
                 index = self._index
-                rows = [r for r in range(shard.n) if index.get(keys[_KEY_BYTES * r : _KEY_BYTES * (r + 1)]) == (sid, r)]
-                vectors = self._read_rows(sid, np.asarray(rows, dtype=np.int64))
+                rows = [
+                    r for r in range(shard.n)
+                    if index.get(keys[_KEY_BYTES * r : _KEY_BYTES * (r + 1)]) == (shard_id, r)
+                ]
+                vectors = self._read_rows(shard_id, np.asarray(rows, dtype=np.int64))
             except (_DamagedShard, EncoderError) as exc:
-                self._drop_damaged(sid, exc.reason if isinstance(exc, _DamagedShard) else str(exc))
+                self._drop_damaged(shard_id, exc.reason if isinstance(exc, _DamagedShard) else str(exc))
                 continue
             except FileNotFoundError:
                 self._reset()  # another process is changing the folder: index afresh, merge another time
@@ -617,10 +627,10 @@ class CachedEncoder:
                 continue
             keys_parts.extend(keys[_KEY_BYTES * r : _KEY_BYTES * (r + 1)] for r in rows)
             vector_parts.append(vectors)
-            merged.append(sid)
+            merged.append(shard_id)
         if not keys_parts:  # every row is served by another shard: the files only need removing
-            for sid in merged:
-                shard = self._shards.pop(sid)
+            for shard_id in merged:
+                shard = self._shards.pop(shard_id)
                 self._by_name.pop(shard.path.name, None)
                 with contextlib.suppress(FileNotFoundError):
                     shard.path.unlink()
@@ -634,7 +644,7 @@ class CachedEncoder:
         except OSError as exc:
             logger.warning("Could not compact the embedding cache %s: %s", self.directory, exc)
             return
-        old = [self._shards.pop(sid) for sid in merged]
+        old = [self._shards.pop(shard_id) for shard_id in merged]
         for shard in old:
             self._by_name.pop(shard.path.name, None)
         self._add_shard(path, self.dim)
