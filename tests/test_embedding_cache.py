@@ -513,7 +513,7 @@ def test_gateway_with_a_cache_dir_keeps_open_files_bounded(cached_minilm, minilm
     from finerouter.routing.router import FineRouter
     from finerouter.serving.app import create_app
     from finerouter.serving.config import parse_gateway_config
-    from finerouter.serving.server import BackgroundServer
+    from finerouter.testing import BackgroundServer
 
     data = make_synthetic_routing_data(n_prompts=120, n_models=4, seed=0)
     fast = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}

@@ -24,8 +24,9 @@ import pytest
 
 from finerouter.serving.app import create_app
 from finerouter.serving.config import GatewaySettings, parse_gateway_config
-from finerouter.serving.fake_upstream import COOKIE, INTERNAL_HEADER, INTERNAL_VALUE, FakeUpstream
-from finerouter.serving.server import STREAM_END_GRACE_S, BackgroundServer
+from finerouter.testing.fake_upstream import COOKIE, INTERNAL_HEADER, INTERNAL_VALUE, FakeUpstream
+from finerouter.serving.server import STREAM_END_GRACE_S
+from finerouter.testing import BackgroundServer
 
 TIMEOUT_S = 1.0  # each upstream's timeout_s: also the longest pause inside a stream, unless told otherwise
 HANG_S = 2.5  # how long a stalled upstream pauses
@@ -282,7 +283,7 @@ def test_scrub_redacts_configured_keys_and_key_shapes(router, servers):
     from finerouter.serving.proxy import UpstreamProxy
 
     cfg = _config(router, servers)
-    proxy = UpstreamProxy({}, cfg.upstreams, None, None)  # scrubbing needs neither cooldown nor metrics
+    proxy = UpstreamProxy({}, cfg.upstreams)  # scrubbing needs no transport
     key = _key(router.models_[0])
     raw = json.dumps({"error": {"message": f"bad key {key[:12]}****{key[-4:]} (token Bearer abc.def-123456)",
                                 "plain": key.replace("sk-", "", 1), "api_key": "hunter22-secret", "desk-lamp": "fine",
@@ -493,13 +494,17 @@ def test_the_new_limits_are_validated_and_read_from_the_file():
         GatewaySettings(shutdown_timeout_s=-1)
 
 
-# ---- the proxy alone (an in-process transport) ------------------------------------------------------------------
-def _proxy(router, servers, transport):
+# ---- the dispatcher alone (an in-process transport) -------------------------------------------------------------
+def _dispatcher(router, servers, transport):
+    from finerouter.serving.affinity import AffinityStore
+    from finerouter.serving.cooldown import CooldownTracker
+    from finerouter.serving.dispatch import Dispatcher
     from finerouter.serving.metrics import GatewayMetrics
-    from finerouter.serving.proxy import CooldownTracker, UpstreamProxy
+    from finerouter.serving.proxy import UpstreamProxy
 
     cfg = _config(router, servers)
-    return UpstreamProxy({m: transport for m in cfg.upstreams}, cfg.upstreams, CooldownTracker(30.0), GatewayMetrics())
+    proxy = UpstreamProxy({m: transport for m in cfg.upstreams}, cfg.upstreams)
+    return Dispatcher(proxy, cooldown=CooldownTracker(30.0), affinity=AffinityStore(), metrics=GatewayMetrics())
 
 
 def test_a_2xx_answer_keeps_its_headers_but_not_cookies_hop_by_hop_or_key_echoes(router, servers):
@@ -513,8 +518,8 @@ def test_a_2xx_answer_keeps_its_headers_but_not_cookies_hop_by_hop_or_key_echoes
             ("x-echo", request.headers["authorization"]), ("x-debug", "api_key=abcdef123")])
 
     async def go():
-        proxy = _proxy(router, servers, httpx.MockTransport(upstream))
-        result = await proxy.forward([model], _body(), stream=False, max_attempts=1)
+        dispatcher = _dispatcher(router, servers, httpx.MockTransport(upstream))
+        result = (await dispatcher.forward([model], _body(), stream=False, max_attempts=1)).answer
         assert json.loads(result.content) == answer
         assert {k: v for k, v in result.headers.items() if k != "content-type"} == {"x-request-id": "req-1", "openai-processing-ms": "12"}
 
@@ -532,9 +537,10 @@ def test_a_stream_still_waiting_for_its_first_event_at_shutdown_is_a_503(router,
             yield b""
 
     async def go():
-        proxy = _proxy(router, servers, httpx.MockTransport(
+        dispatcher = _dispatcher(router, servers, httpx.MockTransport(
             lambda request: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Silent())))
-        task = asyncio.ensure_future(proxy.forward([model], _body(stream=True), stream=True, max_attempts=1))
+        proxy = dispatcher.proxy
+        task = asyncio.ensure_future(dispatcher.forward([model], _body(stream=True), stream=True, max_attempts=1))
         while proxy.open_streams == 0:
             await asyncio.sleep(0.01)
         t0 = time.perf_counter()
@@ -543,6 +549,6 @@ def test_a_stream_still_waiting_for_its_first_event_at_shutdown_is_a_503(router,
             await task
         assert err.value.status_code == 503 and err.value.code == "gateway_shutting_down"
         assert time.perf_counter() - t0 < 1.0 and proxy.open_streams == 0
-        assert not proxy.cooldown.is_cooling(model)
+        assert not dispatcher.cooldown.is_cooling(model)
 
     _run(go())

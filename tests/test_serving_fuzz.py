@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from finerouter.serving.app import create_app
 from finerouter.serving.config import GatewaySettings, parse_gateway_config
-from finerouter.serving.fake_upstream import FakeUpstream
+from finerouter.testing.fake_upstream import FakeUpstream
 
 EXAMPLES = int(os.environ.get("FINEROUTER_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(

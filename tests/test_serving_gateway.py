@@ -19,8 +19,8 @@ import pytest
 
 from finerouter.serving.app import create_app
 from finerouter.serving.config import GatewaySettings, parse_gateway_config
-from finerouter.serving.fake_upstream import FakeUpstream
-from finerouter.serving.server import BackgroundServer
+from finerouter.testing.fake_upstream import FakeUpstream
+from finerouter.testing import BackgroundServer
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 COOLDOWN_S = 1.5

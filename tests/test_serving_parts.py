@@ -14,7 +14,7 @@ from finerouter.serving.affinity import AffinityEntry, AffinityStore
 from finerouter.serving.batcher import RouteBatcher, RouteOptions
 from finerouter.serving.errors import GatewayHTTPError
 from finerouter.serving.protocol import content_text, parse_model_string, route_options, routing_text
-from finerouter.serving.proxy import MAX_RETRY_AFTER_S, CooldownTracker
+from finerouter.serving.cooldown import MAX_RETRY_AFTER_S, CooldownTracker
 
 
 class Clock:
@@ -309,7 +309,7 @@ async def _probe_app(scope, receive, send):
     import gzip
     import json
 
-    from finerouter.serving.fake_upstream import read_body
+    from finerouter.testing.fake_upstream import read_body
 
     if scope["type"] != "http":
         return
@@ -342,7 +342,7 @@ def test_aiohttp_transport_speaks_httpx_and_keeps_nothing_between_requests():
 
     import httpx
 
-    from finerouter.serving.server import BackgroundServer
+    from finerouter.testing import BackgroundServer
     from finerouter.serving.transport import AiohttpTransport
 
     with socket.socket() as s:  # a port nobody listens on

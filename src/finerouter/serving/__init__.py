@@ -1,6 +1,7 @@
 """The OpenAI-compatible routing gateway (``finerouter serve``).
 
 ``create_app(router, upstreams)`` builds the FastAPI app; nothing heavy is imported until it is called.
+Test helpers (an echoing fake upstream, a loopback server in a thread) live in :mod:`finerouter.testing`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ _LAZY = {
     "load_gateway_config": "finerouter.serving.config",
     "load_auth_tokens": "finerouter.serving.config",
     "ConfigError": "finerouter.serving.errors",
-    "BackgroundServer": "finerouter.serving.server",
-    "FakeUpstream": "finerouter.serving.fake_upstream",
 }
 
 __all__ = sorted(_LAZY)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Any
 
 # Latency buckets from 0.5 ms to 60 s: routing is milliseconds, upstream LLM calls are seconds.
@@ -134,4 +136,39 @@ class GatewayMetrics:
         return 0.0 if v is None else float(v)
 
 
-__all__ = ["GatewayMetrics"]
+class RequestMetricsMiddleware:
+    """Counts every HTTP request by endpoint and status, and times it to the response head (pure ASGI).
+
+    Args:
+        app: the ASGI app it wraps.
+        metrics: where ``requests_total`` and ``request_latency_seconds`` are recorded.
+        endpoints: the paths counted by name; any other path is counted as ``"other"``.
+    """
+
+    def __init__(self, app: Any, metrics: GatewayMetrics, endpoints: Iterable[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.endpoints = frozenset(endpoints)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope["path"] if scope["path"] in self.endpoints else "other"
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self.metrics.request_latency.labels(endpoint).observe(time.perf_counter() - t0)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+
+
+__all__ = ["GatewayMetrics", "RequestMetricsMiddleware"]

@@ -10,7 +10,7 @@ names the upstream (``"[model-a] ..."``) so a test can tell who answered.
 
 Run several from the command line, one port each (the JSON line printed maps names to base URLs)::
 
-    python -m finerouter.serving.fake_upstream --names model-a,model-b --delay-ms 100
+    python -m finerouter.testing.fake_upstream --names model-a,model-b --delay-ms 100
 
 and change their behaviour while they run: ``POST {base_url}/_control {"fail": 500}`` (an error status, a
 mode of :data:`FAULTS` such as ``"close_mid_stream"``, or ``null`` to heal; ``"times": 3`` to fail only the
