@@ -195,3 +195,34 @@ def test_bad_inputs_raise_clear_errors():
     clf.fit(emb, labels, desc)
     with pytest.raises(DataError, match="must have 32 columns"):
         clf.predict(emb[:, :5])
+
+
+def test_seed_none_is_seed_zero_bit_for_bit():
+    emb, labels, desc, _ = planted(n=300)
+    rng = np.random.default_rng(3)
+    desc_wide = desc @ rng.standard_normal((32, 40)).astype(np.float32)  # d != d_t: the seeded initialisation
+    for task_embeddings in (desc, desc_wide):
+        default = TaskClassifier(epochs=4).fit(emb, labels, task_embeddings)
+        zero = TaskClassifier(epochs=4, seed=0).fit(emb, labels, task_embeddings)
+        assert default.seed is None and default.history_ == zero.history_
+        assert np.array_equal(default.predict_proba(emb), zero.predict_proba(emb))
+        assert np.array_equal(default.weight_, zero.weight_)
+
+
+def test_save_and_load_a_folder(tmp_path, fitted):
+    from finerouter.quality import QualityEstimator
+
+    clf, emb, _, _, _ = fitted
+    folder = clf.save(tmp_path / "classifier")
+    assert sorted(p.name for p in folder.iterdir()) == ["arrays.safetensors", "config.json"]
+    back = TaskClassifier.load(folder)
+    assert isinstance(back, TaskClassifier) and back.get_params() == clf.get_params()
+    assert np.array_equal(back.predict_proba(emb), clf.predict_proba(emb))
+    assert back.best_epoch_ == clf.best_epoch_ and back.history_ == clf.history_
+    with pytest.raises(ArtifactError, match="holds a 'TaskClassifier', not a QualityEstimator"):
+        QualityEstimator.load(folder)
+    (folder / "arrays.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(ArtifactError, match="arrays.safetensors"):
+        TaskClassifier.load(folder)
+    with pytest.raises(NotFittedError):
+        TaskClassifier().save(tmp_path / "unfitted")

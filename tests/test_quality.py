@@ -108,12 +108,12 @@ def test_single_task_and_many_task_paths_agree(fitted):
 
 @pytest.mark.parametrize("few", [0, 99])  # 0: every task prompt takes the column-run path; 99: the fused one
 def test_single_prompt_paths_agree_with_batch(fitted, monkeypatch, few):
-    from finerouter.quality import estimator as estimator_module
+    from finerouter.quality import inference
 
     est, emb, _, labels, _ = fitted
     x, lab = emb[500:], labels[500:]
     batch = est.predict(x, lab)
-    monkeypatch.setattr(estimator_module, "_FEW_CANDIDATES", few)
+    monkeypatch.setattr(inference, "FEW_CANDIDATES", few)
     one_by_one = np.vstack([est.predict(x[i : i + 1], lab[i : i + 1]) for i in range(len(x))])
     np.testing.assert_allclose(batch, one_by_one, rtol=0, atol=1e-5)
 
@@ -269,13 +269,13 @@ def test_bad_inputs_raise_clear_errors():
 def test_lazy_adam_matches_torch_adam_on_touched_rows_only(fused):
     import torch
 
-    from finerouter.quality.estimator import _LazyAdam
+    from finerouter.quality.training import LazyRowAdam
 
     gen = torch.Generator().manual_seed(0)
     # rows of 4096 floats take the fused-kernel path (when enabled), the small rows the vectorised one
     base = [torch.randn(6, 64, 64, generator=gen), torch.randn(6, 7, generator=gen), torch.randn(6, generator=gen)]
     params = [b.clone() for b in base]
-    lazy = _LazyAdam(params, lr=1e-2, weight_decay=1e-3, fused=fused)
+    lazy = LazyRowAdam(params, lr=1e-2, weight_decay=1e-3, fused=fused)
     ref = [b[[1, 3]].clone().requires_grad_() for b in base]
     adam = torch.optim.Adam(ref, lr=1e-2, weight_decay=1e-3)
     for _ in range(5):
@@ -314,3 +314,43 @@ def test_single_thread_blas_only_when_busy_and_restores(monkeypatch):
     assert blas_threads() == before
     with _training.single_thread_blas(_training.SMALL_BATCH + 1, force=True):  # a large batch keeps its threads
         assert blas_threads() == before
+
+
+def test_seed_none_is_seed_zero_bit_for_bit():
+    emb, scores, cluster, cands = planted(n=200, seed=8)
+    kw = dict(epochs_general=3, epochs_task=2, batch_size=32, **SMALL)
+    default = QualityEstimator(**kw).fit(emb, scores, cluster, cands)
+    zero = QualityEstimator(seed=0, **kw).fit(emb, scores, cluster, cands)
+    assert default.seed is None
+    assert np.array_equal(default.predict(emb, cluster), zero.predict(emb, cluster))
+    assert default.history_general_ == zero.history_general_ and default.history_task_ == zero.history_task_
+
+
+def test_save_and_load_a_folder(tmp_path, fitted):
+    from finerouter.errors import ArtifactError
+
+    est, emb, _, labels, _ = fitted
+    folder = est.save(tmp_path / "quality")
+    back = QualityEstimator.load(folder)
+    assert isinstance(back, QualityEstimator) and back.get_params() == est.get_params()
+    assert np.array_equal(back.predict(emb, labels), est.predict(emb, labels))
+    assert np.array_equal(back._predict(emb, labels), est._predict(emb, labels))  # the router's entry point
+    assert back.candidates_ == est.candidates_ and back.history_task_ == est.history_task_
+    (folder / "config.json").write_text("{", encoding="utf-8")
+    with pytest.raises(ArtifactError, match="config.json"):
+        QualityEstimator.load(folder)
+    with pytest.raises(NotFittedError):
+        QualityEstimator().save(tmp_path / "unfitted")
+
+
+def test_early_stopping_keeps_the_best_phase_1_epoch():
+    """A large learning rate overfits the dev rows quickly: phase 1 stops `patience` epochs after its best and
+    keeps the best epoch's weights (its dev MSE is the best in the history)."""
+    emb, scores, _, _ = planted(n=300, seed=9)
+    est = QualityEstimator(epochs_general=200, epochs_task=0, lr=5e-2, patience=2, batch_size=32, seed=1, **SMALL)
+    est.fit(emb, scores)
+    dev = [h["dev_mse"] for h in est.history_general_]
+    assert est.n_epochs_general_ == len(dev) < 200
+    best_epoch = int(np.argmin(dev)) + 1
+    assert est.n_epochs_general_ - best_epoch == 2
+    assert est.dev_mse_general_ == min(dev)

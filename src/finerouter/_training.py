@@ -1,4 +1,6 @@
-"""Small helpers shared by the torch-trained components (task classifier, quality estimator, torch baselines).
+"""Small helpers shared by the torch-trained components (task classifier, quality estimator, torch baselines):
+the parameter constraints they share, seed resolution, :class:`EarlyStopping`, input checks, the dev split and
+thread control for training and inference.
 
 torch is imported lazily, inside the functions that need it.
 """
@@ -6,18 +8,16 @@ torch is imported lazily, inside the functions that need it.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import numpy as np
 
-from finerouter._validation import check_float, check_int
+from finerouter._validation import Constraint, InstanceOf, Interval, NoneValue, validate_parameter_constraints
 from finerouter.errors import DataError, ParameterError
 
 
@@ -46,25 +46,27 @@ def resolve_device(device: str, owner: str) -> Any:
     return dev
 
 
-class GetParamsMixin:
-    """``get_params`` read from the constructor's signature, as scikit-learn's ``BaseEstimator`` does.
+# ---------------------------------------------------------------------------------------------------------------
+# Parameters every trained component shares.
 
-    ``__init__`` must store each of its parameters, unchanged, under the parameter's own name. The names come
-    from the signature, so a new parameter cannot be left out of ``get_params`` (nor of the saved configs
-    built from it).
-    """
+#: Constraints of the optimisation parameters of the task classifier and the quality estimator (both can train
+#: without a dev set, and take ``seed=None``: see :func:`resolved_seed`). ``device`` is only checked to be a
+#: str here; whether torch can use it is checked in ``fit`` (:func:`resolve_device`).
+TRAINING_PARAMETER_CONSTRAINTS: dict[str, list[Constraint]] = {
+    "lr": [Interval("float", 0.0, None, closed="neither")],
+    "batch_size": [Interval("int", 1, None)],
+    "weight_decay": [Interval("float", 0.0, None, closed="left")],
+    "patience": [Interval("int", 1, None)],
+    "dev_fraction": [Interval("float", 0.0, 1.0, closed="left")],
+    "seed": [Interval("int", 0, None), NoneValue()],
+    "device": [InstanceOf(str, description="a str such as 'cpu'")],
+}
 
-    def get_params(self) -> dict[str, Any]:
-        """The constructor parameters, as a dict (in the constructor's order)."""
-        return {name: getattr(self, name) for name in _init_param_names(type(self))}
 
-
-@functools.cache
-def _init_param_names(cls: type) -> tuple[str, ...]:
-    params = inspect.signature(cls.__init__).parameters.values()
-    return tuple(
-        p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    )
+def resolved_seed(seed: int | None) -> int:
+    """The seed a component trains with: ``seed``, or 0 for ``None`` (inside FineRouter, the router passes its
+    own seed). ``seed=None`` and ``seed=0`` therefore give the same fit, bit for bit."""
+    return 0 if seed is None else int(seed)
 
 
 def check_training_params(
@@ -78,24 +80,157 @@ def check_training_params(
     seed: Any,
     dev_closed: Literal["left", "neither"],
 ) -> None:
-    """Check the optimisation hyper-parameters every trained component shares; ParameterError naming ``owner``.
+    """Check the optimisation hyper-parameters of a trained component that does not declare
+    ``_parameter_constraints`` (the torch baselines); ParameterError naming ``owner``.
 
     Checked in this order (the first bad one is reported): ``lr`` a float in (0, inf), ``batch_size`` an int
     >= 1, ``weight_decay`` a float in [0, inf), ``patience`` an int >= 1, ``dev_fraction`` a float in [0, 1)
     (``dev_closed="left"``: 0 trains without a dev set) or (0, 1) (``"neither"``), ``seed`` an int >= 0.
     """
-    check_float(lr, "lr", owner, low=0.0, closed="neither")
-    check_int(batch_size, "batch_size", owner, low=1)
-    check_float(weight_decay, "weight_decay", owner, low=0.0)
-    check_int(patience, "patience", owner, low=1)
-    check_float(dev_fraction, "dev_fraction", owner, low=0.0, high=1.0, closed=dev_closed)
-    check_int(seed, "seed", owner, low=0)
+    constraints = {
+        **TRAINING_PARAMETER_CONSTRAINTS,
+        "dev_fraction": [Interval("float", 0.0, 1.0, closed=dev_closed)],
+        "seed": [Interval("int", 0, None)],
+    }
+    params = {
+        "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay, "patience": patience,
+        "dev_fraction": dev_fraction, "seed": seed,
+    }  # fmt: skip
+    validate_parameter_constraints(constraints, params, owner)
 
 
-def check_device_name(device: Any, owner: str) -> None:
-    """ParameterError unless ``device`` is a str; whether torch can use it is checked in fit (``resolve_device``)."""
-    if not isinstance(device, str):
-        raise ParameterError(f"The 'device' parameter of {owner} must be a str such as 'cpu'. Got {device!r}.")
+# ---------------------------------------------------------------------------------------------------------------
+# Early stopping: the one patience rule of every training loop.
+
+
+class EarlyStopping:
+    """Stop a training loop once the monitored value stops improving; remember the best epoch and its state.
+
+    One object per training run. The loop calls :meth:`start` with the state before training (epoch 0), then
+    :meth:`update` after every epoch, and stops when it returns True; :meth:`restore` hands the best state
+    back. An epoch improves when its value beats the best so far by more than ``min_delta`` (``mode="min"``:
+    ``value < best - min_delta``; ``"max"``: ``value > best + min_delta``); NaN never improves. After
+    ``patience`` epochs in a row without improvement, :meth:`update` returns True.
+
+    ``value=None`` means there is nothing to monitor (no dev set): the epoch counts as the best (its state is
+    kept: the last epoch wins) and training never stops early.
+
+    ``value`` may also be an array of per-group values (e.g. one dev loss per task): each group improves on its
+    own (:attr:`improved` is then a boolean mask and :attr:`best_epoch` an int array, 0 = never improved), and
+    the patience counts epochs in which no group improved. The stopper keeps no state then
+    (``restore_best=False``): the caller copies the improved groups' weights, reading :attr:`improved`.
+
+    Args:
+        patience: epochs without improvement before stopping (>= 1).
+        monitor: the name of the monitored value, for logs.
+        mode: ``"min"`` (a loss) or ``"max"`` (a score).
+        min_delta: the margin an epoch must beat the best value by to count as an improvement.
+        restore_best: keep the best epoch's state (from ``state_getter``) for :meth:`restore`.
+
+    Attributes:
+        best_value: the best value so far (``inf`` for ``"min"``, ``-inf`` for ``"max"`` before any).
+        best_epoch: the epoch of ``best_value`` (0 = the state passed to :meth:`start`).
+        best_state: what ``state_getter`` returned at ``best_epoch`` (None before any, or without
+            ``restore_best``).
+        improved: whether the last :meth:`update` improved (a mask for array values).
+        epochs_without_improvement: the current run of epochs that did not improve.
+    """
+
+    def __init__(
+        self,
+        patience: int,
+        *,
+        monitor: str = "dev_loss",
+        mode: Literal["min", "max"] = "min",
+        min_delta: float = 0.0,
+        restore_best: bool = True,
+    ) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ParameterError(
+                f"The 'patience' parameter of EarlyStopping must be an int in [1, inf). Got {patience!r}."
+            )
+        if mode not in ("min", "max"):
+            raise ParameterError(
+                f"The 'mode' parameter of EarlyStopping must be one of {{'min', 'max'}}. Got {mode!r}."
+            )
+        if not isinstance(min_delta, (int, float)) or isinstance(min_delta, bool) or not min_delta >= 0:
+            raise ParameterError(
+                f"The 'min_delta' parameter of EarlyStopping must be a float in [0, inf). Got {min_delta!r}."
+            )
+        self.patience = patience
+        self.monitor = monitor
+        self.mode = mode
+        self.min_delta = float(min_delta)
+        self.restore_best = restore_best
+        self.best_value: Any = math.inf if mode == "min" else -math.inf
+        self.best_epoch: Any = 0
+        self.best_state: Any = None
+        self.improved: Any = False
+        self.epochs_without_improvement = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"EarlyStopping(monitor={self.monitor!r}, patience={self.patience}, mode={self.mode!r}, "
+            f"min_delta={self.min_delta!r}, restore_best={self.restore_best})"
+        )
+
+    def start(self, value: Any = None, state_getter: Callable[[], Any] | None = None) -> None:
+        """Take the state before training as the best so far (epoch 0), with its monitored ``value``
+        (None: not evaluated, every later value that is not NaN improves on it)."""
+        if value is not None:
+            self.best_value = np.asarray(value, dtype=np.float64).copy() if np.ndim(value) else float(value)
+            if np.ndim(value):
+                self.best_epoch = np.zeros(np.shape(value), dtype=np.int64)
+        self._keep_state(state_getter)
+        self.epochs_without_improvement = 0
+
+    def update(self, epoch: int, value: Any, state_getter: Callable[[], Any] | None = None) -> bool:
+        """Record ``epoch``'s monitored ``value``; True when training should stop.
+
+        ``state_getter`` is called (only) when the epoch improves and ``restore_best`` is set; it must return a
+        copy of the state, not a view the next epoch will change.
+        """
+        if value is None:  # nothing to monitor: the latest epoch is the best one, never stop early
+            self.improved = True
+            self.best_epoch = epoch
+            self._keep_state(state_getter)
+            self.epochs_without_improvement = 0
+            return False
+        if np.ndim(value):
+            current = np.asarray(value, dtype=np.float64)
+            if self.mode == "min":
+                improved = current < self.best_value - self.min_delta
+            else:
+                improved = current > self.best_value + self.min_delta
+            self.best_value = np.where(improved, current, self.best_value)
+            self.best_epoch = np.where(improved, epoch, self.best_epoch).astype(np.int64)
+            self.improved = improved
+            any_improved = bool(improved.any())
+        else:
+            current = float(value)
+            if self.mode == "min":
+                any_improved = current < self.best_value - self.min_delta
+            else:
+                any_improved = current > self.best_value + self.min_delta
+            self.improved = any_improved
+            if any_improved:
+                self.best_value = current
+                self.best_epoch = epoch
+                self._keep_state(state_getter)
+        if any_improved:
+            self.epochs_without_improvement = 0
+            return False
+        self.epochs_without_improvement += 1
+        return self.epochs_without_improvement >= self.patience
+
+    def restore(self, load_state: Callable[[Any], Any]) -> None:
+        """Hand the best state to ``load_state`` (e.g. ``module.load_state_dict``); nothing if none was kept."""
+        if self.best_state is not None:
+            load_state(self.best_state)
+
+    def _keep_state(self, state_getter: Callable[[], Any] | None) -> None:
+        if self.restore_best and state_getter is not None:
+            self.best_state = state_getter()
 
 
 def check_matrix(
@@ -176,8 +311,8 @@ def json_safe(obj: Any) -> Any:
 def torch_threads_for(macs_per_step: float) -> Iterator[None]:
     """Run small trainings on one torch thread, restoring the thread count afterwards.
 
-    For small steps the cost of synchronising intra-op threads dominates, and on a busy machine a second
-    thread makes tiny steps 10-30x slower; large steps keep torch's own setting.
+    For small steps (fewer than ``_SMALL_STEP_MACS`` multiply-adds) the cost of synchronising intra-op threads
+    dominates, the more so on a busy machine; large steps keep torch's own setting.
     """
     torch = import_torch()
     before = torch.get_num_threads()
@@ -248,19 +383,16 @@ _LOAD_STATE: dict[str, Any] = {"checked": -math.inf, "busy": True}
 class single_thread_blas:  # noqa: N801 - used like a function: ``with single_thread_blas():``
     """Run numpy's BLAS on one thread inside the block when the CPUs are busy (single-prompt inference).
 
-    OpenBLAS splits even a (1, 384) x (384, 5632) product over its threads. With an idle core that halves
-    the time (0.2 ms instead of 0.4 ms here); when every core is busy, waking the second thread costs
-    milliseconds (28 ms median measured at load 12 on 2 cores). So the block limits BLAS to one thread only
-    when :func:`cpus_busy` says so (limiting and restoring cost ~0.03 ms with a cold cache, calling the
-    library's own setter). The setting is process-wide: nested and
-    concurrent limiting blocks are reference-counted, the first one in lowers the thread count and the last
-    one out restores it.
+    OpenBLAS splits even a (1, d) x (d, m * hidden) product over its threads. With an idle core that is faster;
+    when every core is busy, waking a second thread costs more than the product itself. So the block limits
+    BLAS to one thread only when :func:`cpus_busy` says so (limiting and restoring call the library's own
+    setter, which is cheap). The setting is process-wide: nested and concurrent limiting blocks are
+    reference-counted, the first one in lowers the thread count and the last one out restores it.
 
     ``rows``: the batch size; only batches of at most :data:`SMALL_BATCH` rows are limited.
     ``force=True`` limits regardless of the load: the router does so around routing a few prompts, because
-    right after the (torch) encoder ran, its OpenMP workers still spin on the other core and a second BLAS
-    thread then costs more than it saves (a (1, 384) x (384, 4608) product measured 2.1 ms on two threads
-    vs 0.38 ms on one, right after encoding one prompt).
+    right after the (torch) encoder ran, its OpenMP workers still spin on the other cores and a second BLAS
+    thread then costs more than it saves.
     """
 
     __slots__ = ("active",)

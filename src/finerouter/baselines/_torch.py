@@ -1,6 +1,7 @@
 """Small shared helpers for the torch-based baselines: seeding without touching global state, a training loop
-with early stopping on a dev part, batched inference, the :class:`TorchRouter` base and the one-hidden-layer
-:class:`MLPRouter` base. torch is imported inside the functions."""
+with early stopping on a dev part (:class:`~finerouter._training.EarlyStopping`), batched inference, the
+:class:`TorchRouter` base and the one-hidden-layer :class:`MLPRouter` base. torch is imported inside the
+functions."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from finerouter._training import check_training_params
+from finerouter._training import EarlyStopping, check_training_params
 from finerouter._validation import check_int, check_is_fitted
 from finerouter.baselines.base import Router, dev_split, select_models
 from finerouter.data.dataset import RoutingDataset
 
 logger = logging.getLogger(__name__)
+
+# The smallest decrease of the dev metric that counts as an improvement for early stopping.
+_MIN_DEV_IMPROVEMENT = 1e-7
 
 
 @contextlib.contextmanager
@@ -34,8 +38,8 @@ def seeded(seed: int) -> Iterator[None]:
 def torch_threads(n: int = 1) -> Iterator[None]:
     """Run the block with ``n`` intra-op torch threads, restoring the previous setting afterwards.
 
-    These models are tiny: one thread avoids the synchronisation cost (and the oversubscription on a busy
-    machine) of several, which made a fit 10x slower in our measurements on 2 shared cores.
+    These models are tiny: one thread avoids the synchronisation cost of several (and the oversubscription on
+    a busy machine), which dominates steps this small.
     """
     import torch
 
@@ -67,41 +71,42 @@ def train_with_early_stopping(
         batch_loss: ``f(index tensor of fit rows) -> scalar loss tensor``.
         n_fit: number of fit rows (batches index ``0..n_fit-1``).
         dev_metric: evaluated after each epoch in eval mode; lower is better (e.g. dev loss, or minus dev quality).
-        patience: stop after this many epochs without improvement.
+        patience: stop after this many epochs without improvement (by more than ``1e-7``); the weights before
+            training count as epoch 0, not evaluated (kept only if no epoch gives a comparable value).
 
     Returns:
         ``{"best_epoch", "best_dev", "epochs_run"}``.
     """
     import torch
 
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
-    best = float("inf")
-    best_state = copy.deepcopy(module.state_dict())
-    best_epoch, bad, epoch = 0, 0, 0
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def snapshot() -> dict[str, Any]:
+        return copy.deepcopy(module.state_dict())
+
+    stopper = EarlyStopping(patience, monitor="dev_metric", min_delta=_MIN_DEV_IMPROVEMENT)
+    stopper.start(None, snapshot)
+    epoch = 0
     for epoch in range(1, epochs + 1):
         module.train()
-        perm = torch.randperm(n_fit, generator=gen)
+        perm = torch.randperm(n_fit, generator=generator)
         for start in range(0, n_fit, batch_size):
             idx = perm[start : start + batch_size]
             loss = batch_loss(idx)
             if loss is None or not loss.requires_grad:
                 continue
-            opt.zero_grad()
+            optimizer.zero_grad()
             loss.backward()
-            opt.step()
+            optimizer.step()
         module.eval()
         with torch.no_grad():
             value = float(dev_metric())
-        if value < best - 1e-7:
-            best, best_epoch, bad = value, epoch, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            bad += 1
-            if bad >= patience:
-                break
-    module.load_state_dict(best_state)
+        if stopper.update(epoch, value, snapshot):
+            break
+    stopper.restore(module.load_state_dict)
     module.eval()
+    best_epoch, best = int(stopper.best_epoch), float(stopper.best_value)
     logger.debug("%s: best epoch %d of %d, dev %.5f", type(module).__name__, best_epoch, epoch, best)
     return {"best_epoch": best_epoch, "best_dev": best, "epochs_run": epoch}
 
@@ -165,7 +170,7 @@ class TorchRouter(Router):
         raise NotImplementedError
 
     def _prepare(self, train: RoutingDataset, emb: np.ndarray, fit_idx: np.ndarray) -> None:
-        """Hook: set up training tensors (``self._t``) for the fit rows before training."""
+        """Hook: set up the training tensors of the fit rows (targets, masks: ``self._y``...) before training."""
 
     def _validate(self) -> None:
         owner = type(self).__name__
@@ -210,7 +215,6 @@ class TorchRouter(Router):
                 seed=self.seed,
             )
         del self._x
-        self._t = None
         self.module_ = module
         return self
 

@@ -20,24 +20,25 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from finerouter._training import (
-    GetParamsMixin,
-    check_device_name,
+    TRAINING_PARAMETER_CONSTRAINTS,
+    EarlyStopping,
     check_labels,
     check_matrix,
-    check_training_params,
     import_torch,
     json_safe,
     resolve_device,
+    resolved_seed,
     single_thread_blas,
     stratified_dev_split,
     torch_threads_for,
 )
-from finerouter._validation import check_float, check_int, check_is_fitted
+from finerouter._validation import BOOLEAN, Constraint, Interval, check_is_fitted, validate_parameter_constraints
+from finerouter.base import Component
 from finerouter.errors import ArtifactError, DataError, ParameterError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ _STATE_FORMAT = "finerouter.TaskClassifier/1"
 # W starts as _INIT_SCALE * I: the initial score is then 10 x cosine(prompt, description), which spreads
 # the sigmoid over its useful range from the first step (a scalar factor is absorbed by W: same model).
 _INIT_SCALE = 10.0
+# The smallest decrease of the dev loss that counts as an improvement for early stopping.
+_MIN_DEV_IMPROVEMENT = 1e-7
+_THRESHOLD_CONSTRAINT = {"threshold": [Interval("float", 0.0, 1.0, closed="both")]}
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -106,7 +110,7 @@ def assignment_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
     }
 
 
-class TaskClassifier(GetParamsMixin):
+class TaskClassifier(Component):
     """Bilinear prompt-to-task matcher trained with multi-label BCE; low-confidence prompts go to Others.
 
     Args:
@@ -118,7 +122,8 @@ class TaskClassifier(GetParamsMixin):
         dev_fraction: share of the training rows (stratified by task) held out for early stopping; 0 trains
             for ``epochs`` epochs without a dev set.
         patience: epochs without a dev-loss improvement before stopping; the best weights are restored.
-        seed: seeds the initialisation and the batch order.
+        seed: seeds the initialisation, the dev split and the batch order. None: 0; inside FineRouter, the
+            router's seed.
         device: torch device used for training ("cpu", "cuda"...); inference is numpy.
         fine_tune_encoder: also fine-tune the prompt encoder (the paper's setting). Needs the prompts, a
             sentence-transformers module and, realistically, a GPU. Not supported in this version: ``fit``
@@ -130,10 +135,18 @@ class TaskClassifier(GetParamsMixin):
         bias_: (T,) float32 per-task bias ``b_t``.
         n_tasks_: T.
         n_features_in_: d.
-        n_epochs_: epochs run; best_epoch_: the epoch whose weights were kept (1-based, 0 = initial).
+        n_epochs_: epochs run; best_epoch_: the epoch whose weights were kept (1-based, 0 = initial; without a
+            dev set, the last epoch).
         history_: per-epoch ``{"epoch", "train_loss", "dev_loss"}``.
         dev_metrics_: :func:`assignment_metrics` on the dev split (``None`` without one).
     """
+
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        **_THRESHOLD_CONSTRAINT,
+        "epochs": [Interval("int", 0, None)],
+        **TRAINING_PARAMETER_CONSTRAINTS,
+        "fine_tune_encoder": [BOOLEAN],
+    }
 
     def __init__(
         self,
@@ -144,7 +157,7 @@ class TaskClassifier(GetParamsMixin):
         weight_decay: float = 1e-4,
         dev_fraction: float = 0.1,
         patience: int = 5,
-        seed: int = 0,
+        seed: int | None = None,
         device: str = "cpu",
         fine_tune_encoder: bool = False,
     ) -> None:
@@ -161,17 +174,8 @@ class TaskClassifier(GetParamsMixin):
 
     # ------------------------------------------------------------------ parameters
     def _validate_params(self) -> None:
-        check_float(self.threshold, "threshold", _OWNER, low=0.0, high=1.0)
-        check_int(self.epochs, "epochs", _OWNER, low=0)
-        check_training_params(
-            _OWNER, lr=self.lr, batch_size=self.batch_size, weight_decay=self.weight_decay, patience=self.patience,
-            dev_fraction=self.dev_fraction, dev_closed="left", seed=self.seed,
-        )
-        check_device_name(self.device, _OWNER)
-        if not isinstance(self.fine_tune_encoder, bool):
-            raise ParameterError(
-                f"The 'fine_tune_encoder' parameter of {_OWNER} must be a bool. Got {self.fine_tune_encoder!r}."
-            )
+        """The declared constraints, then the one value they cannot express: ``fine_tune_encoder=True``."""
+        super()._validate_params()
         if self.fine_tune_encoder:
             raise ParameterError(
                 "The 'fine_tune_encoder' parameter of TaskClassifier is True, which is not supported in this "
@@ -214,21 +218,21 @@ class TaskClassifier(GetParamsMixin):
         weight = self._init_weight(d, d_t)
         norms = np.linalg.norm(task_emb, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
-        enc = (task_emb / norms).astype(np.float32)
+        task_encodings = (task_emb / norms).astype(np.float32)
         counts = np.bincount(y[y >= 0], minlength=n_tasks).astype(np.float64) if n_tasks else np.zeros(0)
         prior = np.clip(counts / n, 1e-4, 0.5)
         bias = np.log(prior / (1.0 - prior)).astype(np.float32)
 
         if n_tasks == 0:
             logger.info("TaskClassifier.fit: no tasks, every prompt will be predicted as Others")
-            self._set_weights(weight, enc, bias)
+            self._set_weights(weight, task_encodings, bias)
             return self
 
-        train_idx, dev_idx = stratified_dev_split(y, float(self.dev_fraction), int(self.seed))
+        train_idx, dev_idx = stratified_dev_split(y, float(self.dev_fraction), resolved_seed(self.seed))
         step_macs = d * d_t * n_tasks + min(int(self.batch_size), n) * d * n_tasks  # W U^T, then the batch
         with torch_threads_for(step_macs):
-            weight, enc, bias = self._train(emb, y, train_idx, dev_idx, weight, enc, bias)
-        self._set_weights(weight, enc, bias)
+            weight, task_encodings, bias = self._train(emb, y, train_idx, dev_idx, weight, task_encodings, bias)
+        self._set_weights(weight, task_encodings, bias)
         if dev_idx.size:
             pred, _ = self.predict(emb[dev_idx])
             self.dev_metrics_ = assignment_metrics(y[dev_idx], pred)
@@ -239,11 +243,11 @@ class TaskClassifier(GetParamsMixin):
         if d == d_t:
             return (_INIT_SCALE * np.eye(d)).astype(np.float32)
         # Semi-orthogonal (d, d_t) so that e^T W u keeps the scale of a cosine similarity.
-        rng = np.random.default_rng(self.seed)
-        a = rng.standard_normal((max(d, d_t), min(d, d_t)))
-        q, _ = np.linalg.qr(a)
-        w = q if d >= d_t else q.T
-        return np.ascontiguousarray(_INIT_SCALE * w, dtype=np.float32)
+        rng = np.random.default_rng(resolved_seed(self.seed))
+        gaussian = rng.standard_normal((max(d, d_t), min(d, d_t)))
+        orthonormal, _ = np.linalg.qr(gaussian)
+        weight = orthonormal if d >= d_t else orthonormal.T
+        return np.ascontiguousarray(_INIT_SCALE * weight, dtype=np.float32)
 
     def _train(
         self,
@@ -252,77 +256,80 @@ class TaskClassifier(GetParamsMixin):
         train_idx: np.ndarray,
         dev_idx: np.ndarray,
         weight: np.ndarray,
-        enc: np.ndarray,
+        task_encodings: np.ndarray,
         bias: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        torch = import_torch()
-        dev = resolve_device(self.device, _OWNER)
-        rng = np.random.default_rng(self.seed)
-        n_tasks = enc.shape[0]
+        """Adam on the BCE loss over shuffled mini-batches of ``train_idx``, early-stopped on the dev loss.
 
-        e_all = torch.from_numpy(emb).to(dev)
-        y_all = torch.from_numpy(y).to(dev)
+        Returns the ``(weight, task_encodings, bias)`` of the best dev epoch (the last epoch without a dev set).
+        """
+        torch = import_torch()
+        device = resolve_device(self.device, _OWNER)
+        rng = np.random.default_rng(resolved_seed(self.seed))
+        n_tasks = task_encodings.shape[0]
+
+        embeddings_t = torch.from_numpy(emb).to(device)
+        labels_t = torch.from_numpy(y).to(device)
         params = {
-            "weight": torch.tensor(weight, device=dev, requires_grad=True),
-            "enc": torch.tensor(enc, device=dev, requires_grad=True),
-            "bias": torch.tensor(bias, device=dev, requires_grad=True),
+            "weight": torch.tensor(weight, device=device, requires_grad=True),
+            "task_encodings": torch.tensor(task_encodings, device=device, requires_grad=True),
+            "bias": torch.tensor(bias, device=device, requires_grad=True),
         }
-        opt = torch.optim.Adam(list(params.values()), lr=float(self.lr), weight_decay=float(self.weight_decay))
+        optimizer = torch.optim.Adam(list(params.values()), lr=float(self.lr), weight_decay=float(self.weight_decay))
         bce = torch.nn.functional.binary_cross_entropy_with_logits
 
         def logits_of(rows: Any) -> Any:
-            proj = params["weight"] @ params["enc"].T  # (d, T)
-            return e_all[rows] @ proj + params["bias"]
+            folded = params["weight"] @ params["task_encodings"].T  # (d, T)
+            return embeddings_t[rows] @ folded + params["bias"]
 
         def targets_of(rows: Any) -> Any:
-            lab = y_all[rows]
-            tgt = torch.zeros((lab.shape[0], n_tasks), device=dev)
-            pos = lab >= 0
-            tgt[pos.nonzero(as_tuple=True)[0], lab[pos]] = 1.0
-            return tgt
+            labels = labels_t[rows]
+            targets = torch.zeros((labels.shape[0], n_tasks), device=device)
+            has_task = labels >= 0
+            targets[has_task.nonzero(as_tuple=True)[0], labels[has_task]] = 1.0
+            return targets
 
-        def dev_loss() -> float:
+        def dev_loss() -> float | None:
+            """Mean BCE over the dev rows and tasks; None without a dev set (nothing to early-stop on)."""
             if dev_idx.size == 0:
-                return float("nan")
+                return None
             with torch.no_grad():
                 total = 0.0
                 for start in range(0, dev_idx.size, 8192):
-                    rows = torch.from_numpy(dev_idx[start : start + 8192]).to(dev)
+                    rows = torch.from_numpy(dev_idx[start : start + 8192]).to(device)
                     total += float(bce(logits_of(rows), targets_of(rows), reduction="sum"))
             return total / (dev_idx.size * n_tasks)
 
-        best = dev_loss()
-        best_state = {k: v.detach().clone() for k, v in params.items()}
-        bad_epochs = 0
-        bs = int(self.batch_size)
+        def snapshot() -> dict[str, Any]:
+            return {k: v.detach().clone() for k, v in params.items()}
+
+        stopper = EarlyStopping(int(self.patience), monitor="dev_loss", min_delta=_MIN_DEV_IMPROVEMENT)
+        stopper.start(dev_loss(), snapshot)
+        batch_size = int(self.batch_size)
         for epoch in range(1, int(self.epochs) + 1):
             perm = rng.permutation(train_idx)
             total, count = 0.0, 0
-            for start in range(0, perm.size, bs):
-                rows = torch.from_numpy(perm[start : start + bs]).to(dev)
+            for start in range(0, perm.size, batch_size):
+                rows = torch.from_numpy(perm[start : start + batch_size]).to(device)
                 loss = bce(logits_of(rows), targets_of(rows))
-                opt.zero_grad(set_to_none=True)
+                optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                opt.step()
+                optimizer.step()
                 total += float(loss.detach()) * rows.shape[0]
                 count += rows.shape[0]
-            d_loss = dev_loss()
-            self.history_.append({"epoch": epoch, "train_loss": total / max(count, 1), "dev_loss": d_loss})
+            epoch_dev_loss = dev_loss()
+            self.history_.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": total / max(count, 1),
+                    "dev_loss": float("nan") if epoch_dev_loss is None else epoch_dev_loss,
+                }
+            )
             self.n_epochs_ = epoch
-            logger.debug("TaskClassifier epoch %d train %.5f dev %.5f", epoch, total / max(count, 1), d_loss)
-            if dev_idx.size == 0:
-                best_state = {k: v.detach().clone() for k, v in params.items()}
-                self.best_epoch_ = epoch
-                continue
-            if d_loss < best - 1e-7:
-                best = d_loss
-                best_state = {k: v.detach().clone() for k, v in params.items()}
-                self.best_epoch_ = epoch
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-                if bad_epochs >= int(self.patience):
-                    break
+            logger.debug("TaskClassifier epoch %d train %.5f dev %s", epoch, total / max(count, 1), epoch_dev_loss)
+            if stopper.update(epoch, epoch_dev_loss, snapshot):
+                break
+        self.best_epoch_ = int(stopper.best_epoch)
         logger.info(
             "TaskClassifier trained %d epochs (best %d) on %d prompts, %d tasks",
             self.n_epochs_,
@@ -330,14 +337,18 @@ class TaskClassifier(GetParamsMixin):
             train_idx.size,
             n_tasks,
         )
-        return tuple(best_state[k].cpu().numpy().astype(np.float32) for k in ("weight", "enc", "bias"))  # type: ignore[return-value]
+        best = stopper.best_state
+        weight, task_encodings, bias = (
+            best[k].cpu().numpy().astype(np.float32) for k in ("weight", "task_encodings", "bias")
+        )
+        return weight, task_encodings, bias
 
-    def _set_weights(self, weight: np.ndarray, enc: np.ndarray, bias: np.ndarray) -> None:
+    def _set_weights(self, weight: np.ndarray, task_encodings: np.ndarray, bias: np.ndarray) -> None:
         self.weight_ = np.ascontiguousarray(weight, dtype=np.float32)
-        self.task_encodings_ = np.ascontiguousarray(enc, dtype=np.float32)
+        self.task_encodings_ = np.ascontiguousarray(task_encodings, dtype=np.float32)
         self.bias_ = np.ascontiguousarray(bias, dtype=np.float32)
         # Fold W U^T once: scoring a prompt is then one (d,) x (d, T) product.
-        self._proj = np.ascontiguousarray(self.weight_ @ self.task_encodings_.T, dtype=np.float32)
+        self._folded_weight = np.ascontiguousarray(self.weight_ @ self.task_encodings_.T, dtype=np.float32)
 
     # ------------------------------------------------------------------ predict
     def _check_input(self, embeddings: Any) -> np.ndarray:
@@ -348,11 +359,11 @@ class TaskClassifier(GetParamsMixin):
         """Raw matching scores ``e^T W u_t + b_t``: (n, T) float32."""
         emb = self._check_input(embeddings)
         with single_thread_blas(emb.shape[0]):
-            return self._decision(emb)
+            return self._raw_scores(emb)
 
-    def _decision(self, emb: np.ndarray) -> np.ndarray:
-        # ``emb``: checked (n, d) float32.
-        return (emb @ self._proj + self.bias_).astype(np.float32, copy=False)
+    def _raw_scores(self, emb: np.ndarray) -> np.ndarray:
+        """:meth:`decision_function` of checked (n, d) float32 embeddings."""
+        return (emb @ self._folded_weight + self.bias_).astype(np.float32, copy=False)
 
     def predict_proba(self, embeddings: Any) -> np.ndarray:
         """Independent (multi-label) task probabilities: (n, d) embeddings -> (n, T) float32."""
@@ -365,7 +376,7 @@ class TaskClassifier(GetParamsMixin):
             labels: (n,) int64 task ids, -1 = Others.
             confidence: (n,) float32 best task probability (0 when there are no tasks).
         """
-        check_float(self.threshold, "threshold", _OWNER, low=0.0, high=1.0)
+        validate_parameter_constraints(_THRESHOLD_CONSTRAINT, {"threshold": self.threshold}, _OWNER)
         emb = self._check_input(embeddings)
         with single_thread_blas(emb.shape[0]):
             return self._predict_checked(emb)
@@ -375,16 +386,15 @@ class TaskClassifier(GetParamsMixin):
 
         The sigmoid is monotone, so the best task is the best raw score and only its probability is computed.
         """
-        logits = self._decision(emb)
+        logits = self._raw_scores(emb)
         n = logits.shape[0]
         if logits.shape[1] == 0:
             return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)
         if n == 1:  # one prompt: scalar maths, no array temporaries
-            best1 = int(logits[0].argmax())
-            z = float(logits[0, best1])
-            p = 0.5 * (1.0 + math.tanh(0.5 * z))  # the same formula as _sigmoid
-            label = best1 if p >= self.threshold else -1
-            return np.array([label], dtype=np.int64), np.array([p], dtype=np.float32)
+            best_task = int(logits[0].argmax())
+            probability = 0.5 * (1.0 + math.tanh(0.5 * float(logits[0, best_task])))  # the same formula as _sigmoid
+            label = best_task if probability >= self.threshold else -1
+            return np.array([label], dtype=np.int64), np.array([probability], dtype=np.float32)
         best = logits.argmax(axis=1)
         conf = _sigmoid(logits[np.arange(n), best])
         return np.where(conf >= self.threshold, best, -1).astype(np.int64), conf
@@ -410,7 +420,7 @@ class TaskClassifier(GetParamsMixin):
         check_is_fitted(self, ["weight_"])
         config = {
             "format": _STATE_FORMAT,
-            "params": self.get_params(),
+            "params": self.get_params(deep=False),
             "n_features_in": int(self.n_features_in_),
             "n_tasks": int(self.n_tasks_),
             "n_epochs": int(self.n_epochs_),
@@ -439,7 +449,7 @@ class TaskClassifier(GetParamsMixin):
         try:
             obj = cls(**config["params"])
             weight = np.asarray(arrays["weight"], dtype=np.float32)
-            enc = np.asarray(arrays["task_encodings"], dtype=np.float32)
+            task_encodings = np.asarray(arrays["task_encodings"], dtype=np.float32)
             bias = np.asarray(arrays["bias"], dtype=np.float32)
             d, n_tasks = int(config["n_features_in"]), int(config["n_tasks"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -447,12 +457,12 @@ class TaskClassifier(GetParamsMixin):
         if (
             weight.ndim != 2
             or weight.shape[0] != d
-            or enc.shape != (n_tasks, weight.shape[1])
+            or task_encodings.shape != (n_tasks, weight.shape[1])
             or bias.shape != (n_tasks,)
         ):
             raise ArtifactError(
                 f"TaskClassifier state arrays disagree with its config: weight {weight.shape}, task_encodings "
-                f"{enc.shape}, bias {bias.shape}, n_features_in={d}, n_tasks={n_tasks}."
+                f"{task_encodings.shape}, bias {bias.shape}, n_features_in={d}, n_tasks={n_tasks}."
             )
         obj.n_features_in_ = d
         obj.n_tasks_ = n_tasks
@@ -460,8 +470,5 @@ class TaskClassifier(GetParamsMixin):
         obj.best_epoch_ = int(config.get("best_epoch", 0))
         obj.history_ = list(config.get("history") or [])
         obj.dev_metrics_ = config.get("dev_metrics")
-        obj._set_weights(weight, enc, bias)
+        obj._set_weights(weight, task_encodings, bias)
         return obj
-
-    def __repr__(self) -> str:
-        return f"TaskClassifier(threshold={self.threshold!r}, epochs={self.epochs!r}, lr={self.lr!r})"

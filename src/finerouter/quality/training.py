@@ -1,0 +1,458 @@
+"""Training of the quality estimator's adapters (torch): the two phases and the row-wise lazy Adam.
+
+Both phases minimise the MSE over observed scores only (NaN = unobserved contributes neither loss nor gradient)
+and early-stop on the dev rows (:class:`~finerouter._training.EarlyStopping`):
+
+1. :func:`train_general_adapters`: model embeddings + general adapters, on all training rows;
+2. :func:`train_task_adapters`: task adapters only, each on the rows labelled with its task, every adapter
+   starting as a copy of its model's general adapter; the shared parts are constants. Early stopping is per
+   task: a task keeps its adapters from its best dev epoch, or the general copy if they never beat it.
+
+Phase 2 trains every task adapter at once from stacked ``(A, ...)`` tensors with :class:`LazyRowAdam`, which
+updates only the adapters a step used: there is no Python loop over tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from finerouter._training import EarlyStopping, import_torch
+from finerouter.quality.layout import AdapterLayout
+
+logger = logging.getLogger(__name__)
+
+_FUSED_MIN_ROW = 4096  # rows at least this big are updated by torch's fused Adam kernel
+_STEP_WEIGHT_BYTES = 32 << 20  # phase 2: gathered first-layer weights per step
+_DEV_BLOCK_BYTES = 64 << 20  # phase 2: gathered first-layer weights per block of dev units
+_DEV_BLOCK_ROWS = 4096  # phase 1: dev rows per forward pass
+# The smallest decrease of a dev MSE that counts as an improvement for early stopping.
+_MIN_DEV_IMPROVEMENT = 1e-9
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The estimator's hyper-parameters, as the training phases use them (seed resolved, device a torch device)."""
+
+    model_dim: int
+    hidden: int
+    epochs_general: int
+    epochs_task: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    patience: int
+    seed: int
+    device: Any
+
+
+@dataclass
+class PhaseResult:
+    """What a training phase returns: the weights (numpy) and how the phase went."""
+
+    weights: dict[str, np.ndarray]
+    history: list[dict[str, float]] = field(default_factory=list)
+    n_epochs: int = 0
+    dev_mse: float = float("nan")  # phase 1: best dev MSE (NaN without a dev set)
+    tasks_specialised: int = 0  # phase 2: tasks that kept trained adapters
+
+
+class LazyRowAdam:
+    """Adam over the rows (slots) of stacked parameter tensors, touching only the rows in each step.
+
+    Each slot keeps its own step count, so bias correction is exact per slot, and slots that a batch does
+    not use do not move (unlike dense Adam, whose momentum would keep moving them). ``weight_decay`` is the
+    classic L2 term added to the gradient, as in ``torch.optim.Adam``.
+    """
+
+    def __init__(
+        self,
+        params: list[Any],
+        lr: float,
+        weight_decay: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        fused: bool = True,
+    ) -> None:
+        torch = import_torch()
+        self.params = params
+        self.lr, self.weight_decay, self.eps = lr, weight_decay, eps
+        self.beta1, self.beta2 = betas
+        self.first_moments = [torch.zeros_like(p) for p in params]
+        self.second_moments = [torch.zeros_like(p) for p in params]
+        self.steps = torch.zeros(params[0].shape[0], dtype=torch.float32, device=params[0].device)
+        self._fused = hasattr(torch, "_fused_adam_") and params[0].device.type in ("cpu", "cuda") and fused
+
+    def step(self, rows: Any, grads: list[Any], current: list[Any] | None = None) -> None:
+        """Update ``param[rows]`` for each param given the gradients of those rows (same order).
+
+        ``rows`` (a 1-D index tensor) must be unique; ``current`` optionally holds copies of ``param[rows]``
+        already gathered (the fallback path updates them in place). With torch's fused Adam kernel the rows are
+        updated in place through views (one pass over parameter, gradient and both moments); otherwise
+        ``index_select`` / ``index_copy_`` move whole rows.
+        """
+        torch = import_torch()
+        self.steps.index_add_(0, rows, torch.ones(rows.shape[0], device=rows.device))
+        row_steps = self.steps.index_select(0, rows)
+        correction1 = 1.0 - self.beta1**row_steps
+        correction2 = 1.0 - self.beta2**row_steps
+        if current is None:
+            current = [None] * len(self.params)
+        for param, first, second, grad, param_rows in zip(
+            self.params, self.first_moments, self.second_moments, grads, current, strict=True
+        ):
+            if self._fused and param[0].numel() >= _FUSED_MIN_ROW:
+                # Big rows (the first layers): the fused kernel, in place through row views. One call per
+                # parameter tensor; small rows go the vectorised way (a kernel call per tiny row costs more).
+                idx = rows.tolist()
+                torch._fused_adam_(
+                    [param[r] for r in idx], list(grad.unbind(0)), [first[r] for r in idx],
+                    [second[r] for r in idx], [], [self.steps[r] for r in idx], lr=self.lr, beta1=self.beta1,
+                    beta2=self.beta2, weight_decay=self.weight_decay, eps=self.eps, amsgrad=False, maximize=False,
+                )  # fmt: skip
+                continue
+            if param_rows is None:
+                param_rows = param.index_select(0, rows)
+            shape = (-1,) + (1,) * (param.dim() - 1)
+            if self.weight_decay:
+                grad = grad.add(param_rows, alpha=self.weight_decay)
+            first_rows = first.index_select(0, rows).mul_(self.beta1).add_(grad, alpha=1.0 - self.beta1)
+            second_rows = second.index_select(0, rows).mul_(self.beta2).addcmul_(grad, grad, value=1.0 - self.beta2)
+            first.index_copy_(0, rows, first_rows)
+            second.index_copy_(0, rows, second_rows)
+            denom = second_rows.div_(correction2.view(shape)).sqrt_().add_(self.eps)
+            param_rows.addcdiv_(first_rows.div_(correction1.view(shape)), denom, value=-self.lr)
+            param.index_copy_(0, rows, param_rows)
+
+
+def round_robin_order(slots: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An order of the units ``slots`` (U,) in rounds: every slot's 1st unit, then every slot's 2nd unit...
+
+    Units are shuffled inside each slot and inside each round, so consecutive units rarely share a slot and a
+    step's units can be gathered once each. In phase 2 every adapter learns only from its own units, so how
+    units of different slots are grouped into steps does not change what an adapter sees: a random sequence of
+    its own chunks.
+    """
+    perm = rng.permutation(slots.size)
+    shuffled = slots[perm]
+    by_slot = np.argsort(shuffled, kind="stable")
+    sorted_slots = shuffled[by_slot]
+    starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
+    sizes = np.diff(np.r_[starts, sorted_slots.size])
+    rank = np.empty(slots.size, dtype=np.int64)
+    rank[by_slot] = np.arange(slots.size) - np.repeat(starts, sizes)
+    return perm[np.lexsort((rng.random(slots.size), rank))]
+
+
+def init_general_weights(
+    d: int, y: np.ndarray, observed: np.ndarray, settings: TrainingSettings
+) -> dict[str, np.ndarray]:
+    """The general adapters before training: PyTorch's default uniform ranges, Gaussian model embeddings, and
+    each model's output bias at its mean observed training score (the estimator starts as the mean predictor
+    and learns residuals).
+
+    Args:
+        d: prompt embedding width.
+        y: (n, m) training scores; observed: (n, m) bool, False where ``y`` is NaN.
+    """
+    m = y.shape[1]
+    rng = np.random.default_rng(settings.seed)
+    q, h = settings.model_dim, settings.hidden
+    bound1 = 1.0 / math.sqrt(d + q)
+    bound2 = 1.0 / math.sqrt(h)
+    counts = observed.sum(axis=0)
+    global_mean = float(y[observed].mean()) if observed.any() else 0.0
+    column_sums = np.where(observed, y, 0.0).sum(axis=0)
+    means = np.where(counts > 0, column_sums / np.maximum(counts, 1), global_mean)
+    f32 = np.float32
+    return {
+        "model_embeddings": (rng.standard_normal((m, q)) / math.sqrt(q)).astype(f32),
+        "w1_prompt": rng.uniform(-bound1, bound1, (d, m, h)).astype(f32),  # (d, m, h): one matmul for all m
+        "w1_model": rng.uniform(-bound1, bound1, (m, q, h)).astype(f32),
+        "b1": rng.uniform(-bound1, bound1, (m, h)).astype(f32),
+        "w2": rng.uniform(-bound2, bound2, (m, h)).astype(f32),
+        "b2": means.astype(f32),
+    }
+
+
+def train_general_adapters(
+    emb: np.ndarray,
+    y: np.ndarray,
+    observed: np.ndarray,
+    train_idx: np.ndarray,
+    dev_idx: np.ndarray,
+    settings: TrainingSettings,
+) -> PhaseResult:
+    """Phase 1: model embeddings and general adapters, Adam on mini-batches of prompts (each with its m models).
+
+    Args:
+        emb: (n, d) float32 embeddings; y: (n, m) scores (NaN = unobserved); observed: (n, m) bool.
+        train_idx, dev_idx: row indices; without dev rows, every epoch runs and the last one is kept.
+
+    Returns:
+        the weights of the best dev epoch (keys as :func:`init_general_weights`), the per-epoch history.
+    """
+    torch = import_torch()
+    device = settings.device
+    d = emb.shape[1]
+    m = y.shape[1]
+    init = init_general_weights(d, y[train_idx], observed[train_idx], settings)
+    result = PhaseResult(weights=init)
+    if settings.epochs_general == 0:
+        return result
+    rng = np.random.default_rng([settings.seed, 1])
+    embeddings_t = torch.from_numpy(emb).to(device)
+    scores_t = torch.from_numpy(np.where(observed, y, 0.0).astype(np.float32)).to(device)
+    observed_t = torch.from_numpy(observed.astype(np.float32)).to(device)
+    params = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in init.items()}
+    optimizer = torch.optim.Adam(list(params.values()), lr=settings.lr, weight_decay=settings.weight_decay)
+    h = settings.hidden
+
+    def forward(rows: Any) -> Any:
+        x = embeddings_t[rows]
+        hidden = (x @ params["w1_prompt"].reshape(d, m * h)).reshape(-1, m, h)
+        model_part = torch.einsum("mq,mqh->mh", params["model_embeddings"], params["w1_model"]) + params["b1"]
+        hidden = torch.relu(hidden + model_part)
+        # An elementwise product + sum: far cheaper than a bmm of (m, B, h) x (m, h, 1) on CPU.
+        return (hidden * params["w2"]).sum(dim=-1) + params["b2"]
+
+    def squared_error(rows: Any) -> tuple[Any, Any]:
+        """Summed squared error over the observed scores of ``rows``, and their count."""
+        mask = observed_t[rows]
+        err = (forward(rows) - scores_t[rows]) * mask
+        return (err * err).sum(), mask.sum()
+
+    def dev_mse() -> float | None:
+        if dev_idx.size == 0:
+            return None
+        total, count = 0.0, 0.0
+        with torch.no_grad():
+            for start in range(0, dev_idx.size, _DEV_BLOCK_ROWS):
+                sse, n_obs = squared_error(torch.from_numpy(dev_idx[start : start + _DEV_BLOCK_ROWS]).to(device))
+                total += float(sse)
+                count += float(n_obs)
+        return total / max(count, 1.0)
+
+    def snapshot() -> dict[str, Any]:
+        return {k: v.detach().clone() for k, v in params.items()}
+
+    # Rows with no observed score teach nothing; leave them out of the batches.
+    train_rows = train_idx[observed[train_idx].any(axis=1)]
+    stopper = EarlyStopping(settings.patience, monitor="dev_mse", min_delta=_MIN_DEV_IMPROVEMENT)
+    stopper.start(dev_mse(), snapshot)
+    batch_size = settings.batch_size
+    for epoch in range(1, settings.epochs_general + 1):
+        perm = rng.permutation(train_rows)
+        total, count = 0.0, 0.0
+        for start in range(0, perm.size, batch_size):
+            rows = torch.from_numpy(perm[start : start + batch_size]).to(device)
+            sse, n_obs = squared_error(rows)
+            if float(n_obs) == 0:
+                continue
+            loss = sse / n_obs
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(sse.detach())
+            count += float(n_obs)
+        epoch_dev = dev_mse()
+        train_mse = total / max(count, 1.0)
+        result.history.append(
+            {"epoch": epoch, "train_mse": train_mse, "dev_mse": float("nan") if epoch_dev is None else epoch_dev}
+        )
+        result.n_epochs = epoch
+        logger.debug("QualityEstimator general epoch %d train %.5f dev %s", epoch, train_mse, epoch_dev)
+        if stopper.update(epoch, epoch_dev, snapshot):
+            break
+    result.dev_mse = float(stopper.best_value) if dev_idx.size else float("nan")
+    result.weights = {k: v.cpu().numpy() for k, v in stopper.best_state.items()}
+    logger.info("QualityEstimator phase 1: %d epochs, dev MSE %.5f", result.n_epochs, result.dev_mse)
+    return result
+
+
+def train_task_adapters(
+    emb: np.ndarray,
+    y: np.ndarray,
+    observed: np.ndarray,
+    labels: np.ndarray,
+    train_idx: np.ndarray,
+    dev_idx: np.ndarray,
+    general: dict[str, np.ndarray],
+    layout: AdapterLayout,
+    settings: TrainingSettings,
+) -> PhaseResult:
+    """Phase 2: the task adapters, each on the rows of its task, the general adapters and embeddings fixed.
+
+    Every task adapter starts as a copy of its model's general adapter with the model half folded into its
+    first-layer bias (``W1_m^T v_M + b1`` is a constant per adapter once ``v_M`` is frozen), and learns from
+    chunks of ``batch_size // 2`` rows (8 to 128) of its own task, updated by :class:`LazyRowAdam`.
+
+    Args:
+        labels: (n,) int64 task of each row, -1 = Others (not used here).
+        general: phase 1's weights (see :func:`init_general_weights`).
+        layout: the slot of each task adapter.
+
+    Returns:
+        the task adapters ``w1`` (A, d, h), ``b1`` (A, h), ``w2`` (A, h), ``b2`` (A,): per task, those of its best
+        dev epoch (the last epoch without dev rows), and the per-epoch history.
+    """
+    torch = import_torch()
+    d, h = emb.shape[1], settings.hidden
+    slot_model = layout.slot_model
+    general_hidden_bias = np.einsum("mq,mqh->mh", general["model_embeddings"], general["w1_model"]) + general["b1"]
+    init = {
+        "w1": np.ascontiguousarray(general["w1_prompt"][:, slot_model, :].transpose(1, 0, 2), dtype=np.float32),
+        "b1": np.ascontiguousarray(general_hidden_bias[slot_model], dtype=np.float32),
+        "w2": np.ascontiguousarray(general["w2"][slot_model], dtype=np.float32),
+        "b2": np.ascontiguousarray(general["b2"][slot_model], dtype=np.float32),
+    }
+    result = PhaseResult(weights=init)
+    if layout.n_slots == 0 or settings.epochs_task == 0:
+        return result
+    device = settings.device
+    rng = np.random.default_rng([settings.seed, 2])
+    # An adapter's mini-batch is one chunk of its task's rows. How many (chunk, adapter) units one step
+    # evaluates together is a matter of speed only (each adapter learns from its own units): about one
+    # round of distinct adapters, capped at _STEP_WEIGHT_BYTES of gathered first-layer weights.
+    chunk = int(np.clip(settings.batch_size // 2, 8, 128))
+
+    train_rows, train_slots = layout.units(train_idx, labels, chunk, rng)
+    if train_slots.size == 0:
+        logger.info("QualityEstimator phase 2: no training prompt is labelled with a task; skipped")
+        return result
+    dev_rows, dev_slots = layout.units(dev_idx, labels, chunk, None)
+    units_per_step = max(1, min(np.unique(train_slots).size, _STEP_WEIGHT_BYTES // (4 * d * h)))
+
+    # The shared parts (prompt embeddings, model embeddings, general adapters) are constants here:
+    # plain tensors with requires_grad=False; only the stacked task adapters are trained.
+    embeddings_t = torch.from_numpy(emb).to(device)
+    embeddings_t.requires_grad_(False)
+    scores_t = torch.from_numpy(np.where(observed, y, 0.0).astype(np.float32)).to(device)
+    observed_t = torch.from_numpy(observed.astype(np.float32)).to(device)
+    slot_model_t = torch.from_numpy(slot_model).to(device)
+    # from_numpy: on CPU the trained tensors share the init arrays' memory (no extra copy of A*d*h floats).
+    params = [torch.from_numpy(init[k]).to(device) for k in ("w1", "b1", "w2", "b2")]
+    optimizer = LazyRowAdam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    slot_task_t = torch.from_numpy(layout.slot_task).to(device)
+    n_tasks = int(layout.task_sizes.size)
+
+    def unit_squared_error(
+        rows_np: np.ndarray, slots_np: np.ndarray, leaves: list[Any] | None = None, inverse: Any = None
+    ) -> tuple[Any, Any]:
+        """Per-unit summed squared error and observed count: (U,), (U,).
+
+        ``leaves``: the step's gathered adapter weights, one row per distinct slot (``inverse`` maps units to
+        them when a slot appears twice); None reads the weights from ``params``.
+        """
+        rows = torch.from_numpy(rows_np).to(device)
+        slots = torch.from_numpy(slots_np).to(device)
+        valid = rows >= 0
+        safe_rows = rows.clamp(min=0)
+        x = embeddings_t[safe_rows]  # (U, c, d)
+        if leaves is None:
+            w1, b1, w2, b2 = (p.index_select(0, slots) for p in params)
+        elif inverse is None:  # one unit per slot: the leaves are the units' weights
+            w1, b1, w2, b2 = leaves
+        else:
+            w1, b1, w2, b2 = (leaf.index_select(0, inverse) for leaf in leaves)
+        hidden = torch.relu(torch.bmm(x, w1) + b1[:, None, :])  # (U, c, h)
+        pred = torch.bmm(hidden, w2[:, :, None]).squeeze(-1) + b2[:, None]  # (U, c)
+        cols = slot_model_t[slots][:, None].expand_as(safe_rows)
+        mask = observed_t[safe_rows, cols] * valid
+        err = (pred - scores_t[safe_rows, cols]) * mask
+        return (err * err).sum(dim=1), mask.sum(dim=1)
+
+    def dev_task_mse() -> np.ndarray:
+        """(T,) float64 dev MSE of each task's candidate predictions; +inf where a task has no dev observation."""
+        sse = torch.zeros(n_tasks, device=device, dtype=torch.float64)
+        count = torch.zeros(n_tasks, device=device, dtype=torch.float64)
+        if dev_slots.size:
+            step = max(1, _DEV_BLOCK_BYTES // (4 * d * h))
+            with torch.no_grad():
+                for start in range(0, dev_slots.size, step):
+                    s, c = unit_squared_error(dev_rows[start : start + step], dev_slots[start : start + step])
+                    tasks = slot_task_t[torch.from_numpy(dev_slots[start : start + step]).to(device)]
+                    sse.index_add_(0, tasks, s.double())
+                    count.index_add_(0, tasks, c.double())
+        mse = torch.where(count > 0, sse / count.clamp(min=1), torch.full_like(sse, float("inf")))
+        return mse.cpu().numpy()
+
+    # Early stopping is per task: a task's adapters are kept from their best dev epoch, and a task with
+    # no dev observation keeps the general copy (no evidence that specialising helps it).
+    has_dev = dev_idx.size > 0
+    stopper = EarlyStopping(settings.patience, monitor="dev_mse per task", min_delta=_MIN_DEV_IMPROVEMENT,
+                            restore_best=False)  # fmt: skip
+    if has_dev:
+        stopper.start(dev_task_mse())
+    best = [p.clone() for p in params] if has_dev else params
+    for epoch in range(1, settings.epochs_task + 1):
+        if epoch > 1:  # new chunks each epoch: rows meet different batch-mates
+            train_rows, train_slots = layout.units(train_idx, labels, chunk, rng)
+        order = round_robin_order(train_slots, rng)
+        total, count = 0.0, 0.0
+        for start in range(0, order.size, units_per_step):
+            selected = order[start : start + units_per_step]
+            distinct_np, inverse_np = np.unique(train_slots[selected], return_inverse=True)
+            inverse = None
+            if distinct_np.size == selected.size:  # the usual case: distinct slots, one gather per parameter
+                selected = selected[np.argsort(train_slots[selected], kind="stable")]
+            else:  # a slot twice in the step: gather it once, use it for each of its units
+                inverse = torch.from_numpy(inverse_np).to(device)
+            distinct = torch.from_numpy(distinct_np).to(device)
+            leaves = [p.index_select(0, distinct).requires_grad_(True) for p in params]
+            sse, n_obs = unit_squared_error(train_rows[selected], train_slots[selected], leaves, inverse)
+            sse_total, n_obs_total = sse.sum(), n_obs.sum()
+            if float(n_obs_total) == 0:
+                continue
+            # Sum of per-unit mean squared errors: each adapter's gradient is that of its own chunk's MSE,
+            # whatever else shares the step (a step-wide mean would shrink it towards Adam's eps).
+            (sse / n_obs.clamp(min=1.0)).sum().backward()
+            with torch.no_grad():
+                optimizer.step(distinct, [leaf.grad for leaf in leaves], [leaf.detach() for leaf in leaves])
+            total += float(sse_total.detach())
+            count += float(n_obs_total)
+        train_mse = total / max(count, 1.0)
+        if not has_dev:
+            # No dev set at all (dev_fraction=0): train every task for epochs_task epochs, keep the last.
+            result.history.append({"epoch": epoch, "train_mse": train_mse})
+            result.n_epochs = epoch
+            continue
+        stop = stopper.update(epoch, dev_task_mse())
+        improved = stopper.improved
+        if improved.any():
+            improved_slots = torch.nonzero(torch.from_numpy(improved).to(device)[slot_task_t], as_tuple=True)[0]
+            for best_param, param in zip(best, params, strict=True):
+                best_param.index_copy_(0, improved_slots, param.index_select(0, improved_slots))
+        best_mse = torch.from_numpy(stopper.best_value)
+        finite = torch.isfinite(best_mse)
+        mean_dev = float(best_mse[finite].mean()) if bool(finite.any()) else float("nan")
+        n_improved = int(improved.sum())
+        result.history.append(
+            {"epoch": epoch, "train_mse": train_mse, "dev_mse_mean_over_tasks": mean_dev, "tasks_improved": n_improved}
+        )
+        result.n_epochs = epoch
+        logger.debug("QualityEstimator task epoch %d train %.5f, %d tasks improved", epoch, train_mse, n_improved)
+        if stop:
+            break
+    if has_dev:
+        specialised = stopper.best_epoch > 0
+    else:
+        trained_slots = torch.from_numpy(np.unique(train_slots)).to(device)
+        specialised = (torch.bincount(slot_task_t[trained_slots], minlength=n_tasks) > 0).cpu().numpy()
+    result.tasks_specialised = int(specialised.sum())
+    logger.info(
+        "QualityEstimator phase 2: %d epochs, %d of %d tasks specialised", result.n_epochs, result.tasks_specialised,
+        n_tasks,
+    )  # fmt: skip
+    result.weights = {k: b.cpu().numpy() for k, b in zip(("w1", "b1", "w2", "b2"), best, strict=True)}
+    return result
+
+
+__all__ = [
+    "LazyRowAdam", "PhaseResult", "TrainingSettings", "init_general_weights", "round_robin_order",
+    "train_general_adapters", "train_task_adapters",
+]  # fmt: skip
