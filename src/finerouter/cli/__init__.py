@@ -1,1 +1,1 @@
-"""cli"""
+"""The ``finerouter`` command line: one sub-command per module, registered in :mod:`finerouter.cli.main`."""

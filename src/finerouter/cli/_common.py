@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 
 def console():  # noqa: ANN201 - rich is imported lazily
+    """A rich console on stderr (stdout stays for the command's machine-readable output)."""
     from rich.console import Console
 
     return Console(stderr=True)

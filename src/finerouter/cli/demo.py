@@ -11,6 +11,7 @@ from finerouter.cli._common import cli_errors, console
 
 
 def _quality_cost(scores: np.ndarray, costs: np.ndarray | None, choice: np.ndarray) -> tuple[float, float]:
+    """Mean true score (unscored picks count 0) and mean cost (NaN without costs) of ``choice``."""
     rows = np.arange(len(choice))
     q = float(np.nanmean(np.nan_to_num(scores[rows, choice], nan=0.0)))
     c = float(np.nanmean(costs[rows, choice])) if costs is not None else float("nan")
@@ -33,24 +34,24 @@ def demo(
     from finerouter.routing.policy import choose_models
     from finerouter.routing.router import FineRouter, check_save_destination
 
-    con = console()
+    err_console = console()
     with cli_errors():
         if out is not None:
             check_save_destination(out, force=force)  # before fitting: a refusal costs no fit
         data = make_synthetic_routing_data(n_prompts=n_prompts, seed=seed)
         train, test = data.split(test_size=0.2, seed=seed)
-        con.print(f"[bold]synthetic data[/] (planted domains and sub-tasks): {data}; train {len(train)}, test {len(test)}")
+        err_console.print(f"[bold]synthetic data[/] (planted domains and sub-tasks): {data}; train {len(train)}, test {len(test)}")
         router = FineRouter(encoder=encoder, cache_dir=cache_dir, seed=seed)
-        with con.status("fitting FineRouter..."):
+        with err_console.status("fitting FineRouter..."):
             router.fit(train)
-        s = router.fit_summary_
-        con.print(
-            f"stage 1: {s['n_tasks']} tasks discovered ({len(set(train.tasks or []))} coarse domains), "
-            f"{s['share_in_tasks']:.0%} of training prompts in a task, {s['mean_candidates']:.2f} candidates per task "
-            f"of {s['n_models']} models; fit {s['seconds']['total']:.1f}s"
+        summary = router.fit_summary_
+        err_console.print(
+            f"stage 1: {summary['n_tasks']} tasks discovered ({len(set(train.tasks or []))} coarse domains), "
+            f"{summary['share_in_tasks']:.0%} of training prompts in a task, {summary['mean_candidates']:.2f} candidates per task "
+            f"of {summary['n_models']} models; fit {summary['seconds']['total']:.1f}s"
         )
-        emb = router.encoder_.encode(test.prompts)
-        scored = router.score_embeddings(emb)
+        test_embeddings = router.encoder_.encode(test.prompts)
+        scored = router.score_embeddings(test_embeddings)
         est_costs = router.estimate_costs(test.prompts)
         true_costs = test.costs
         table = Table(title="held-out synthetic prompts: mean quality and cost per prompt")
@@ -74,17 +75,17 @@ def demo(
         for name, q, c in rows:
             head = (q - q_best) / span if span > 0 else float("nan")
             table.add_row(name, f"{q:.3f}", f"${c:.6f}", f"{head:+.0%}")
-        console().print(table)
-        con.print("[bold]example routes[/] (tolerance 0):")
+        err_console.print(table)
+        err_console.print("[bold]example routes[/] (tolerance 0):")
         picks = np.random.default_rng(seed + 1).choice(n, size=min(3, n), replace=False)
-        for d in router.route_embeddings(emb[picks], [test.prompts[i] for i in picks]):
-            top = sorted(zip(d.models, d.final_scores), key=lambda x: -x[1])[:3]
-            con.print(
-                f"- [italic]{d.prompt[:90]}[/]\n  -> [bold]{d.model}[/]  task {d.task_id} "
-                f"({d.task_description[:70]!r}, candidates {d.task_candidates}, confidence "
-                f"{d.classifier_confidence:.2f}); top final scores "
+        for decision in router.route_embeddings(test_embeddings[picks], [test.prompts[i] for i in picks]):
+            top = sorted(zip(decision.models, decision.final_scores), key=lambda x: -x[1])[:3]
+            err_console.print(
+                f"- [italic]{decision.prompt[:90]}[/]\n  -> [bold]{decision.model}[/]  task {decision.task_id} "
+                f"({decision.task_description[:70]!r}, candidates {decision.task_candidates}, confidence "
+                f"{decision.classifier_confidence:.2f}); top final scores "
                 + ", ".join(f"{m} {v:.2f}" for m, v in top)
             )
         if out is not None:
             router.save(out, force=force)
-            con.print(f"[green]saved router[/] to {out}")
+            err_console.print(f"[green]saved router[/] to {out}")

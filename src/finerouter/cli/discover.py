@@ -43,7 +43,7 @@ def discover(
     from finerouter.discovery import TaskDiscovery
     from finerouter.encoders import get_encoder
 
-    con = console()
+    err_console = console()
     with cli_errors():
         discovery = TaskDiscovery(
             k=k, tau=tau, iterations=iterations, resolution=resolution, min_task_size=min_task_size,
@@ -52,21 +52,21 @@ def discover(
         discovery._validate_params()  # fail on bad options before loading data or the encoder
         prepare_out_folder(out, OUTPUTS, previous=_is_catalog_folder, force=force, command="discover")
         dataset = read_routing_data(data, prices=prices, rescale=rescale)
-        con.print(f"[bold]data[/]: {dataset}")
+        err_console.print(f"[bold]data[/]: {dataset}")
         descriptions = PromptDescriber().describe(dataset.prompts)
-        enc = get_encoder(encoder, cache_dir=cache_dir)
+        text_encoder = get_encoder(encoder, cache_dir=cache_dir)
         chunks = []
         with Progress(
             TextColumn("embedding descriptions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=con, transient=True,
+            console=err_console, transient=True,
         ) as bar:
             task = bar.add_task("embed", total=len(descriptions))
-            for lo in range(0, len(descriptions), _ENCODE_CHUNK):
-                batch = descriptions[lo : lo + _ENCODE_CHUNK]
-                chunks.append(enc.encode(batch))
+            for start in range(0, len(descriptions), _ENCODE_CHUNK):
+                batch = descriptions[start : start + _ENCODE_CHUNK]
+                chunks.append(text_encoder.encode(batch))
                 bar.advance(task, len(batch))
         embeddings = np.concatenate(chunks).astype(np.float32, copy=False)
-        with con.status("discovering tasks (kNN graph, RBO, Leiden)..."):
+        with err_console.status("discovering tasks (kNN graph, RBO, Leiden)..."):
             groups = dataset.tasks if refine_task_labels else None
             discovery.fit(
                 embeddings, dataset.scores, model_names=dataset.models, prompts=dataset.prompts,
@@ -75,20 +75,21 @@ def discover(
         catalog = discovery.catalog_
         catalog.info["refined_task_labels"] = groups is not None
         catalog.info["data"] = str(data)
-        catalog.info["encoder"] = enc.name
+        catalog.info["encoder"] = text_encoder.name
         catalog.save(out)
         atomic_write_text(out / "tasks.md", catalog.to_markdown())
         labels = discovery.labels_
-        lines = ["id,task"] + [f"{_csv(i)},{int(t)}" for i, t in zip(dataset.ids or [], labels)]
+        lines = ["id,task"] + [f"{_csv_field(i)},{int(t)}" for i, t in zip(dataset.ids or [], labels)]
         atomic_write_text(out / "assignments.csv", "\n".join(lines) + "\n")
 
-    m = len(catalog.model_names)
+    n_models = len(catalog.model_names)
     mean_cand = f"{catalog.mean_candidates:.2f}" if catalog.n_tasks else "n/a"
     levels = " -> ".join(str(s["communities"]) for s in discovery.level_stats_)
     refined = f" (refining {len(set(dataset.tasks or []))} task labels)" if catalog.info["refined_task_labels"] else ""
     typer.echo(f"tasks: {catalog.n_tasks}{refined}")
-    typer.echo(f"share of prompts in a task: {catalog.share_in_tasks:.1%} ({catalog.n_prompts - catalog.others.size} of {catalog.n_prompts})")
-    typer.echo(f"mean candidates per task: {mean_cand} of {m} models")
+    in_tasks = catalog.n_prompts - catalog.others.size
+    typer.echo(f"share of prompts in a task: {catalog.share_in_tasks:.1%} ({in_tasks} of {catalog.n_prompts})")
+    typer.echo(f"mean candidates per task: {mean_cand} of {n_models} models")
     typer.echo(f"communities per Leiden round: {levels}; {discovery.timings_['total']:.1f}s")
     typer.echo(f"wrote {out / 'catalog.json'}, {out / 'tasks.md'}, {out / 'assignments.csv'}")
 
@@ -106,7 +107,8 @@ def _is_catalog_folder(folder: Path) -> bool:
     return isinstance(doc, dict) and doc.get("format") == FORMAT
 
 
-def _csv(value: str) -> str:
+def _csv_field(value: str) -> str:
+    """``value`` as one CSV field (quoted when it holds a comma, quote or newline)."""
     if any(c in value for c in ',"\n\r'):
         return '"' + value.replace('"', '""') + '"'
     return value

@@ -79,18 +79,18 @@ def evaluate(
     from finerouter.evaluation.report import write_outputs
     from finerouter.evaluation.runner import embed_dataset, run_evaluation
 
-    con = console()
+    err_console = console()
     with cli_errors():
         names = split_list(routers)
         router_params = _parse_params(param)
         prepare_out_folder(out, OUTPUTS, previous=_is_results_folder, force=force, command="evaluate")
         dataset = read_routing_data(data, prices=prices, rescale=rescale, allow_pickle=allow_pickle)
-        con.print(f"[bold]data[/]: {dataset}")
-        with con.status(f"embedding {dataset.n_prompts} prompts (cached in {cache_dir})..."):
-            embeddings, enc = embed_dataset(dataset, encoder, cache_dir)
-        con.print(f"[bold]embeddings[/]: {embeddings.shape} from {enc.name}")
+        err_console.print(f"[bold]data[/]: {dataset}")
+        with err_console.status(f"embedding {dataset.n_prompts} prompts (cached in {cache_dir})..."):
+            embeddings, text_encoder = embed_dataset(dataset, encoder, cache_dir)
+        err_console.print(f"[bold]embeddings[/]: {embeddings.shape} from {text_encoder.name}")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        with Progress(*columns, console=con, transient=True) as bar:
+        with Progress(*columns, console=err_console, transient=True) as bar:
             task = bar.add_task("evaluating", total=None)
 
             def progress(description: str, done: int, total: int) -> None:
@@ -103,7 +103,7 @@ def evaluate(
                 seeds=seeds,
                 test_size=test_size,
                 prices=prices,
-                encoder=enc,
+                encoder=text_encoder,
                 router_params=router_params,
                 tolerances=np.linspace(0.0, 1.0, tolerance_steps).round(6).tolist(),
                 reference=reference,
@@ -123,5 +123,5 @@ def evaluate(
                 "–" if rec["headroom_mean"] is None else f"{rec['headroom_mean']:+.2f}",
                 "–" if rec.get("curve_area_mean") is None else f"{rec['curve_area_mean']:.3f}",
             )
-        con.print(table)
-        con.print(f"[green]wrote[/] {', '.join(str(p) for p in paths.values())}")
+        err_console.print(table)
+        err_console.print(f"[green]wrote[/] {', '.join(str(p) for p in paths.values())}")

@@ -32,13 +32,13 @@ def fit(
     from finerouter.data.readers import read_routing_data
     from finerouter.routing.router import FineRouter, check_save_destination
 
-    con = console()
+    err_console = console()
     with cli_errors():
         if task_labels not in _TASK_LABELS:
             raise typer.BadParameter(f"--task-labels must be auto, refine or ignore, got {task_labels!r}")
         check_save_destination(out, force=force)  # before fitting: a refusal costs no fit
         dataset = read_routing_data(data, rescale=rescale, allow_pickle=allow_pickle)
-        con.print(f"[bold]data[/]: {dataset}")
+        err_console.print(f"[bold]data[/]: {dataset}")
         describer = None
         if describe_url:
             from finerouter.describe import OpenAIDescriber
@@ -53,16 +53,16 @@ def fit(
             encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed,
             refine_task_labels=_TASK_LABELS[task_labels],
         )
-        with con.status("fitting FineRouter (embeddings, discovery, classifier, quality estimator)..."):
+        with err_console.status("fitting FineRouter (embeddings, discovery, classifier, quality estimator)..."):
             router.fit(dataset)
         router.save(out, force=force)
-        s = router.fit_summary_
-        con.print(
-            f"[green]saved[/] {out}: {s['n_tasks']} tasks"
-            f"{' refining the task labels' if s['refined_task_labels'] else ''}, "
-            f"{s['share_in_tasks']:.0%} of prompts in a task, "
-            f"{s['mean_candidates']:.2f} candidates per task of {s['n_models']} models, "
-            f"costs: {router.cost_model_.kind}, fit {s['seconds']['total']:.1f}s"
+        summary = router.fit_summary_
+        err_console.print(
+            f"[green]saved[/] {out}: {summary['n_tasks']} tasks"
+            f"{' refining the task labels' if summary['refined_task_labels'] else ''}, "
+            f"{summary['share_in_tasks']:.0%} of prompts in a task, "
+            f"{summary['mean_candidates']:.2f} candidates per task of {summary['n_models']} models, "
+            f"costs: {router.cost_model_.kind}, fit {summary['seconds']['total']:.1f}s"
         )
 
 

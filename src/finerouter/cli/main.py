@@ -17,6 +17,7 @@ app = typer.Typer(
 
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
+    """Options of every sub-command: the log level."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -24,21 +25,22 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 
 
 def _register() -> None:
-    # Each module exposes one function; importing them is cheap (heavy imports live inside the functions).
-    from finerouter.cli import demo, discover, fit, route
+    """Register one sub-command per module; importing them is cheap (heavy imports live inside the functions)."""
+    from finerouter.cli import demo, discover, evaluate, fit, route, serve
 
     app.command("demo")(demo.demo)
     app.command("discover")(discover.discover)
     app.command("fit")(fit.fit)
     app.command("route")(route.route)
-    from finerouter.cli import serve as _sv; app.command("serve")(_sv.serve)  # noqa: E702
-    from finerouter.cli import evaluate as _ev; app.command("evaluate")(_ev.evaluate)  # noqa: E702
+    app.command("serve")(serve.serve)
+    app.command("evaluate")(evaluate.evaluate)
 
 
 _register()
 
 
 def main() -> None:
+    """Entry point of the ``finerouter`` console script."""
     app()
 
 

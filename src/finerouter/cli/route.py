@@ -13,6 +13,7 @@ from finerouter.errors import DataError
 
 
 def _read_prompts(path: Path) -> list[str]:
+    """The ``prompt`` field of each non-blank line of a JSONL file; DataError naming the file and line."""
     prompts = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -81,8 +82,8 @@ def route(
             bar = progress.add_task("routing", total=len(prompts))
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start : start + batch_size]
-                for d in router.route(chunk, **options):
-                    lines.append(json.dumps(d.to_dict(), ensure_ascii=False))
+                for decision in router.route(chunk, **options):
+                    lines.append(json.dumps(decision.to_dict(), ensure_ascii=False))
                 progress.advance(bar, len(chunk))
         atomic_write_text(output_path, "\n".join(lines) + "\n")
         console().print(f"routed {len(prompts)} prompts -> {output_path}")
