@@ -80,6 +80,21 @@ def gateway_router(minilm):
     return FineRouter(encoder=minilm, seed=0, **fast).fit(data)
 
 
+@pytest.fixture(scope="session")
+def fake_encoder_router():
+    """A FineRouter on the deterministic :class:`finerouter.testing.FakeEncoder` (no model to load), fitted once
+    per session with ``FAST_SETTINGS`` on the same planted synthetic data as ``gateway_router`` (4 models,
+    per-prompt costs): for tests of what surrounds the router (the gateway), which need real routing decisions
+    but not real embeddings. It cannot be reloaded by ``finerouter serve`` (a custom encoder). Tests must not
+    change it."""
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.router import FineRouter
+    from finerouter.testing import FAST_SETTINGS, FakeEncoder
+
+    data = make_synthetic_routing_data(n_prompts=120, n_models=4, seed=0)
+    return FineRouter(encoder=FakeEncoder(), seed=0, **FAST_SETTINGS).fit(data)
+
+
 @pytest.fixture
 def serve_process():
     """Start a real ``finerouter serve`` process on a free loopback port: ``serve_process(args, env)`` returns

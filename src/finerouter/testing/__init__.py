@@ -4,7 +4,8 @@
   milliseconds without loading a model.
 - :data:`FAST_SETTINGS`: ``FineRouter`` keyword arguments that shorten training to a few epochs.
 - :class:`FakeUpstream`: an echoing OpenAI-compatible chat-completions ASGI app that fails on demand
-  (``python -m finerouter.testing.fake_upstream`` serves several on loopback).
+  (``python -m finerouter.testing.fake_upstream`` serves several on loopback); :class:`InProcessUpstreams`
+  reaches several from a gateway in-process, with no socket.
 - :class:`BackgroundServer`: uvicorn serving an ASGI app on loopback from a thread.
 
 Example::
@@ -21,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from finerouter.testing.encoders import FakeEncoder
-from finerouter.testing.fake_upstream import FakeUpstream
+from finerouter.testing.fake_upstream import FakeUpstream, InProcessUpstreams
 from finerouter.testing.servers import BackgroundServer
 
 #: ``FineRouter(**FAST_SETTINGS)``: a few training epochs for the task classifier and the quality estimator,
@@ -29,4 +30,4 @@ from finerouter.testing.servers import BackgroundServer
 #: place (build a new dict, e.g. ``{**FAST_SETTINGS, "quality": {...}}``).
 FAST_SETTINGS: dict[str, Any] = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
 
-__all__ = ["FAST_SETTINGS", "BackgroundServer", "FakeEncoder", "FakeUpstream"]
+__all__ = ["FAST_SETTINGS", "BackgroundServer", "FakeEncoder", "FakeUpstream", "InProcessUpstreams"]

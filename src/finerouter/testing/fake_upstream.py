@@ -417,6 +417,42 @@ class FakeUpstream:
             await send({"type": "http.response.body", "body": data, "more_body": i < len(events) - 1})
 
 
+class InProcessUpstreams:
+    """Several FakeUpstreams reached in-process, with no socket: one ASGI app, one host name per upstream.
+
+    Give :meth:`transport` to ``create_app(transport=...)`` and :meth:`base_url` of each upstream to the
+    upstreams config; each request then goes to the fake its host names. The transport is
+    ``httpx.ASGITransport``, which buffers every answer and ignores timeouts, so faults that live at the socket
+    level (``"timeout"``, ``"close_before_body"``, ``"close_mid_stream"``, ``"stall"``, ``"trickle"``,
+    ``"huge"``) need real servers (:class:`finerouter.testing.BackgroundServer`); HTTP statuses,
+    ``"invalid_json"`` and ``"truncate"`` work here.
+
+    Args:
+        fakes: upstream name -> its FakeUpstream.
+    """
+
+    def __init__(self, fakes: dict[str, FakeUpstream]) -> None:
+        self.fakes = fakes
+        self._hosts = {f"u{i}": name for i, name in enumerate(fakes)}
+        self._host_of = {name: host for host, name in self._hosts.items()}
+
+    def base_url(self, name: str) -> str:
+        """The ``base_url`` for upstream ``name`` (its host is a label, so any name works)."""
+        return f"http://{self._host_of[name]}.upstream.test/v1"
+
+    def transport(self) -> Any:
+        """A fresh ``httpx.ASGITransport`` over this app; an upstream that crashes answers 500, as a server would."""
+        import httpx
+
+        return httpx.ASGITransport(app=self, raise_app_exceptions=False)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        host = dict(scope["headers"])[b"host"].decode("latin-1").split(".")[0]
+        await self.fakes[self._hosts[host]](scope, receive, send)
+
+
 class _ByPort:
     """Serves several FakeUpstreams from one uvicorn server, one listening port each."""
 
@@ -475,4 +511,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["FAULTS", "FakeUpstream", "main"]
+__all__ = ["FAULTS", "FakeUpstream", "InProcessUpstreams", "main"]
