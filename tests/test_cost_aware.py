@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finerouter.errors import ParameterError
+from finerouter.errors import DataError, ParameterError
 from finerouter.routing.policy import (
     choose_models_cost_aware,
     route_to_budget,
@@ -107,7 +107,7 @@ def test_bad_arguments():
         choose_models_cost_aware(np.zeros((1, 2)), np.ones((1, 2)), -1.0)
     with pytest.raises(ParameterError, match="'cost_weight'.*Got 'x'"):
         choose_models_cost_aware(np.zeros((1, 2)), np.ones((1, 2)), "x")  # type: ignore[arg-type]
-    with pytest.raises(ParameterError, match=r"\(n, m\)"):
+    with pytest.raises(DataError, match=r"choose_models_cost_aware: expected and costs must both be \(n, m\)"):
         choose_models_cost_aware(np.zeros((1, 2)), np.ones((1, 3)), 1.0)
 
 
@@ -157,7 +157,7 @@ def test_route_cost_weight_uses_expected_scores(costed_router, costed_split, tes
 
 @pytest.mark.slow
 def test_cost_weight_and_budget_are_exclusive_and_validated(costed_router):
-    from finerouter.errors import ParameterError
+    from finerouter.errors import DataError, ParameterError
 
     with pytest.raises(ParameterError, match="'cost_weight' and 'budget_per_1k'.*mutually exclusive"):
         costed_router.route("What is 2 + 2?", cost_weight=1.0, budget_per_1k=1.0)

@@ -10,7 +10,7 @@ import pytest
 from finerouter.baselines import ROUTERS
 from finerouter.baselines.base import Router
 from finerouter.data.dataset import RoutingDataset
-from finerouter.errors import ParameterError
+from finerouter.errors import DataError, ParameterError
 from finerouter.evaluation.metrics import normalised_curve_area
 from finerouter.evaluation.report import render_report, write_outputs
 from finerouter.evaluation.runner import clean_for_json, run_evaluation
@@ -255,7 +255,7 @@ def test_write_outputs_report_and_figures(results, tmp_path):
 
 def test_runner_rejects_bad_arguments():
     data, x = planted(100)
-    with pytest.raises(ParameterError, match="embeddings must have shape"):
+    with pytest.raises(DataError, match="embeddings must have shape"):
         run_evaluation(data, x[:10], routers=["oracle"])
     with pytest.raises(ParameterError, match="Unknown router"):
         run_evaluation(data, x, routers=["oracle", "bogus"])

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from finerouter.errors import ParameterError
+from finerouter.errors import DataError
 from finerouter.evaluation import metrics as M
 
 SCORES = np.array(
@@ -61,9 +61,9 @@ def test_routing_distribution_sums_to_one_and_lists_every_model():
 
 
 def test_bad_choice_is_rejected():
-    with pytest.raises(ParameterError, match="model indices"):
+    with pytest.raises(DataError, match="model indices"):
         M.mean_quality(SCORES, np.array([0, 1, 3, 0]))
-    with pytest.raises(ParameterError, match="shape"):
+    with pytest.raises(DataError, match="shape"):
         M.mean_quality(SCORES, np.array([0, 1]))
 
 
@@ -187,5 +187,5 @@ def test_reliability_bins_and_expected_calibration_error_by_hand():
     assert M.expected_calibration_error(expected, truth) == pytest.approx(0.025 + 0.225)
     assert M.expected_calibration_error(np.array([1.0]), np.array([1.0])) == 0.0  # 1.0 falls in the last bin
     assert np.isnan(M.expected_calibration_error(np.array([np.nan]), np.array([1.0])))
-    with pytest.raises(ParameterError, match="same size"):
+    with pytest.raises(DataError, match="same size"):
         M.reliability_bins(np.zeros(3), np.zeros(4))

@@ -13,7 +13,7 @@ from finerouter.data.synthetic import (
 )
 from finerouter.discovery.ranking import rank_models
 from finerouter.discovery.rbo import chance_corrected_rbo, rank_biased_overlap
-from finerouter.errors import ParameterError
+from finerouter.errors import DataError, ParameterError
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_truth_survives_subsets(data):
     expected = [names.index(i.rsplit("/", 1)[0]) for i in test.ids]
     assert sub.tolist() == expected
     assert dom.max() == 3
-    with pytest.raises(ParameterError, match="not a synthetic dataset"):
+    with pytest.raises(DataError, match="not a synthetic dataset"):
         from finerouter.data.dataset import RoutingDataset
 
         synthetic_truth(RoutingDataset(["a", "b"], ["x", "y"], np.zeros((2, 2))))

@@ -2,7 +2,24 @@
 
 Every error the library raises on purpose derives from :class:`FineRouterError`, so callers can catch one
 type. Sub-classes also derive from the matching built-in (``ValueError``, ``RuntimeError``...) so code that
-already catches those keeps working.
+already catches those keeps working. One type per kind of problem:
+
+* :class:`DataError`: the routing data -- a data file or table (the message names file, column, row), or an
+  array of data passed to a function (scores, embeddings, costs, labels, choices) of the wrong shape, length
+  or values.
+* :class:`ParameterError`: a hyper-parameter, option or argument out of range, of the wrong type, or an
+  unknown name ("The 'k' parameter of TaskDiscovery must be an int in [2, inf). Got 1.").
+* :class:`NotFittedError`: a component used before ``fit``.
+* :class:`ArtifactError`: a saved artifact (router folder, task catalog, component state) missing, altered,
+  malformed, or from an incompatible version or encoder; also a save that would overwrite what is not one.
+* :class:`EncoderError`: an encoder could not be loaded, or returned unusable embeddings.
+* :class:`DescriptionError`: a task-description writer failed and cannot fall back to the prompt.
+* :class:`UpstreamError`: an upstream LLM endpoint failed (connection, timeout, 429, 5xx).
+* ``finerouter.serving.errors.ConfigError``: the gateway cannot start (its upstreams file, an environment
+  variable or a token file is wrong); defined with the gateway, in the same family.
+
+Errors that are not about the caller's input stay built-in: ``NotImplementedError`` for an abstract method,
+``ImportError`` for a missing optional dependency, and internal consistency checks.
 """
 
 from __future__ import annotations
@@ -13,11 +30,12 @@ class FineRouterError(Exception):
 
 
 class DataError(FineRouterError, ValueError):
-    """Routing data is malformed: the message names the file, column and row where possible."""
+    """Routing data is malformed (a file, a table or a data array): the message names the file, column and row
+    where possible."""
 
 
 class ParameterError(FineRouterError, ValueError):
-    """A hyper-parameter or call argument is out of its allowed range."""
+    """A hyper-parameter, option or call argument is out of its allowed range or of the wrong type."""
 
 
 class NotFittedError(FineRouterError, RuntimeError):

@@ -23,7 +23,7 @@ import numpy as np
 from finerouter._validation import check_float, check_int
 from finerouter.data.dataset import RoutingDataset
 from finerouter.encoders.base import l2_normalise
-from finerouter.errors import ParameterError
+from finerouter.errors import DataError
 
 # domain -> (opening phrases shared by the domain, {sub-task: sentence templates})
 _DOMAINS: dict[str, tuple[list[str], dict[str, list[str]]]] = {
@@ -391,7 +391,9 @@ def make_synthetic_embeddings(
     domain = np.asarray(domain, dtype=np.int64)
     subtask = np.asarray(subtask, dtype=np.int64)
     if domain.shape != subtask.shape or domain.ndim != 1:
-        raise ParameterError(f"{owner}: domain and subtask must be 1-D of equal length")
+        raise DataError(
+            f"{owner}: domain and subtask must be 1-D of equal length; got {domain.shape} and {subtask.shape}"
+        )
     rng = np.random.default_rng(seed)
     scale = 1.0 / math.sqrt(dim)
     domain_centres = rng.standard_normal((int(domain.max()) + 1, dim)).astype(np.float32) * scale
@@ -411,7 +413,7 @@ def synthetic_truth(dataset: RoutingDataset) -> tuple[np.ndarray, np.ndarray]:
     """``(domain (n,), subtask (n,))`` int codes of a synthetic dataset, read from its ids (survives subsets)."""
     parts = [i.split("/") for i in dataset.ids or []]
     if len(parts) != dataset.n_prompts or any(len(p) != 3 for p in parts):
-        raise ParameterError(f"{dataset.source}: not a synthetic dataset (ids are not 'domain/subtask/row')")
+        raise DataError(f"{dataset.source}: not a synthetic dataset (ids are not 'domain/subtask/row')")
     domain_names = sorted({p[0] for p in parts})
     subtask_names = sorted({f"{p[0]}/{p[1]}" for p in parts})
     domain_code = {d: i for i, d in enumerate(domain_names)}

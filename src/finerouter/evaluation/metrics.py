@@ -10,6 +10,8 @@ Conventions (used everywhere in the harness and documented in ``docs/evaluation.
   in the mean.
 * **Normalised cost axis**: ``x = (c - c_low) / (c_high - c_low)`` where ``c_low``/``c_high`` are the mean
   per-prompt costs of the cheapest and the most expensive single model on the same test prompts.
+* **Errors**: arrays that do not fit together (shapes, lengths, model indices) raise
+  :class:`~finerouter.errors.DataError`.
 * **AIQ** (RouterBench, Hu et al. 2024, arXiv 2403.12031, Sec. 3): the area under a router's *non-decreasing
   convex hull* in the cost–quality plane over that normalised axis (:func:`aiq`); the **zero router** is the
   hull of the single models' own points (:func:`zero_router_curve`), what mixing single models at random
@@ -24,19 +26,19 @@ from typing import Any
 
 import numpy as np
 
-from finerouter.errors import ParameterError
+from finerouter.errors import DataError
 
 
 def _check_choice(scores: np.ndarray, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64)
     choice = np.asarray(choice)
     if scores.ndim != 2:
-        raise ParameterError(f"scores must be a 2-D array (n, m); got shape {scores.shape}")
+        raise DataError(f"scores must be a 2-D array (n, m); got shape {scores.shape}")
     if choice.shape != (scores.shape[0],):
-        raise ParameterError(f"choice must have shape ({scores.shape[0]},); got {choice.shape}")
+        raise DataError(f"choice must have shape ({scores.shape[0]},); got {choice.shape}")
     valid = np.issubdtype(choice.dtype, np.integer) and choice.min() >= 0 and choice.max() < scores.shape[1]
     if choice.size and not valid:
-        raise ParameterError(f"choice must hold model indices in [0, {scores.shape[1] - 1}]")
+        raise DataError(f"choice must hold model indices in [0, {scores.shape[1] - 1}]")
     return scores, choice.astype(np.int64)
 
 
@@ -81,7 +83,7 @@ def per_task_quality(scores: np.ndarray, choice: np.ndarray, tasks: Sequence[str
     picked = chosen_scores(scores, choice)
     labels = np.asarray(list(tasks))
     if labels.shape != picked.shape:
-        raise ParameterError(f"tasks has {labels.size} labels for {picked.size} prompts")
+        raise DataError(f"tasks has {labels.size} labels for {picked.size} prompts")
     return {str(t): float(picked[labels == t].mean()) for t in sorted(set(labels.tolist()))}
 
 
@@ -149,7 +151,7 @@ def normalised_curve_area(
     c = np.asarray(costs, dtype=np.float64)
     q = np.asarray(qualities, dtype=np.float64)
     if c.shape != q.shape:
-        raise ParameterError(f"costs and qualities differ in length: {c.size} vs {q.size}")
+        raise DataError(f"costs and qualities differ in length: {c.size} vs {q.size}")
     span = cost_high - cost_low
     ok = np.isfinite(c) & np.isfinite(q)
     if not (math.isfinite(span) and span > 0) or not ok.any():
@@ -197,7 +199,7 @@ def nondecreasing_convex_hull(
     c = np.asarray(costs, dtype=np.float64)
     q = np.asarray(qualities, dtype=np.float64)
     if c.shape != q.shape:
-        raise ParameterError(f"costs and qualities differ in length: {c.size} vs {q.size}")
+        raise DataError(f"costs and qualities differ in length: {c.size} vs {q.size}")
     ok = np.isfinite(c) & np.isfinite(q)
     c, q = c[ok], q[ok]
     if not c.size:
@@ -257,7 +259,7 @@ def quality_at_cost(costs: Sequence[float], qualities: Sequence[float], max_cost
     c = np.asarray(costs, dtype=np.float64)
     q = np.asarray(qualities, dtype=np.float64)
     if c.shape != q.shape:
-        raise ParameterError(f"costs and qualities differ in length: {c.size} vs {q.size}")
+        raise DataError(f"costs and qualities differ in length: {c.size} vs {q.size}")
     ok = np.isfinite(c) & np.isfinite(q) & (c <= max_cost + 1e-15)
     if not ok.any() or not math.isfinite(max_cost):
         return None
@@ -283,7 +285,7 @@ def paired_comparison(reference: Sequence[float], other: Sequence[float]) -> dic
     a = np.asarray(reference, dtype=np.float64)
     b = np.asarray(other, dtype=np.float64)
     if a.shape != b.shape:
-        raise ParameterError(f"paired values differ in length: {a.size} vs {b.size}")
+        raise DataError(f"paired values differ in length: {a.size} vs {b.size}")
     d = a - b
     mean, std = mean_std(d.tolist())
     wins, losses = int(np.sum(d > 1e-12)), int(np.sum(d < -1e-12))
@@ -312,7 +314,7 @@ def reliability_bins(expected: np.ndarray, truth: np.ndarray, n_bins: int = 10) 
     e = np.asarray(expected, dtype=np.float64).ravel()
     t = np.asarray(truth, dtype=np.float64).ravel()
     if e.shape != t.shape:
-        raise ParameterError(f"expected and truth must have the same size; got {e.size} and {t.size}")
+        raise DataError(f"expected and truth must have the same size; got {e.size} and {t.size}")
     ok = np.isfinite(e) & np.isfinite(t)
     e, t = e[ok], t[ok]
     bins = np.clip((e * n_bins).astype(np.int64), 0, n_bins - 1)

@@ -104,7 +104,9 @@ def plot_cost_quality(results: dict[str, Any], path: str | Path) -> None:
 
 
 def _plot_quality_bars(results: dict[str, Any], path: str | Path) -> None:
-    items = [(_display_name(n), rec["quality_mean"], rec.get("quality_std") or 0.0) for n, rec in results["routers"].items()]
+    items = [
+        (_display_name(n), rec["quality_mean"], rec.get("quality_std") or 0.0) for n, rec in results["routers"].items()
+    ]
     items += [(m, rec["quality_mean"], rec.get("quality_std") or 0.0) for m, rec in results["single_models"].items()]
     items = [it for it in items if it[1] is not None]
     fig, ax = _figure(8.5, max(3.0, 0.3 * len(items) + 1.2))

@@ -27,7 +27,7 @@ import numpy as np
 
 from finerouter._validation import check_float, check_int
 from finerouter.data.dataset import RoutingDataset, split_indices
-from finerouter.errors import ParameterError
+from finerouter.errors import DataError, ParameterError
 from finerouter.evaluation import metrics
 
 logger = logging.getLogger(__name__)
@@ -134,9 +134,7 @@ def run_evaluation(
         raise ParameterError(f"run_evaluation expects a RoutingDataset. Got {type(dataset).__name__}.")
     emb = np.asarray(embeddings, dtype=np.float32)
     if emb.ndim != 2 or emb.shape[0] != dataset.n_prompts:
-        raise ParameterError(
-            f"run_evaluation: embeddings must have shape ({dataset.n_prompts}, d); got {emb.shape}"
-        )
+        raise DataError(f"run_evaluation: embeddings must have shape ({dataset.n_prompts}, d); got {emb.shape}")
     seed_list = _seeds(seeds)
     test_size = check_float(test_size, "test_size", "run_evaluation", low=0.0, high=1.0, closed="neither")
     tols = [check_float(t, "tolerances", "run_evaluation", low=0.0, high=1.0) for t in tolerances]
@@ -170,7 +168,7 @@ def run_evaluation(
         dropped = int((~scored).sum())
         test_idx = test_idx[scored]
         if len(train_idx) == 0 or len(test_idx) == 0:
-            raise ParameterError(
+            raise DataError(
                 f"run_evaluation: seed {seed} gives {len(train_idx)} training and {len(test_idx)} test prompts; "
                 "use more data or another test_size"
             )

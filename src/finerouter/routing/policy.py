@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from finerouter.errors import ParameterError
+from finerouter.errors import DataError, ParameterError
 
 
 def minmax_rows(x: np.ndarray) -> np.ndarray:
@@ -87,13 +87,12 @@ def _cheapest(mask: np.ndarray, cost: np.ndarray, score: np.ndarray) -> np.ndarr
 
 
 def _as_batch(expected: np.ndarray, costs: np.ndarray, owner: str) -> tuple[np.ndarray, np.ndarray]:
-    """``expected`` and ``costs`` as float arrays; ParameterError naming ``owner`` unless both are ``(n, m)``."""
+    """``expected`` and ``costs`` as float arrays; DataError naming ``owner`` unless both are ``(n, m)``."""
     expected = np.asarray(expected, dtype=np.float64)
     cost = np.asarray(costs, dtype=np.float64)
     if expected.ndim != 2 or cost.shape != expected.shape:
-        raise ParameterError(
-            f"The 'expected' and 'costs' parameters of {owner} must both be (n, m) arrays. "
-            f"Got {expected.shape} and {cost.shape}."
+        raise DataError(
+            f"{owner}: expected and costs must both be (n, m) arrays; got {expected.shape} and {cost.shape}"
         )
     return expected, cost
 
