@@ -1,13 +1,19 @@
-"""The gateway end to end: the real app under uvicorn on loopback, in front of real (echoing) upstream servers.
+"""The gateway end to end: the real app in-process, in front of echoing upstreams.
 
-Every test talks HTTP to 127.0.0.1: routing, pass-through, streaming, tool calls, affinity, fallback, cooldown,
-auth, malformed requests, /v1/route, /v1/models, /healthz and /metrics. Expectations come from the router itself
-(``router.route(text)``), so the tests hold for whatever model the router picks.
+Routing, pass-through, streaming, tool calls, affinity, fallback, cooldown, auth, malformed requests, /v1/route,
+/v1/models, /healthz and /metrics, over HTTP requests to the app (Starlette's ``TestClient``, lifespan running)
+whose upstreams are :class:`~finerouter.testing.FakeUpstream` apps reached in-process
+(:class:`~finerouter.testing.InProcessUpstreams`). The router is a real FineRouter on the
+:class:`~finerouter.testing.FakeEncoder`; expectations come from the router itself (``router.route(text)``), so
+the tests hold for whatever model it picks. Time is a :class:`~finerouter.testing.ManualClock`. The tests marked
+slow need what only real sockets or the real encoder give: an upstream timeout, a refused connection, a budget
+met over hundreds of MiniLM-routed requests, and ``finerouter serve`` as a process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -19,8 +25,7 @@ import pytest
 
 from finerouter.serving.app import create_app
 from finerouter.serving.config import GatewaySettings, parse_gateway_config
-from finerouter.testing.fake_upstream import FakeUpstream
-from finerouter.testing import BackgroundServer
+from finerouter.testing import BackgroundServer, FakeUpstream, InProcessUpstreams, ManualClock
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 COOLDOWN_S = 1.5
@@ -37,19 +42,32 @@ PROMPTS = [
 
 # ---- the router -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def router(gateway_router):
-    """The session's gateway router (``conftest.gateway_router``)."""
-    return gateway_router
+def router(fake_encoder_router):
+    """The session's FakeEncoder router (``conftest.fake_encoder_router``)."""
+    return fake_encoder_router
 
 
-# ---- servers ----------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def upstreams(router):
+# ---- upstreams and gateways -------------------------------------------------------------------------------------
+def _fakes(router) -> dict[str, FakeUpstream]:
     """One echoing upstream per router model (the first one requires a key), plus one not in the router."""
     names = [*router.models_, "direct-only"]
-    fakes = {n: FakeUpstream(n, api_key=UPSTREAM_KEY if n == router.models_[0] else None, hang_s=TIMEOUT_S * 3) for n in names}
+    return {n: FakeUpstream(n, api_key=UPSTREAM_KEY if n == router.models_[0] else None, hang_s=TIMEOUT_S * 3) for n in names}
+
+
+@pytest.fixture(scope="module")
+def upstreams(router):
+    """The upstreams, reached in-process (no socket)."""
+    hosts = InProcessUpstreams(_fakes(router))
+    return SimpleNamespace(fakes=hosts.fakes, base_url=hosts.base_url, transport=hosts.transport)
+
+
+@pytest.fixture(scope="module")
+def socket_upstreams(router):
+    """The upstreams, each a real server on its own loopback port (the gateway reaches them with its production
+    transport)."""
+    fakes = _fakes(router)
     servers = {n: BackgroundServer(f).start() for n, f in fakes.items()}
-    yield SimpleNamespace(fakes=fakes, servers=servers)
+    yield SimpleNamespace(fakes=fakes, servers=servers, base_url=lambda n: servers[n].url + "/v1", transport=None)
     for s in servers.values():
         s.stop()
 
@@ -58,12 +76,12 @@ def _config(router, upstreams, extra=None, environ=None):
     raw = {
         "upstreams": {
             n: {
-                "base_url": s.url + "/v1",
+                "base_url": upstreams.base_url(n),
                 "model": f"upstream/{n}",
                 "timeout_s": TIMEOUT_S,
                 **({"api_key_env": "FAKE_UPSTREAM_KEY"} if n == router.models_[0] else {}),
             }
-            for n, s in upstreams.servers.items()
+            for n in upstreams.fakes
         },
         **(extra or {}),
     }
@@ -72,18 +90,42 @@ def _config(router, upstreams, extra=None, environ=None):
     )
 
 
-def _start(router, upstreams, *, config=None, **kw):
+@contextlib.contextmanager
+def _serve(router, upstreams, *, config=None, **kw):
+    """The gateway app with its lifespan running, and a ``TestClient`` for it (``client.portal`` runs coroutines
+    in the app's event loop)."""
+    from fastapi.testclient import TestClient
+
     settings = kw.pop("settings", GatewaySettings(max_attempts=3, cooldown_s=COOLDOWN_S, max_body_bytes=64 * 1024))
+    if "transport" not in kw and upstreams.transport is not None:
+        kw["transport"] = upstreams.transport()
     app = create_app(router, config or _config(router, upstreams), settings=settings, **kw)
-    server = BackgroundServer(app).start()
-    return SimpleNamespace(url=server.url, app=app, state=app.state.gateway, server=server)
+    with TestClient(app, base_url="http://gateway") as client:
+        yield SimpleNamespace(url="http://gateway", app=app, state=app.state.gateway, client=client)
+
+
+def _openai(gw, api_key: str = "unused"):
+    """An OpenAI client talking to the gateway through its TestClient."""
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=api_key, max_retries=0, http_client=gw.client)
+
+
+def _concurrently(gw, requests, headers=None):
+    """POST each ``(path, json)`` of ``requests`` at once from the app's own event loop; the responses in order."""
+
+    async def fire():
+        transport = httpx.ASGITransport(app=gw.app)
+        async with httpx.AsyncClient(transport=transport, base_url=gw.url, timeout=60, headers=headers) as client:
+            return await asyncio.gather(*(client.post(path, json=body) for path, body in requests))
+
+    return gw.client.portal.call(fire)
 
 
 @pytest.fixture(scope="module")
 def gateway(router, upstreams):
-    gw = _start(router, upstreams)
-    yield gw
-    gw.server.stop()
+    clock = ManualClock()
+    with _serve(router, upstreams, clock=clock) as gw:
+        yield SimpleNamespace(**vars(gw), clock=clock)
 
 
 @pytest.fixture
@@ -94,8 +136,7 @@ def gw(gateway, upstreams):
         fake.requests.clear()
     gateway.state.cooldown.clear()
     gateway.state.affinity.clear()
-    with httpx.Client(base_url=gateway.url, timeout=30) as client:
-        yield SimpleNamespace(**vars(gateway), client=client, fakes=upstreams.fakes)
+    return SimpleNamespace(**vars(gateway), fakes=upstreams.fakes)
 
 
 def _chat(client, text, *, model="finerouter", headers=None, **extra):
@@ -173,8 +214,7 @@ def test_routing_options_from_extra_body_and_model_string(gw, router):
 
 
 def test_openai_client_plain_and_raw_headers(gw, router):
-    openai = pytest.importorskip("openai")
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    client = _openai(gw)
     text = PROMPTS[2]
     raw = client.chat.completions.with_raw_response.create(model="finerouter", messages=[{"role": "user", "content": text}])
     completion = raw.parse()
@@ -186,8 +226,7 @@ def test_openai_client_plain_and_raw_headers(gw, router):
 
 
 def test_streaming_passes_sse_through(gw, router):
-    openai = pytest.importorskip("openai")
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    client = _openai(gw)
     text = "Stream me a short answer about the moon"
     expected = router.route(text).model
     chunks = list(client.chat.completions.create(model="finerouter", messages=[{"role": "user", "content": text}], stream=True))
@@ -206,8 +245,7 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 
 
 def test_tool_calls_pass_through_plain_and_streamed(gw, router):
-    openai = pytest.importorskip("openai")
-    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
+    client = _openai(gw)
     text = "What is the weather in Paris today?"
     messages = [{"role": "user", "content": text}]
     res = client.chat.completions.create(model="finerouter", messages=messages, tools=TOOLS, tool_choice="auto")
@@ -263,9 +301,8 @@ def test_conversation_moves_when_its_model_fails(gw, router):
 
 
 # ---- fallback and cooldown --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("failure", [500, 429, "timeout"])
-def test_fallback_to_the_next_model_in_the_ranking(gw, router, failure):
-    text = PROMPTS[4]
+def _check_fallback(gw, router, failure, text=PROMPTS[4]):
+    """The first choice fails with ``failure``; the second answers."""
     decision = router.route(text)
     first, second = decision.ranking[0], decision.ranking[1]
     gw.fakes[first].set_failure(failure)
@@ -277,15 +314,34 @@ def test_fallback_to_the_next_model_in_the_ranking(gw, router, failure):
     kind = {500: "http_5xx", 429: "http_429", "timeout": "timeout"}[failure]
     assert _metric(gw, "finerouter_upstream_errors_total", model=first, kind=kind) >= 1
     assert _metric(gw, "finerouter_fallbacks_total", from_model=first, to_model=second) >= 1
-    if failure == "timeout":
-        assert TIMEOUT_S * 0.9 < time.perf_counter() - t0 < TIMEOUT_S * 3
+    return time.perf_counter() - t0
 
 
-def test_fallback_on_connection_refused(gw, router, upstreams):
+@pytest.mark.parametrize("failure", [500, 429])
+def test_fallback_to_the_next_model_in_the_ranking(gw, router, failure):
+    _check_fallback(gw, router, failure)
+
+
+@pytest.fixture(scope="module")
+def socket_gateway(router, socket_upstreams):
+    """The gateway in front of the loopback upstream servers."""
+    with _serve(router, socket_upstreams) as gw:
+        yield SimpleNamespace(**vars(gw), fakes=socket_upstreams.fakes, servers=socket_upstreams.servers)
+
+
+@pytest.mark.slow  # an upstream timeout is a socket that stays silent: the gateway's transport must give up
+def test_fallback_when_the_first_choice_times_out(socket_gateway, router):
+    elapsed = _check_fallback(socket_gateway, router, "timeout")
+    assert TIMEOUT_S * 0.9 < elapsed < TIMEOUT_S * 3
+
+
+@pytest.mark.slow  # a refused connection needs a port nobody listens on
+def test_fallback_on_connection_refused(socket_gateway, router):
+    gw = socket_gateway
     text = PROMPTS[5]
     decision = router.route(text)
     first = decision.ranking[0]
-    server = upstreams.servers[first]
+    server = gw.servers[first]
     port = server.port
     server.stop()
     try:
@@ -293,7 +349,7 @@ def test_fallback_on_connection_refused(gw, router, upstreams):
         assert r.status_code == 200 and r.headers["x-finerouter-model"] == decision.ranking[1]
         assert _metric(gw, "finerouter_upstream_errors_total", model=first, kind="connect") >= 1
     finally:
-        upstreams.servers[first] = BackgroundServer(upstreams.fakes[first], port=port).start()
+        gw.servers[first] = BackgroundServer(gw.fakes[first], port=port).start()
 
 
 def test_streaming_request_falls_back_before_the_stream_starts(gw, router):
@@ -317,7 +373,7 @@ def test_a_failed_upstream_is_skipped_while_cooling_then_used_again(gw, router):
     r = _chat(gw.client, text)
     assert r.headers["x-finerouter-model"] == second and r.headers["x-finerouter-attempts"] == "1"
     assert gw.fakes[first].calls == calls  # not even tried while cooling
-    time.sleep(COOLDOWN_S + 0.1)
+    gw.clock.advance(COOLDOWN_S + 0.1)
     r = _chat(gw.client, text)
     assert r.headers["x-finerouter-model"] == first and gw.fakes[first].calls == calls + 1
     assert _metric(gw, "finerouter_upstream_cooldowns_total", model=first) >= 1
@@ -439,12 +495,9 @@ def test_concurrent_requests_are_batched_and_all_answered(gw, router):
     texts = [f"{PROMPTS[i % len(PROMPTS)]} (variant {i})" for i in range(40)]
     batches_before = gw.state.batcher.batches
 
-    async def fire():
-        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
-            return await asyncio.gather(*(client.post("/v1/chat/completions", json={
-                "model": "finerouter", "messages": [{"role": "user", "content": t}]}) for t in texts))
-
-    responses = asyncio.run(fire())
+    responses = _concurrently(
+        gw, [("/v1/chat/completions", {"model": "finerouter", "messages": [{"role": "user", "content": t}]}) for t in texts]
+    )
     assert [r.status_code for r in responses] == [200] * len(texts)
     for r, t in zip(responses, texts):  # batched encoding may differ from a lone one by float noise only
         d = router.route(t)
@@ -455,28 +508,25 @@ def test_concurrent_requests_are_batched_and_all_answered(gw, router):
 
 # ---- apps with other settings -----------------------------------------------------------------------------------
 def test_bearer_auth(router, upstreams):
-    gw = _start(router, upstreams, auth_tokens=["tok-one", "tok-two"])
-    try:
-        with httpx.Client(base_url=gw.url) as c:
-            body = {"model": "finerouter", "messages": [{"role": "user", "content": "hi"}]}
-            r = c.post("/v1/chat/completions", json=body)
-            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
-            assert r.json()["error"]["code"] == "invalid_api_key"
-            r = c.post("/v1/chat/completions", json=body, headers={"authorization": "Bearer tok-three"})
-            assert r.status_code == 401 and "tok-three" not in r.text
-            assert c.post("/v1/chat/completions", json=body, headers={"authorization": "Basic tok-one"}).status_code == 401
-            assert c.post("/v1/chat/completions", json=body, headers={"authorization": "Bearer tok-two"}).status_code == 200
-            assert c.post("/v1/route", json={"prompt": "hi"}).status_code == 401
-            assert c.get("/v1/models").status_code == 401
-            assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
+    with _serve(router, upstreams, auth_tokens=["tok-one", "tok-two"]) as gw:
+        c = gw.client
+        body = {"model": "finerouter", "messages": [{"role": "user", "content": "hi"}]}
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["error"]["code"] == "invalid_api_key"
+        r = c.post("/v1/chat/completions", json=body, headers={"authorization": "Bearer tok-three"})
+        assert r.status_code == 401 and "tok-three" not in r.text
+        assert c.post("/v1/chat/completions", json=body, headers={"authorization": "Basic tok-one"}).status_code == 401
+        assert c.post("/v1/chat/completions", json=body, headers={"authorization": "Bearer tok-two"}).status_code == 200
+        assert c.post("/v1/route", json={"prompt": "hi"}).status_code == 401
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
         openai = pytest.importorskip("openai")
-        ok = openai.OpenAI(base_url=gw.url + "/v1", api_key="tok-one", max_retries=0)
+        ok = _openai(gw, api_key="tok-one")
         assert ok.chat.completions.create(model="finerouter", messages=[{"role": "user", "content": "hi"}]).choices
-        bad = openai.OpenAI(base_url=gw.url + "/v1", api_key="wrong", max_retries=0)
+        bad = _openai(gw, api_key="wrong")
         with pytest.raises(openai.AuthenticationError):
             bad.chat.completions.create(model="finerouter", messages=[{"role": "user", "content": "hi"}])
-    finally:
-        gw.server.stop()
 
 
 class SlowRouter:
@@ -491,25 +541,21 @@ class SlowRouter:
 
 
 def test_routing_runs_off_the_event_loop(router, upstreams):
-    gw = _start(router, upstreams, settings=GatewaySettings(route_workers=1))
-    slow = SlowRouter(router, 1.0)
-    gw.state.batcher.router = slow
-    try:
+    with _serve(router, upstreams, settings=GatewaySettings(route_workers=1)) as gw:
+        gw.state.batcher.router = SlowRouter(router, 1.0)
         results = {}
 
         def routed():
-            results["r"] = httpx.post(gw.url + "/v1/route", json={"prompt": PROMPTS[0]}, timeout=30)
+            results["r"] = gw.client.post("/v1/route", json={"prompt": PROMPTS[0]})
 
         t = threading.Thread(target=routed)
         t.start()
         time.sleep(0.2)  # the route call is now sleeping in its thread
         t0 = time.perf_counter()
-        assert httpx.get(gw.url + "/healthz", timeout=5).status_code == 200
+        assert gw.client.get("/healthz").status_code == 200
         assert time.perf_counter() - t0 < 0.5
         t.join()
         assert results["r"].json()["model"] == router.route(PROMPTS[0]).model
-    finally:
-        gw.server.stop()
 
 
 def test_upstream_cookies_are_neither_replayed_nor_passed_back(router, upstreams):
@@ -523,17 +569,15 @@ def test_upstream_cookies_are_neither_replayed_nor_passed_back(router, upstreams
                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
         return httpx.Response(200, json=answer, headers={"set-cookie": f"session=caller-{len(seen)}; Path=/"})
 
-    gw = _start(router, upstreams, transport=httpx.MockTransport(upstream))
-    try:
-        for i in (1, 2, 3):  # a fresh client each time: the callers share nothing but the gateway
+    with _serve(router, upstreams, transport=httpx.MockTransport(upstream)) as gw:
+        for i in (1, 2, 3):
             body = {"model": router.models_[1], "messages": [{"role": "user", "content": f"turn {i}"}]}
-            r = httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=30)
+            r = gw.client.post("/v1/chat/completions", json=body)
             assert r.status_code == 200 and "set-cookie" not in r.headers
+        assert not gw.client.cookies  # nothing for the client to send back either
         assert len(seen) == 3 and not [q for q in seen if "cookie" in q.headers]
         assert seen[0].headers["user-agent"].startswith("finerouter/")
         assert json.loads(seen[0].content)["model"] == f"upstream/{router.models_[1]}"
-    finally:
-        gw.server.stop()
 
 
 def test_create_app_refuses_a_router_model_without_upstream(router, upstreams):
@@ -596,7 +640,6 @@ def budget_traffic(router):
     return SimpleNamespace(prompts=prompts, ref=ref, costs=costs, top=top, floor=floor)
 
 
-@pytest.mark.slow  # ~330 routed chat completions through the real encoder
 def test_key_budget_is_met_over_the_sliding_window(router, upstreams, budget_traffic):
     """A named key's default budget holds over that key's traffic: the spend of all 300 requests (cold start
     included) within 10% of the budget, and the last 100-request window's within three standard errors of its
@@ -613,21 +656,19 @@ def test_key_budget_is_met_over_the_sliding_window(router, upstreams, budget_tra
         environ={"TEAM_TOKEN": "team-token-1"},
     )
     settings = GatewaySettings(budget_window_requests=window, max_body_bytes=64 * 1024)
-    gw = _start(router, upstreams, config=cfg, settings=settings, auth_tokens=["plain-token"])
     team = {"authorization": "Bearer team-token-1"}
     plain = {"authorization": "Bearer plain-token"}
     index = {p: i for i, p in enumerate(t.prompts)}
 
-    async def fire(texts, headers):
-        async with httpx.AsyncClient(base_url=gw.url, timeout=60, headers=headers) as client:
-            out = []
-            for k in range(0, len(texts), 10):  # 10 at a time: batches share lambda
-                out += await asyncio.gather(*(client.post("/v1/chat/completions", json={
-                    "model": "finerouter", "messages": [{"role": "user", "content": x}]}) for x in texts[k:k + 10]))
-            return out
+    def fire(texts, headers):
+        out = []
+        for k in range(0, len(texts), 10):  # 10 at a time: batches share lambda
+            out += _concurrently(gw, [("/v1/chat/completions", {
+                "model": "finerouter", "messages": [{"role": "user", "content": x}]}) for x in texts[k:k + 10]], headers)
+        return out
 
-    try:
-        responses = asyncio.run(fire(t.prompts, team))
+    with _serve(router, upstreams, config=cfg, settings=settings, auth_tokens=["plain-token"]) as gw:
+        responses = fire(t.prompts, team)
         assert [r.status_code for r in responses] == [200] * len(t.prompts)
         chosen = [router.models_.index(r.headers["x-finerouter-model"]) for r in responses]
         spent = [t.costs[index[x], j] for x, j in zip(t.prompts, chosen)]
@@ -651,28 +692,27 @@ def test_key_budget_is_met_over_the_sliding_window(router, upstreams, budget_tra
         labels = {"key": "team", "budget_per_1k": f"{budget:g}"}
         assert m.value("finerouter_budget_cost_weight", labels) == stream["cost_weight"]
         assert m.value("finerouter_budget_window_spend_per_1k_usd", labels) == pytest.approx(stream["window_spend_per_1k"])
-        text = httpx.get(gw.url + "/metrics").text
+        text = gw.client.get("/metrics").text
         assert 'finerouter_budget_cost_weight{budget_per_1k="%g",key="team"}' % budget in text
         # a request's own choice replaces its key's default budget
-        d = httpx.post(gw.url + "/v1/route", json={"prompt": t.prompts[0], "cost_weight": 0.0}, headers=team).json()
+        d = gw.client.post("/v1/route", json={"prompt": t.prompts[0], "cost_weight": 0.0}, headers=team).json()
         assert d["cost_weight"] == 0.0 and d["budget_per_1k"] is None
-        d = httpx.post(gw.url + "/v1/route", json={"prompt": t.prompts[0]}, headers=team).json()
+        d = gw.client.post("/v1/route", json={"prompt": t.prompts[0]}, headers=team).json()
         assert d["budget_per_1k"] == budget and any("gateway budget window ('team'" in n for n in d["notes"])
         # requests without a budget are unaffected: the tolerance rule, as the library routes them alone
         plain_texts = t.prompts[:30]
-        for r, x in zip(asyncio.run(fire(plain_texts, plain)), plain_texts):
+        for r, x in zip(fire(plain_texts, plain), plain_texts):
             d = router.route(x)
             assert d.final_scores[d.models.index(r.headers["x-finerouter-model"])] >= max(d.final_scores) - 1e-4
         assert m.value("finerouter_estimated_spend_requests_total", {"key": "anonymous"}) == len(plain_texts)
         assert len(gw.state.budgets.snapshot()) == 1  # no budget stream for them
-    finally:
-        gw.server.stop()
 
 
 # ---- `finerouter serve` -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def saved_router(router, tmp_path_factory):
-    return router.save(tmp_path_factory.mktemp("serve") / "router")
+def saved_minilm_router(gateway_router, tmp_path_factory):
+    """The MiniLM router saved: ``finerouter serve`` can load it (unlike a FakeEncoder router)."""
+    return gateway_router.save(tmp_path_factory.mktemp("serve") / "router")
 
 
 def _yaml(path, upstreams_map, extra=None):
@@ -682,37 +722,50 @@ def _yaml(path, upstreams_map, extra=None):
     return path
 
 
-def test_serve_cli_refuses_bad_setups_before_serving(saved_router, router, upstreams, tmp_path, monkeypatch):
+def test_serve_cli_refuses_a_bad_key_setup_before_loading_the_router(router, tmp_path, monkeypatch):
+    """An unset upstream key variable, or client tokens from an unset variable: exit 2 naming the variable,
+    before the router is read (the --router path here holds none)."""
     from typer.testing import CliRunner
 
     from finerouter.cli.main import app
 
     runner = CliRunner()
-    ups = {m: {"base_url": upstreams.servers[m].url + "/v1"} for m in router.models_}
-    missing = dict(ups)
-    del missing[router.models_[2]]
-    res = runner.invoke(app, ["serve", "--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "a.yaml", missing))])
-    assert res.exit_code == 2 and f"'{router.models_[2]}' have no upstream" in res.output and "a.yaml" in res.output
+    ups = {m: {"base_url": f"http://127.0.0.1:9/{m}/v1"} for m in router.models_}
+    no_router = str(tmp_path / "no-router-here")
     keyed = {**ups, router.models_[0]: {**ups[router.models_[0]], "api_key_env": "FINEROUTER_TEST_UNSET_KEY"}}
     monkeypatch.delenv("FINEROUTER_TEST_UNSET_KEY", raising=False)
-    res = runner.invoke(app, ["serve", "--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "b.yaml", keyed))])
+    res = runner.invoke(app, ["serve", "--router", no_router, "--upstreams", str(_yaml(tmp_path / "b.yaml", keyed))])
     assert res.exit_code == 2 and "FINEROUTER_TEST_UNSET_KEY is not set" in res.output
-    res = runner.invoke(app, ["serve", "--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "c.yaml", ups)),
+    res = runner.invoke(app, ["serve", "--router", no_router, "--upstreams", str(_yaml(tmp_path / "c.yaml", ups)),
                               "--auth-tokens-env", "FINEROUTER_TEST_NO_TOKENS"])
     assert res.exit_code == 2 and "FINEROUTER_TEST_NO_TOKENS" in res.output
 
 
-@pytest.mark.slow
-def test_serve_cli_serves_routed_requests(saved_router, router, upstreams, tmp_path, serve_process):
+@pytest.mark.slow  # loads the saved MiniLM router
+def test_serve_cli_refuses_a_router_model_without_upstream(saved_minilm_router, gateway_router, tmp_path):
+    from typer.testing import CliRunner
+
+    from finerouter.cli.main import app
+
+    missing = {m: {"base_url": f"http://127.0.0.1:9/{m}/v1"} for m in gateway_router.models_[:2] + gateway_router.models_[3:]}
+    res = CliRunner().invoke(
+        app, ["serve", "--router", str(saved_minilm_router), "--upstreams", str(_yaml(tmp_path / "a.yaml", missing))]
+    )
+    assert res.exit_code == 2 and f"'{gateway_router.models_[2]}' have no upstream" in res.output and "a.yaml" in res.output
+
+
+@pytest.mark.slow  # a `finerouter serve` process with the MiniLM router, in front of loopback upstream servers
+def test_serve_cli_serves_routed_requests(saved_minilm_router, gateway_router, socket_upstreams, tmp_path, serve_process):
     import os
     import signal
 
-    ups = {m: {"base_url": upstreams.servers[m].url + "/v1"} for m in router.models_}
+    router = gateway_router
+    ups = {m: {"base_url": socket_upstreams.base_url(m)} for m in router.models_}
     ups[router.models_[0]]["api_key_env"] = "FINEROUTER_TEST_KEY"
     (tmp_path / "tokens.txt").write_text("client-token\n")
     env = {**os.environ, "FINEROUTER_TEST_KEY": UPSTREAM_KEY, "HF_HUB_OFFLINE": "1"}
     proc, url = serve_process(
-        ["--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "ups.yaml", ups)), "--auth-tokens-file",
+        ["--router", str(saved_minilm_router), "--upstreams", str(_yaml(tmp_path / "ups.yaml", ups)), "--auth-tokens-file",
          str(tmp_path / "tokens.txt"), "--log-level", "warning"],
         env,
     )

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,7 @@ def create_app(
     auth_tokens: Iterable[str] | None = None,
     settings: GatewaySettings | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """Build the gateway app.
 
@@ -64,6 +66,8 @@ def create_app(
             ``httpx.ASGITransport`` over in-process upstream apps in tests (default: one
             :class:`~finerouter.serving.transport.AiohttpTransport` per upstream, each its own pool). The app's
             lifespan opens and closes it.
+        clock: monotonic seconds for upstream cooldowns and conversation affinity expiry (injectable, so tests
+            move time forward instead of sleeping).
 
     Raises:
         ConfigError: a router model has no upstream, or the upstreams are malformed.
@@ -74,7 +78,7 @@ def create_app(
     from finerouter.serving.metrics import RequestMetricsMiddleware
     from finerouter.serving.routes import chat, models, ops
 
-    state = build_gateway_state(router, upstreams, auth_tokens=auth_tokens, settings=settings)
+    state = build_gateway_state(router, upstreams, auth_tokens=auth_tokens, settings=settings, clock=clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -171,6 +171,7 @@ def build_gateway_state(
     *,
     auth_tokens: Iterable[str] | None = None,
     settings: GatewaySettings | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> GatewayState:
     """Check the router, upstreams and client keys, and build the app's state (arguments as ``create_app``).
 
@@ -218,8 +219,8 @@ def build_gateway_state(
         settings=settings,
         auth_tokens=tokens,
         metrics=metrics,
-        affinity=AffinityStore(settings.affinity_max_entries, settings.affinity_ttl_s),
-        cooldown=CooldownTracker(settings.cooldown_s),
+        affinity=AffinityStore(settings.affinity_max_entries, settings.affinity_ttl_s, clock=clock),
+        cooldown=CooldownTracker(settings.cooldown_s, clock=clock),
         batcher=batcher,
         router_models=router_models,
         budgets=budgets,

@@ -7,6 +7,8 @@
   (``python -m finerouter.testing.fake_upstream`` serves several on loopback); :class:`InProcessUpstreams`
   reaches several from a gateway in-process, with no socket.
 - :class:`BackgroundServer`: uvicorn serving an ASGI app on loopback from a thread.
+- :class:`ManualClock`: a clock that moves only when told, for the ``clock`` arguments of cooldowns, conversation
+  affinity and ``create_app``.
 
 Example::
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from finerouter.testing.clock import ManualClock
 from finerouter.testing.encoders import FakeEncoder
 from finerouter.testing.fake_upstream import FakeUpstream, InProcessUpstreams
 from finerouter.testing.servers import BackgroundServer
@@ -30,4 +33,4 @@ from finerouter.testing.servers import BackgroundServer
 #: place (build a new dict, e.g. ``{**FAST_SETTINGS, "quality": {...}}``).
 FAST_SETTINGS: dict[str, Any] = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
 
-__all__ = ["FAST_SETTINGS", "BackgroundServer", "FakeEncoder", "FakeUpstream", "InProcessUpstreams"]
+__all__ = ["FAST_SETTINGS", "BackgroundServer", "FakeEncoder", "FakeUpstream", "InProcessUpstreams", "ManualClock"]
