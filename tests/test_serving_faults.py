@@ -1,12 +1,15 @@
 """Fault injection: the gateway in front of upstreams that fail in each way a real one does.
 
-Upstreams are real echoing servers on loopback (:class:`FakeUpstream` under uvicorn), because the faults live at
-the socket level (a connection dropped half-way, a stall, a body that never ends) and the gateway reads them with
-its production transport. The gateway itself runs in-process (``httpx.ASGITransport``, its lifespan started by
-the test), each test with the settings it needs; only the shutdown tests run it as a server (a thread, and a real
-``finerouter serve`` process). For each fault the test checks what the client sees (never a cut answer presented
-as whole, never an upstream's credentials or cookies), where the request went (fallback), and what the gateway
-counted (metrics, cooldown).
+The gateway runs in-process (``httpx.ASGITransport``, its lifespan started by the test), each test with the
+settings it needs, and the router is a FineRouter on the :class:`~finerouter.testing.FakeEncoder`. Upstreams
+are echoing :class:`~finerouter.testing.FakeUpstream` apps: reached in-process
+(:class:`~finerouter.testing.InProcessUpstreams`) for faults that are HTTP answers (a status, a body that is
+not JSON, a stream cut short cleanly), and as real servers on loopback for faults that live at the socket level
+(a connection dropped half-way, a stall, a body that never ends), which the gateway reads with its production
+transport; those tests are marked slow, as are the shutdown tests (a server in a thread, and a real
+``finerouter serve`` process). For each fault the test checks what the client sees (never a cut answer
+presented as whole, never an upstream's credentials or cookies), where the request went (fallback), and what
+the gateway counted (metrics, cooldown).
 """
 
 from __future__ import annotations
@@ -24,14 +27,16 @@ import pytest
 
 from finerouter.serving.app import create_app
 from finerouter.serving.config import GatewaySettings, parse_gateway_config
-from finerouter.testing.fake_upstream import COOKIE, INTERNAL_HEADER, INTERNAL_VALUE, FakeUpstream
 from finerouter.serving.server import STREAM_END_GRACE_S
-from finerouter.testing import BackgroundServer
+from finerouter.testing import BackgroundServer, FakeUpstream, InProcessUpstreams
+from finerouter.testing.fake_upstream import COOKIE, INTERNAL_HEADER, INTERNAL_VALUE
 
 TIMEOUT_S = 1.0  # each upstream's timeout_s: also the longest pause inside a stream, unless told otherwise
 HANG_S = 2.5  # how long a stalled upstream pauses
 TEXT = "Explain in a few words why the sky is blue on a clear summer afternoon"
 LONG_TEXT = " ".join(f"word{i}" for i in range(60))
+# Faults an in-process transport cannot reproduce (it buffers answers and ignores timeouts): real sockets only.
+SOCKET_FAULTS = frozenset({"timeout", "close_before_body", "close_mid_stream", "stall", "trickle", "huge"})
 
 
 def _key(model: str) -> str:
@@ -44,47 +49,72 @@ def _env(model: str) -> str:
 
 # ---- fixtures ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def router(gateway_router):
-    """The session's gateway router (``conftest.gateway_router``)."""
-    return gateway_router
+def router(fake_encoder_router):
+    """The session's FakeEncoder router (``conftest.fake_encoder_router``)."""
+    return fake_encoder_router
 
 
 @pytest.fixture(scope="module")
-def servers(router):
-    """One keyed echoing upstream per router model, each on its own loopback port."""
-    fakes = {m: FakeUpstream(m, api_key=_key(m), hang_s=HANG_S) for m in router.models_}
-    running = {m: BackgroundServer(f).start() for m, f in fakes.items()}
-    yield SimpleNamespace(fakes=fakes, servers=running)
+def upstream_fakes(router):
+    """One keyed echoing upstream per router model."""
+    return {m: FakeUpstream(m, api_key=_key(m), hang_s=HANG_S) for m in router.models_}
+
+
+@pytest.fixture(scope="module")
+def in_process(upstream_fakes):
+    """The upstreams reached in-process."""
+    hosts = InProcessUpstreams(upstream_fakes)
+    return SimpleNamespace(fakes=upstream_fakes, base_url=hosts.base_url, transport=hosts.transport)
+
+
+@pytest.fixture(scope="module")
+def servers(upstream_fakes):
+    """The same upstreams, each on its own loopback port (reached with the gateway's production transport)."""
+    running = {m: BackgroundServer(f).start() for m, f in upstream_fakes.items()}
+    yield SimpleNamespace(fakes=upstream_fakes, servers=running, base_url=lambda m: running[m].url + "/v1",
+                          transport=None)
     for s in running.values():
         s.stop()
 
 
+def _reach(request, fault) -> SimpleNamespace:
+    """Where the upstreams are for ``fault``: on real sockets for :data:`SOCKET_FAULTS`, else in-process."""
+    return request.getfixturevalue("servers" if fault in SOCKET_FAULTS else "in_process")
+
+
+def _socket(fault, *rest):
+    """A parameter set for a test parametrized by fault: slow when the fault needs real sockets."""
+    return pytest.param(fault, *rest, marks=[pytest.mark.slow] if fault in SOCKET_FAULTS else [])
+
+
 @pytest.fixture
-def fakes(servers):
+def fakes(upstream_fakes):
     """The upstreams, healed and with their default knobs."""
-    for fake in servers.fakes.values():
+    for fake in upstream_fakes.values():
         fake.set_failure(None)
         fake.hang_s, fake.trickle_s, fake.error_pad_bytes, fake.huge_bytes = HANG_S, 0.2, 0, 64 * 1024 * 1024
-    return servers.fakes
+    return upstream_fakes
 
 
-def _config(router, servers, keys=None, idle_s=None):
+def _config(router, upstreams, keys=None, idle_s=None):
     keys = keys or {m: _key(m) for m in router.models_}
     idle = {} if idle_s is None else {"stream_idle_timeout_s": idle_s}
     raw = {
         "upstreams": {
-            m: {"base_url": s.url + "/v1", "timeout_s": TIMEOUT_S, "api_key_env": _env(m), **idle}
-            for m, s in servers.servers.items()
+            m: {"base_url": upstreams.base_url(m), "timeout_s": TIMEOUT_S, "api_key_env": _env(m), **idle}
+            for m in router.models_
         }
     }
     return parse_gateway_config(raw, source="faults.yaml", environ={_env(m): k for m, k in keys.items()})
 
 
 @contextlib.asynccontextmanager
-async def _gateway(router, servers, keys=None, idle_s=None, **settings):
+async def _gateway(router, upstreams, keys=None, idle_s=None, **settings):
     """The gateway app with its lifespan running, and a client that calls it in-process."""
     base = {"max_attempts": 3, "cooldown_s": 30.0}
-    app = create_app(router, _config(router, servers, keys, idle_s), settings=GatewaySettings(**{**base, **settings}))
+    transport = None if upstreams.transport is None else upstreams.transport()
+    app = create_app(router, _config(router, upstreams, keys, idle_s), settings=GatewaySettings(**{**base, **settings}),
+                     transport=transport)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30) as client:
@@ -123,14 +153,16 @@ def _secrets_absent(router, text: str) -> None:
 
 
 # ---- item 2: streams broken off, cut short or stalled -----------------------------------------------------------
-@pytest.mark.parametrize(("fault", "code"), [("close_mid_stream", "upstream_stream_broken"), ("truncate", "upstream_stream_broken"),
-                                             ("stall", "upstream_stream_timeout")])
-def test_a_stream_cut_short_ends_with_an_error_event_and_no_done(router, servers, fakes, fault, code):
+@pytest.mark.parametrize(("fault", "code"), [_socket("close_mid_stream", "upstream_stream_broken"),
+                                             _socket("truncate", "upstream_stream_broken"),
+                                             _socket("stall", "upstream_stream_timeout")])
+def test_a_stream_cut_short_ends_with_an_error_event_and_no_done(router, fakes, fault, code, request):
+    upstreams = _reach(request, fault)
     first = router.route(TEXT).model
     fakes[first].set_failure(fault)
 
     async def go():
-        async with _gateway(router, servers) as gw:
+        async with _gateway(router, upstreams) as gw:
             t0 = time.perf_counter()
             r = await gw.client.post("/v1/chat/completions", json=_body(stream=True))
             elapsed = time.perf_counter() - t0
@@ -153,13 +185,13 @@ def test_a_stream_cut_short_ends_with_an_error_event_and_no_done(router, servers
     _run(go())
 
 
-def test_the_openai_client_sees_a_cut_stream_as_an_error(router, servers, fakes):
+def test_the_openai_client_sees_a_cut_stream_as_an_error(router, in_process, fakes):
     openai = pytest.importorskip("openai")
     first = router.route(TEXT).model
-    fakes[first].set_failure("close_mid_stream")
+    fakes[first].set_failure("truncate")
 
     async def go():
-        async with _gateway(router, servers) as gw:
+        async with _gateway(router, in_process) as gw:
             client = openai.AsyncOpenAI(base_url="http://gateway/v1", api_key="unused", max_retries=0,
                                         http_client=gw.client)
             stream = await client.chat.completions.create(model="finerouter", messages=_body()["messages"], stream=True)
@@ -170,13 +202,14 @@ def test_the_openai_client_sees_a_cut_stream_as_an_error(router, servers, fakes)
     _run(go())
 
 
-@pytest.mark.parametrize("fault", ["close_before_body", "invalid_json"])
-def test_a_stream_failing_before_its_first_event_falls_back(router, servers, fakes, fault):
+@pytest.mark.parametrize("fault", [_socket("close_before_body"), _socket("invalid_json")])
+def test_a_stream_failing_before_its_first_event_falls_back(router, fakes, fault, request):
+    upstreams = _reach(request, fault)
     first, second = router.route(TEXT).ranking[:2]
     fakes[first].set_failure(fault)
 
     async def go():
-        async with _gateway(router, servers) as gw:
+        async with _gateway(router, upstreams) as gw:
             r = await gw.client.post("/v1/chat/completions", json=_body(stream=True))
             events = _events(r.text)
             assert r.status_code == 200 and r.headers["x-finerouter-model"] == second
@@ -190,6 +223,7 @@ def test_a_stream_failing_before_its_first_event_falls_back(router, servers, fak
     _run(go())
 
 
+@pytest.mark.slow  # a stall and a trickle are pauses on a socket
 def test_the_pause_allowed_inside_a_stream_is_configurable(router, servers, fakes):
     """stream_idle_timeout_s: a stall is cut at it; a stream whose chunks come closer together is relayed whole."""
     idle = 0.3
@@ -215,13 +249,13 @@ def test_the_pause_allowed_inside_a_stream_is_configurable(router, servers, fake
 
 # ---- item 3: the upstream refuses the gateway's key; error bodies are scrubbed and capped ----------------------
 @pytest.mark.parametrize("status", [401, 403])
-def test_an_upstream_auth_failure_falls_back_and_leaks_nothing(router, servers, fakes, status, caplog):
+def test_an_upstream_auth_failure_falls_back_and_leaks_nothing(router, in_process, fakes, status, caplog):
     first, second = router.route(TEXT).ranking[:2]
     fakes[first].set_failure(status)
     caplog.set_level(logging.DEBUG)
 
     async def go():
-        async with _gateway(router, servers) as gw:
+        async with _gateway(router, in_process) as gw:
             r = await gw.client.post("/v1/chat/completions", json=_body())
             assert r.status_code == 200 and r.headers["x-finerouter-model"] == second
             assert r.json()["choices"][0]["message"]["content"] == f"[{second}] {TEXT}"
@@ -237,7 +271,7 @@ def test_an_upstream_auth_failure_falls_back_and_leaks_nothing(router, servers, 
     _secrets_absent(router, caplog.text)
 
 
-def test_a_wrong_upstream_key_everywhere_is_a_502_that_says_so_without_upstream_text(router, servers, fakes, caplog):
+def test_a_wrong_upstream_key_everywhere_is_a_502_that_says_so_without_upstream_text(router, in_process, fakes, caplog):
     """The gateway's configured key is wrong: the upstream's 401 (which echoes that key, sets a cookie and
     names its backend) must reach the client only as the gateway's own 502."""
     wrong = {m: f"sk-wrong-{m}-fedcba9876543210" for m in router.models_}
@@ -245,7 +279,7 @@ def test_a_wrong_upstream_key_everywhere_is_a_502_that_says_so_without_upstream_
     caplog.set_level(logging.DEBUG)
 
     async def go():
-        async with _gateway(router, servers, keys=wrong) as gw:
+        async with _gateway(router, in_process, keys=wrong) as gw:
             for body in (_body(model=named), _body(), _body(model=named, stream=True)):
                 r = await gw.client.post("/v1/chat/completions", json=body)
                 assert r.status_code == 502, r.text
@@ -261,12 +295,12 @@ def test_a_wrong_upstream_key_everywhere_is_a_502_that_says_so_without_upstream_
     assert not any(k in caplog.text for k in wrong.values())
 
 
-def test_a_relayed_client_error_is_scrubbed_of_keys_cookies_and_internal_headers(router, servers, fakes):
+def test_a_relayed_client_error_is_scrubbed_of_keys_cookies_and_internal_headers(router, in_process, fakes):
     first = router.route(TEXT).model
     fakes[first].set_failure(400)
 
     async def go():
-        async with _gateway(router, servers) as gw:
+        async with _gateway(router, in_process) as gw:
             r = await gw.client.post("/v1/chat/completions", json=_body())
             assert r.status_code == 400 and r.headers["x-finerouter-model"] == first
             error = r.json()["error"]  # still the upstream's own (valid JSON) error, its message intact
@@ -279,10 +313,10 @@ def test_a_relayed_client_error_is_scrubbed_of_keys_cookies_and_internal_headers
     _run(go())
 
 
-def test_scrub_redacts_configured_keys_and_key_shapes(router, servers):
+def test_scrub_redacts_configured_keys_and_key_shapes(router, in_process):
     from finerouter.serving.proxy import UpstreamProxy
 
-    cfg = _config(router, servers)
+    cfg = _config(router, in_process)
     proxy = UpstreamProxy({}, cfg.upstreams)  # scrubbing needs no transport
     key = _key(router.models_[0])
     raw = json.dumps({"error": {"message": f"bad key {key[:12]}****{key[-4:]} (token Bearer abc.def-123456)",
@@ -296,13 +330,13 @@ def test_scrub_redacts_configured_keys_and_key_shapes(router, servers):
     assert proxy.scrub(f"the key {key.replace('sk-', 'xx-')} and {key}".encode()).count(b"[redacted]") == 1
 
 
-def test_an_error_body_over_the_limit_is_replaced_by_the_gateways_own(router, servers, fakes):
+def test_an_error_body_over_the_limit_is_replaced_by_the_gateways_own(router, in_process, fakes):
     first = router.route(TEXT).model
     fakes[first].set_failure(400)
     fakes[first].error_pad_bytes = 100_000  # over the default limit, 64 KiB
 
     async def go():
-        async with _gateway(router, servers) as gw:
+        async with _gateway(router, in_process) as gw:
             r = await gw.client.post("/v1/chat/completions", json=_body())
             assert r.status_code == 400 and len(r.content) < 1024
             error = r.json()["error"]
@@ -313,12 +347,12 @@ def test_an_error_body_over_the_limit_is_replaced_by_the_gateways_own(router, se
 
 
 # ---- item 4: a 200 whose body is not JSON -----------------------------------------------------------------------
-def test_a_200_that_is_not_json_falls_back(router, servers, fakes):
+def test_a_200_that_is_not_json_falls_back(router, in_process, fakes):
     first, second = router.route(TEXT).ranking[:2]
     fakes[first].set_failure("invalid_json")
 
     async def go():
-        async with _gateway(router, servers) as gw:
+        async with _gateway(router, in_process) as gw:
             r = await gw.client.post("/v1/chat/completions", json=_body())
             assert r.status_code == 200 and r.headers["x-finerouter-model"] == second
             assert r.json()["choices"][0]["message"]["content"] == f"[{second}] {TEXT}"
@@ -335,6 +369,7 @@ def test_a_200_that_is_not_json_falls_back(router, servers, fakes):
 
 
 # ---- item 7: bodies over the limit ------------------------------------------------------------------------------
+@pytest.mark.slow  # the gateway hangs up on a body that is still being written: a socket
 def test_an_oversized_body_falls_back_without_being_read_whole(router, servers, fakes):
     first, second = router.route(TEXT).ranking[:2]
     fakes[first].set_failure("huge")
@@ -357,6 +392,7 @@ def test_an_oversized_body_falls_back_without_being_read_whole(router, servers, 
     assert 0 < fakes[first].last_sent_bytes < 48 * 1024 * 1024
 
 
+@pytest.mark.slow  # a 32 MiB stream on a socket
 def test_a_stream_over_the_limit_ends_with_an_error_event(router, servers, fakes):
     first = router.route(TEXT).model
     fakes[first].set_failure("huge")
@@ -374,11 +410,11 @@ def test_a_stream_over_the_limit_ends_with_an_error_event(router, servers, fakes
     _run(go())
 
 
-def test_a_healthy_stream_is_relayed_unchanged_and_counts_no_failure(router, servers, fakes):
+def test_a_healthy_stream_is_relayed_unchanged_and_counts_no_failure(router, in_process, fakes):
     first = router.route(LONG_TEXT).model
 
     async def go():
-        async with _gateway(router, servers) as gw:
+        async with _gateway(router, in_process) as gw:
             r = await gw.client.post("/v1/chat/completions", json=_body(LONG_TEXT, stream=True))
             events = _events(r.text)
             assert events[-1] == "[DONE]" and _streamed_text(events) == f"[{first}] {LONG_TEXT}"
@@ -408,6 +444,7 @@ def _open_trickling_stream(url: str, model: str, out: dict, started: threading.E
         started.set()
 
 
+@pytest.mark.slow  # a real server in a thread, stopped with a trickling stream open
 def test_stopping_the_server_ends_an_open_stream_with_an_error_event_in_bounded_time(router, servers, fakes):
     model = router.models_[0]
     fakes[model].set_failure("trickle")  # 60 words, 0.2 s apart: 12 s
@@ -431,14 +468,16 @@ def test_stopping_the_server_ends_an_open_stream_with_an_error_event_in_bounded_
 
 
 @pytest.mark.slow
-def test_serve_exits_on_sigterm_within_its_shutdown_timeout(router, servers, fakes, tmp_path, serve_process):
-    """A real `finerouter serve` process with a trickling stream open: SIGTERM, then exit within the timeout."""
+def test_serve_exits_on_sigterm_within_its_shutdown_timeout(gateway_router, servers, fakes, tmp_path, serve_process):
+    """A real `finerouter serve` process (the MiniLM router: it must reload it) with a trickling stream open:
+    SIGTERM, then exit within the timeout."""
     import os
     import signal
     import subprocess
 
     import yaml
 
+    router = gateway_router
     saved = router.save(tmp_path / "router")
     model = router.models_[0]
     fakes[model].set_failure("trickle")
@@ -495,19 +534,19 @@ def test_the_new_limits_are_validated_and_read_from_the_file():
 
 
 # ---- the dispatcher alone (an in-process transport) -------------------------------------------------------------
-def _dispatcher(router, servers, transport):
+def _dispatcher(router, upstreams, transport):
     from finerouter.serving.affinity import AffinityStore
     from finerouter.serving.cooldown import CooldownTracker
     from finerouter.serving.dispatch import Dispatcher
     from finerouter.serving.metrics import GatewayMetrics
     from finerouter.serving.proxy import UpstreamProxy
 
-    cfg = _config(router, servers)
+    cfg = _config(router, upstreams)
     proxy = UpstreamProxy({m: transport for m in cfg.upstreams}, cfg.upstreams)
     return Dispatcher(proxy, cooldown=CooldownTracker(30.0), affinity=AffinityStore(), metrics=GatewayMetrics())
 
 
-def test_a_2xx_answer_keeps_its_headers_but_not_cookies_hop_by_hop_or_key_echoes(router, servers):
+def test_a_2xx_answer_keeps_its_headers_but_not_cookies_hop_by_hop_or_key_echoes(router, in_process):
     model = router.models_[0]
     answer = {"id": "c1", "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
 
@@ -518,7 +557,7 @@ def test_a_2xx_answer_keeps_its_headers_but_not_cookies_hop_by_hop_or_key_echoes
             ("x-echo", request.headers["authorization"]), ("x-debug", "api_key=abcdef123")])
 
     async def go():
-        dispatcher = _dispatcher(router, servers, httpx.MockTransport(upstream))
+        dispatcher = _dispatcher(router, in_process, httpx.MockTransport(upstream))
         result = (await dispatcher.forward([model], _body(), stream=False, max_attempts=1)).answer
         assert json.loads(result.content) == answer
         assert {k: v for k, v in result.headers.items() if k != "content-type"} == {"x-request-id": "req-1", "openai-processing-ms": "12"}
@@ -526,7 +565,7 @@ def test_a_2xx_answer_keeps_its_headers_but_not_cookies_hop_by_hop_or_key_echoes
     _run(go())
 
 
-def test_a_stream_still_waiting_for_its_first_event_at_shutdown_is_a_503(router, servers):
+def test_a_stream_still_waiting_for_its_first_event_at_shutdown_is_a_503(router, in_process):
     from finerouter.serving.errors import GatewayHTTPError
 
     model = router.models_[0]
@@ -537,7 +576,7 @@ def test_a_stream_still_waiting_for_its_first_event_at_shutdown_is_a_503(router,
             yield b""
 
     async def go():
-        dispatcher = _dispatcher(router, servers, httpx.MockTransport(
+        dispatcher = _dispatcher(router, in_process, httpx.MockTransport(
             lambda request: httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Silent())))
         proxy = dispatcher.proxy
         task = asyncio.ensure_future(dispatcher.forward([model], _body(stream=True), stream=True, max_attempts=1))
