@@ -1,8 +1,9 @@
 """The gateway's request parser under hostile input: no JSON body, however odd, may cause a 500.
 
 The real app (``create_app``) runs in-process under Starlette's ``TestClient`` (lifespan included) with a real
-FineRouter on the packaged MiniLM; its upstreams are real :class:`FakeUpstream` apps reached through
-``httpx.ASGITransport``, so a request that passes validation is routed, forwarded and answered for real. The
+FineRouter on the :class:`~finerouter.testing.FakeEncoder`; its upstreams are
+:class:`~finerouter.testing.FakeUpstream` apps reached in-process (:class:`~finerouter.testing.InProcessUpstreams`),
+so a request that passes validation is routed, forwarded and answered for real. The
 fuzzing is bounded (``max_examples``, derandomised, no example database) so it takes seconds in CI; set
 ``FINEROUTER_FUZZ_EXAMPLES`` for a longer local run.
 """
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from finerouter.serving.app import create_app
 from finerouter.serving.config import GatewaySettings, parse_gateway_config
-from finerouter.testing.fake_upstream import FakeUpstream
+from finerouter.testing import FakeUpstream, InProcessUpstreams
 
 EXAMPLES = int(os.environ.get("FINEROUTER_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
@@ -33,25 +34,9 @@ DEEP = 100_000
 
 
 @pytest.fixture(scope="module")
-def router(minilm):
-    """A real FineRouter with the packaged MiniLM, fitted once on small planted synthetic data (3 models)."""
-    from finerouter.data.synthetic import make_synthetic_routing_data
-    from finerouter.routing.router import FineRouter
-
-    data = make_synthetic_routing_data(n_prompts=90, n_models=3, seed=0)
-    fast = {"classifier": {"epochs": 3}, "quality": {"epochs_general": 2, "epochs_task": 1}}
-    return FineRouter(encoder=minilm, seed=0, **fast).fit(data)
-
-
-class _ByHost:
-    """Dispatches each upstream call to the FakeUpstream named by the request's host."""
-
-    def __init__(self, fakes: dict[str, FakeUpstream]) -> None:
-        self.fakes = fakes
-
-    async def __call__(self, scope, receive, send) -> None:
-        host = dict(scope["headers"])[b"host"].decode().split(".")[0]
-        await self.fakes[host](scope, receive, send)
+def router(fake_encoder_router):
+    """The session's FakeEncoder router (``conftest.fake_encoder_router``, 4 models)."""
+    return fake_encoder_router
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +44,15 @@ def client(router):
     from fastapi.testclient import TestClient
 
     names = [*router.models_, "direct-only"]
-    fakes = {f"u{i}": FakeUpstream(n) for i, n in enumerate(names)}
-    raw = {"upstreams": {n: {"base_url": f"http://u{i}.upstream.test/v1", "model": f"upstream/{n}"} for i, n in enumerate(names)}}
+    upstreams = InProcessUpstreams({n: FakeUpstream(n) for n in names})
+    raw = {"upstreams": {n: {"base_url": upstreams.base_url(n), "model": f"upstream/{n}"} for n in names}}
     config = parse_gateway_config(raw, source="fuzz-upstreams")
     app = create_app(
         router,
         config,
         settings=GatewaySettings(max_attempts=2, cooldown_s=0.0, max_body_bytes=1024 * 1024),
         # An upstream that crashes on an odd body answers 500, as a real server would (not an exception here).
-        transport=httpx.ASGITransport(app=_ByHost(fakes), raise_app_exceptions=False),
+        transport=upstreams.transport(),
     )
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
@@ -161,7 +146,7 @@ def nested(draw, leaf=JSON) -> str:
     return ("[" * depth + inner + "]" * depth) if kind == "list" else ('{"k":' * depth + inner + "}" * depth)
 
 
-MODELS = ["synth-model-00", "synth-model-01", "synth-model-02"]  # make_synthetic_routing_data(n_models=3)
+MODELS = ["synth-model-00", "synth-model-01", "synth-model-02"]  # three of the router's (make_synthetic_routing_data)
 CLEAN_TEXT = st.text(st.characters(), min_size=1, max_size=40)
 
 

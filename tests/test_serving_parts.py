@@ -336,6 +336,7 @@ async def _probe_app(scope, receive, send):
     await send({"type": "http.response.body", "body": data})
 
 
+@pytest.mark.slow  # the production transport against a loopback server (a 2 s read timeout among them)
 def test_aiohttp_transport_speaks_httpx_and_keeps_nothing_between_requests():
     import json
     import socket
