@@ -46,7 +46,8 @@ def main() -> None:
     from finerouter.data.readers import read_routing_data
     from finerouter.evaluation.runner import embed_dataset
     from finerouter.routing.policy import minmax_rows
-    from finerouter.routing.router import FineRouter, _stage1_matrix
+    from finerouter.routing.fitting import stage1_matrix as _stage1_matrix
+    from finerouter.routing.router import FineRouter
 
     data = read_routing_data(dataset_path(args.data), name=args.data)
     emb, encoder = embed_dataset(data, None, args.cache_dir)

@@ -236,7 +236,7 @@ def test_router_artifact_records_float32_and_loads_it_on_any_cpu(saved_float32_r
     from finerouter.routing.router import FineRouter
 
     router, path = saved_float32_router
-    assert _manifest_encoder(path)["spec"]["precision"] == "float32"
+    assert _manifest_encoder(path)["config"]["precision"] == "float32"
     monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: native_bf16)
     loaded = FineRouter.load(path)
     assert loaded.encoder_.resolved_precision == "float32" and loaded.encoder_.name == DEFAULT_NAME
@@ -252,7 +252,7 @@ def test_bfloat16_router_artifact_loads_in_bfloat16_or_is_refused(saved_float32_
     router, _ = saved_float32_router
     monkeypatch.setattr(router, "encoder_", SentenceTransformerEncoder(precision="bfloat16"))
     path = router.save(tmp_path / "bf16")
-    assert _manifest_encoder(path)["spec"]["precision"] == "bfloat16"
+    assert _manifest_encoder(path)["config"]["precision"] == "bfloat16"
     monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: False)
     with pytest.raises(ArtifactError, match=r"fitted with its encoder in bfloat16.*no native bfloat16"):
         FineRouter.load(path)
@@ -266,7 +266,7 @@ def test_bfloat16_router_artifact_loads_in_bfloat16_or_is_refused(saved_float32_
 @pytest.mark.parametrize("native_bf16", [True, False])
 def test_artifacts_saved_without_a_precision_load_as_their_name_says(monkeypatch, tmp_path, native_bf16):
     from finerouter.errors import ArtifactError
-    from finerouter.routing.router import _load_encoder
+    from finerouter.routing.artifact import load_encoder as _load_encoder
 
     monkeypatch.setattr(st_module, "cpu_supports_bf16", lambda: native_bf16)
     old_spec = {"model": None, "max_seq_length": 256, "batch_size": 64}  # what older versions wrote

@@ -84,12 +84,12 @@ def test_refined_tasks_never_span_two_labels(synthetic_split, cached_minilm):
     unlabelled = type(train)(prompts=train.prompts, models=train.models, scores=train.scores, tasks=None)
     router = FineRouter(encoder=cached_minilm, seed=0, refine_task_labels=True, **FAST).fit(unlabelled)
     assert router.fit_summary_["refined_task_labels"] is False  # nothing to refine: the paper's discovery
-    with pytest.raises(ParameterError, match="'refine_task_labels' parameter of FineRouter must be True, False or"):
+    with pytest.raises(ParameterError, match="'refine_task_labels' parameter of FineRouter must be a bool or one of {'auto'}"):
         FineRouter(refine_task_labels="yes").fit(train)
 
 
 def test_stage1_mean_falls_back_to_the_models_overall_mean():
-    from finerouter.routing.router import _stage1_matrix
+    from finerouter.routing.fitting import stage1_matrix as _stage1_matrix
 
     class _Catalog:
         n_tasks = 2
@@ -209,14 +209,14 @@ def test_mixing_is_chosen_by_cross_validation_and_expected_scores_are_calibrated
 
 def test_tampered_or_missing_files_refused(fitted, tmp_path, cached_minilm):
     path = fitted.save(tmp_path / "r")
-    target = path / "quality.safetensors"
+    target = path / "quality" / "arrays.safetensors"
     blob = bytearray(target.read_bytes())
     blob[-1] ^= 0xFF
     target.write_bytes(bytes(blob))
     with pytest.raises(ArtifactError, match="altered"):
         FineRouter.load(path, encoder=cached_minilm)
     path = fitted.save(tmp_path / "r2")
-    (path / "quality.json").unlink()
+    (path / "quality" / "config.json").unlink()
     with pytest.raises(ArtifactError, match="missing"):
         FineRouter.load(path, encoder=cached_minilm)
     with pytest.raises(ArtifactError, match="manifest"):
@@ -248,8 +248,8 @@ def test_the_manifests_content_is_covered_by_the_integrity_check(fitted, tmp_pat
 
 def test_added_or_unlisted_files_are_refused(fitted, tmp_path, cached_minilm):
     path = fitted.save(tmp_path / "r")
-    (path / "catalog" / "extra.safetensors").write_bytes(b"\0" * 8)
-    assert "catalog/extra.safetensors is not part of the artifact" in _load_error(path, cached_minilm)
+    (path / "discovery" / "catalog" / "extra.safetensors").write_bytes(b"\0" * 8)
+    assert "discovery/catalog/extra.safetensors is not part of the artifact" in _load_error(path, cached_minilm)
     path = fitted.save(tmp_path / "r2")
     (path / "router.safetensors").unlink()
     assert "router.safetensors listed in the manifest is missing" in _load_error(path, cached_minilm)
@@ -267,10 +267,10 @@ def test_format_1_artifacts_load_with_a_warning(fitted, synthetic_split, tmp_pat
         loaded = FineRouter.load(path, encoder=cached_minilm)
     assert [d.model for d in loaded.route(test.prompts[:10])] == [d.model for d in fitted.route(test.prompts[:10])]
     loaded.save(path)  # a format-1 artifact is a router artifact: re-saving replaces it, now checked
-    assert json.loads((path / "manifest.json").read_text())["format_version"] == 2
-    manifest["format_version"] = 3
+    assert json.loads((path / "manifest.json").read_text())["format_version"] == 3
+    manifest["format_version"] = 4
     (path / "manifest.json").write_text(json.dumps(manifest))
-    assert "format version 3 is not supported" in _load_error(path, cached_minilm)
+    assert "format version 4 is not supported" in _load_error(path, cached_minilm)
 
 
 def _listing(folder) -> list[str]:

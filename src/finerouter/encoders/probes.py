@@ -58,6 +58,17 @@ def probe_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(ga - gb)))
 
 
+def probe_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest cosine between corresponding probe embeddings of two encoders of the same width (1 = the
+    same vectors). Unlike :func:`probe_distance`, it sees a rotation of the embedding space, which keeps every
+    cosine between probes but breaks a model trained on the original coordinates."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise EncoderError(f"Probe embeddings differ in shape: {a.shape} vs {b.shape}.")
+    return float(np.min(np.sum(a * b, axis=1)))
+
+
 def fingerprint_from_probes(emb: np.ndarray) -> str:
     """The 16-hex-digit fingerprint of probe embeddings ``(8, dim)`` (see the module docstring)."""
     emb = np.asarray(emb, dtype=np.float64)
@@ -78,6 +89,7 @@ __all__ = [
     "PROBE_SENTENCES",
     "fingerprint",
     "fingerprint_from_probes",
+    "probe_agreement",
     "probe_distance",
     "probe_embeddings",
 ]

@@ -329,9 +329,29 @@ class SentenceTransformerEncoder:
             "model": model,
             "max_seq_length": self.max_seq_length,
             "batch_size": self.batch_size,
-            "precision": self.precision,
+            "precision": self.resolved_precision,  # "auto" resolved: rebuilt, it embeds as this one does
             "name": self.name,
         }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SentenceTransformerEncoder:
+        """The encoder that :meth:`config` described (its ``name`` is derived, not read)."""
+        keys = ("model", "max_seq_length", "batch_size", "precision")
+        return cls(**{k: config[k] for k in keys if k in config})
+
+    @staticmethod
+    def check_loadable(config: dict[str, Any]) -> str | None:
+        """Why a router fitted with the encoder of ``config`` cannot embed as it was fitted to on this machine
+        (None: it can). A bfloat16 encoder needs a CPU with native bfloat16 when it runs on the CPU."""
+        if config.get("precision") != "bfloat16" or cpu_supports_bf16():
+            return None
+        return (
+            f"the router was fitted with its encoder in bfloat16 ({config.get('name', config.get('model'))!r}), "
+            "and this CPU has no native bfloat16 (AVX512-BF16 or AMX), so it cannot embed prompts as the router "
+            "was fitted to. Refit it in float32 (the default), or pass the encoder explicitly, e.g. "
+            "FineRouter.load(path, encoder=SentenceTransformerEncoder(precision='bfloat16')), to accept slow, "
+            "emulated bfloat16."
+        )
 
 
 def _check_texts(texts: Any, owner: str) -> list[str]:

@@ -1,0 +1,246 @@
+"""Fitting FineRouter's parts on a set of training rows: discovery, the task classifier, the quality estimator and
+the stage-1 / global priors (:func:`fit_parts`); the automatic choice of refining the data's task labels
+(:func:`choose_refinement`); and the cross-validated mixing weights and calibration (:func:`cross_validate_mixing`).
+
+Each function takes the :class:`~finerouter.routing.router.FineRouter` whose parameters it follows; the router's
+``make_component(name)`` gives a fresh, unfitted copy of each component with the seed resolved.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from finerouter.routing.mixing import (
+    CANDIDATE_MIXES,
+    Calibration,
+    MixingChoice,
+    choose_weights,
+    fold_ids,
+    raw_mix,
+    shrink_task_means,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FittedParts:
+    """Both stages fitted on one set of rows (the full training data, or one cross-validation fold's rest).
+
+    Attributes:
+        stage1: ``(T+1, m)`` the stage-1 prior (row ``T``: Others); global_prior: ``(m,)`` each model's mean score;
+        train_tasks: ``(n,)`` the classifier's task per training row (-1: Others); candidates: per task, the
+        indices of its candidate models; seconds: wall time per step.
+    """
+
+    discovery: Any
+    classifier: Any
+    quality: Any
+    stage1: np.ndarray
+    global_prior: np.ndarray
+    train_tasks: np.ndarray
+    candidates: list[list[int]]
+    seconds: dict[str, float]
+
+
+def stage1_matrix(catalog: Any, scores: np.ndarray, labels: np.ndarray, statistic: str) -> np.ndarray:
+    """``(T+1, m)`` stage-1 prior: each task's median (or mean) score per model; row ``T`` is Others.
+
+    Others (prompts in no task) uses its own prompts, or every prompt when it is empty. A model with no score in a
+    group falls back to its statistic over all prompts (as the catalog's medians do); NaN only for a model never
+    scored at all (normalised to 0 at routing).
+    """
+    from finerouter.discovery.ranking import nanmean_columns
+
+    if statistic == "median":
+        return np.asarray(catalog.median_matrix(), dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_tasks = catalog.n_tasks
+    others = labels < 0
+    groups = [labels == t for t in range(n_tasks)] + [others if others.any() else np.ones_like(others)]
+    out = np.full((n_tasks + 1, scores.shape[1]), np.nan)
+    overall = nanmean_columns(scores)
+    for row, members in enumerate(groups):
+        out[row] = nanmean_columns(scores[members])
+    return np.where(np.isnan(out), overall[None, :], out)
+
+
+def stage1_prior(router: Any, catalog: Any, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``(T+1, m)`` the stage-1 prior of ``catalog`` (shrunk task means by default; see ``stage1_shrinkage``)."""
+    if router.stage1_statistic == "mean" and router.stage1_shrinkage:
+        # a model unscored in a task already takes its overall mean there (NaN only if never scored)
+        return shrink_task_means(scores, labels, catalog.n_tasks)
+    return stage1_matrix(catalog, scores, labels, router.stage1_statistic)
+
+
+def discover(
+    router: Any, desc_emb: np.ndarray, scores: np.ndarray, models: list[str], prompts: list[str],
+    descriptions: list[str], groups: list[str] | None,
+) -> Any:
+    """A :class:`~finerouter.discovery.TaskDiscovery` with the router's settings, fitted on these rows."""
+    return router.make_component("discovery").fit(
+        desc_emb, scores, model_names=models, prompts=prompts, descriptions=descriptions, groups=groups
+    )
+
+
+def fit_classifier(router: Any, encoder: Any, embeddings: np.ndarray, discovery: Any) -> Any:
+    """The task classifier for ``discovery``'s tasks (None without tasks); task texts embedded by ``encoder``."""
+    catalog = discovery.catalog_
+    if catalog.n_tasks == 0:
+        return None
+    task_embeddings = encoder.encode([task.description for task in catalog.tasks])
+    return router.make_component("classifier").fit(embeddings, discovery.labels_, task_embeddings)
+
+
+def fit_parts(
+    router: Any, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray, scores: np.ndarray, models: list[str],
+    prompts: list[str], descriptions: list[str], groups: list[str] | None, *, summarize: bool = False,
+) -> FittedParts:
+    """Discovery, the task classifier, the quality estimator and the priors, fitted on these rows.
+
+    ``summarize``: let the router's describer name each task (when it can), as the final fit does.
+    """
+    from finerouter.discovery.ranking import nanmean_columns
+
+    seconds: dict[str, float] = {}
+    t = time.perf_counter()
+    discovery = discover(router, desc_emb, scores, models, prompts, descriptions, groups)
+    catalog = discovery.catalog_
+    describer = router.describer
+    if summarize and describer is not None and hasattr(describer, "summarize"):
+        for task in catalog.tasks:
+            task.description = describer.summarize(task.examples)
+    seconds["discovery"] = time.perf_counter() - t
+    t = time.perf_counter()
+    classifier = fit_classifier(router, encoder, embeddings, discovery)
+    if classifier is not None:
+        train_tasks, _ = classifier.predict(embeddings)
+    else:
+        train_tasks = np.full(len(prompts), -1, dtype=np.int64)
+    seconds["classifier"] = time.perf_counter() - t
+    t = time.perf_counter()
+    index = {name: j for j, name in enumerate(models)}
+    candidates = [[index[c] for c in task.candidates] for task in catalog.tasks]
+    quality = router.make_component("quality").fit(embeddings, scores, train_tasks, candidates)
+    seconds["quality"] = time.perf_counter() - t
+    stage1 = stage1_prior(router, catalog, scores, discovery.labels_)
+    global_prior = nanmean_columns(np.asarray(scores, dtype=np.float64))
+    return FittedParts(discovery, classifier, quality, stage1, global_prior, train_tasks, candidates, seconds)
+
+
+def choose_refinement(
+    router: Any, dataset: Any, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray, descriptions: list[str]
+) -> tuple[bool, dict[str, float]]:
+    """``refine_task_labels="auto"``: refine the labels only if that routes a dev part better.
+
+    The training rows are split 80/20 by unique prompt, stratified by label (seeded). On the 80% part, the
+    label-free and the refined discovery are each fitted with their task classifier; each routes the dev
+    prompts by its stage-1 prior alone (the assigned task's statistic per model; the better model overall
+    on exact ties), and the mean true score of the picked model (a missing score counts 0) is compared.
+    Refining must do strictly better; ties keep the paper's label-free discovery. With too few rows to carve
+    a dev part (no dev row, or under 10 fit rows) nothing is measured and the labels are refined. Stage 2 is
+    not fitted here, and the classifiers see the catalogs' own task texts (no describer summaries, which would
+    call an LLM).
+    """
+    from finerouter.data.dataset import split_indices
+    from finerouter.discovery.ranking import nanmean_columns
+    from finerouter.evaluation.metrics import mean_quality
+
+    fit_i, dev_i = split_indices(dataset.prompts, dataset.tasks, 0.2, router.seed + 7919)
+    if dev_i.size == 0 or fit_i.size < 10:
+        return True, {}
+    scores = np.asarray(dataset.scores, dtype=np.float64)
+    tie = 1e-9 * np.nan_to_num(nanmean_columns(scores[fit_i]), nan=-1.0)
+    prompts = [dataset.prompts[i] for i in fit_i]
+    desc = [descriptions[i] for i in fit_i]
+    quality: dict[str, float] = {}
+    for name, groups in (("label_free", None), ("refined", [dataset.tasks[i] for i in fit_i])):
+        disc = discover(router, desc_emb[fit_i], scores[fit_i], dataset.models, prompts, desc, groups)
+        clf = fit_classifier(router, encoder, embeddings[fit_i], disc)
+        prior = stage1_prior(router, disc.catalog_, scores[fit_i], disc.labels_)
+        n_tasks = disc.catalog_.n_tasks
+        task = clf.predict(embeddings[dev_i])[0] if clf is not None else np.full(dev_i.size, -1)
+        rows = np.where(task >= 0, task, n_tasks)
+        pick = np.argmax(np.nan_to_num(prior[rows], nan=-1.0) + tie, axis=1)
+        quality[name] = mean_quality(scores[dev_i], pick)
+    refine = quality["refined"] > quality["label_free"]
+    logger.info(
+        "task labels: stage-1 routing quality on a dev part of the training data, label-free %.4f, refined "
+        "%.4f -> %s", quality["label_free"], quality["refined"], "refine" if refine else "label-free",
+    )
+    return refine, quality
+
+
+def cross_validate_mixing(
+    router: Any, dataset: Any, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray, descriptions: list[str],
+    groups: list[str] | None,
+) -> tuple[MixingChoice, Calibration]:
+    """``mixing="cv"``: out-of-fold stage-1, stage-2 and global scores on the training data, then the weights.
+
+    Each of ``cv_folds`` folds (by unique prompt, stratified by the data's task labels when present) is held
+    out in turn; both stages are refitted on the other folds (with the same label decision, the catalogs' own
+    task texts) and score the held-out prompts. :func:`finerouter.routing.mixing.choose_weights` picks the
+    weights from these scores; an isotonic calibration of the mixed estimate is fitted on the same scores.
+    """
+    from finerouter.evaluation.metrics import expected_calibration_error
+
+    scores = np.asarray(dataset.scores, dtype=np.float64)
+    n, m = scores.shape
+    folds = router.cv_folds
+    fold = fold_ids(dataset.prompts, dataset.tasks, folds, router.seed + 104729)
+    stage1 = np.full((n, m), np.nan)
+    stage2 = np.full((n, m), np.nan)
+    global_prior = np.full((n, m), np.nan)
+    for f in range(folds):
+        held = np.flatnonzero(fold == f)
+        rest = np.flatnonzero(fold != f)
+        if held.size == 0 or rest.size < 10:
+            continue
+        logger.info("mixing cross-validation: fold %d/%d (%d held out)", f + 1, folds, held.size)
+        parts = fit_parts(
+            router, encoder, embeddings[rest], desc_emb[rest], scores[rest], dataset.models,
+            [dataset.prompts[i] for i in rest], [descriptions[i] for i in rest],
+            None if groups is None else [groups[i] for i in rest],
+        )
+        emb = embeddings[held]
+        if parts.classifier is not None:
+            task, _ = parts.classifier._predict_checked(emb)
+        else:
+            task = np.full(held.size, -1, dtype=np.int64)
+        rows = np.where(task >= 0, task, parts.discovery.catalog_.n_tasks)
+        stage1[held] = parts.stage1[rows]
+        stage2[held] = parts.quality._predict(emb, task)
+        global_prior[held] = parts.global_prior[None, :]
+    done = np.isfinite(global_prior).any(axis=1)
+    if not done.any():  # no fold could be fitted: no evidence that routing helps
+        logger.info("mixing: too few prompts for cross-validation; routing like the best single model")
+        return MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 1.0}, "fallback"), Calibration.identity()
+    alpha = float(router.alpha)
+    candidates = ((alpha, 1.0 - alpha, 0.0),) + tuple(c for c in CANDIDATE_MIXES[1:] if c != (alpha, 1 - alpha, 0))
+    choice = choose_weights(
+        stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates
+    )
+    raw = raw_mix(choice.estimate_vector(), stage2[done], stage1[done], global_prior[done])
+    calibration = Calibration.fit(raw, scores[done])
+    choice.calibration_error = {
+        "raw": expected_calibration_error(raw, scores[done]),
+        "calibrated": expected_calibration_error(calibration(raw), scores[done]),
+    }
+    return choice, calibration
+
+
+__all__ = [
+    "FittedParts",
+    "choose_refinement",
+    "cross_validate_mixing",
+    "discover",
+    "fit_classifier",
+    "fit_parts",
+    "stage1_matrix",
+    "stage1_prior",
+]

@@ -1,0 +1,125 @@
+"""Saving a fitted :class:`~finerouter.routing.router.FineRouter` as an artifact folder and loading it back (the
+file format and its checks: :mod:`finerouter.routing.artifact`)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finerouter._io import atomic_directory, atomic_write_json, load_arrays, save_arrays, sha256_file
+from finerouter._version import __version__
+from finerouter.errors import ArtifactError
+from finerouter.routing import artifact
+from finerouter.routing.artifact import check_save_destination
+from finerouter.routing.costs import CostModel
+from finerouter.routing.mixing import Calibration, MixingChoice
+
+
+def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
+    """:meth:`FineRouter.save`: each fitted component into a folder of its own, the router's arrays, the manifest."""
+    from finerouter.routing.router import COMPONENTS
+
+    router._check_fitted()
+    if getattr(router, "discovery_", None) is None:
+        raise ArtifactError(
+            "this router was loaded from an artifact of format 1 or 2, which did not keep its task discovery; "
+            "refit it to save it in the current format"
+        )
+    path = check_save_destination(path, force=force)
+    identity, probes = artifact.encoder_identity(router.encoder_)
+    with atomic_directory(path) as tmp:
+        for name, component in router._fitted_components().items():
+            component.save(tmp / name)
+        save_arrays(
+            tmp / "router.safetensors",
+            {
+                "stage1": router.stage1_, "global_prior": router.global_prior_, "encoder_probes": probes,
+                "calibration_x": router.calibration_.x, "calibration_y": router.calibration_.y,
+            },
+        )
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        params = {k: v for k, v in router.get_params(deep=False).items()
+                  if k not in ("encoder", "describer", "prices", "cache_dir")}
+        for name in COMPONENTS:  # the parameters each component was built with
+            params[name] = router.make_component(name).get_params(deep=False)
+        manifest = {
+            "format": artifact.ARTIFACT_FORMAT,
+            "format_version": artifact.ARTIFACT_FORMAT_VERSION,
+            "library_version": __version__,
+            "created_unix": int(time.time()),
+            "config": params,
+            "models": router.models_,
+            "mixing_weights": router.mixing_.to_dict(),
+            "n_features": router.n_features_,
+            "n_tasks": router.catalog_.n_tasks,
+            "costs": router.cost_model_.to_dict(),
+            "encoder": identity,
+            "fit_summary": getattr(router, "fit_summary_", {}),
+            "files": files,
+        }
+        manifest[artifact.MANIFEST_DIGEST_KEY] = artifact.manifest_digest(manifest)
+        atomic_write_json(tmp / "manifest.json", manifest)
+    return path
+
+
+
+def load_router(
+    cls: Any, path: str | Path, *, encoder: Any = None, cache_dir: Any = None, check_encoder: bool = True
+) -> Any:
+    """:meth:`FineRouter.load` (see there)."""
+    from finerouter.routing.router import COMPONENTS
+
+    path = Path(path)
+    manifest = artifact.read_manifest(path)
+    artifact.check_integrity(path, manifest)
+    saved = dict(manifest["config"])
+    known = set(cls._parameter_constraints) - {"encoder", "describer", "cache_dir"}
+    params = {k: v for k, v in saved.items() if k in known}
+    for name in COMPONENTS:  # empty dicts (older artifacts) mean the defaults
+        params[name] = params.get(name) or None
+    router = cls(encoder=encoder, cache_dir=cache_dir, **params)
+    discovery, catalog, classifier, quality = artifact.load_components(path, manifest)
+    try:
+        arrays = load_arrays(path / "router.safetensors")
+    except ArtifactError:
+        raise
+    except Exception as exc:  # a corrupt but hash-consistent file
+        raise ArtifactError(f"{path}: could not load the artifact ({type(exc).__name__}: {exc})") from exc
+    router.discovery_, router.catalog_, router.classifier_, router.quality_ = discovery, catalog, classifier, quality
+    router.discovery_labels_ = None if discovery is None else discovery.labels_
+    router.stage1_ = arrays["stage1"].astype(np.float64)
+    if "global_prior" in arrays:
+        router.global_prior_ = arrays["global_prior"].astype(np.float64)
+    else:  # saved before the learned mixing: Eq. 5 only, which reads no global prior
+        router.global_prior_ = np.zeros(router.stage1_.shape[1])
+    if "calibration_x" in arrays:
+        router.calibration_ = Calibration(
+            arrays["calibration_x"].astype(np.float64), arrays["calibration_y"].astype(np.float64)
+        )
+    else:
+        router.calibration_ = Calibration.identity()
+    if "mixing_weights" in manifest:
+        router.mixing_ = MixingChoice.from_dict(manifest["mixing_weights"])
+    else:
+        router.mixing_ = MixingChoice.fixed(router.alpha, 1.0 - router.alpha, 0.0)
+    router.models_ = list(manifest["models"])
+    router.n_features_ = int(manifest["n_features"])
+    router.cost_model_ = CostModel.from_dict(manifest["costs"])
+    router.fit_summary_ = manifest.get("fit_summary", {})
+    router.encoder_ = artifact.load_encoder(manifest["encoder"], encoder, cache_dir, path)
+    if check_encoder:
+        if "encoder_probes" in arrays:
+            artifact.check_encoder(router.encoder_, arrays["encoder_probes"], manifest["encoder"], path)
+        else:
+
+            warnings.warn(
+                f"{path}: artifact format {manifest.get('format_version')} fingerprinted its encoder with "
+                "probe sentences this version no longer uses, so the encoder is not checked; refit the router "
+                "to record the current probes.",
+                stacklevel=2,
+            )
+    return router

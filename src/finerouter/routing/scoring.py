@@ -1,0 +1,77 @@
+"""A fitted router's scores for a batch of prompt embeddings: the task, the stage-1 prior, the stage-2 estimate,
+the mixed routing score and the calibrated expected score per model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from finerouter.routing.mixing import raw_mix
+from finerouter.routing.policy import minmax_rows
+
+
+@dataclass
+class RouterScores:
+    """Every score the router computes for a batch of prompts.
+
+    Attributes:
+        stage1: ``(n, m)`` the assigned task's mean (or median) score per model (raw; NaN where never observed).
+        stage2: ``(n, m)`` the quality estimator's predictions.
+        final: ``(n, m)`` the routing score: the normalised sources mixed (:func:`finerouter.routing.mixing.mix`).
+        expected: ``(n, m)`` calibrated expected true score per model, on the score scale (the raw mix of the
+            sources, with the best routing mix's weights even when routing fell back to the best single model,
+            mapped through the isotonic calibration fitted on out-of-fold data; uncalibrated with
+            ``mixing="paper"``). What cost-aware rules trade against cost.
+        task: ``(n,)`` assigned task id, -1 for "Others".
+        confidence: ``(n,)`` classifier probability of the best task.
+    """
+
+    stage1: np.ndarray
+    stage2: np.ndarray
+    final: np.ndarray
+    task: np.ndarray
+    confidence: np.ndarray
+    expected: np.ndarray | None = None
+
+
+def stage1_normalised(router: Any) -> np.ndarray:
+    """``minmax_rows(stage1_)``, cached: normalising a task's row once equals normalising it per prompt."""
+    cached = getattr(router, "_stage1_norm", None)
+    if cached is None or cached[0] is not router.stage1_:
+        cached = (router.stage1_, minmax_rows(router.stage1_))
+        router._stage1_norm = cached
+    return cached[1]
+
+
+def global_normalised(router: Any) -> np.ndarray:
+    """``(m,)`` ``minmax_rows`` of the global prior (cached)."""
+    cached = getattr(router, "_global_norm", None)
+    if cached is None or cached[0] is not router.global_prior_:
+        cached = (router.global_prior_, minmax_rows(router.global_prior_.reshape(1, -1))[0])
+        router._global_norm = cached
+    return cached[1]
+
+
+def score(router: Any, emb: np.ndarray) -> RouterScores:
+    """Every score of a fitted router for ``emb``: checked ``(n, d)`` float32 embeddings. The hot path of
+    routing: the components are called past their own input checks."""
+    n = emb.shape[0]
+    if router.classifier_ is not None:
+        task, confidence = router.classifier_._predict_checked(emb)
+    else:
+        task = np.full(n, -1, dtype=np.int64)
+        confidence = np.zeros(n, dtype=np.float32)
+    stage2 = router.quality_._predict(emb, task).astype(np.float64)
+    rows = np.where(task >= 0, task, router.catalog_.n_tasks)
+    stage1 = router.stage1_[rows]
+    w2, w1, wg = router.mixing_.vector()
+    final = w2 * minmax_rows(stage2) + w1 * stage1_normalised(router)[rows]
+    if wg:
+        final += wg * global_normalised(router)
+    expected = router.calibration_(raw_mix(router.mixing_.estimate_vector(), stage2, stage1, router.global_prior_))
+    return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64), expected)
+
+
+__all__ = ["RouterScores", "global_normalised", "score", "stage1_normalised"]
