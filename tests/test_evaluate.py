@@ -105,13 +105,13 @@ def test_cost_quality_curves(results):
 
 
 def test_aiq_zero_router_and_quality_at_cost_fractions(results):
-    from finerouter.evaluation import metrics as M
+    from finerouter.evaluation import metrics
 
     r, singles = results["routers"], results["single_models"]
     zero = results["zero_router"]
     # the zero router is the hull of the single models; on the planted data 'mid' lies under the chord
     pts = [(singles[m]["cost_mean"], singles[m]["quality_mean"]) for m in results["models"]]
-    assert zero["cost"] == M.nondecreasing_convex_hull(*zip(*pts))[0]
+    assert zero["cost"] == metrics.nondecreasing_convex_hull(*zip(*pts))[0]
     assert zero["aiq_mean"] == pytest.approx(np.mean(zero["per_seed_aiq"]))
     for split, aiq in zip(results["splits"], zero["per_seed_aiq"]):
         assert 0.0 < aiq <= split["best_single_quality"] + 1e-12
@@ -148,7 +148,7 @@ def test_lambda_curve_for_knn_the_cost_aware_baseline(results):
 
 
 def test_calibration_of_expected_scores_is_reported_for_routers_that_give_them(results):
-    from finerouter.evaluation import metrics as M
+    from finerouter.evaluation import metrics
 
     r = results["routers"]
     assert "calibration" not in r["mlp_regressor"] and "calibration" not in r["oracle"]  # no expected scores
@@ -160,7 +160,7 @@ def test_calibration_of_expected_scores_is_reported_for_routers_that_give_them(r
     # pooled bins: the count-weighted ECE of the pooled diagram is at most the mean per-seed ECE plus pooling noise
     pooled = sum(c * abs(p - o) for p, o, c in zip(rel["predicted"], rel["observed"], rel["count"]) if c)
     assert pooled / sum(rel["count"]) <= cal["ece_mean"] + 0.05
-    assert np.isnan(M.expected_calibration_error(np.array([0.3, 0.3]), np.array([np.nan, np.nan])))  # no pairs
+    assert np.isnan(metrics.expected_calibration_error(np.array([0.3, 0.3]), np.array([np.nan, np.nan])))  # no pairs
 
 
 def test_paired_comparison_against_the_reference(results):

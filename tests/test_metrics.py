@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from finerouter.errors import DataError
-from finerouter.evaluation import metrics as M
+from finerouter.evaluation import metrics
 
 SCORES = np.array(
     [
@@ -23,48 +23,48 @@ COSTS = np.array([[1.0, 2.0, 4.0]] * 4)
 
 def test_quality_counts_unscored_choice_as_zero():
     choice = np.array([0, 2, 2, 1])  # row 1 picks an unscored model
-    assert M.chosen_scores(SCORES, choice).tolist() == [1.0, 0.0, 0.9, 1.0]
-    assert M.mean_quality(SCORES, choice) == pytest.approx(2.9 / 4)
-    assert M.unscored_share(SCORES, choice) == pytest.approx(0.25)
+    assert metrics.chosen_scores(SCORES, choice).tolist() == [1.0, 0.0, 0.9, 1.0]
+    assert metrics.mean_quality(SCORES, choice) == pytest.approx(2.9 / 4)
+    assert metrics.unscored_share(SCORES, choice) == pytest.approx(0.25)
 
 
 def test_mean_cost_and_unknown_costs():
     choice = np.array([0, 1, 2, 2])
-    assert M.mean_cost(COSTS, choice) == pytest.approx((1 + 2 + 4 + 4) / 4)
-    assert M.mean_cost(None, choice) is None
+    assert metrics.mean_cost(COSTS, choice) == pytest.approx((1 + 2 + 4 + 4) / 4)
+    assert metrics.mean_cost(None, choice) is None
     costs = COSTS.copy()
     costs[3, 2] = np.nan
-    assert M.mean_cost(costs, choice) == pytest.approx((1 + 2 + 4) / 3)
+    assert metrics.mean_cost(costs, choice) == pytest.approx((1 + 2 + 4) / 3)
 
 
 def test_per_task_quality():
     choice = np.array([0, 1, 0, 2])
-    per = M.per_task_quality(SCORES, choice, ["a", "a", "b", "b"])
+    per = metrics.per_task_quality(SCORES, choice, ["a", "a", "b", "b"])
     assert per == {"a": pytest.approx(1.0), "b": pytest.approx(0.1)}
 
 
 def test_headroom_is_one_for_oracle_zero_for_best_single():
     oracle_choice = np.array([0, 1, 2, 0])
-    q_oracle = M.mean_quality(SCORES, oracle_choice)
+    q_oracle = metrics.mean_quality(SCORES, oracle_choice)
     best = int(np.nanargmax(np.nanmean(SCORES, axis=0)))
-    q_best = M.mean_quality(SCORES, np.full(4, best))
-    assert M.headroom_captured(q_oracle, q_best, q_oracle) == pytest.approx(1.0)
-    assert M.headroom_captured(q_best, q_best, q_oracle) == pytest.approx(0.0)
-    assert M.headroom_captured(0.5 * (q_best + q_oracle), q_best, q_oracle) == pytest.approx(0.5)
-    assert M.headroom_captured(q_best - 0.1, q_best, q_oracle) < 0
-    assert M.headroom_captured(0.7, 0.7, 0.7) is None  # no gap to close
+    q_best = metrics.mean_quality(SCORES, np.full(4, best))
+    assert metrics.headroom_captured(q_oracle, q_best, q_oracle) == pytest.approx(1.0)
+    assert metrics.headroom_captured(q_best, q_best, q_oracle) == pytest.approx(0.0)
+    assert metrics.headroom_captured(0.5 * (q_best + q_oracle), q_best, q_oracle) == pytest.approx(0.5)
+    assert metrics.headroom_captured(q_best - 0.1, q_best, q_oracle) < 0
+    assert metrics.headroom_captured(0.7, 0.7, 0.7) is None  # no gap to close
 
 
 def test_routing_distribution_sums_to_one_and_lists_every_model():
-    dist = M.routing_distribution(np.array([0, 0, 2, 0]), ["a", "b", "c"])
+    dist = metrics.routing_distribution(np.array([0, 0, 2, 0]), ["a", "b", "c"])
     assert dist == {"a": 0.75, "b": 0.0, "c": 0.25}
 
 
 def test_bad_choice_is_rejected():
     with pytest.raises(DataError, match="model indices"):
-        M.mean_quality(SCORES, np.array([0, 1, 3, 0]))
+        metrics.mean_quality(SCORES, np.array([0, 1, 3, 0]))
     with pytest.raises(DataError, match="shape"):
-        M.mean_quality(SCORES, np.array([0, 1]))
+        metrics.mean_quality(SCORES, np.array([0, 1]))
 
 
 @pytest.mark.parametrize(
@@ -82,19 +82,19 @@ def test_bad_choice_is_rejected():
     ],
 )
 def test_curve_area_on_known_curves(costs, qualities, low, high, area):
-    assert M.normalised_curve_area(costs, qualities, low, high) == pytest.approx(area)
+    assert metrics.normalised_curve_area(costs, qualities, low, high) == pytest.approx(area)
 
 
 def test_curve_area_undefined_without_a_cost_range():
-    assert M.normalised_curve_area([1.0], [0.5], 1.0, 1.0) is None
-    assert M.normalised_curve_area([float("nan")], [0.5], 0.0, 1.0) is None
+    assert metrics.normalised_curve_area([1.0], [0.5], 1.0, 1.0) is None
+    assert metrics.normalised_curve_area([float("nan")], [0.5], 0.0, 1.0) is None
 
 
 def test_cost_fraction_at_best_single_quality():
     costs, quals = [1.0, 2.0, 3.0, 4.0], [0.5, 0.7, 0.8, 0.9]
-    assert M.cost_fraction_at_quality(costs, quals, 0.7, reference_cost=4.0) == pytest.approx(0.5)
-    assert M.cost_fraction_at_quality(costs, quals, 0.75, reference_cost=4.0) == pytest.approx(0.75)
-    assert M.cost_fraction_at_quality(costs, quals, 0.95, reference_cost=4.0) is None
+    assert metrics.cost_fraction_at_quality(costs, quals, 0.7, reference_cost=4.0) == pytest.approx(0.5)
+    assert metrics.cost_fraction_at_quality(costs, quals, 0.75, reference_cost=4.0) == pytest.approx(0.75)
+    assert metrics.cost_fraction_at_quality(costs, quals, 0.95, reference_cost=4.0) is None
 
 
 def test_cost_quality_curve_sweeps_the_chooser():
@@ -104,27 +104,27 @@ def test_cost_quality_curve_sweeps_the_chooser():
     def choose(tol: float) -> np.ndarray:
         return np.array([0, 1]) if tol < 0.5 else np.array([0, 0])
 
-    curve = M.cost_quality_curve(choose, scores, costs, [0.0, 1.0])
+    curve = metrics.cost_quality_curve(choose, scores, costs, [0.0, 1.0])
     assert curve == {"tolerance": [0.0, 1.0], "cost": [2.0, 1.0], "quality": [1.0, 0.5]}
 
 
 def test_mean_std_uses_sample_std_and_skips_missing():
-    assert M.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
-    assert M.mean_std([2.0, None]) == (2.0, 0.0)
-    assert M.mean_std([None]) == (None, None)
+    assert metrics.mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2.0)))
+    assert metrics.mean_std([2.0, None]) == (2.0, 0.0)
+    assert metrics.mean_std([None]) == (None, None)
 
 
 def test_paired_comparison():
     ref = [0.70, 0.72, 0.71, 0.69, 0.73]
     other = [0.60, 0.65, 0.62, 0.61, 0.66]
-    c = M.paired_comparison(ref, other)
+    c = metrics.paired_comparison(ref, other)
     assert c["diff_mean"] == pytest.approx(np.mean(np.subtract(ref, other)))
     assert (c["wins"], c["losses"], c["ties"]) == (5, 0, 0)
     assert c["ttest_p"] < 0.001
     assert c["sign_test_p"] == pytest.approx(2 * 0.5**5)
-    same = M.paired_comparison(ref, ref)
+    same = metrics.paired_comparison(ref, ref)
     assert same["ties"] == 5 and same["ttest_p"] is None and same["sign_test_p"] is None
-    mixed = M.paired_comparison([0.5, 0.6], [0.6, 0.5])
+    mixed = metrics.paired_comparison([0.5, 0.6], [0.6, 0.5])
     assert (mixed["wins"], mixed["losses"]) == (1, 1) and mixed["ttest_p"] == pytest.approx(1.0)
 
 
@@ -140,52 +140,52 @@ def test_paired_comparison():
     ],
 )
 def test_aiq_on_known_hulls(costs, qualities, aiq):
-    assert M.aiq(costs, qualities, 0.0, 1.0) == pytest.approx(aiq)
+    assert metrics.aiq(costs, qualities, 0.0, 1.0) == pytest.approx(aiq)
 
 
 def test_nondecreasing_convex_hull_vertices():
-    hc, hq = M.nondecreasing_convex_hull([0.0, 0.2, 0.5, 0.5, 1.0, 0.8], [0.1, 0.2, 0.9, 0.3, 0.95, 0.4])
+    hc, hq = metrics.nondecreasing_convex_hull([0.0, 0.2, 0.5, 0.5, 1.0, 0.8], [0.1, 0.2, 0.9, 0.3, 0.95, 0.4])
     assert hc == [0.0, 0.5, 1.0] and hq == [0.1, 0.9, 0.95]
-    assert M.nondecreasing_convex_hull([float("nan")], [0.5]) == ([], [])
-    assert M.aiq([float("nan")], [0.5], 0.0, 1.0) is None
-    assert M.aiq([0.5], [0.5], 1.0, 1.0) is None
+    assert metrics.nondecreasing_convex_hull([float("nan")], [0.5]) == ([], [])
+    assert metrics.aiq([float("nan")], [0.5], 0.0, 1.0) is None
+    assert metrics.aiq([0.5], [0.5], 1.0, 1.0) is None
 
 
 def test_zero_router_is_the_hull_of_single_models():
     # cheapest 0.5 at $1, middle 0.7 at $2 (above the chord), best 0.9 at $4; x = 0, 1/3, 1
-    curve = M.zero_router_curve([1.0, 2.0, 4.0], [0.5, 0.7, 0.9])
+    curve = metrics.zero_router_curve([1.0, 2.0, 4.0], [0.5, 0.7, 0.9])
     assert curve == {"cost": [1.0, 2.0, 4.0], "quality": [0.5, 0.7, 0.9]}
-    assert M.aiq(curve["cost"], curve["quality"], 1.0, 4.0) == pytest.approx(0.6 / 3 + 0.8 * 2 / 3)
+    assert metrics.aiq(curve["cost"], curve["quality"], 1.0, 4.0) == pytest.approx(0.6 / 3 + 0.8 * 2 / 3)
     # a dominated model (pricier and worse than the cheapest) is not on the hull: the chord 0.5 -> 0.9
-    dominated = M.zero_router_curve([1.0, 2.0, 4.0], [0.5, 0.4, 0.9])
+    dominated = metrics.zero_router_curve([1.0, 2.0, 4.0], [0.5, 0.4, 0.9])
     assert dominated["cost"] == [1.0, 4.0]
-    assert M.aiq(dominated["cost"], dominated["quality"], 1.0, 4.0) == pytest.approx(0.7)
+    assert metrics.aiq(dominated["cost"], dominated["quality"], 1.0, 4.0) == pytest.approx(0.7)
 
 
 def test_aiq_is_at_least_the_running_max_area(rng):
     for _ in range(50):
         c, q = rng.random(8), rng.random(8)
-        assert M.aiq(c, q, 0.0, 1.0) >= M.normalised_curve_area(c, q, 0.0, 1.0) - 1e-12
-        assert M.aiq(c, q, 0.0, 1.0) <= q.max() + 1e-12
+        assert metrics.aiq(c, q, 0.0, 1.0) >= metrics.normalised_curve_area(c, q, 0.0, 1.0) - 1e-12
+        assert metrics.aiq(c, q, 0.0, 1.0) <= q.max() + 1e-12
 
 
 def test_quality_at_fraction_of_best_single_cost():
     costs, quals = [1.0, 2.0, 3.0, 4.0], [0.5, 0.7, 0.8, 0.9]
-    assert M.quality_at_cost(costs, quals, 0.5 * 4.0) == pytest.approx(0.7)
-    assert M.quality_at_cost(costs, quals, 0.25 * 4.0) == pytest.approx(0.5)
-    assert M.quality_at_cost(costs, quals, 0.9) is None  # no point that cheap
-    assert M.quality_at_cost([1.0, 2.0], [0.8, 0.6], 2.0) == pytest.approx(0.8)  # best, not the last
+    assert metrics.quality_at_cost(costs, quals, 0.5 * 4.0) == pytest.approx(0.7)
+    assert metrics.quality_at_cost(costs, quals, 0.25 * 4.0) == pytest.approx(0.5)
+    assert metrics.quality_at_cost(costs, quals, 0.9) is None  # no point that cheap
+    assert metrics.quality_at_cost([1.0, 2.0], [0.8, 0.6], 2.0) == pytest.approx(0.8)  # best, not the last
 
 
 def test_reliability_bins_and_expected_calibration_error_by_hand():
     expected = np.array([0.05, 0.05, 0.95, 0.95, np.nan, 0.5])
     truth = np.array([0.0, 0.0, 1.0, 0.0, 1.0, np.nan])  # the last two pairs are ignored
-    rel = M.reliability_bins(expected, truth, n_bins=10)
+    rel = metrics.reliability_bins(expected, truth, n_bins=10)
     assert rel["count"] == [2, 0, 0, 0, 0, 0, 0, 0, 0, 2]
     assert rel["predicted"][0] == pytest.approx(0.05) and rel["observed"][9] == pytest.approx(0.5)
     # bin 0: |0.05 - 0| * 2/4; bin 9: |0.95 - 0.5| * 2/4
-    assert M.expected_calibration_error(expected, truth) == pytest.approx(0.025 + 0.225)
-    assert M.expected_calibration_error(np.array([1.0]), np.array([1.0])) == 0.0  # 1.0 falls in the last bin
-    assert np.isnan(M.expected_calibration_error(np.array([np.nan]), np.array([1.0])))
+    assert metrics.expected_calibration_error(expected, truth) == pytest.approx(0.025 + 0.225)
+    assert metrics.expected_calibration_error(np.array([1.0]), np.array([1.0])) == 0.0  # 1.0 falls in the last bin
+    assert np.isnan(metrics.expected_calibration_error(np.array([np.nan]), np.array([1.0])))
     with pytest.raises(DataError, match="same size"):
-        M.reliability_bins(np.zeros(3), np.zeros(4))
+        metrics.reliability_bins(np.zeros(3), np.zeros(4))
