@@ -239,3 +239,35 @@ def validate_parameter_constraints(
         raise ParameterError(
             f"The '{name}' parameter of {owner} must be {describe_constraints(allowed)}. Got {value!r}."
         )
+
+
+class NonEmptyString(Constraint):
+    """A str with at least one non-space character."""
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(value.strip())
+
+    def __str__(self) -> str:
+        return "a non-empty str"
+
+    def invalid_example(self) -> Any:
+        return "  "
+
+
+class Pattern(Constraint):
+    """A str that matches ``regex`` at its start (``description`` words it, e.g. "an http(s) URL")."""
+
+    def __init__(self, regex: str, description: str) -> None:
+        import re
+
+        self.regex = re.compile(regex)
+        self.description = description
+
+    def is_satisfied_by(self, value: Any) -> bool:
+        return isinstance(value, str) and self.regex.match(value) is not None
+
+    def __str__(self) -> str:
+        return self.description
+
+    def invalid_example(self) -> Any:
+        return "not a match"

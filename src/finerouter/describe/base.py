@@ -9,9 +9,10 @@ offline, the prompt itself stands in for its description.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
-from finerouter._validation import check_int
+from finerouter._validation import Constraint, Interval, NoneValue
+from finerouter.base import Component
 from finerouter.errors import ParameterError
 
 
@@ -59,7 +60,7 @@ def truncate(text: str, max_chars: int | None) -> str:
     return cut.rstrip()
 
 
-class PromptDescriber:
+class PromptDescriber(Component):
     """The offline default: a prompt's description is the prompt itself (optionally truncated).
 
     Args:
@@ -67,17 +68,15 @@ class PromptDescriber:
             truncates to its token limit anyway; this only keeps very long prompts from dominating.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {"max_chars": [Interval("int", 1, None), NoneValue()]}
+
     def __init__(self, max_chars: int | None = None) -> None:
-        if max_chars is not None:
-            max_chars = check_int(max_chars, "max_chars", type(self).__name__, low=1)
         self.max_chars = max_chars
+        self._validate_params()
 
     @property
     def name(self) -> str:
         return "prompt" if self.max_chars is None else f"prompt|max_chars={self.max_chars}"
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(max_chars={self.max_chars!r})"
 
     def describe(self, prompts: Sequence[str], progress: object = None) -> list[str]:
         """The prompts themselves, truncated to ``max_chars``. ``progress`` is accepted for API symmetry."""

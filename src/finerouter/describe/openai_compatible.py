@@ -24,9 +24,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from finerouter._validation import check_float, check_int
+from finerouter._validation import Constraint, InstanceOf, Interval, NonEmptyString, NoneValue, Pattern
+from finerouter.base import Component
 from finerouter.describe.base import check_prompts, truncate
 from finerouter.errors import DescriptionError, ParameterError
 
@@ -77,7 +78,7 @@ def _run_sync(factory: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(lambda: asyncio.run(factory())).result()  # type: ignore[arg-type]
 
 
-class OpenAIDescriber:
+class OpenAIDescriber(Component):
     """Write task descriptions with an OpenAI-compatible chat-completions endpoint.
 
     Args:
@@ -104,6 +105,23 @@ class OpenAIDescriber:
         n_requests_: HTTP requests sent (retries included).
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "base_url": [Pattern(r"^https?://[^/\s]+", "an http(s) URL such as 'https://api.openai.com/v1'")],
+        "model": [NonEmptyString()],
+        "api_key_env": [NonEmptyString(), NoneValue()],
+        "concurrency": [Interval("int", 1, None)],
+        "max_retries": [Interval("int", 0, None)],
+        "timeout_s": [Interval("float", 0.0, None, closed="neither")],
+        "cache_dir": [InstanceOf(str, os.PathLike, description="a folder path"), NoneValue()],
+        "instruction": [NonEmptyString()],
+        "summary_instruction": [NonEmptyString()],
+        "temperature": [Interval("float", 0.0, 2.0)],
+        "max_tokens": [Interval("int", 1, None)],
+        "max_prompt_chars": [Interval("int", 1, None)],
+        "backoff_s": [Interval("float", 0.0, None)],
+        "max_backoff_s": [Interval("float", 0.0, None)],
+    }
+
     def __init__(
         self,
         base_url: str,
@@ -123,39 +141,24 @@ class OpenAIDescriber:
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
     ) -> None:
-        owner = type(self).__name__
-        if not isinstance(base_url, str) or not re.match(r"^https?://[^/\s]+", base_url):
-            raise ParameterError(
-                f"The 'base_url' parameter of {owner} must be an http(s) URL such as "
-                f"'https://api.openai.com/v1'. Got {base_url!r}."
-            )
-        for pname, value in (
-            ("model", model),
-            ("instruction", instruction),
-            ("summary_instruction", summary_instruction),
-        ):
-            if not isinstance(value, str) or not value.strip():
-                raise ParameterError(f"The '{pname}' parameter of {owner} must be a non-empty str. Got {value!r}.")
-        if api_key_env is not None and (not isinstance(api_key_env, str) or not api_key_env):
-            raise ParameterError(
-                f"The 'api_key_env' parameter of {owner} must be an environment variable name or None. "
-                f"Got {api_key_env!r}."
-            )
-        self.base_url = base_url.rstrip("/")
+        self.base_url = base_url
         self.model = model
         self.api_key_env = api_key_env
-        self.concurrency = check_int(concurrency, "concurrency", owner, low=1)
-        self.max_retries = check_int(max_retries, "max_retries", owner, low=0)
-        self.timeout_s = check_float(timeout_s, "timeout_s", owner, low=0.0, closed="neither")
-        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.concurrency = concurrency
+        self.max_retries = max_retries
+        self.timeout_s = timeout_s
+        self.cache_dir = cache_dir
         self.instruction = instruction
         self.transport = transport
         self.summary_instruction = summary_instruction
-        self.temperature = check_float(temperature, "temperature", owner, low=0.0, high=2.0)
-        self.max_tokens = check_int(max_tokens, "max_tokens", owner, low=1)
-        self.max_prompt_chars = check_int(max_prompt_chars, "max_prompt_chars", owner, low=1)
-        self.backoff_s = check_float(backoff_s, "backoff_s", owner, low=0.0)
-        self.max_backoff_s = check_float(max_backoff_s, "max_backoff_s", owner, low=0.0)
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.max_prompt_chars = max_prompt_chars
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._validate_params()
+        self.base_url = base_url.rstrip("/")
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._cache_lock = threading.Lock()
 
     # -- identity ---------------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from finerouter._validation import check_choice, check_int
+from finerouter._validation import BOOLEAN, Constraint, InstanceOf, Interval, NonEmptyString, NoneValue, Options
+from finerouter.base import Component
 from finerouter.encoders.base import l2_normalise
 from finerouter.errors import EncoderError, ParameterError
 
@@ -90,7 +91,7 @@ def _sample_hash(folder: Path) -> str:
     return h.hexdigest()[:12]
 
 
-class SentenceTransformerEncoder:
+class SentenceTransformerEncoder(Component):
     """Embed texts with any sentence-transformers model.
 
     Args:
@@ -116,6 +117,16 @@ class SentenceTransformerEncoder:
     wherever the folder is copied.
     """
 
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
+        "model": [NoneValue(), InstanceOf(str, os.PathLike, description="a model name or path")],
+        "max_seq_length": [Interval("int", 1, None)],
+        "batch_size": [Interval("int", 1, None)],
+        "device": [NonEmptyString()],
+        "precision": [Options(*_PRECISIONS)],
+        "show_progress_bar": [BOOLEAN, NoneValue()],
+        "trust_remote_code": [BOOLEAN],
+    }
+
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
@@ -128,20 +139,24 @@ class SentenceTransformerEncoder:
         trust_remote_code: bool = False,
     ) -> None:
         self.model = model
-        self.max_seq_length = check_int(max_seq_length, "max_seq_length", type(self).__name__, low=1)
-        self.batch_size = check_int(batch_size, "batch_size", type(self).__name__, low=1)
-        if not isinstance(device, str) or not device:
-            raise ParameterError(
-                f"The 'device' parameter of {type(self).__name__} must be a non-empty str. Got {device!r}."
-            )
+        self.max_seq_length = max_seq_length
+        self.batch_size = batch_size
         self.device = device
-        self.precision = check_choice(precision, "precision", type(self).__name__, _PRECISIONS)
+        self.precision = precision
         self.show_progress_bar = show_progress_bar
         self.trust_remote_code = trust_remote_code
+        self._validate_params()  # eagerly: an encoder is used, not fitted
         self._st: Any = None
         self._lock = threading.Lock()
         self._name: str | None = None
         self._fingerprint: str | None = None
+
+    def set_params(self, **params: Any) -> SentenceTransformerEncoder:
+        """Set parameters (checked at once); the model is reloaded and the name recomputed on next use."""
+        super().set_params(**params)
+        self._validate_params()
+        self._st, self._name, self._fingerprint = None, None, None
+        return self
 
     # -- identity ---------------------------------------------------------------------------------------
     def _source(self) -> tuple[str, Path | None]:
