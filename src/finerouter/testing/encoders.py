@@ -50,6 +50,15 @@ class FakeEncoder:
     def __repr__(self) -> str:
         return f"FakeEncoder(dim={self.dim})"
 
+    def config(self) -> dict[str, int]:
+        """JSON-able settings from which :meth:`from_config` rebuilds it (so a router saves it with itself)."""
+        return {"dim": self.dim}
+
+    @classmethod
+    def from_config(cls, config: dict[str, int]) -> FakeEncoder:
+        """The encoder :meth:`config` described."""
+        return cls(**config)
+
     def _token(self, token: str) -> tuple[int, float]:
         hit = self._cache.get(token)
         if hit is None:
