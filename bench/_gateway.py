@@ -82,7 +82,7 @@ def start_fake_upstreams(
 ) -> dict[str, str]:
     """Echoing upstreams for ``models`` in one process (added to ``procs``); their base URLs by model."""
     fake = subprocess.Popen(
-        [sys.executable, "-m", "finerouter.testing.fake_upstream", "--names", ",".join(models),
+        [sys.executable, "-m", "finerouter.testing.upstreams", "--names", ",".join(models),
          "--delay-ms", str(delay_ms)],
         stdout=subprocess.PIPE, stderr=stderr, text=True,
     )

@@ -1,7 +1,7 @@
 """Fault load test of the gateway: 50 concurrent clients, 2,000 routed requests, two faulty upstreams.
 
 Everything runs on loopback, in separate processes: echoing chat-completions upstreams
-(``python -m finerouter.testing.fake_upstream``), the gateway (``finerouter serve``, a real FineRouter with the
+(``python -m finerouter.testing.upstreams``), the gateway (``finerouter serve``, a real FineRouter with the
 packaged MiniLM encoder) and this load generator (asyncio + httpx). Before the run the bench routes its prompts
 (``/v1/route``) and makes the two models the router picks most the faulty ones:
 

@@ -1,7 +1,7 @@
 """Load test of the gateway: 100 concurrent clients against `finerouter serve` in front of fake upstreams.
 
 Everything runs on loopback, in separate processes: echoing chat-completions upstreams
-(``python -m finerouter.testing.fake_upstream``), the gateway (``finerouter serve``, a real FineRouter with
+(``python -m finerouter.testing.upstreams``), the gateway (``finerouter serve``, a real FineRouter with
 the packaged MiniLM encoder), and this load generator (asyncio + httpx). Four runs:
 
 1. direct: the clients call the upstreams themselves (the baseline);

@@ -12,9 +12,9 @@ from finerouter.errors import ParameterError
 from finerouter.routing.decision import RoutingDecision
 from finerouter.serving.affinity import AffinityEntry, AffinityStore
 from finerouter.serving.batcher import RouteBatcher, RouteOptions
+from finerouter.serving.cooldown import MAX_RETRY_AFTER_S, CooldownTracker
 from finerouter.serving.errors import GatewayHTTPError
 from finerouter.serving.protocol import content_text, parse_model_string, route_options, routing_text
-from finerouter.serving.cooldown import MAX_RETRY_AFTER_S, CooldownTracker
 
 
 class Clock:
@@ -343,8 +343,8 @@ def test_aiohttp_transport_speaks_httpx_and_keeps_nothing_between_requests():
 
     import httpx
 
-    from finerouter.testing import BackgroundServer
     from finerouter.serving.transport import AiohttpTransport
+    from finerouter.testing import BackgroundServer
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

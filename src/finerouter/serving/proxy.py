@@ -98,7 +98,6 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return None  # an HTTP date: fall back to the configured cooldown
 
 
-
 @dataclass
 class UpstreamAnswer:
     """An upstream's answer to pass back to the client.

@@ -252,5 +252,4 @@ class StreamRelay:
             await self._release()
 
 
-
 __all__ = ["MAX_SSE_EVENT_BYTES", "StreamFailure", "StreamRelay"]

@@ -4,7 +4,7 @@
   milliseconds without loading a model.
 - :data:`FAST_SETTINGS`: ``FineRouter`` keyword arguments that shorten training to a few epochs.
 - :class:`FakeUpstream`: an echoing OpenAI-compatible chat-completions ASGI app that fails on demand
-  (``python -m finerouter.testing.fake_upstream`` serves several on loopback); :class:`InProcessUpstreams`
+  (``python -m finerouter.testing.upstreams`` serves several on loopback); :class:`InProcessUpstreams`
   reaches several from a gateway in-process, with no socket.
 - :class:`BackgroundServer`: uvicorn serving an ASGI app on loopback from a thread.
 - :class:`ManualClock`: a clock that moves only when told, for the ``clock`` arguments of cooldowns, conversation
@@ -21,16 +21,27 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
-
-from finerouter.testing.clock import ManualClock
-from finerouter.testing.encoders import FakeEncoder
-from finerouter.testing.fake_upstream import FakeUpstream, InProcessUpstreams
-from finerouter.testing.servers import BackgroundServer
 
 #: ``FineRouter(**FAST_SETTINGS)``: a few training epochs for the task classifier and the quality estimator,
 #: enough for routing to follow the planted structure of small synthetic data. Shared: do not change it in
 #: place (build a new dict, e.g. ``{**FAST_SETTINGS, "quality": {...}}``).
 FAST_SETTINGS: dict[str, Any] = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
 
-__all__ = ["FAST_SETTINGS", "BackgroundServer", "FakeEncoder", "FakeUpstream", "InProcessUpstreams", "ManualClock"]
+# Imported on first use, so ``python -m finerouter.testing.upstreams`` and light users load only what they need.
+_LAZY = {
+    "BackgroundServer": "finerouter.testing.servers",
+    "FakeEncoder": "finerouter.testing.encoders",
+    "FakeUpstream": "finerouter.testing.fake_upstream",
+    "InProcessUpstreams": "finerouter.testing.upstreams",
+    "ManualClock": "finerouter.testing.clock",
+}
+
+__all__ = ["FAST_SETTINGS", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'finerouter.testing' has no attribute {name!r}")
