@@ -314,11 +314,11 @@ class QualityEstimator(Component):
             obj = cls(**config["params"])
             d, m = int(config["n_features_in"]), int(config["n_models"])
             cands = cls._check_candidates(config["candidates"], m)
-            a = {k: np.asarray(arrays[k], dtype=np.float32) for k in _STATE_ARRAYS}
+            loaded = {k: np.asarray(arrays[k], dtype=np.float32) for k in _STATE_ARRAYS}
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"QualityEstimator state is malformed: {exc}") from exc
         n_slots = sum(len(c) for c in cands)
-        h = a["general_w2"].shape[-1] if a["general_w2"].ndim == 2 else -1
+        h = loaded["general_w2"].shape[-1] if loaded["general_w2"].ndim == 2 else -1
         expect = {
             "general_w1_prompt": (m, d, h),
             "general_b1": (m, h),
@@ -329,11 +329,11 @@ class QualityEstimator(Component):
             "task_w2": (n_slots, h),
             "task_b2": (n_slots,),
         }
-        bad = [f"{k} {a[k].shape} (expected {v})" for k, v in expect.items() if a[k].shape != v]
-        if a["model_embeddings"].ndim != 2 or a["model_embeddings"].shape[0] != m:
-            bad.append(f"model_embeddings {a['model_embeddings'].shape}")
-        elif a["general_w1_model"].shape != (m, a["model_embeddings"].shape[1], h):
-            bad.append(f"general_w1_model {a['general_w1_model'].shape}")
+        bad = [f"{k} {loaded[k].shape} (expected {v})" for k, v in expect.items() if loaded[k].shape != v]
+        if loaded["model_embeddings"].ndim != 2 or loaded["model_embeddings"].shape[0] != m:
+            bad.append(f"model_embeddings {loaded['model_embeddings'].shape}")
+        elif loaded["general_w1_model"].shape != (m, loaded["model_embeddings"].shape[1], h):
+            bad.append(f"general_w1_model {loaded['general_w1_model'].shape}")
         if bad:
             raise ArtifactError("QualityEstimator state arrays disagree with its config: " + "; ".join(bad) + ".")
         obj.n_features_in_ = d
@@ -350,13 +350,15 @@ class QualityEstimator(Component):
         obj.history_general_ = list(config.get("history_general") or [])
         obj.history_task_ = list(config.get("history_task") or [])
         general = {
-            "model_embeddings": a["model_embeddings"],
-            "w1_prompt": a["general_w1_prompt"].transpose(1, 0, 2),
-            "w1_model": a["general_w1_model"],
-            "b1": a["general_b1"],
-            "w2": a["general_w2"],
-            "b2": a["general_b2"],
+            "model_embeddings": loaded["model_embeddings"],
+            "w1_prompt": loaded["general_w1_prompt"].transpose(1, 0, 2),
+            "w1_model": loaded["general_w1_model"],
+            "b1": loaded["general_b1"],
+            "w2": loaded["general_w2"],
+            "b2": loaded["general_b2"],
         }
-        task = {"w1": a["task_w1_prompt"], "b1": a["task_b1"], "w2": a["task_w2"], "b2": a["task_b2"]}
+        task = {
+            "w1": loaded["task_w1_prompt"], "b1": loaded["task_b1"], "w2": loaded["task_w2"], "b2": loaded["task_b2"]
+        }  # fmt: skip
         obj._adapters = StackedAdapters(general, task, layout)
         return obj
