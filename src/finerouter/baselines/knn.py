@@ -56,7 +56,7 @@ class KNNRouter(Router):
         k_grid: candidate values of ``k`` for ``"auto"``.
         dev_fraction: share of training prompts held out per dev split.
         n_repeats: dev splits averaged (seeds ``seed``, ``seed + 1``...): one 10% dev part is too noisy to
-            choose ``k`` reliably (on routerbench_subset it picked k=5 on one seed, 6 points below k=40).
+            choose ``k`` reliably (docs/evaluation.md).
         seed: seed of the first dev split.
 
     Attributes:

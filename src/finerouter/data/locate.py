@@ -30,5 +30,7 @@ def dataset_path(name: str) -> Path:
         "routerbench_subset": "routerbench_subset/routerbench_subset.parquet",
     }
     if name not in files:
-        raise KeyError(f"unknown shared dataset {name!r}; known: {sorted(files)}")
+        from finerouter.errors import ParameterError
+
+        raise ParameterError(f"unknown shared dataset {name!r}; known: {sorted(files)}")
     return shared_data_dir() / files[name]
