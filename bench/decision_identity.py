@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--ref", default="HEAD", help="reference commit (default HEAD)")
     parser.add_argument("--train-size", type=int, default=None, help="fit on this many training prompts")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "embeddings"))
+    parser.add_argument("--cache-dir", default=str(ROOT / ".finerouter_cache"))
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
