@@ -296,7 +296,7 @@ class SentenceTransformerEncoder(Component):
 
         Only the first :attr:`max_chars` characters of a text reach the tokenizer.
         """
-        texts = _check_texts(texts, type(self).__name__)
+        texts = check_texts(texts, type(self).__name__)
         cap = self.max_chars
         texts = [t[:cap] for t in texts]  # a no-op (same object) for the texts that are shorter
         model = self._load()
@@ -369,7 +369,7 @@ class SentenceTransformerEncoder(Component):
         )
 
 
-def _check_texts(texts: Any, owner: str) -> list[str]:
+def check_texts(texts: Any, owner: str) -> list[str]:
     """``texts`` as a list of str, or a ParameterError naming the first bad item."""
     if isinstance(texts, (str, bytes)):
         raise ParameterError(f"{owner}.encode expects a sequence of str, not a single {type(texts).__name__}.")
@@ -383,10 +383,14 @@ def _check_texts(texts: Any, owner: str) -> list[str]:
     return items
 
 
+_check_texts = check_texts  # former private name, kept for existing importers
+
+
 __all__ = [
     "DEFAULT_MODEL_ID",
     "MAX_CHARS_PER_TOKEN",
     "SentenceTransformerEncoder",
+    "check_texts",
     "cpu_supports_bf16",
     "packaged_model_path",
 ]
