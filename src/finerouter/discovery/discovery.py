@@ -22,6 +22,9 @@ The algorithm, as implemented:
    never observed on the task's prompts falls back to its median over all prompts), ``n_examples`` central
    prompts (highest cosine to the centre) and a one-line description (the most central member's
    description, else its prompt). Others gets its medians too (all prompts' medians when it is empty).
+
+Steps 2-3 live in :mod:`finerouter.discovery.levels`; this module validates inputs, ranks, builds the catalog
+and saves/loads the fitted discovery.
 """
 
 from __future__ import annotations
@@ -33,22 +36,33 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from finerouter._validation import Constraint, Interval, NoneValue, Options, check_is_fitted
+from finerouter._validation import (
+    Constraint,
+    Interval,
+    NoneValue,
+    Options,
+    check_is_fitted,
+)
 from finerouter.base import Component
 from finerouter.discovery.candidates import adaptive_candidates
 from finerouter.discovery.catalog import OthersGroup, Task, TaskCatalog, one_line
 from finerouter.discovery.fusion import (
     fused_order,
-    fused_ranks,
     group_index,
     group_median_centres,
     group_mrr,
     group_nanmedian,
     nanmedian_columns,
 )
-from finerouter.discovery.graph import build_graph, knn_recall, knn_search, resolve_knn_method
-from finerouter.discovery.leiden import canonical_labels, leiden_communities
-from finerouter.discovery.ranking import nanmean_columns, order_to_ranks, rank_order
+from finerouter.discovery.leiden import canonical_labels
+from finerouter.discovery.levels import (
+    RoundSettings,
+    coarse_group_ids,
+    grouped_leiden_rounds,
+    leiden_rounds,
+    model_mean_scores,
+)
+from finerouter.discovery.ranking import order_to_ranks, rank_order
 from finerouter.discovery.rbo import rbo_floor
 from finerouter.errors import DataError
 
@@ -163,14 +177,14 @@ class TaskDiscovery(Component):
         """
         self._validate_params()
         t_start = time.perf_counter()
-        x, s, models = self._check_inputs(embeddings, scores, model_names, prompts, descriptions)
-        group_ids = None if groups is None else _group_ids(groups, x.shape[0])
-        n, m = s.shape
+        x, score_matrix, models = self._check_inputs(embeddings, scores, model_names, prompts, descriptions)
+        group_ids = None if groups is None else coarse_group_ids(groups, x.shape[0])
+        n, m = score_matrix.shape
         timings: dict[str, float] = {}
 
         t = time.perf_counter()
-        tie = _model_means(s)
-        order = rank_order(s, tie)
+        tie = model_mean_scores(score_matrix)
+        order = rank_order(score_matrix, tie)
         ranks = order_to_ranks(order)
         best = order[:, 0].copy()
         timings["rank"] = time.perf_counter() - t
@@ -182,10 +196,13 @@ class TaskDiscovery(Component):
                 self.tau, floor, m, self.rbo_p,
             )
 
-        if groups is None:
-            prompt_label, level_labels, level_stats, recall = self._levels(x, ranks, tie, timings)
+        settings = self._round_settings()
+        if group_ids is None:
+            prompt_label, level_labels, level_stats, recall = leiden_rounds(x, ranks, tie, settings, timings)
         else:
-            prompt_label, level_labels, level_stats, recall = self._grouped_levels(x, ranks, tie, group_ids, timings)
+            prompt_label, level_labels, level_stats, recall = grouped_leiden_rounds(
+                x, ranks, tie, group_ids, settings, timings
+            )
         for st in level_stats:
             logger.info(
                 "level %d: %d nodes, %d/%d edges kept (RBO >= %.2f), %d communities",
@@ -194,7 +211,7 @@ class TaskDiscovery(Component):
 
         t = time.perf_counter()
         labels = self._final_labels(prompt_label)
-        catalog = self._build_catalog(x, s, ranks, best, tie, labels, models, prompts, descriptions)
+        catalog = self._build_catalog(x, score_matrix, ranks, best, tie, labels, models, prompts, descriptions)
         timings["catalog"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_start
         catalog.info = {
@@ -271,120 +288,20 @@ class TaskDiscovery(Component):
         return obj
 
     # ------------------------------------------------------------------ helpers
-    def _levels(
-        self, x: np.ndarray, ranks: np.ndarray, tie: np.ndarray, timings: dict[str, float]
-    ) -> tuple[np.ndarray, list[np.ndarray], list[dict[str, Any]], float | None]:
-        """The Leiden rounds on prompts ``x`` (with their ``ranks``): each prompt's final community and per round
-        the labels and stats; adds seconds per phase to ``timings``; returns the kNN recall when approximate."""
-        n = x.shape[0]
-        node_x, node_ranks = x, ranks
-        prompt_label = np.arange(n, dtype=np.int64)
-        level_labels: list[np.ndarray] = []
-        level_stats: list[dict[str, Any]] = []
-        recall: float | None = None
-        for level in range(self.iterations):
-            n_nodes = node_x.shape[0]
-            if n_nodes < 2:
-                break
-            t = time.perf_counter()
-            k = min(self.k, n_nodes - 1)
-            method = resolve_knn_method(n_nodes, self.knn)
-            neighbours = knn_search(node_x, k, method=method, seed=self._seed)
-            _add(timings, f"level{level + 1}_knn", t)
-            if level == 0 and method == "hnsw":
-                t = time.perf_counter()
-                recall = knn_recall(node_x, neighbours[0], sample=500, seed=self._seed)
-                _add(timings, "knn_recall", t)
-            t = time.perf_counter()
-            edges = build_graph(
-                node_x,
-                node_ranks,
-                k=k,
-                tau=self.tau,
-                rbo_p=self.rbo_p,
-                seed=self._seed,
-                rbo_adjust=self.rbo_adjust,
-                neighbours=neighbours,
-            )
-            _add(timings, f"level{level + 1}_graph", t)
-            t = time.perf_counter()
-            comm = leiden_communities(edges, resolution=self.resolution, seed=self._seed)
-            _add(timings, f"level{level + 1}_leiden", t)
-            n_comm = int(comm.max()) + 1
-            prompt_label = comm[prompt_label]
-            level_labels.append(prompt_label.copy())
-            level_stats.append(
-                {
-                    "level": level + 1,
-                    "nodes": n_nodes,
-                    "knn": method,
-                    "k": k,
-                    "candidate_edges": edges.n_candidates,
-                    "kept_edges": edges.n_edges,
-                    "communities": n_comm,
-                }
-            )
-            logger.debug(
-                "level %d: %d nodes, %d/%d edges kept (RBO >= %.2f), %d communities",
-                level + 1, n_nodes, edges.n_edges, edges.n_candidates, self.tau, n_comm,
-            )
-            if n_comm == n_nodes:
-                break  # nothing merged: a further round would see the same nodes and graph again
-            if level + 1 < self.iterations:
-                t = time.perf_counter()
-                node_x = group_median_centres(x, prompt_label, n_comm)
-                node_ranks = fused_ranks(group_mrr(ranks, prompt_label, n_comm, self.epsilon), tie)
-                _add(timings, f"level{level + 1}_summaries", t)
-
-        return prompt_label, level_labels, level_stats, recall
-
-    def _grouped_levels(
-        self, x: np.ndarray, ranks: np.ndarray, tie: np.ndarray, group_ids: np.ndarray, timings: dict[str, float]
-    ) -> tuple[np.ndarray, list[np.ndarray], list[dict[str, Any]], float | None]:
-        """:meth:`_levels` inside each group; communities are numbered group after group, per round.
-
-        A group's small communities (under ``min_task_size`` prompts) are pooled into one remainder community at
-        the final round. Round statistics are summed over the groups that reached the round (``"groups"``;
-        ``"knn"`` lists the search methods used, ``"exact+hnsw"`` when they differ); a
-        group that stopped early keeps its last labels in later rounds. The kNN recall is the lowest of the
-        groups searched approximately.
-        """
-        n = x.shape[0]
-        n_rounds = self.iterations
-        final = np.empty(n, dtype=np.int64)
-        rounds = [np.empty(n, dtype=np.int64) for _ in range(n_rounds)]
-        offsets = [0] * n_rounds
-        offset = 0
-        stats: list[dict[str, Any]] = []
-        recalls: list[float] = []
-        for g in range(int(group_ids.max()) + 1):
-            rows = np.flatnonzero(group_ids == g)
-            if rows.size >= 2:
-                lab, lvl_labels, lvl_stats, recall = self._levels(x[rows], ranks[rows], tie, timings)
-            else:
-                lab, lvl_labels, lvl_stats, recall = np.zeros(rows.size, dtype=np.int64), [], [], None
-            if recall is not None:
-                recalls.append(recall)
-            for r in range(n_rounds):
-                here = lvl_labels[min(r, len(lvl_labels) - 1)] if lvl_labels else np.zeros(rows.size, np.int64)
-                rounds[r][rows] = here + offsets[r]
-                offsets[r] += int(here.max()) + 1 if here.size else 0
-            for r, st in enumerate(lvl_stats):
-                if r == len(stats):
-                    stats.append({**st, "groups": 0, "nodes": 0, "candidate_edges": 0, "kept_edges": 0,
-                                  "communities": 0, "k": self.k})
-                for key in ("nodes", "candidate_edges", "kept_edges", "communities"):
-                    stats[r][key] += st[key]
-                stats[r]["groups"] += 1
-                if st["knn"] not in stats[r]["knn"].split("+"):
-                    stats[r]["knn"] += "+" + st["knn"]
-            sizes = np.bincount(lab)
-            lab = np.where(sizes[lab] < self.min_task_size, sizes.size, lab)  # pool the small communities
-            _, lab = np.unique(lab, return_inverse=True)
-            final[rows] = lab + offset
-            offset += int(lab.max()) + 1 if lab.size else 0
-        n_levels = len(stats)
-        return final, rounds[:n_levels], stats, (min(recalls) if recalls else None)
+    def _round_settings(self) -> RoundSettings:
+        """The parameters the Leiden rounds use (:mod:`finerouter.discovery.levels`)."""
+        return RoundSettings(
+            k=self.k,
+            tau=self.tau,
+            iterations=self.iterations,
+            resolution=self.resolution,
+            min_task_size=self.min_task_size,
+            epsilon=self.epsilon,
+            rbo_p=self.rbo_p,
+            knn=self.knn,
+            rbo_adjust=self.rbo_adjust,
+            seed=self._seed,
+        )
 
     @staticmethod
     def _check_inputs(
@@ -406,25 +323,25 @@ class TaskDiscovery(Component):
             raise DataError(
                 f"TaskDiscovery.fit: embeddings must be L2-normalised; row {r} has norm {norms[r]:.4f}"
             )
-        s = np.asarray(scores, dtype=np.float64)
-        if s.ndim != 2 or s.shape[0] != x.shape[0]:
-            raise DataError(f"TaskDiscovery.fit: scores have shape {s.shape}, expected ({x.shape[0]}, m)")
-        if np.isinf(s).any():
-            r, c = np.argwhere(np.isinf(s))[0]
+        score_matrix = np.asarray(scores, dtype=np.float64)
+        if score_matrix.ndim != 2 or score_matrix.shape[0] != x.shape[0]:
+            raise DataError(f"TaskDiscovery.fit: scores have shape {score_matrix.shape}, expected ({x.shape[0]}, m)")
+        if np.isinf(score_matrix).any():
+            r, c = np.argwhere(np.isinf(score_matrix))[0]
             raise DataError(f"TaskDiscovery.fit: scores, row {r}, column {c}: infinite score")
         models = [str(mn) for mn in model_names]
-        if len(models) != s.shape[1]:
-            raise DataError(f"TaskDiscovery.fit: {len(models)} model names for {s.shape[1]} score columns")
+        if len(models) != score_matrix.shape[1]:
+            raise DataError(f"TaskDiscovery.fit: {len(models)} model names for {score_matrix.shape[1]} score columns")
         if len(set(models)) != len(models):
             raise DataError(f"TaskDiscovery.fit: duplicate model names in {models}")
-        if s.shape[1] < 2:
+        if score_matrix.shape[1] < 2:
             raise DataError("TaskDiscovery.fit: need at least 2 models")
         if x.shape[0] < 2:
             raise DataError(f"TaskDiscovery.fit: need at least 2 prompts, got {x.shape[0]}")
         for name, texts in (("prompts", prompts), ("descriptions", descriptions)):
             if texts is not None and len(texts) != x.shape[0]:
                 raise DataError(f"TaskDiscovery.fit: {len(texts)} {name} for {x.shape[0]} embeddings")
-        return x, s, models
+        return x, score_matrix, models
 
     def _final_labels(self, prompt_label: np.ndarray) -> np.ndarray:
         """Tasks = final communities with >= min_task_size prompts, numbered by size; the rest -1."""
@@ -437,7 +354,7 @@ class TaskDiscovery(Component):
     def _build_catalog(
         self,
         x: np.ndarray,
-        s: np.ndarray,
+        score_matrix: np.ndarray,
         ranks: np.ndarray,
         best: np.ndarray,
         tie: np.ndarray,
@@ -446,9 +363,9 @@ class TaskDiscovery(Component):
         prompts: Sequence[str] | None,
         descriptions: Sequence[str] | None,
     ) -> TaskCatalog:
-        n, m = s.shape
+        n, m = score_matrix.shape
         n_tasks = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
-        overall = nanmedian_columns(s)
+        overall = nanmedian_columns(score_matrix)
         tasks: list[Task] = []
         if n_tasks:
             inside = labels >= 0
@@ -458,7 +375,7 @@ class TaskDiscovery(Component):
             mrr = group_mrr(ranks[inside], lab_in, n_tasks, self.epsilon)
             orders = fused_order(mrr, tie)
             n_cand, coverage = adaptive_candidates(best, labels, orders, self.delta)
-            medians = group_nanmedian(s[inside], lab_in, n_tasks)
+            medians = group_nanmedian(score_matrix[inside], lab_in, n_tasks)
             medians = np.where(np.isnan(medians), overall[None, :], medians)
             order, starts = group_index(lab_in, n_tasks)
             for tid in range(n_tasks):
@@ -485,42 +402,16 @@ class TaskDiscovery(Component):
                 )
         others_members = np.where(labels < 0)[0].astype(np.int64)
         if others_members.size:
-            om = nanmedian_columns(s[others_members])
-            om = np.where(np.isnan(om), overall, om)
+            others_medians = nanmedian_columns(score_matrix[others_members])
+            others_medians = np.where(np.isnan(others_medians), overall, others_medians)
         else:
-            om = overall
+            others_medians = overall
         others = OthersGroup(
             size=int(others_members.size),
             members=others_members,
-            median_scores={models[j]: float(om[j]) for j in range(m)},
+            median_scores={models[j]: float(others_medians[j]) for j in range(m)},
         )
         return TaskCatalog(models, tasks, others, dim=x.shape[1], n_prompts=n)
-
-
-def _add(timings: dict[str, float], name: str, since: float) -> None:
-    """Add the seconds since ``since`` to ``timings[name]`` (phases repeat once per group)."""
-    timings[name] = timings.get(name, 0.0) + time.perf_counter() - since
-
-
-def _group_ids(groups: Sequence[Any], n: int) -> np.ndarray:
-    """``(n,)`` int64 group index of each prompt (groups numbered by first appearance); clear errors."""
-    if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__"):
-        raise DataError(f"TaskDiscovery.fit: groups must be a sequence of {n} labels, got {type(groups).__name__}")
-    if len(groups) != n:
-        raise DataError(f"TaskDiscovery.fit: {len(groups)} group labels for {n} prompts")
-    index: dict[str, int] = {}
-    out = np.empty(n, dtype=np.int64)
-    for row, g in enumerate(groups):
-        if g is None or (isinstance(g, float) and np.isnan(g)) or str(g).strip() == "":
-            raise DataError(f"TaskDiscovery.fit: groups, row {row}: missing group label")
-        out[row] = index.setdefault(str(g), len(index))
-    return out
-
-
-def _model_means(s: np.ndarray) -> np.ndarray:
-    """``(m,)`` NaN-aware mean score per model (``-inf`` for a model never observed)."""
-    means = nanmean_columns(s)
-    return np.where(np.isnan(means), -np.inf, means)
 
 
 __all__ = ["TaskDiscovery"]
