@@ -85,8 +85,7 @@ def fake_encoder_router():
     """A FineRouter on the deterministic :class:`finerouter.testing.FakeEncoder` (no model to load), fitted once
     per session with ``FAST_SETTINGS`` on the same planted synthetic data as ``gateway_router`` (4 models,
     per-prompt costs): for tests of what surrounds the router (the gateway), which need real routing decisions
-    but not real embeddings. It cannot be reloaded by ``finerouter serve`` (a custom encoder). Tests must not
-    change it."""
+    but not real embeddings. Tests must not change it."""
     from finerouter.data.synthetic import make_synthetic_routing_data
     from finerouter.routing.router import FineRouter
     from finerouter.testing import FAST_SETTINGS, FakeEncoder

@@ -468,16 +468,14 @@ def test_stopping_the_server_ends_an_open_stream_with_an_error_event_in_bounded_
 
 
 @pytest.mark.slow
-def test_serve_exits_on_sigterm_within_its_shutdown_timeout(gateway_router, servers, fakes, tmp_path, serve_process):
-    """A real `finerouter serve` process (the MiniLM router: it must reload it) with a trickling stream open:
-    SIGTERM, then exit within the timeout."""
+def test_serve_exits_on_sigterm_within_its_shutdown_timeout(router, servers, fakes, tmp_path, serve_process):
+    """A real `finerouter serve` process with a trickling stream open: SIGTERM, then exit within the timeout."""
     import os
     import signal
     import subprocess
 
     import yaml
 
-    router = gateway_router
     saved = router.save(tmp_path / "router")
     model = router.models_[0]
     fakes[model].set_failure("trickle")

@@ -6,8 +6,8 @@ whose upstreams are :class:`~finerouter.testing.FakeUpstream` apps reached in-pr
 (:class:`~finerouter.testing.InProcessUpstreams`). The router is a real FineRouter on the
 :class:`~finerouter.testing.FakeEncoder`; expectations come from the router itself (``router.route(text)``), so
 the tests hold for whatever model it picks. Time is a :class:`~finerouter.testing.ManualClock`. The tests marked
-slow need what only real sockets or the real encoder give: an upstream timeout, a refused connection, a budget
-met over hundreds of MiniLM-routed requests, and ``finerouter serve`` as a process.
+slow need real sockets: an upstream timeout, a refused connection, and a ``finerouter serve`` process (serving
+the MiniLM router, so the real encoder runs behind the gateway once).
 """
 
 from __future__ import annotations
@@ -710,9 +710,15 @@ def test_key_budget_is_met_over_the_sliding_window(router, upstreams, budget_tra
 
 # ---- `finerouter serve` -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
+def saved_router(router, tmp_path_factory):
+    """The FakeEncoder router saved (``finerouter serve`` rebuilds its encoder from the artifact)."""
+    return router.save(tmp_path_factory.mktemp("serve") / "router")
+
+
+@pytest.fixture(scope="module")
 def saved_minilm_router(gateway_router, tmp_path_factory):
-    """The MiniLM router saved: ``finerouter serve`` can load it (unlike a FakeEncoder router)."""
-    return gateway_router.save(tmp_path_factory.mktemp("serve") / "router")
+    """The MiniLM router saved, for the one test that serves real embeddings from a `finerouter serve` process."""
+    return gateway_router.save(tmp_path_factory.mktemp("serve-minilm") / "router")
 
 
 def _yaml(path, upstreams_map, extra=None):
@@ -722,36 +728,24 @@ def _yaml(path, upstreams_map, extra=None):
     return path
 
 
-def test_serve_cli_refuses_a_bad_key_setup_before_loading_the_router(router, tmp_path, monkeypatch):
-    """An unset upstream key variable, or client tokens from an unset variable: exit 2 naming the variable,
-    before the router is read (the --router path here holds none)."""
+def test_serve_cli_refuses_bad_setups_before_serving(saved_router, router, upstreams, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from finerouter.cli.main import app
 
     runner = CliRunner()
-    ups = {m: {"base_url": f"http://127.0.0.1:9/{m}/v1"} for m in router.models_}
-    no_router = str(tmp_path / "no-router-here")
+    ups = {m: {"base_url": upstreams.base_url(m)} for m in router.models_}
+    missing = dict(ups)
+    del missing[router.models_[2]]
+    res = runner.invoke(app, ["serve", "--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "a.yaml", missing))])
+    assert res.exit_code == 2 and f"'{router.models_[2]}' have no upstream" in res.output and "a.yaml" in res.output
     keyed = {**ups, router.models_[0]: {**ups[router.models_[0]], "api_key_env": "FINEROUTER_TEST_UNSET_KEY"}}
     monkeypatch.delenv("FINEROUTER_TEST_UNSET_KEY", raising=False)
-    res = runner.invoke(app, ["serve", "--router", no_router, "--upstreams", str(_yaml(tmp_path / "b.yaml", keyed))])
+    res = runner.invoke(app, ["serve", "--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "b.yaml", keyed))])
     assert res.exit_code == 2 and "FINEROUTER_TEST_UNSET_KEY is not set" in res.output
-    res = runner.invoke(app, ["serve", "--router", no_router, "--upstreams", str(_yaml(tmp_path / "c.yaml", ups)),
+    res = runner.invoke(app, ["serve", "--router", str(saved_router), "--upstreams", str(_yaml(tmp_path / "c.yaml", ups)),
                               "--auth-tokens-env", "FINEROUTER_TEST_NO_TOKENS"])
     assert res.exit_code == 2 and "FINEROUTER_TEST_NO_TOKENS" in res.output
-
-
-@pytest.mark.slow  # loads the saved MiniLM router
-def test_serve_cli_refuses_a_router_model_without_upstream(saved_minilm_router, gateway_router, tmp_path):
-    from typer.testing import CliRunner
-
-    from finerouter.cli.main import app
-
-    missing = {m: {"base_url": f"http://127.0.0.1:9/{m}/v1"} for m in gateway_router.models_[:2] + gateway_router.models_[3:]}
-    res = CliRunner().invoke(
-        app, ["serve", "--router", str(saved_minilm_router), "--upstreams", str(_yaml(tmp_path / "a.yaml", missing))]
-    )
-    assert res.exit_code == 2 and f"'{gateway_router.models_[2]}' have no upstream" in res.output and "a.yaml" in res.output
 
 
 @pytest.mark.slow  # a `finerouter serve` process with the MiniLM router, in front of loopback upstream servers
