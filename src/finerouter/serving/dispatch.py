@@ -61,7 +61,7 @@ class Forwarded:
 
     @property
     def failed_models(self) -> list[str]:
-        """The models tried before, in order."""
+        """The models whose attempt failed before the answer, in order."""
         return [a.model for a in self.attempts if a.error is not None]
 
 
