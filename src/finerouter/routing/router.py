@@ -29,6 +29,7 @@ from finerouter._validation import (
 from finerouter.base import Component
 from finerouter.errors import DataError, ParameterError
 from finerouter.routing import fitting
+from finerouter.routing.components import COMPONENTS, build_component
 from finerouter.routing.artifact import check_save_destination
 from finerouter.routing.costs import CostModel
 from finerouter.routing.decision import RoutingDecision
@@ -37,22 +38,6 @@ from finerouter.routing.mixing import Calibration, MixingChoice
 from finerouter.routing.scoring import RouterScores, score
 
 logger = logging.getLogger(__name__)
-
-#: The components a router is built from: parameter name -> (module, class, defaults that differ from the class's).
-COMPONENTS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "discovery": ("finerouter.discovery.discovery", "TaskDiscovery", {}),
-    "classifier": ("finerouter.classify.bilinear", "TaskClassifier", {"threshold": 0.0}),
-    "quality": ("finerouter.quality.estimator", "QualityEstimator", {}),
-}
-
-
-def component_class(name: str) -> type:
-    """The class of the component ``name`` (imported on first use)."""
-    import importlib
-
-    module, cls_name, _ = COMPONENTS[name]
-    return getattr(importlib.import_module(module), cls_name)
-
 
 _COMPONENT_VALUE = [NoneValue(), InstanceOf(dict, description="a dict of its parameters"),
                     InstanceOf(Component, description="a component instance")]
@@ -162,28 +147,9 @@ class FineRouter(Component):
 
     # ------------------------------------------------------------------ components
     def make_component(self, name: str) -> Component:
-        """A fresh, unfitted ``discovery``, ``classifier`` or ``quality`` component with this router's settings.
-
-        None: the class with the router's defaults (:data:`COMPONENTS`); a dict: the same with these parameters
-        set (an unknown key is a ParameterError); an instance: a clone of it. A component whose ``seed`` is None
-        takes the router's seed; an explicit seed is kept.
-        """
-        cls = component_class(name)
-        value = getattr(self, name)
-        if isinstance(value, Component) and not isinstance(value, cls):
-            raise ParameterError(
-                f"The '{name}' parameter of FineRouter must be a {cls.__name__}, a dict of its parameters or None. "
-                f"Got a {type(value).__name__}."
-            )
-        if isinstance(value, cls):
-            component = value.clone()
-        else:
-            component = cls(**COMPONENTS[name][2])
-            if value is not None:
-                component.set_params(**value)
-        if getattr(component, "seed", 0) is None:
-            component.set_params(seed=self.seed)
-        return component
+        """A fresh, unfitted ``discovery``, ``classifier`` or ``quality`` component with this router's settings
+        (:func:`finerouter.routing.components.build_component`)."""
+        return build_component(name, getattr(self, name), self.seed)
 
     def set_params(self, **params: Any) -> FineRouter:
         """Set parameters; ``"classifier__threshold"`` reaches a component given as None or a dict too (it is
@@ -191,10 +157,7 @@ class FineRouter(Component):
         for key in params:
             name, sep, _ = key.partition("__")
             if sep and name in COMPONENTS and not isinstance(getattr(self, name, None), Component):
-                component = component_class(name)(**COMPONENTS[name][2])
-                if getattr(self, name) is not None:
-                    component.set_params(**getattr(self, name))
-                setattr(self, name, component)
+                setattr(self, name, build_component(name, getattr(self, name), None))
         super().set_params(**params)
         return self
 

@@ -21,7 +21,7 @@ from finerouter.routing.mixing import Calibration, MixingChoice
 
 def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
     """:meth:`FineRouter.save`: each fitted component into a folder of its own, the router's arrays, the manifest."""
-    from finerouter.routing.router import COMPONENTS
+    from finerouter.routing.components import COMPONENTS
 
     router._check_fitted()
     if getattr(router, "discovery_", None) is None:
@@ -71,7 +71,7 @@ def load_router(
     cls: Any, path: str | Path, *, encoder: Any = None, cache_dir: Any = None, check_encoder: bool = True
 ) -> Any:
     """:meth:`FineRouter.load` (see there)."""
-    from finerouter.routing.router import COMPONENTS
+    from finerouter.routing.components import COMPONENTS
 
     path = Path(path)
     manifest = artifact.read_manifest(path)
