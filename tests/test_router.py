@@ -56,6 +56,7 @@ def test_stage1_prior_is_each_tasks_shrunk_mean_and_every_prompt_gets_a_task(fit
     assert fitted.classifier_.threshold == 0.0 and (scores.task >= 0).all()
 
 
+@pytest.mark.slow  # several real fits (each with internal cross-validation)
 def test_refining_the_task_labels_is_chosen_on_a_dev_part(fitted, synthetic_split, cached_minilm):
     train, _ = synthetic_split
     choice = fitted.fit_summary_["task_label_choice"]
@@ -73,6 +74,7 @@ def test_refining_the_task_labels_is_chosen_on_a_dev_part(fitted, synthetic_spli
     assert dev["refined"] < dev["label_free"] and router.fit_summary_["refined_task_labels"] is False
 
 
+@pytest.mark.slow  # several real fits (each with internal cross-validation)
 def test_refined_tasks_never_span_two_labels(synthetic_split, cached_minilm):
     train, _ = synthetic_split
     router = FineRouter(encoder=cached_minilm, seed=0, refine_task_labels=True, **FAST).fit(train)
@@ -105,6 +107,7 @@ def test_stage1_mean_falls_back_to_the_models_overall_mean():
     assert np.isnan(prior[:, 2]).all()  # a model never scored anywhere stays NaN
 
 
+@pytest.mark.slow  # several real fits (each with internal cross-validation)
 def test_stage1_median_is_the_papers_prior(synthetic_split, cached_minilm):
     train, _ = synthetic_split
     router = FineRouter(encoder=cached_minilm, seed=0, stage1_statistic="median", **FAST).fit(train)
@@ -329,6 +332,7 @@ def test_different_encoder_refused_at_load(fitted, tmp_path, cached_minilm):
         FineRouter.load(path, encoder=_RotatedEncoder(cached_minilm))
 
 
+@pytest.mark.slow  # several real fits (each with internal cross-validation)
 def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     from typer.testing import CliRunner
 
