@@ -98,7 +98,7 @@ class RouteBatcher:
             event loop win the CPU when both compete, at some cost in routing throughput on a busy machine).
         switch_interval_s: while started, the interpreter's GIL switch interval (``sys.setswitchinterval``;
             restored by :meth:`stop`). The routing threads run Python between the encoder's native calls; the
-            event loop, asking for the GIL meanwhile, waits up to this long (Python's default: 5 ms) at each
+            event loop, asking for the GIL meanwhile, waits up to this long (Python's default switch interval) at each
             step of every request it serves. None: leave it as it is.
         budgets: the gateway's budget windows; a batch whose options carry ``budget_per_1k`` is routed with the
             lambda its stream's window gives, and recorded in that window. None: such a batch is routed with

@@ -131,7 +131,7 @@ class GatewaySettings:
         route_thread_nice: on Linux, added to the routing threads' nice value, 0 to 19 (0: same priority as
             the event loop; higher: the event loop wins the CPU when both compete).
         route_switch_interval_ms: while the gateway runs, the interpreter's GIL switch interval: the longest
-            the event loop waits for the GIL while a routing thread runs Python (None: Python's own, 5 ms).
+            the event loop waits for the GIL while a routing thread runs Python (None: Python's own switch interval).
         max_route_prompts: the most prompts one ``/v1/route`` call may carry.
         max_connections: the size of each upstream's connection pool.
         max_upstream_body_bytes: the largest upstream answer the gateway reads: a larger non-streamed body is a

@@ -4,7 +4,7 @@ Routing options come from the request's extra body (top-level ``tolerance``, ``a
 ``max_cost``, ``cost_weight``, ``budget_per_1k``; the ``openai`` client sends them with ``extra_body=``) or
 from the model string, e.g. ``finerouter:tolerance=0.2,allowed_models=gpt-4o|llama-3-8b,max_cost=0.001`` or
 ``finerouter:budget_per_1k=2.5``; the model string wins (and one of ``cost_weight``/``budget_per_1k`` there
-replaces either in the body). They are removed before the request goes upstream. Bad values are 400s naming
+replaces either in the body). They are removed before the request goes upstream. Bad values are 400 errors naming
 the parameter.
 
 Bodies are read by :func:`parse_json_body`, which refuses (400) anything the gateway could not handle or
@@ -29,7 +29,7 @@ COST_AWARE_KEYS = ("cost_weight", "budget_per_1k")
 
 MAX_JSON_DEPTH = 100
 """The deepest nesting of arrays and objects a request body may have (chat requests, tool schemas included,
-need far fewer levels); deeper bodies are 400s, so no parser or serialiser down the line can run out of stack."""
+need far fewer levels); deeper bodies are 400 errors, so no parser or serialiser down the line can run out of stack."""
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 

@@ -2,9 +2,9 @@
 
 The gateway builds ``httpx.Request`` objects and reads ``httpx.Response`` objects, so tests can inject any httpx
 transport (``httpx.MockTransport``). For real upstreams it uses this one: aiohttp's HTTP/1.1 client parses in C
-on the event loop directly, where httpx's default transport (httpcore over anyio, h11 in pure Python) costs
-about 1 ms of CPU per call, measured on the development machine, against about 0.2 to 0.35 ms here; on a
-gateway whose own work per request is a few milliseconds that is the largest single item.
+on the event loop directly, where httpx's default transport (httpcore over anyio, h11 in pure Python) spends
+several times more CPU per call; on a gateway whose own work per request is a few milliseconds that is the
+largest single item (docs/serving.md has the gateway's measured CPU per request, with its command).
 
 What the transport does not do, on purpose (a proxy wants none of it): keep cookies, follow redirects, decode
 bodies (the ``httpx.Response`` decodes ``content-encoding`` itself, as with any httpx transport), or read proxy

@@ -322,7 +322,7 @@ class FakeUpstream:
         # close_mid_stream: return with the body half sent; the server drops the connection
 
     async def _huge(self, receive: Any, send: Any, cid: str, model: str, created: int, stream: bool) -> None:
-        """An answer of ``huge_bytes``, written 1 MiB at a time until done or the client leaves."""
+        """An answer of ``huge_bytes``, written in fixed-size chunks until done or the client leaves."""
         left = asyncio.Event()
 
         async def watch() -> None:
