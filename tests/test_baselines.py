@@ -78,7 +78,7 @@ def test_unknown_router_and_bad_parameters_are_clear_errors(split):
         make_router("knn", k=0).fit(train, x_train)
     with pytest.raises(ParameterError, match="'loss' parameter of MatrixFactorizationRouter"):
         make_router("matrix_factorization", loss="hinge").fit(train, x_train)
-    with pytest.raises(ParameterError, match="embeddings have 3 rows for 900 prompts"):
+    with pytest.raises(DataError, match="embeddings have 3 rows for 900 prompts"):
         make_router("knn").fit(train, x_train[:3])
     bad = x_train.copy()
     bad[5, 0] = np.nan
@@ -98,7 +98,7 @@ def test_oracle_picks_the_best_observed_model_and_the_cheapest_among_ties(split)
     assert oracle.fit(tied, np.eye(2, dtype=np.float32)).route(np.eye(2), data=tied).tolist() == [1, 2]
     with pytest.raises(ParameterError, match="needs the test dataset"):
         oracle.route(np.eye(2))
-    with pytest.raises(ParameterError, match="16 features, the router was fitted on 2"):
+    with pytest.raises(DataError, match="16 features, the router was fitted on 2"):
         oracle.route(x_test, data=test)
 
 
@@ -186,7 +186,7 @@ def test_torch_routers_are_reproducible_and_leave_global_state_alone(split):
     assert torch.get_num_threads() == threads
     b = make_router("ipr", seed=5, epochs=3).fit(train, x_train).predict_scores(x_test)
     np.testing.assert_allclose(a, b)
-    with pytest.raises(ParameterError, match="features"):
+    with pytest.raises(DataError, match="features"):
         make_router("ipr", epochs=1).fit(train, x_train).predict_scores(x_test[:, :4])
 
 

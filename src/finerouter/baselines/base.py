@@ -98,7 +98,7 @@ class Router(ABC):
             raise ParameterError(f"{type(self).__name__}.fit expects a RoutingDataset. Got {type(train).__name__}.")
         emb = check_embeddings(embeddings, f"{type(self).__name__}.fit")
         if emb.shape[0] != train.n_prompts:
-            raise ParameterError(
+            raise DataError(
                 f"{type(self).__name__}.fit: embeddings have {emb.shape[0]} rows for {train.n_prompts} prompts"
             )
         if train.n_prompts == 0:
@@ -114,7 +114,7 @@ class Router(ABC):
         where = f"{type(self).__name__}.predict"
         emb = check_embeddings(embeddings, where)
         if emb.shape[1] != self.n_features_:
-            raise ParameterError(
+            raise DataError(
                 f"{where}: embeddings have {emb.shape[1]} features, the router was fitted on {self.n_features_}"
             )
         return emb

@@ -214,7 +214,7 @@ class FineRouter(Component):
             embeddings = encoder.encode(prompts)
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.shape[0] != dataset.n_prompts:
-            raise ParameterError(
+            raise DataError(
                 f"embeddings have {embeddings.shape[0]} rows for {dataset.n_prompts} prompts in FineRouter.fit"
             )
         timings["embed"] = time.perf_counter() - t0
@@ -297,7 +297,7 @@ class FineRouter(Component):
     def _check_embeddings(self, embeddings: Any) -> np.ndarray:
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[1] != self.n_features_:
-            raise ParameterError(f"embeddings must have shape (n, {self.n_features_}); got {emb.shape}")
+            raise DataError(f"embeddings must have shape (n, {self.n_features_}); got {emb.shape}")
         return check_matrix(emb, "embeddings")
 
     def _score(self, emb: np.ndarray) -> RouterScores:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from finerouter.errors import ParameterError
+
 
 class ManualClock:
     """Monotonic seconds that stand still until :meth:`advance`: call it like ``time.monotonic``.
@@ -19,7 +21,7 @@ class ManualClock:
     def advance(self, seconds: float) -> float:
         """Move the clock forward by ``seconds`` (never back); returns the new reading."""
         if seconds < 0:
-            raise ValueError(f"A clock only moves forward; got {seconds} seconds.")
+            raise ParameterError(f"A clock only moves forward; got {seconds} seconds.")
         self.now += seconds
         return self.now
 

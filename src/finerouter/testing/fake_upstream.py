@@ -26,6 +26,8 @@ import time
 from collections import deque
 from typing import Any
 
+from finerouter.errors import ParameterError
+
 Scope = dict[str, Any]
 
 
@@ -145,9 +147,9 @@ class FakeUpstream:
         if fail is not None and fail not in FAULTS and not (
             isinstance(fail, int) and not isinstance(fail, bool) and 400 <= fail <= 599
         ):
-            raise ValueError(f"fail must be None, an HTTP error status or one of {', '.join(FAULTS)}. Got {fail!r}.")
+            raise ParameterError(f"fail must be None, an HTTP error status or one of {', '.join(FAULTS)}. Got {fail!r}.")
         if not 0.0 <= rate <= 1.0:
-            raise ValueError(f"rate must be a probability in [0, 1]. Got {rate!r}.")
+            raise ParameterError(f"rate must be a probability in [0, 1]. Got {rate!r}.")
         self.fail, self.fail_times, self.retry_after, self.fail_rate = fail, times, retry_after, float(rate)
 
     def _take_failure(self) -> int | str | None:
