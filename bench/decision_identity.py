@@ -7,6 +7,7 @@ cached embeddings and the same public API (``FineRouter(...).fit``, ``score_embe
 
     .venv/bin/python bench/decision_identity.py --ref 39da8bd                    # the full training split
     .venv/bin/python bench/decision_identity.py --ref 39da8bd --train-size 600   # quicker
+    .venv/bin/python bench/decision_identity.py --ref 39da8bd --new 117d8a5      # two commits
 
 Prints one line per routing rule (default, tolerance 0.05, cost weight, budget) with the count of differing
 decisions, then the largest absolute difference of each score array; exits 1 if any decision differs.
@@ -74,6 +75,7 @@ def run_child(src: Path, out: Path, args: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", default="HEAD", help="reference commit (default HEAD)")
+    parser.add_argument("--new", default=None, help="commit to compare (default: the working tree)")
     parser.add_argument("--train-size", type=int, default=None, help="fit on this many training prompts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", default=str(ROOT / ".finerouter_cache"))
@@ -94,13 +96,22 @@ def main() -> int:
             run_child(ref_tree / "src", tmp_path / "out_ref", args)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(ref_tree)], cwd=ROOT, check=False)
-        run_child(ROOT / "src", tmp_path / "out_new", args)
+        if args.new is None:
+            run_child(ROOT / "src", tmp_path / "out_new", args)
+        else:
+            new_tree = tmp_path / "new"
+            subprocess.run(["git", "worktree", "add", "--detach", str(new_tree), args.new], cwd=ROOT, check=True,
+                           capture_output=True)
+            try:
+                run_child(new_tree / "src", tmp_path / "out_new", args)
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(new_tree)], cwd=ROOT, check=False)
         ref = json.loads((tmp_path / "out_ref" / "decisions.json").read_text())
         new = json.loads((tmp_path / "out_new" / "decisions.json").read_text())
         differing = 0
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        print(f"dcrouter split seed {args.seed}, train size {args.train_size or 'all'}: ref {args.ref} vs working "
-              f"tree at {head.stdout.strip()}")
+        new_label = f"commit {args.new}" if args.new else f"the working tree at {head.stdout.strip()}"
+        print(f"dcrouter split seed {args.seed}, train size {args.train_size or 'all'}: ref {args.ref} vs {new_label}")
         for rule, ref_models in ref["decisions"].items():
             new_models = new["decisions"][rule]
             diff = sum(a != b for a, b in zip(ref_models, new_models)) + abs(len(ref_models) - len(new_models))
