@@ -34,6 +34,10 @@ def _register() -> None:
     app.command("route")(route.route)
     app.command("serve")(serve.serve)
     app.command("evaluate")(evaluate.evaluate)
+    from finerouter.cli import collect, judge
+
+    app.command("collect")(collect.collect)
+    app.command("judge")(judge.judge)
 
 
 _register()
