@@ -360,7 +360,7 @@ class SentenceTransformerEncoder(Component):
         for text, row in zip(items, ids):
             n = len(row)
             if len(text) > cap:
-                n = int(round(n * len(text) / cap))
+                n = round(n * len(text) / cap)
             counts.append(n)
         return counts
 

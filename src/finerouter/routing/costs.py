@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from finerouter.errors import ArtifactError
+from finerouter.errors import ArtifactError, EncoderError, ParameterError
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class TokenCounter:
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         counts = np.asarray(list(self.count(list(texts))), dtype=np.float64)
         if counts.shape != (len(texts),):
-            raise ValueError(f"token counter {self.name!r} returned {counts.shape[0]} counts for {len(texts)} texts")
+            raise EncoderError(f"token counter {self.name!r} returned {counts.size} counts for {len(texts)} texts")
         return counts
 
 
@@ -104,7 +104,7 @@ class CostModel:
         self.linear = None if linear is None else np.asarray(linear, dtype=np.float64)  # (m, 2): intercept, slope
         self.output_tokens = None if output_tokens is None else np.asarray(output_tokens, dtype=np.float64)
         if input_unit not in INPUT_UNITS:
-            raise ValueError(f"input_unit must be one of {INPUT_UNITS}; got {input_unit!r}")
+            raise ParameterError(f"The 'input_unit' parameter of CostModel must be one of {INPUT_UNITS}. Got {input_unit!r}.")
         self.input_unit = input_unit
         self.tokenizer = tokenizer
         self.token_counter = token_counter
