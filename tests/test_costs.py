@@ -203,3 +203,13 @@ def test_a_fitted_router_counts_tokens_with_its_encoder_and_keeps_them_after_loa
     loaded = FineRouter.load(router.save(tmp_path / "r"), encoder=CountingFakeEncoder())
     assert loaded.cost_model_.tokenizer == "fake-hashed-bow-64"
     np.testing.assert_allclose(loaded.estimate_costs(prompts), before)
+
+
+def test_costs_that_are_the_tables_own_estimates_leave_the_estimates_bit_identical():
+    prices = Prices({"small": (0.5, 1.5), "large": (10.0, 30.0)})
+    prompts = _prompts(30)
+    costs = prices.estimate_costs(prompts, MODELS[:2])  # how a reader fills costs from prices
+    model = CostModel.fit(MODELS[:2], prompts, costs, prices)
+    assert model.output_tokens is None
+    fresh = _prompts(10, seed=3)
+    assert np.array_equal(model.estimate(fresh), prices.estimate_costs(fresh, MODELS[:2]))

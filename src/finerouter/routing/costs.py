@@ -164,7 +164,8 @@ class CostModel:
         to_fit = list(range(len(models)))
         if prices is not None:
             tokens_in = tokens if tokens is not None else prices.input_tokens(prompts).astype(np.float64)
-            base.output_tokens = _expected_answer_tokens(prices.answer_tokens(tokens_in, models, costs), models)
+            answers = prices.answer_tokens(tokens_in, models, costs)
+            base.output_tokens = _expected_answer_tokens(answers, models, float(prices.output_tokens))
             to_fit = [j for j, m in enumerate(models) if m not in prices and np.isfinite(costs[:, j]).any()]
             if not to_fit:
                 return base
@@ -275,14 +276,14 @@ def _json_float(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
-def _expected_answer_tokens(answers: np.ndarray, models: Sequence[str]) -> np.ndarray | None:
-    """``(m,)`` winsorised mean answer length per model from ``(n, m)`` implied lengths (NaN: too few to learn);
-    None when no model has enough."""
+def _expected_answer_tokens(answers: np.ndarray, models: Sequence[str], default: float) -> np.ndarray | None:
+    """``(m,)`` winsorised mean answer length per model from ``(n, m)`` implied lengths (NaN: too few to learn, or
+    every cost is the table's own estimate, its ``default`` length to rounding); None when no model has any."""
     learned = np.full(len(models), np.nan)
     for j, model in enumerate(models):
         col = answers[:, j]
         col = col[np.isfinite(col)]
-        if col.size < MIN_ANSWERS:
+        if col.size < MIN_ANSWERS or np.allclose(col, default, rtol=0.0, atol=1e-6):
             continue
         below = int((col < -0.5).sum())
         if below:
