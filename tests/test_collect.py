@@ -259,3 +259,72 @@ def test_read_prompts_keeps_id_task_gold_and_names_bad_rows(tmp_path):
     path.write_text(json.dumps({"prompt": "ok"}) + "\n" + json.dumps({"prompt": "  "}) + "\n")
     with pytest.raises(DataError, match=r"p\.jsonl: column 'prompt', row 1: the prompt is empty"):
         read_prompts(path)
+
+
+# ---- the README's end-to-end example ------------------------------------------------------------------------------
+def _readme_example():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Train on your own traffic", 1)[1].split("\n## ", 1)[0]
+    jsonl = section.split("```jsonl\n", 1)[1].split("```", 1)[0]
+    yaml_text = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    commands = section.split("<!-- e2e:start -->", 1)[1].split("<!-- e2e:end -->", 1)[0]
+    lines = [ln for ln in commands.split("```bash\n", 1)[1].split("```", 1)[0].splitlines() if ln.strip()]
+    return jsonl, yaml_text, lines
+
+
+@pytest.mark.slow
+def test_readme_train_on_your_traffic_example(tmp_path, monkeypatch, serve_process):
+    """The README's prompts.jsonl + upstreams.yaml -> collect -> judge -> fit -> serve, run as written against
+    fake upstreams and a fake judge on loopback (only their URLs are swapped in)."""
+    import os
+    import shlex
+
+    import httpx
+    import yaml
+    from typer.testing import CliRunner
+
+    from finerouter.cli.main import app
+    from finerouter.collect.fake_judge import FakeJudge
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.testing import BackgroundServer
+
+    jsonl, yaml_text, lines = _readme_example()
+    assert [ln.split()[1] for ln in lines] == ["collect", "judge", "fit", "serve"]
+    config = yaml.safe_load(yaml_text)
+    fakes = {name: FakeUpstream(name) for name in config["upstreams"]}
+    servers = [BackgroundServer(f).start() for f in fakes.values()]
+    judge_server = BackgroundServer(FakeJudge()).start()
+    try:
+        for server, name in zip(servers, fakes, strict=True):
+            config["upstreams"][name]["base_url"] = f"{server.url}/v1"
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "upstreams.yaml").write_text(yaml.safe_dump(config))
+        extra = make_synthetic_routing_data(n_prompts=60, n_models=3, seed=0).prompts
+        (tmp_path / "prompts.jsonl").write_text(jsonl + "".join(json.dumps({"prompt": p}) + "\n" for p in extra))
+        runner = CliRunner()
+        for line in lines[:3]:
+            line = line.replace("http://127.0.0.1:9100/v1", f"{judge_server.url}/v1")
+            result = runner.invoke(app, shlex.split(line)[1:])
+            assert result.exit_code == 0, f"{line}\n{result.output}"
+        n_prompts = len({p for p in extra} | {"Solve 3x + 7 = 22.", "Write a haiku about routers."})
+        assert sum(f.calls for f in fakes.values()) == 3 * n_prompts
+        assert (tmp_path / "router" / "manifest.json").is_file()
+        args = shlex.split(lines[3])[2:]
+        port_at = args.index("--port")
+        del args[port_at:port_at + 2]  # the fixture picks a free port
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        proc, url = serve_process(args, env)
+        chat = httpx.post(f"{url}/v1/chat/completions", timeout=60,
+                          json={"model": "finerouter", "messages": [{"role": "user", "content": "Solve 2x = 10."}]})
+        assert chat.status_code == 200 and chat.headers["x-finerouter-model"] in fakes
+        feedback = httpx.post(f"{url}/v1/feedback", json={"id": chat.headers["x-finerouter-request-id"], "score": 1.0})
+        assert feedback.status_code == 200 and feedback.json()["known"] is True
+        proc.terminate()
+        proc.communicate(timeout=30)
+        assert any((tmp_path / "request-log").glob("requests-*.jsonl"))
+    finally:
+        judge_server.stop()
+        for server in servers:
+            server.stop()
