@@ -162,3 +162,29 @@ def test_fit_on_the_gateways_own_log(router, tmp_path):
     assert observed.any(axis=1).all() and observed.sum() <= 80 and (observed.sum(axis=1) == 1).mean() > 0.9
     fitted = FineRouter(encoder=FakeEncoder(), seed=0, **FAST_SETTINGS).fit(data)
     assert fitted.route(truth.prompts[0]).model in data.models
+
+
+@pytest.mark.slow
+def test_fit_cli_trains_on_a_log_folder(tmp_path):
+    """``finerouter fit --data <log dir>`` (the packaged MiniLM encoder) reads the log as partial labels."""
+    from typer.testing import CliRunner
+
+    from finerouter.cli.main import app
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.router import FineRouter
+
+    truth = make_synthetic_routing_data(n_prompts=90, n_models=3, seed=2)
+    log = RequestLog(tmp_path / "log")
+    for i, prompt in enumerate(truth.prompts):
+        j = i % 3
+        log.log_decision(request_id=f"frq-{i}", response_id=None, prompt=prompt, model=truth.models[j],
+                         routed_model=truth.models[j], models=truth.models, cost_usd=None, task_id=None, key="anonymous")
+        log.log_feedback(f"frq-{i}", float(truth.scores[i, j]), "anonymous")
+    log.close()
+    result = CliRunner().invoke(app, ["fit", "--data", str(tmp_path / "log"), "--out", str(tmp_path / "router"),
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    router = FineRouter.load(tmp_path / "router")
+    assert router.models_ == truth.models
+    bad = CliRunner().invoke(app, ["fit", "--data", str(tmp_path), "--out", str(tmp_path / "r2")])
+    assert bad.exit_code == 2 and "no request-log files" in bad.output

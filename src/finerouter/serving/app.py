@@ -16,6 +16,7 @@ Endpoints (one ``APIRouter`` module each under :mod:`finerouter.serving.routes`)
     POST /v1/route             routing decisions only: ``{"prompt": ...}``, ``{"prompts": [...]}`` or
         ``{"messages": [...]}``.
     GET  /v1/models            the alias and every routable model.
+    POST /v1/feedback          a client's score for a routed answer (only with ``gateway.request_log_dir``).
     GET  /healthz              liveness, cooling upstreams; never needs a token.
     GET  /metrics              Prometheus text; never needs a token.
 
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/route", "/v1/models", "/healthz", "/metrics")
+ENDPOINTS = ("/v1/chat/completions", "/v1/route", "/v1/models", "/v1/feedback", "/healthz", "/metrics")
 
 
 def create_app(
