@@ -328,3 +328,34 @@ def test_readme_train_on_your_traffic_example(tmp_path, monkeypatch, serve_proce
         judge_server.stop()
         for server in servers:
             server.stop()
+
+
+@pytest.mark.slow
+def test_collect_cli_prints_the_estimate_and_stops_at_the_cap(tmp_path):
+    """The command over real sockets (production transport): estimate first, a clean stop at --max-spend, and the
+    same command with a higher cap finishes without re-sending anything."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from finerouter.cli.main import app
+    from finerouter.testing import BackgroundServer
+
+    fakes = {m: FakeUpstream(m, record=1000) for m in MODELS[:2]}
+    servers = {m: BackgroundServer(f).start() for m, f in fakes.items()}
+    try:
+        (tmp_path / "up.yaml").write_text(yaml.safe_dump({"upstreams": {m: {"base_url": f"{s.url}/v1"} for m, s in servers.items()}}))
+        (tmp_path / "prices.csv").write_text("model,input_usd_per_mtok,output_usd_per_mtok\nalpha,1000,1000\nbeta,1000,1000\n")
+        (tmp_path / "p.jsonl").write_text("".join(json.dumps({"prompt": p.text}) + "\n" for p in _prompts(10)))
+        base = ["collect", "--prompts", str(tmp_path / "p.jsonl"), "--upstreams", str(tmp_path / "up.yaml"),
+                "--out", str(tmp_path / "answers"), "--prices", str(tmp_path / "prices.csv"), "--max-tokens", "16"]
+        result = CliRunner().invoke(app, [*base, "--max-spend", "0.1"])
+        assert result.exit_code == 0, result.output
+        assert "estimated cost" in result.output and "stopped at --max-spend" in result.output
+        first = sum(f.calls for f in fakes.values())
+        assert 0 < first < 20
+        result = CliRunner().invoke(app, [*base, "--max-spend", "10"])
+        assert result.exit_code == 0 and "done" in result.output, result.output
+        assert set(_sent_pairs(fakes).values()) == {1} and len(_sent_pairs(fakes)) == 20
+    finally:
+        for s in servers.values():
+            s.stop()

@@ -181,7 +181,7 @@ class Collector:
     # -- planning ----------------------------------------------------------------------------------------------
     def done_pairs(self) -> set[tuple[str, str]]:
         """The (prompt key, model) pairs whose answer the store already holds (reads the store)."""
-        if self.store._fh is None:
+        if not self.store.is_open:
             self.store.open()
         return {(r["prompt_key"], r["model"]) for r in self.store.records if r.get("status") == "ok"}
 
@@ -235,7 +235,7 @@ class Collector:
         """
         t0 = time.perf_counter()
         report = CollectReport()
-        if self.store._fh is None:
+        if not self.store.is_open:
             self.store.open()
         if pending is None:
             pending, report.already_done = self.plan(prompts)

@@ -220,7 +220,7 @@ class Judge:
 
     def final_judgments(self) -> dict[tuple[str, str, str], dict[str, Any]]:
         """The judgments that need no new call (``"ok"`` and ``"unparseable"``), by (prompt, model, answer hash)."""
-        if self.store._fh is None:
+        if not self.store.is_open:
             self.store.open()
         out = {}
         for r in self.store.records:

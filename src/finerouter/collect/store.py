@@ -101,6 +101,11 @@ class JsonlStore:
         self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
         return self
 
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` has run (and :meth:`close` has not)."""
+        return self._fh is not None
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.records)
 
