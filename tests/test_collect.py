@@ -286,7 +286,7 @@ def test_readme_train_on_your_traffic_example(tmp_path, monkeypatch, serve_proce
     from typer.testing import CliRunner
 
     from finerouter.cli.main import app
-    from finerouter.collect.fake_judge import FakeJudge
+    from finerouter.testing.fake_judge import FakeJudge
     from finerouter.data.synthetic import make_synthetic_routing_data
     from finerouter.testing import BackgroundServer
 

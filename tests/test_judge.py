@@ -12,7 +12,7 @@ import pytest
 
 from finerouter.collect.client import Endpoint
 from finerouter.collect.collect import Collector
-from finerouter.collect.fake_judge import FakeJudge
+from finerouter.testing.fake_judge import FakeJudge
 from finerouter.collect.judge import Judge, judgments_file, parse_pair_verdict, parse_rating, reference_match
 from finerouter.collect.prompts import Prompt, prompt_key
 from finerouter.collect.store import read_jsonl_store

@@ -6,7 +6,6 @@
 - :mod:`~finerouter.collect.collect`: ``finerouter collect`` (prompts x models -> ``answers.jsonl``).
 - :mod:`~finerouter.collect.judge`: ``finerouter judge`` (answers -> a wide routing table of scores and costs).
 - :mod:`~finerouter.collect.request_log`: the gateway's opt-in request log and feedback records.
-- :mod:`~finerouter.collect.fake_judge`: a deterministic OpenAI-compatible judge server, for tests and examples.
 
 Nothing heavy is imported with the package.
 """
@@ -21,7 +20,6 @@ _LAZY = {
     "Collector": "finerouter.collect.collect",
     "CollectReport": "finerouter.collect.collect",
     "Endpoint": "finerouter.collect.client",
-    "FakeJudge": "finerouter.collect.fake_judge",
     "Judge": "finerouter.collect.judge",
     "JsonlStore": "finerouter.collect.store",
     "Prompt": "finerouter.collect.prompts",

@@ -3,6 +3,7 @@
 - :class:`FakeEncoder`: a deterministic hashed bag-of-words encoder, so a router fits and routes in
   milliseconds without loading a model.
 - :data:`FAST_SETTINGS`: ``FineRouter`` keyword arguments that shorten training to a few epochs.
+- :class:`FakeJudge`: a deterministic OpenAI-compatible judge (answers ``[[N]]``) for ``finerouter judge``.
 - :class:`FakeUpstream`: an echoing OpenAI-compatible chat-completions ASGI app that fails on demand
   (``python -m finerouter.testing.upstreams`` serves several on loopback); :class:`InProcessUpstreams`
   reaches several from a gateway in-process, with no socket.
@@ -34,6 +35,7 @@ _LAZY = {
     "BackgroundServer": "finerouter.testing.servers",
     "FakeEncoder": "finerouter.testing.encoders",
     "FakeUpstream": "finerouter.testing.fake_upstream",
+    "FakeJudge": "finerouter.testing.fake_judge",
     "InProcessUpstreams": "finerouter.testing.upstreams",
     "ManualClock": "finerouter.testing.clock",
 }

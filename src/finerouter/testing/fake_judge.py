@@ -10,7 +10,7 @@ It answers the prompts of :mod:`finerouter.collect.judge` as an LLM judge would,
 ``garble_when`` makes it answer without any verdict when the judged answer contains that text (an unparseable
 reply, every time), and ``garble_first`` makes the first that many calls unparseable (a judge that gets it right
 on a retry). :attr:`calls` counts the calls. Serve it in-process (``httpx.ASGITransport(app=FakeJudge())``) or
-on loopback (:class:`finerouter.testing.BackgroundServer`, or ``python -m finerouter.collect.fake_judge --port
+on loopback (:class:`finerouter.testing.BackgroundServer`, or ``python -m finerouter.testing.fake_judge --port
 9100``).
 """
 
@@ -87,7 +87,7 @@ class FakeJudge:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve a FakeJudge on loopback: ``python -m finerouter.collect.fake_judge --port 9100``."""
+    """Serve a FakeJudge on loopback: ``python -m finerouter.testing.fake_judge --port 9100``."""
     import argparse
 
     from finerouter.testing.servers import BackgroundServer
