@@ -109,9 +109,9 @@ class ChatCaller:
     Args:
         transport: the httpx transport (default: a pooled AiohttpTransport with ``max_connections``).
         max_retries: retries after connection errors, timeouts, 5xx and malformed answers.
-        max_rate_limited: waits after 429s per call.
+        max_rate_limited: waits after HTTP 429 answers per call.
         backoff_s: the first retry's wait (doubling), and a 429's wait without ``Retry-After``.
-        max_backoff_s: the longest wait between retries (a 429's ``Retry-After`` is honoured up to 600 s).
+        max_backoff_s: the longest wait between retries (a 429's ``Retry-After`` is honoured up to :data:`MAX_RETRY_AFTER_S`).
         max_connections: the default transport's pool size.
         seed: seeds the jitter.
         sleep: ``await sleep(seconds)`` (injectable for tests).
