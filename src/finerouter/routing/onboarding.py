@@ -157,11 +157,31 @@ def new_model_scores(data: Any, name: str, models: list[str]) -> NewModelScores:
 
 
 # ---------------------------------------------------------------------------------------------------- priors
-def new_prior_column(router: Any, scores: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-    """``(T+1,)`` the new model's stage-1 prior per task (row ``T``: Others, or all prompts when none is there)."""
+def new_prior_column(router: Any, new: NewModelScores, tasks: np.ndarray) -> np.ndarray:
+    """``(T+1,)`` the new model's stage-1 prior per task (row ``T``: Others, or all prompts when none is there).
+
+    With the mean statistic and at least :data:`MIN_PROMPTS` new prompts that carry every other model's score, the
+    prior is *paired*: per task, the router's mean prior over its models plus the new model's mean difference from
+    those models on the same prompts (shrunk toward its overall difference). Prompt difficulty cancels in the
+    difference, so it is far less noisy than the new model's raw mean, and a choice of prompts that over-samples
+    easy or hard tasks does not bias it. Otherwise, its raw per-task mean (shrunk with ``stage1_shrinkage``) or
+    median.
+    """
     from finerouter.routing.mixing import shrink_task_means
 
     n_tasks = router.catalog_.n_tasks
+    scores = new.scores
+    complete = np.isfinite(new.others).all(axis=1)
+    if router.stage1_statistic == "mean" and complete.sum() >= MIN_PROMPTS:
+        diff = scores[complete] - new.others[complete].mean(axis=1)
+        if router.stage1_shrinkage:
+            shift = shrink_task_means(diff[:, None], tasks[complete], n_tasks)[:, 0]
+        else:
+            shift = np.full(n_tasks + 1, float(diff.mean()))
+            for t in range(-1, n_tasks):
+                if (tasks[complete] == t).any():
+                    shift[t if t >= 0 else n_tasks] = float(diff[tasks[complete] == t].mean())
+        return np.clip(np.nanmean(router.stage1_, axis=1) + shift, 0.0, 1.0)
     if router.stage1_statistic == "mean" and router.stage1_shrinkage:
         return shrink_task_means(scores[:, None], tasks, n_tasks)[:, 0]
     stat = np.mean if router.stage1_statistic == "mean" else np.median
@@ -399,7 +419,7 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
     emb = np.ascontiguousarray(router.encoder_.encode(new.prompts), dtype=np.float32)
     tasks = assign_tasks(router, emb)
     catalog = router.catalog_
-    prior = new_prior_column(router, new.scores, tasks)
+    prior = new_prior_column(router, new, tasks)
     stage1 = np.column_stack([router.stage1_, prior])
     global_prior = np.r_[router.global_prior_, float(prior @ task_weights(catalog))]
     rankings, candidates, coverage, rules = updated_candidates(router, new, tasks, prior, stage1)
