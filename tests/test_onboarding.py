@@ -118,6 +118,21 @@ def test_an_extended_router_saves_and_loads(extended, fitted, tmp_path):
     assert STAR not in json.loads((tmp_path / "r2" / "manifest.json").read_text())["provenance"]
 
 
+def test_the_new_prior_is_not_biased_by_which_prompts_were_scored(fitted):
+    """A model uniformly 0.1 better than the pool's average, scored only on easy prompts: its prior is paired with
+    the other models' scores on the same prompts, so it lands near the pool's prior + 0.1, not at its easy mean."""
+    router, train, _, _ = fitted
+    average = np.nanmean(train.scores, axis=1)
+    easy = np.argsort(-average)[:60]  # the prompts every model does best on
+    scores = np.clip(average + 0.1, 0, 1)
+    data = RoutingDataset(train.prompts, train.models + [STAR], np.column_stack([train.scores, scores]),
+                          ids=train.ids).subset(easy)  # fmt: skip
+    added = router.add_model(STAR, data, cost=0.001)
+    pool = float(np.mean(router.global_prior_))
+    assert abs(added.global_prior_[-1] - (pool + 0.1)) < 0.05
+    assert scores[easy].mean() - (pool + 0.1) > 0.1  # the easy prompts' raw mean would have been far off
+
+
 def test_a_table_with_only_the_new_models_column_is_enough(fitted, tmp_path):
     router, train, _, target = fitted
     scores, _ = star_scores(router, train.prompts, target)
