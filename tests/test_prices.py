@@ -125,3 +125,31 @@ def test_missing_file_and_bad_parameters(tmp_path, small_prices):
     with pytest.raises(DataError, match="no models"):
         Prices({})
     assert math.isnan(Prices({"a": (1.0, 1.0)}).estimate_costs(["p"], ["b"])[0, 0])
+
+
+def test_given_token_counts_and_per_model_answer_lengths_replace_the_defaults(small_prices):
+    prices = Prices.read(small_prices)
+    prompts = ["x" * 10, "y" * 4]
+    costs = prices.estimate_costs(prompts, ["big", "cheap"], input_tokens=[7, 2], output_tokens=[100.0, np.nan])
+    assert costs[0, 0] == pytest.approx((7 * 3.0 + 100 * 15.0) / 1e6)
+    assert costs[1, 1] == pytest.approx((2 * 0.1 + 256 * 0.2) / 1e6)  # NaN answer length: the table's default
+    with pytest.raises(DataError, match="input_tokens must be 2 finite counts"):
+        prices.estimate_costs(prompts, ["big"], input_tokens=[1, 2, 3])
+    with pytest.raises(DataError, match="output_tokens must be 1 counts"):
+        prices.estimate_costs(prompts, ["big"], output_tokens=[-5.0])
+
+
+def test_answer_tokens_inverts_the_cost_rule():
+    prices = Prices({"cheap": (0.1, 0.2), "big": (3.0, 15.0), "free": (1.0, 0.0)})
+    models = ["big", "cheap", "free", "unpriced"]
+    tokens_in = np.array([12.0, 300.0, 1.0])
+    answers = np.array([40.0, 0.0, 900.0])  # per prompt
+    in_rates, out_rates = np.array([3.0, 0.1, 1.0, np.nan]), np.array([15.0, 0.2, 0.0, np.nan])
+    costs = (tokens_in[:, None] * in_rates + answers[:, None] * out_rates) / 1e6
+    implied = prices.answer_tokens(tokens_in, models, costs)
+    np.testing.assert_allclose(implied[:, :2], np.stack([answers, answers], axis=1), atol=1e-6)
+    assert np.isnan(implied[:, 2:]).all()  # a free output or no price: nothing to learn
+    per_model = prices.estimate_costs(["p"] * 3, models[:2], input_tokens=tokens_in, output_tokens=[70.0, 5.0])
+    np.testing.assert_allclose(prices.answer_tokens(tokens_in, models[:2], per_model), [[70.0, 5.0]] * 3)
+    with pytest.raises(DataError, match=r"costs have shape \(3, 2\); expected \(3, 4\)"):
+        prices.answer_tokens(tokens_in, models, costs[:, :2])

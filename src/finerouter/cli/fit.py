@@ -10,7 +10,7 @@ from finerouter.cli._common import cli_errors, console
 
 
 def fit(
-    data: Path = typer.Option(..., "--data", help="Routing data (Parquet, CSV or JSONL; canonical, long or RouterBench layout)."),
+    data: Path = typer.Option(..., "--data", help="Routing data (Parquet, CSV or JSONL; canonical, long or RouterBench layout), or a gateway request-log folder (decisions joined with feedback)."),
     out: Path = typer.Option(..., "--out", help="Directory to write the router artifact to: a new or empty folder, or a previous router artifact (replaced atomically)."),
     prices: Path | None = typer.Option(None, "--prices", help="CSV model,input_usd_per_mtok,output_usd_per_mtok."),
     encoder: str | None = typer.Option(None, "--encoder", help="sentence-transformers model name or path (default: packaged all-MiniLM-L6-v2)."),
@@ -37,7 +37,12 @@ def fit(
         if task_labels not in _TASK_LABELS:
             raise typer.BadParameter(f"--task-labels must be auto, refine or ignore, got {task_labels!r}")
         check_save_destination(out, force=force)  # before fitting: a refusal costs no fit
-        dataset = read_routing_data(data, rescale=rescale, allow_pickle=allow_pickle)
+        if data.is_dir():  # the gateway's request log: only the answering model's score is observed
+            from finerouter.data.request_log import read_request_log
+
+            dataset = read_request_log(data)
+        else:
+            dataset = read_routing_data(data, rescale=rescale, allow_pickle=allow_pickle)
         err_console.print(f"[bold]data[/]: {dataset}")
         describer = None
         if describe_url:

@@ -26,7 +26,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug
 
 def _register() -> None:
     """Register one sub-command per module; importing them is cheap (heavy imports live inside the functions)."""
-    from finerouter.cli import demo, discover, evaluate, fit, route, serve
+    from finerouter.cli import add_model, demo, discover, evaluate, fit, route, serve, suggest_prompts
 
     app.command("demo")(demo.demo)
     app.command("discover")(discover.discover)
@@ -34,6 +34,12 @@ def _register() -> None:
     app.command("route")(route.route)
     app.command("serve")(serve.serve)
     app.command("evaluate")(evaluate.evaluate)
+    app.command("add-model")(add_model.add_model)
+    app.command("suggest-prompts")(suggest_prompts.suggest_prompts)
+    from finerouter.cli import collect, judge
+
+    app.command("collect")(collect.collect)
+    app.command("judge")(judge.judge)
 
 
 _register()

@@ -10,11 +10,14 @@ estimated cost for each (prompt, model) pair, and the router estimates the cost 
 
 * input tokens = ``max(1, ceil(len(prompt) / chars_per_token))``, with ``chars_per_token = 4`` (``len`` counts
   Unicode code points). This is the usual rule of thumb for English text with BPE tokenizers; it needs no
-  tokenizer download and costs one ``len`` per prompt.
+  tokenizer download and costs one ``len`` per prompt. Callers that have a tokenizer pass its counts instead
+  (``input_tokens=``; the router passes its encoder's, see :class:`finerouter.routing.costs.CostModel`).
 * output tokens = ``output_tokens`` (default 256) for every prompt: the answer is not known before routing.
+  Callers that learned each model's expected answer length pass it per model (``output_tokens=``).
 * cost = ``(input_tokens * input_usd_per_mtok + output_tokens * output_usd_per_mtok) / 1e6``.
 
-A model missing from the table gets NaN (unknown cost), never 0.
+A model missing from the table gets NaN (unknown cost), never 0. :meth:`Prices.answer_tokens` inverts the rule:
+from observed per-prompt costs it recovers each answer's length in tokens.
 """
 
 from __future__ import annotations
@@ -204,17 +207,75 @@ class Prices:
         chars = np.fromiter((len(p) for p in prompts), dtype=np.float64, count=len(prompts))
         return np.maximum(1, np.ceil(chars / self.chars_per_token)).astype(np.int64)
 
-    def estimate_costs(self, prompts: Sequence[str], models: Sequence[str]) -> np.ndarray:
-        """``(n, m)`` float64 estimated USD cost of sending each prompt to each model (NaN: model has no price)."""
+    def _rates(self, models: Sequence[str]) -> np.ndarray:
+        """``(m, 2)`` USD per million input / output tokens; NaN rows for unpriced models."""
+        nan = (math.nan, math.nan)
+        return np.array([self._table.get(str(m), nan) for m in models], dtype=np.float64).reshape(len(models), 2)
+
+    def estimate_costs(
+        self,
+        prompts: Sequence[str],
+        models: Sequence[str],
+        *,
+        input_tokens: Sequence[float] | np.ndarray | None = None,
+        output_tokens: Sequence[float] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """``(n, m)`` float64 estimated USD cost of sending each prompt to each model (NaN: model has no price).
+
+        Args:
+            prompts: the ``n`` prompt texts.
+            models: the ``m`` model names.
+            input_tokens: optional ``(n,)`` input-token counts (e.g. from a tokenizer), used instead of the
+                characters rule of :meth:`input_tokens`.
+            output_tokens: optional ``(m,)`` expected answer length per model; NaN entries use the table's
+                ``output_tokens``.
+        """
         if isinstance(prompts, str):
             prompts = [prompts]
         if isinstance(models, str):
             models = [models]
-        tokens_in = self.input_tokens(prompts)
-        nan = (math.nan, math.nan)
-        rates = np.array([self._table.get(str(m), nan) for m in models], dtype=np.float64).reshape(len(models), 2)
-        per_call = tokens_in[:, None] * rates[None, :, 0] + self.output_tokens * rates[None, :, 1]
+        if input_tokens is None:
+            tokens_in = self.input_tokens(prompts).astype(np.float64)
+        else:
+            tokens_in = np.asarray(input_tokens, dtype=np.float64).reshape(-1)
+            if tokens_in.shape != (len(prompts),) or not np.isfinite(tokens_in).all() or (tokens_in < 0).any():
+                raise DataError(
+                    f"{self.source}: input_tokens must be {len(prompts)} finite counts >= 0, one per prompt; "
+                    f"got shape {tokens_in.shape}"
+                )
+        tokens_out = np.full(len(models), float(self.output_tokens))
+        if output_tokens is not None:
+            given = np.asarray(output_tokens, dtype=np.float64).reshape(-1)
+            if given.shape != (len(models),) or (given[np.isfinite(given)] < 0).any():
+                raise DataError(
+                    f"{self.source}: output_tokens must be {len(models)} counts >= 0 (NaN: the default "
+                    f"{self.output_tokens}), one per model; got {given.tolist()}"
+                )
+            tokens_out = np.where(np.isfinite(given), given, tokens_out)
+        rates = self._rates(models)
+        per_call = tokens_in[:, None] * rates[None, :, 0] + tokens_out[None, :] * rates[None, :, 1]
         return per_call / 1e6
+
+    def answer_tokens(
+        self, input_tokens: Sequence[float] | np.ndarray, models: Sequence[str], costs: np.ndarray
+    ) -> np.ndarray:
+        """``(n, m)`` answer length in tokens implied by observed per-call ``costs`` ``(n, m)`` (USD).
+
+        The cost rule solved for the output: ``(cost * 1e6 - input_tokens * input_price) / output_price``. It is
+        NaN where the cost is unknown, the model is unpriced or its output price is 0 (nothing to learn from);
+        it can be negative where the observed cost is below the input cost alone (the table's prices or the
+        token count do not match how the data was billed), which callers should treat as a mismatch, not clip.
+        """
+        tokens_in = np.asarray(input_tokens, dtype=np.float64).reshape(-1)
+        costs = np.asarray(costs, dtype=np.float64)
+        if costs.shape != (tokens_in.size, len(models)):
+            raise DataError(
+                f"{self.source}: costs have shape {costs.shape}; expected ({tokens_in.size}, {len(models)})"
+            )
+        rates = self._rates(models)
+        out_price = np.where(rates[:, 1] > 0, rates[:, 1], np.nan)
+        with np.errstate(invalid="ignore"):
+            return (costs * 1e6 - tokens_in[:, None] * rates[None, :, 0]) / out_price[None, :]
 
 
 __all__ = ["DEFAULT_CHARS_PER_TOKEN", "DEFAULT_OUTPUT_TOKENS", "REQUIRED_COLUMNS", "Prices"]

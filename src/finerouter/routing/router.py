@@ -31,7 +31,7 @@ from finerouter.errors import DataError, ParameterError
 from finerouter.routing import fitting
 from finerouter.routing.components import COMPONENTS, build_component
 from finerouter.routing.artifact import check_save_destination
-from finerouter.routing.costs import CostModel
+from finerouter.routing.costs import CostModel, observed_costs, token_counter_for
 from finerouter.routing.decision import RoutingDecision
 from finerouter.routing.decisions import RoutingRequest, build_decisions, choose
 from finerouter.routing.mixing import Calibration, MixingChoice
@@ -274,7 +274,8 @@ class FineRouter(Component):
         # the training prompts and their scores, kept only when the chosen mix reads the neighbour source
         self.neighbour_embeddings_ = embeddings if mixing.uses_neighbours else None
         self.neighbour_scores_ = np.asarray(dataset.scores, dtype=np.float32) if mixing.uses_neighbours else None
-        self.cost_model_ = CostModel.fit(dataset.models, prompts, dataset.costs, self._resolve_prices())
+        self.cost_model_ = CostModel.fit(dataset.models, prompts, observed_costs(dataset), self._resolve_prices(),
+                                         token_counter=token_counter_for(encoder))
         self.n_features_ = int(embeddings.shape[1])
         self.discovery_labels_ = discovery.labels_
         timings["total"] = time.perf_counter() - t0
@@ -437,5 +438,22 @@ class FineRouter(Component):
         from finerouter.routing.saving import load_router
 
         return load_router(cls, path, encoder=encoder, cache_dir=cache_dir, check_encoder=check_encoder)
+
+    # ------------------------------------------------------------------ the pool of models
+    def add_model(self, name: str, data: Any, cost: Any = None, *, seed: int | None = None) -> FineRouter:
+        """A new router with model ``name`` added from its scores on a few prompts in ``data`` (a RoutingDataset
+        or a table path), without refitting: its embedding and adapters are trained with everything else frozen,
+        and every task's prior and candidates updated (:func:`finerouter.routing.onboarding.add_model`). This
+        router is not modified. ``cost``: a prices CSV or Prices with its row, or USD per prompt."""
+        from finerouter.routing.onboarding import add_model
+
+        return add_model(self, name, data, cost, seed=seed)
+
+    def remove_model(self, name: str) -> FineRouter:
+        """A new router without model ``name`` (priors, candidates, adapters, costs), which it never routes to;
+        this router is not modified (:func:`finerouter.routing.onboarding.remove_model`)."""
+        from finerouter.routing.onboarding import remove_model
+
+        return remove_model(self, name)
 
 __all__ = ["COMPONENTS", "FineRouter", "RouterScores", "check_save_destination"]

@@ -15,13 +15,14 @@ from finerouter._version import __version__
 from finerouter.errors import ArtifactError
 from finerouter.routing import artifact
 from finerouter.routing.artifact import check_save_destination
-from finerouter.routing.costs import CostModel
+from finerouter.routing.costs import CostModel, token_counter_for
 from finerouter.routing.mixing import Calibration, MixingChoice
 
 
 def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
     """:meth:`FineRouter.save`: each fitted component into a folder of its own, the router's arrays, the manifest."""
     from finerouter.routing.components import COMPONENTS
+    from finerouter.routing.onboarding import model_provenance
 
     router._check_fitted()
     if getattr(router, "discovery_", None) is None:
@@ -60,6 +61,7 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
             "costs": router.cost_model_.to_dict(),
             "encoder": identity,
             "fit_summary": getattr(router, "fit_summary_", {}),
+            "provenance": model_provenance(router),
             "files": files,
         }
         manifest[artifact.MANIFEST_DIGEST_KEY] = artifact.manifest_digest(manifest)
@@ -113,9 +115,10 @@ def load_router(
         raise ArtifactError(f"{path}: the router's mix reads the neighbour source, and router.safetensors lacks it")
     router.models_ = list(manifest["models"])
     router.n_features_ = int(manifest["n_features"])
-    router.cost_model_ = CostModel.from_dict(manifest["costs"])
     router.fit_summary_ = manifest.get("fit_summary", {})
+    router.provenance_ = dict(manifest.get("provenance") or {})  # per model: "fitted" or {"added": n_prompts}
     router.encoder_ = artifact.load_encoder(manifest["encoder"], encoder, cache_dir, path)
+    router.cost_model_ = CostModel.from_dict(manifest["costs"], token_counter_for(router.encoder_))
     if check_encoder:
         if "encoder_probes" in arrays:
             artifact.check_encoder(router.encoder_, arrays["encoder_probes"], manifest["encoder"], path)

@@ -76,7 +76,7 @@ def create_app(
 
     from finerouter.serving.error_handlers import install_error_handlers
     from finerouter.serving.metrics import RequestMetricsMiddleware
-    from finerouter.serving.routes import chat, models, ops
+    from finerouter.serving.routes import chat, feedback, models, ops
 
     state = build_gateway_state(router, upstreams, auth_tokens=auth_tokens, settings=settings, clock=clock)
 
@@ -108,7 +108,7 @@ def create_app(
     app.state.gateway = state
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics, endpoints=ENDPOINTS)
     install_error_handlers(app)
-    for module in (chat, ops, models):
+    for module in (chat, ops, models, feedback):
         app.include_router(module.router)
     return app
 

@@ -20,6 +20,7 @@ serves it::
       max_upstream_body_bytes: 33554432
       shutdown_timeout_s: 10
       budget_window_requests: 1000    # the sliding window budgets are met over
+      request_log_dir: ./request-log  # opt-in: log decisions and take POST /v1/feedback
     keys:                             # optional: named client keys (turn auth on)
       team-a:
         token_env: TEAM_A_TOKEN       # the variable holding the client's bearer token
@@ -145,6 +146,10 @@ class GatewaySettings:
         budget_window_s: also forget requests older than this many seconds (None: only the count bounds it).
         budget_max_windows: the most budget streams (client key x budget) kept; the least recently used one is
             forgotten beyond that.
+        request_log_dir: log each routed request's decision and the clients' ``POST /v1/feedback`` scores to
+            this folder (None: no log, and no feedback endpoint); see :mod:`finerouter.collect.request_log`.
+        request_log_retention_days: log files older than this many days are deleted.
+        request_log_prompts: ``"text"`` stores each prompt, ``"hash"`` only its SHA-256.
     """
 
     alias: str = "finerouter"
@@ -167,6 +172,9 @@ class GatewaySettings:
     budget_window_requests: int = 1000
     budget_window_s: float | None = None
     budget_max_windows: int = 64
+    request_log_dir: str | None = None
+    request_log_retention_days: float = 30.0
+    request_log_prompts: str = "text"
 
     def __post_init__(self) -> None:
         owner = "GatewaySettings"
@@ -195,6 +203,10 @@ class GatewaySettings:
         if self.budget_window_s is not None:
             check_float(self.budget_window_s, "budget_window_s", owner, low=0.0, closed="neither")
         check_int(self.budget_max_windows, "budget_max_windows", owner, low=1)
+        if self.request_log_dir is not None and (not isinstance(self.request_log_dir, str) or not self.request_log_dir):
+            raise ParameterError(f"The 'request_log_dir' parameter of {owner} must be a folder path. Got {self.request_log_dir!r}.")
+        check_float(self.request_log_retention_days, "request_log_retention_days", owner, low=0.0, closed="neither")
+        check_choice(self.request_log_prompts, "request_log_prompts", owner, ("text", "hash"))
 
 
 @dataclass(frozen=True)

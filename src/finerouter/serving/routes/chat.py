@@ -16,6 +16,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from finerouter.collect.request_log import log_routed_answer
 from finerouter.routing.decision import RoutingDecision
 from finerouter.serving.dependencies import ClientTag, JSONBody, State
 from finerouter.serving.dispatch import AllUpstreamsFailed, Forwarded, RoutedTurn
@@ -108,6 +109,7 @@ async def chat_completions(request: Request, state: State, tag: ClientTag, body:
 
     options = state.route_options(body, overrides, tag)
     routed: list[tuple[RoutingDecision, float]] = []  # the routing decision and its seconds, when routed
+    routed_text: list[str] = []  # the text routed on (for the opt-in request log)
 
     async def route() -> RoutedTurn:
         text = routing_text(messages, settings.route_on)
@@ -121,6 +123,7 @@ async def chat_completions(request: Request, state: State, tag: ClientTag, body:
             )
         decision, seconds = await state.decide(text, options)
         routed.append((decision, seconds))
+        routed_text.append(text)
         return RoutedTurn(decision.model, decision.ranking, decision.task_id, decision.task_description)
 
     try:
@@ -134,12 +137,17 @@ async def chat_completions(request: Request, state: State, tag: ClientTag, body:
     except AllUpstreamsFailed as exc:
         raise all_failed(exc) from None
     forwarded = dispatched.forwarded
+    logged: dict[str, str] = {}
     if routed and 200 <= forwarded.answer.status_code < 300:
         state.count_spend(routed[-1][0], forwarded.model, state.key_name(tag))
+        request_id = log_routed_answer(state, routed[-1][0], forwarded, routed_text[-1], state.key_name(tag))
+        if request_id is not None:
+            logged["x-finerouter-request-id"] = request_id
     return relay_response(
         state,
         forwarded,
         {
+            **logged,
             "x-finerouter-task": task_label(dispatched.task_id),
             "x-finerouter-task-description": quote(dispatched.task_description[:200], safe=" ,.:;()/-_'"),
             "x-finerouter-routing-ms": f"{(routed[-1][1] if routed else 0.0) * 1000:.2f}",

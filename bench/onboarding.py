@@ -1,0 +1,191 @@
+"""Adding a model to a fitted router (`FineRouter.add_model`) vs refitting with it, and vs never knowing it.
+
+For each shared dataset and seed: an 80/20 split by unique prompt (stratified by task; the training part
+optionally cut to ``--train-size`` prompts), and for each held-out model X:
+
+* ``refit``: FineRouter fitted on the training part with every model (once per seed);
+* ``without``: FineRouter fitted on the training part without X (the router that never knew X);
+* ``added/<chooser>/<N>``: ``without`` + ``add_model(X)`` from X's scores on N training prompts, chosen by
+  ``suggest_prompts`` (``suggest``) or at random (``random``); the other models' scores on those prompts are in the
+  data too, as they are in the training table.
+
+Each router routes the test part (tolerance 0); quality is the mean true score of the chosen model. For X, "truly
+best" prompts are the test prompts where X's score is strictly above every other model's; ``x_recall`` is the share
+of them on which the router picks X. Prints one table and writes ``<out>/<dataset>.json`` and ``<out>/report.md``.
+
+    .venv/bin/python bench/onboarding.py                                         # every dataset, model, 3 seeds (hours)
+    .venv/bin/python bench/onboarding.py --datasets routerdc --seeds 0 --held-out 3 --n 100,300 --train-size 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent
+DATASETS = ("dcrouter", "routerbench_subset", "routerdc")
+
+
+def held_out_models(data: Any, spec: str) -> list[str]:
+    """``all``, a comma-separated list of names, or a count k: k models spread over the ranking by mean score
+    (best, ..., worst)."""
+    if spec == "all":
+        return list(data.models)
+    if spec.isdigit():
+        order = np.argsort(-data.model_means(), kind="stable")
+        picks = np.unique(np.round(np.linspace(0, len(order) - 1, int(spec))).astype(int))
+        return [data.models[order[i]] for i in picks]
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [n for n in names if n not in data.models]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {unknown}; the dataset's models are {data.models}")
+    return names
+
+
+def evaluate(router: Any, test: Any, x: str) -> dict[str, float]:
+    """Test quality of ``router`` and how often it picks ``x`` where ``x`` is truly best."""
+    from finerouter.evaluation.metrics import mean_quality
+
+    decisions = router.route(test.prompts)
+    index = {m: j for j, m in enumerate(test.models)}
+    picks = np.array([index[d.model] for d in decisions])
+    scores = np.nan_to_num(test.scores, nan=-1.0)
+    j = index[x]
+    others = np.delete(scores, j, axis=1)
+    truly_best = scores[:, j] > others.max(axis=1)
+    out = {"quality": mean_quality(test.scores, picks), "x_share": float(np.mean(picks == j)),
+           "x_truly_best_prompts": int(truly_best.sum())}  # fmt: skip
+    out["x_recall"] = float(np.mean(picks[truly_best] == j)) if truly_best.any() else float("nan")
+    return out
+
+
+def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from finerouter import FineRouter
+    from finerouter.data.locate import dataset_path
+    from finerouter.data.readers import read_routing_data
+    from finerouter.routing.suggestions import suggest_prompts
+
+    data = read_routing_data(dataset_path(name), name=name)
+    records: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        train, test = data.split(args.test_size, seed=seed)
+        if args.train_size and args.train_size < train.n_prompts:
+            train = train.subset(np.sort(np.random.default_rng(seed).choice(train.n_prompts, args.train_size, replace=False)))
+        if args.test_limit and args.test_limit < test.n_prompts:
+            test = test.subset(np.sort(np.random.default_rng(seed + 1).choice(test.n_prompts, args.test_limit, replace=False)))
+        t = time.perf_counter()
+        refit = FineRouter(cache_dir=args.cache_dir, seed=seed).fit(train)
+        refit_seconds = time.perf_counter() - t
+        print(f"[{name} seed {seed}] refit with all {data.n_models} models on {train.n_prompts} prompts: {refit_seconds:.0f}s",
+              flush=True)  # fmt: skip
+        for x in held_out_models(data, args.held_out):
+            rest = [m for m in data.models if m != x]
+            t = time.perf_counter()
+            without = FineRouter(cache_dir=args.cache_dir, seed=seed).fit(train.select_models(rest))
+            without_seconds = time.perf_counter() - t
+            rec: dict[str, Any] = {"seed": seed, "model": x, "train_prompts": train.n_prompts,
+                                   "refit_seconds": refit_seconds, "without_seconds": without_seconds,
+                                   "refit": evaluate(refit, test, x), "without": evaluate(without, test, x), "added": {}}  # fmt: skip
+            for chooser in args.choosers:
+                for n in args.n:
+                    if chooser == "suggest":
+                        idx = suggest_prompts(without, n, train.prompts, seed=seed)
+                    else:
+                        idx = np.random.default_rng([seed, n]).choice(train.n_prompts, min(n, train.n_prompts), replace=False)
+                    sample = train.subset(np.sort(idx))
+                    if not np.isfinite(sample.scores[:, sample.models.index(x)]).any():
+                        continue
+                    t = time.perf_counter()
+                    added = without.add_model(x, sample)
+                    seconds = time.perf_counter() - t
+                    result = evaluate(added, test, x)
+                    result.update(seconds=seconds, n_prompts=int(sample.n_prompts),
+                                  change=added.fit_summary_["model_changes"][-1])  # fmt: skip
+                    rec["added"][f"{chooser}/{n}"] = result
+                    print(f"  {x}: {chooser} N={n}: quality {result['quality']:.4f} (refit {rec['refit']['quality']:.4f}, "
+                          f"without {rec['without']['quality']:.4f}), x recall {result['x_recall']:.3f} "
+                          f"(refit {rec['refit']['x_recall']:.3f}), {seconds:.1f}s", flush=True)  # fmt: skip
+            records.append(rec)
+    return {"dataset": name, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "records": records}  # fmt: skip
+
+
+def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (chooser, N): means over held-out models and seeds."""
+    recs = result["records"]
+    keys = sorted({k for r in recs for k in r["added"]}, key=lambda k: (k.split("/")[0], int(k.split("/")[1])))
+    rows = []
+    for key in keys:
+        have = [r for r in recs if key in r["added"]]
+        added = np.array([r["added"][key]["quality"] for r in have])
+        refit = np.array([r["refit"]["quality"] for r in have])
+        without = np.array([r["without"]["quality"] for r in have])
+        recall_added = np.nanmean([r["added"][key]["x_recall"] for r in have])
+        recall_refit = np.nanmean([r["refit"]["x_recall"] for r in have])
+        rows.append({
+            "setting": key, "runs": len(have), "added": float(added.mean()), "refit": float(refit.mean()),
+            "without": float(without.mean()), "added_minus_refit": float((added - refit).mean()),
+            "x_recall_added": float(recall_added), "x_recall_refit": float(recall_refit),
+            "add_seconds": float(np.mean([r["added"][key]["seconds"] for r in have])),
+            "refit_seconds": float(np.mean([r["refit_seconds"] for r in have])),
+        })  # fmt: skip
+    return rows
+
+
+def report(results: list[dict[str, Any]], command: str) -> str:
+    lines = ["# Adding a model without refitting", "", f"`{command}`", ""]
+    for result in results:
+        lines += [f"## {result['dataset']}", "",
+                  "held out: " + ", ".join(sorted({r['model'] for r in result['records']})), "",
+                  "| prompts chosen by / N | runs | added | refit | never knew X | added − refit | X picked where truly "
+                  "best: added / refit | seconds to add / refit |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for row in summary_rows(result):
+            lines.append(
+                f"| {row['setting']} | {row['runs']} | {row['added']:.4f} | {row['refit']:.4f} | {row['without']:.4f} | "
+                f"{row['added_minus_refit']:+.4f} | {row['x_recall_added']:.3f} / {row['x_recall_refit']:.3f} | "
+                f"{row['add_seconds']:.1f} / {row['refit_seconds']:.0f} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default=",".join(DATASETS))
+    ap.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    ap.add_argument("--held-out", default="all", help="all, a comma-separated list of models, or a count k (spread over the ranking)")
+    ap.add_argument("--n", default="50,100,300,1000", help="prompts of the new model's scores")
+    ap.add_argument("--choosers", default="suggest,random")
+    ap.add_argument("--train-size", type=int, default=0, help="cut the training part to this many prompts (0: all)")
+    ap.add_argument("--test-size", type=float, default=0.2)
+    ap.add_argument("--test-limit", type=int, default=0, help="route at most this many test prompts (0: all)")
+    ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "onboarding")
+    args = ap.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.n = [int(s) for s in args.n.split(",") if s.strip()]
+    args.choosers = [c.strip() for c in args.choosers.split(",") if c.strip()]
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        result = run_dataset(name, args)
+        (args.out / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        results.append(result)
+    import sys
+
+    text = report(results, ".venv/bin/python bench/onboarding.py " + " ".join(sys.argv[1:]))
+    (args.out / "report.md").write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""`finerouter add-model`: add a model to a saved router from its scores on a few prompts, or retire models,
+without refitting; writes a new router artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from finerouter.cli._common import cli_errors, console
+
+
+def add_model(
+    router: Path = typer.Option(..., "--router", help="The saved router to start from (left unchanged)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the new router: a new or empty folder, or a previous router artifact (replaced)."),
+    model: str | None = typer.Option(None, "--model", help="The model to add (its scores are the table's column for it)."),
+    data: Path | None = typer.Option(None, "--data", help="Routing table (any layout `fit` reads; one model column is enough) with the new model's scores on some prompts."),
+    prices: Path | None = typer.Option(None, "--prices", help="Prices CSV with a row for the new model (when the router estimates costs)."),
+    cost: float | None = typer.Option(None, "--cost", help="The new model's cost in USD per prompt, instead of --prices."),
+    remove: list[str] = typer.Option([], "--remove", help="A model to retire (repeatable); done before adding --model."),
+    cache_dir: Path | None = typer.Option(Path(".finerouter_cache"), "--cache-dir", help="Embedding cache directory."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the new model's training (default: the router's)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a previous router artifact (deletes what it holds)."),
+) -> None:
+    """Add --model from --data (its embedding, adapters, task priors and candidates learned with everything else
+    frozen) and/or retire --remove models; save the result to --out."""
+    from finerouter.routing.router import FineRouter, check_save_destination
+
+    err_console = console()
+    with cli_errors():
+        if model is None and not remove:
+            raise typer.BadParameter("nothing to do: give --model (with --data) and/or --remove")
+        if model is not None and data is None:
+            raise typer.BadParameter("--model needs --data, the table with its scores")
+        if prices is not None and cost is not None:
+            raise typer.BadParameter("give the new model's cost by --prices or by --cost, not both")
+        check_save_destination(out, force=force)  # before any work: a refusal costs nothing
+        current = FineRouter.load(router, cache_dir=cache_dir)
+        for name in remove:
+            current = current.remove_model(name)
+            err_console.print(f"[bold]removed[/] {name}")
+        if model is not None:
+            with err_console.status(f"adding {model} (embedding its prompts, training its adapters)..."):
+                current = current.add_model(model, data, cost=prices if prices is not None else cost, seed=seed)
+            event = current.fit_summary_["model_changes"][-1]
+            err_console.print(
+                f"[bold]added[/] {model} from {event['n_prompts']} prompts: a candidate in "
+                f"{event['candidate_of_tasks']} of {current.catalog_.n_tasks} tasks ({event['seconds']:.1f}s)"
+            )
+        current.save(out, force=force)
+        err_console.print(f"[green]saved[/] {out}: {len(current.models_)} models")

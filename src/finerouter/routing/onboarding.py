@@ -1,0 +1,470 @@
+"""Adding a model to a fitted router, or retiring one, without refitting it; and which prompts to score a new
+model on (:func:`suggest_prompts`).
+
+:func:`add_model` learns what the router needs to know about a new model ``X`` from ``X``'s scores on a few
+prompts (typically 100 to 1,000), everything the router already learned staying frozen:
+
+- **Stage 2**: ``X``'s model embedding, general adapter and task adapters
+  (:mod:`finerouter.quality.onboarding`).
+- **Stage-1 prior**: each prompt is assigned a task by the router's classifier; ``X``'s column of ``stage1_``
+  is its per-task mean score shrunk toward its overall mean where a task saw few of its prompts
+  (:func:`finerouter.routing.mixing.shrink_task_means`; the per-task median or mean with ``stage1_statistic``
+  ``"median"`` or without shrinkage). Its global prior is the task means weighted by the tasks' training sizes,
+  so that prompts chosen to over-sample small tasks do not skew it.
+- **Candidates**: a task with at least :data:`MIN_TASK_PROMPTS` new prompts that also carry every other model's
+  score gets its candidate set recomputed by the δ-coverage rule of discovery
+  (:func:`finerouter.discovery.candidates.adaptive_candidates`) on those prompts: ``X`` enters the task's fused
+  ranking where its mean reciprocal rank there places it, and the set grows (``X`` wins prompts no candidate
+  won) or shrinks (``X`` takes the wins of weaker candidates). Elsewhere, ``X`` joins a task's candidates when
+  the task has new prompts and its stage-1 prior there beats a current candidate's; the others stay.
+- **Costs**: a price for ``X`` (a prices table, per-prompt costs in the data, or a flat cost per prompt), in the
+  router's own cost model.
+
+The mixing weights and the calibration stay as they are. The router's ``provenance_`` records, per model,
+``"fitted"`` or ``{"added": n_prompts}``, and is saved in the artifact's manifest.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from finerouter.errors import DataError, ParameterError
+
+logger = logging.getLogger(__name__)
+
+#: The fewest new prompts of a task, each scored by every model, for which the task's candidates are recomputed by
+#: the coverage rule; with fewer, the new model's stage-1 prior decides whether it joins them.
+MIN_TASK_PROMPTS = 5
+#: The fewest prompts with a score of the new model that :func:`add_model` accepts.
+MIN_PROMPTS = 10
+_PLACEHOLDER = "\0finerouter-placeholder"
+
+
+@dataclass
+class NewModelScores:
+    """What :func:`add_model` reads from its ``data``: the prompts the new model was scored on.
+
+    Attributes:
+        prompts: ``(n,)`` prompt texts; scores: ``(n,)`` the new model's scores in [0, 1].
+        costs: ``(n,)`` its per-prompt USD costs (NaN where unknown), or None.
+        others: ``(n, m)`` the router's models' scores on the same prompts (NaN where absent), in its model order.
+        source: where the data came from, for messages.
+    """
+
+    prompts: list[str]
+    scores: np.ndarray
+    costs: np.ndarray | None
+    others: np.ndarray
+    source: str
+
+
+def model_provenance(router: Any) -> dict[str, Any]:
+    """Per model of a fitted router: ``"fitted"`` (with the router) or ``{"added": n_prompts}``."""
+    saved = getattr(router, "provenance_", None) or {}
+    return {m: saved.get(m, "fitted") for m in router.models_}
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+def _read_table(path: str | os.PathLike[str], name: str) -> tuple[list[str], list[str], np.ndarray, np.ndarray | None]:
+    """``(prompts, models, scores (n, m), costs (n, m) or None)`` of a routing table in any registered layout,
+    repeated prompts averaged; unlike :func:`~finerouter.data.readers.read_routing_data`, one model is enough."""
+    import pandas as pd
+
+    from finerouter.data.checks import check_costs, check_scores
+    from finerouter.data.files import load_frame
+    from finerouter.data.layouts import detect_layout, get_layout
+    from finerouter.data.table import check_table_shape
+
+    from finerouter.data.layouts.long import LONG_ALIASES
+
+    where = os.fspath(path)
+    frame = load_frame(where)
+    layout = detect_layout(list(frame.columns), where)
+    # The layouts require two models; a table of the new model alone gets a placeholder model, dropped below.
+    if layout == "wide" and sum(str(c).startswith("score::") for c in frame.columns) == 1:
+        frame = frame.assign(**{f"score::{_PLACEHOLDER}": 0.0})
+    elif layout == "long":
+        model_col = next(c for c in LONG_ALIASES["model"] if c in frame.columns)
+        if frame[model_col].nunique() == 1 and len(frame):
+            extra = frame.iloc[:1].copy()
+            extra[model_col] = _PLACEHOLDER
+            frame = pd.concat([frame, extra], ignore_index=True)
+    table = get_layout(layout).parse(frame, where)
+    check_table_shape(table, layout)
+    check_scores(table, False)
+    check_costs(table)
+    group, uniques = pd.factorize(pd.Series(table.prompts, dtype=object))
+    group = np.asarray(group, dtype=np.int64)
+    m, n = len(table.models), len(uniques)
+    key = group[table.row] * m + table.model
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        ok = np.isfinite(values)
+        sums = np.bincount(key[ok], weights=values[ok], minlength=n * m)
+        counts = np.bincount(key[ok], minlength=n * m)
+        out = np.full(n * m, np.nan)
+        np.divide(sums, counts, out=out, where=counts > 0)
+        return out.reshape(n, m)
+
+    costs = None if table.cost is None else mean(np.asarray(table.cost, dtype=np.float64))
+    scores, models = mean(np.asarray(table.score, dtype=np.float64)), list(table.models)
+    if _PLACEHOLDER in models:
+        j = models.index(_PLACEHOLDER)
+        models, scores = models[:j] + models[j + 1 :], np.delete(scores, j, axis=1)
+        costs = None if costs is None else np.delete(costs, j, axis=1)
+    return [str(p) for p in uniques], models, scores, costs
+
+
+def new_model_scores(data: Any, name: str, models: list[str]) -> NewModelScores:
+    """The new model ``name``'s scores from ``data`` (a RoutingDataset or a table path), with the router's
+    ``models``' scores on the same prompts where present; DataError when ``data`` has no usable column ``name``."""
+    from finerouter.data.dataset import RoutingDataset
+
+    if isinstance(data, RoutingDataset):
+        prompts, cols, scores, costs, source = data.prompts, data.models, data.scores, data.costs, data.source
+    elif isinstance(data, (str, os.PathLike)):
+        source = os.fspath(data)
+        prompts, cols, scores, costs = _read_table(data, name)
+    else:
+        raise ParameterError(
+            f"The 'data' parameter of add_model must be a RoutingDataset or a table path. Got {type(data).__name__}."
+        )
+    if name not in cols:
+        raise DataError(f"{source}: no scores for the new model {name!r} (its models are {list(cols)})")
+    j = cols.index(name)
+    keep = np.flatnonzero(np.isfinite(scores[:, j]))
+    if keep.size < MIN_PROMPTS:
+        raise DataError(
+            f"{source}: model {name!r} has a score on {keep.size} prompts; adding a model needs at least {MIN_PROMPTS}"
+        )
+    others = np.full((keep.size, len(models)), np.nan)
+    for k, model in enumerate(models):
+        if model in cols:
+            others[:, k] = scores[keep, cols.index(model)]
+    return NewModelScores(
+        prompts=[prompts[i] for i in keep], scores=np.asarray(scores[keep, j], dtype=np.float64),
+        costs=None if costs is None else np.asarray(costs[keep, j], dtype=np.float64), others=others, source=source,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- priors
+def new_prior_column(router: Any, scores: np.ndarray, tasks: np.ndarray) -> np.ndarray:
+    """``(T+1,)`` the new model's stage-1 prior per task (row ``T``: Others, or all prompts when none is there)."""
+    from finerouter.routing.mixing import shrink_task_means
+
+    n_tasks = router.catalog_.n_tasks
+    if router.stage1_statistic == "mean" and router.stage1_shrinkage:
+        return shrink_task_means(scores[:, None], tasks, n_tasks)[:, 0]
+    stat = np.mean if router.stage1_statistic == "mean" else np.median
+    out = np.full(n_tasks + 1, float(stat(scores)))
+    for t in range(-1, n_tasks):
+        if (tasks == t).any():
+            out[t if t >= 0 else n_tasks] = float(stat(scores[tasks == t]))
+    return out
+
+
+def task_weights(catalog: Any) -> np.ndarray:
+    """``(T+1,)`` each task's share of the training prompts (row ``T``: Others)."""
+    sizes = np.array([t.size for t in catalog.tasks] + [catalog.others.size], dtype=np.float64)
+    return sizes / sizes.sum() if sizes.sum() > 0 else np.full(sizes.size, 1.0 / sizes.size)
+
+
+# ---------------------------------------------------------------------------------------------------- candidates
+def updated_candidates(
+    router: Any, new: NewModelScores, tasks: np.ndarray, prior: np.ndarray, stage1: np.ndarray
+) -> tuple[list[list[str]], list[list[str]], list[float], dict[str, int]]:
+    """Per task: the fused ranking and candidates with the new model (last in ``stage1``'s columns), and coverage.
+
+    Returns ``(rankings, candidates, coverage, counts)``; ``counts`` says how many tasks used which rule.
+    """
+    from finerouter.discovery.candidates import adaptive_candidates
+    from finerouter.discovery.ranking import rank_models
+
+    catalog = router.catalog_
+    models = list(router.models_)
+    all_models = models + ["\0new"]
+    full = np.column_stack([new.others, new.scores])
+    complete = np.isfinite(full).all(axis=1)
+    delta = float(router.discovery_.delta if router.discovery_ is not None else 0.8)
+    epsilon = float(getattr(router.discovery_, "epsilon", 60))
+    tie = np.r_[router.global_prior_, prior @ task_weights(catalog)]
+    rankings, candidates, coverage = [], [], []
+    counts = {"coverage_rule": 0, "prior_rule": 0, "no_prompts": 0}
+    new_index = len(models)
+    for task in catalog.tasks:
+        t = task.id
+        old_order = [models.index(c) for c in task.fused_ranking]
+        old_cands = [models.index(c) for c in task.candidates]
+        rows = np.flatnonzero((tasks == t) & complete)
+        if rows.size >= MIN_TASK_PROMPTS:
+            ranks = rank_models(full[rows], tie)  # (r, m + 1)
+            mrr = np.mean(1.0 / (epsilon + ranks), axis=0)
+            position = int(sum(mrr[j] >= mrr[new_index] for j in old_order))
+            order = old_order[:position] + [new_index] + old_order[position:]
+            best = ranks.argmin(axis=1)
+            n_cand, cov = adaptive_candidates(best, np.zeros(rows.size, np.int64), np.asarray([order]), delta)
+            cands, cov_t = order[: int(n_cand[0])], float(cov[0])
+            counts["coverage_rule"] += 1
+        else:
+            value = stage1[t, new_index]
+            position = next((i for i, j in enumerate(old_order) if stage1[t, j] < value), len(old_order))
+            order = old_order[:position] + [new_index] + old_order[position:]
+            has_prompts = bool((tasks == t).any())
+            joins = has_prompts and any(stage1[t, j] < value for j in old_cands)
+            cands = order[: len(old_cands) + 1] if joins and position < len(old_cands) else old_cands
+            cov_t = float(task.coverage)
+            counts["prior_rule" if has_prompts else "no_prompts"] += 1
+        rankings.append([all_models[j] for j in order])
+        candidates.append([all_models[j] for j in cands])
+        coverage.append(cov_t)
+    return rankings, candidates, coverage, counts
+
+
+# ---------------------------------------------------------------------------------------------------- costs
+def _lengths(model: Any, prompts: list[str]) -> np.ndarray:
+    """``(n,)`` input lengths in the unit of the cost model's linear fit (characters, or tokens when it counts them)."""
+    if hasattr(model, "_linear_lengths"):
+        return np.asarray(model._linear_lengths(prompts, model._input_tokens(prompts)), dtype=np.float64)
+    return np.array([len(p) for p in prompts], dtype=np.float64)
+
+
+def _line_from_prices(model: Any, prices: Any, name: str) -> np.ndarray:
+    """``(2,)`` the ``a + b * length`` cost line equivalent to ``name``'s row of a prices table."""
+    inp, out = prices.price(name)
+    per_unit = 1.0 if getattr(model, "input_unit", "characters") == "tokens" else 1.0 / prices.chars_per_token
+    return np.array([prices.output_tokens * out / 1e6, inp * per_unit / 1e6])
+
+
+def _check_cost(cost: Any, name: str) -> Any:
+    from finerouter.data.prices import Prices
+
+    if isinstance(cost, (str, os.PathLike)):
+        cost = Prices.read(cost)
+    if isinstance(cost, bool) or not (cost is None or isinstance(cost, (Prices, int, float))):
+        raise ParameterError(
+            "The 'cost' parameter of add_model must be None, a prices CSV path, a Prices or a USD amount per prompt. "
+            f"Got {cost!r}."
+        )
+    if isinstance(cost, (int, float)) and not (np.isfinite(cost) and cost >= 0):
+        raise ParameterError(f"The 'cost' parameter of add_model must be a USD amount >= 0. Got {cost!r}.")
+    if isinstance(cost, Prices) and name not in cost:
+        raise ParameterError(f"the prices table {cost.source} has no price for the new model {name!r}")
+    return cost
+
+
+def extended_cost_model(router: Any, name: str, new: NewModelScores, cost: Any) -> Any:
+    """The router's cost model with a cost for ``name``: from ``cost`` (a prices CSV path or
+    :class:`~finerouter.data.prices.Prices` pricing ``name``, or a flat USD per prompt), else from the data's
+    per-prompt costs, else from the router's own prices table. ParameterError when the router estimates costs and
+    none of these prices ``name``; a router without costs stays without."""
+    from finerouter.data.prices import Prices
+
+    cost = _check_cost(cost, name)
+    model = copy.copy(router.cost_model_)
+    model.models = list(model.models) + [name]
+    if getattr(model, "output_tokens", None) is not None:
+        model.output_tokens = np.r_[model.output_tokens, np.nan]  # the table's default answer length
+    if router.cost_model_.kind == "none":
+        if cost is not None:
+            logger.warning("the router estimates no costs (none at fit time); the price given for %r is not used", name)
+        return model
+    line: np.ndarray | None = None  # a + b * length
+    pair: tuple[float, float] | None = None  # a prices row
+    if isinstance(cost, Prices):
+        line, pair = _line_from_prices(model, cost, name), cost.price(name)
+    elif isinstance(cost, (int, float)):
+        line = np.array([float(cost), 0.0])
+    elif new.costs is not None and np.isfinite(new.costs).sum() >= 2:
+        ok = np.isfinite(new.costs)
+        lengths = _lengths(model, [p for p, keep in zip(new.prompts, ok) if keep])
+        line, *_ = np.linalg.lstsq(np.stack([np.ones(lengths.size), lengths], axis=1), new.costs[ok], rcond=None)
+    elif model.prices is not None and name in model.prices:
+        pair = model.prices.price(name)
+    else:
+        raise ParameterError(
+            f"the router estimates costs ({model.kind}) but nothing prices the new model {name!r}: pass cost= (a "
+            "prices table with its row, or USD per prompt; CLI: --prices or --cost), or data with its costs"
+        )
+    if model.linear is not None:
+        row = line if line is not None else _line_from_prices(model, model.prices, name)
+        model.linear = np.vstack([model.linear, row])
+    if model.prices is not None and (pair is not None or model.linear is None):
+        prices = model.prices
+        if pair is None:  # a cost line as a prices row: intercept = the answer, slope = the input
+            a, b = np.maximum(line, 0.0)
+            per_unit = 1.0 if getattr(model, "input_unit", "characters") == "tokens" else prices.chars_per_token
+            pair = (float(b * per_unit * 1e6), float(a * 1e6 / max(prices.output_tokens, 1)))
+        table = prices.to_dict()
+        table["prices"] = {**table["prices"], name: [pair[0], pair[1]]}
+        model.prices = Prices.from_dict(table)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------- add / remove
+def _check_name(router: Any, name: Any, what: str) -> str:
+    router._check_fitted()
+    if not isinstance(name, str) or not name.strip():
+        raise ParameterError(f"The 'name' parameter of {what} must be a non-empty model name. Got {name!r}.")
+    return name
+
+
+def assign_tasks(router: Any, embeddings: np.ndarray) -> np.ndarray:
+    """``(n,)`` the task the router's classifier gives each prompt (-1: Others), as routing does."""
+    if router.classifier_ is None:
+        return np.full(embeddings.shape[0], -1, dtype=np.int64)
+    return router.classifier_.predict(embeddings)[0]
+
+
+def _catalog_with(catalog: Any, models: list[str], rankings: list[list[str]], candidates: list[list[str]],
+                  coverage: list[float], medians: np.ndarray | None) -> Any:
+    """A copy of ``catalog`` over ``models``: tasks with the given rankings, candidates and coverage;
+    ``medians`` ``(T+1,)`` the added model's median scores (None: a model was removed)."""
+    from finerouter.discovery.catalog import OthersGroup, TaskCatalog
+
+    def scores(old: dict[str, float], value: float | None) -> dict[str, float]:
+        out = {m: old[m] for m in models if m in old}
+        if value is not None:
+            out[models[-1]] = float(value)
+        return out
+
+    tasks = [
+        dataclasses.replace(task, fused_ranking=rankings[t], candidates=candidates[t], coverage=coverage[t],
+                            median_scores=scores(task.median_scores, None if medians is None else medians[t]))
+        for t, task in enumerate(catalog.tasks)
+    ]  # fmt: skip
+    others = OthersGroup(catalog.others.size, catalog.others.members,
+                         scores(catalog.others.median_scores, None if medians is None else medians[-1]))  # fmt: skip
+    return TaskCatalog(models, tasks, others, dim=catalog.dim, n_prompts=catalog.n_prompts, info=catalog.info)
+
+
+def _with_parts(router: Any, models: list[str], catalog: Any, quality: Any, stage1: np.ndarray,
+                global_prior: np.ndarray, cost_model: Any, provenance: dict[str, Any], event: dict[str, Any]) -> Any:
+    """A shallow copy of ``router`` with new per-model parts (the original is left as it was)."""
+    out = copy.copy(router)
+    for cache in ("_stage1_norm", "_global_norm"):
+        out.__dict__.pop(cache, None)
+    if router.discovery_ is not None:
+        out.discovery_ = copy.copy(router.discovery_)
+        out.discovery_.catalog_ = catalog
+    out.models_, out.catalog_, out.quality_ = list(models), catalog, quality
+    out.stage1_, out.global_prior_, out.cost_model_ = stage1, global_prior, cost_model
+    if getattr(router, "neighbour_scores_", None) is not None:  # the neighbour source: a column per model
+        old = {m: j for j, m in enumerate(router.models_)}
+        out.neighbour_scores_ = np.column_stack([
+            router.neighbour_scores_[:, old[m]] if m in old
+            else np.full(router.neighbour_scores_.shape[0], global_prior[k], dtype=np.float32)
+            for k, m in enumerate(models)
+        ])  # an added model: its overall prior on every training prompt (neutral among neighbours)
+    out.provenance_ = provenance
+    out.fit_summary_ = copy.deepcopy(getattr(router, "fit_summary_", {}))
+    out.fit_summary_["n_models"] = len(models)
+    out.fit_summary_.setdefault("model_changes", []).append(event)
+    return out
+
+
+def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int | None = None) -> Any:
+    """A new router: ``router`` with model ``name`` added from its scores in ``data`` (see the module docstring).
+
+    Args:
+        router: a fitted :class:`~finerouter.routing.router.FineRouter`; it is not modified.
+        name: the new model; must not be one of the router's models.
+        data: a :class:`~finerouter.RoutingDataset` or a routing table path (any layout
+            :func:`~finerouter.data.readers.read_routing_data` reads; one model column is enough) with a score of
+            ``name`` on at least :data:`MIN_PROMPTS` prompts. The router's other models' scores on the same prompts,
+            where present, let the candidate sets be recomputed by the coverage rule.
+        cost: the new model's price when the router estimates costs: a prices CSV path or
+            :class:`~finerouter.data.prices.Prices` with its row, or USD per prompt; None: the data's
+            ``cost::<name>`` column, else the router's own prices table.
+        seed: seeds the new model's training (default: the router's seed).
+
+    Raises:
+        ParameterError: ``name`` is already a model of the router, or nothing prices it where costs are needed.
+        DataError: ``data`` has no (or too few) scores of ``name``.
+    """
+    name = _check_name(router, name, "add_model")
+    if name in router.models_:
+        raise ParameterError(
+            f"model {name!r} is already one of the router's models {router.models_}; remove it first "
+            "(remove_model) to add it again from new data"
+        )
+    from finerouter.quality.onboarding import rebuild_estimator, train_new_model, train_new_task_adapters
+
+    t0 = time.perf_counter()
+    seed = router.seed if seed is None else seed
+    models = list(router.models_)
+    new = new_model_scores(data, name, models)
+    cost_model = extended_cost_model(router, name, new, cost)  # before any training: a refusal costs nothing
+    emb = np.ascontiguousarray(router.encoder_.encode(new.prompts), dtype=np.float32)
+    tasks = assign_tasks(router, emb)
+    catalog = router.catalog_
+    prior = new_prior_column(router, new.scores, tasks)
+    stage1 = np.column_stack([router.stage1_, prior])
+    global_prior = np.r_[router.global_prior_, float(prior @ task_weights(catalog))]
+    rankings, candidates, coverage, rules = updated_candidates(router, new, tasks, prior, stage1)
+    all_models = models + [name]
+    rankings = [[name if m == "\0new" else m for m in row] for row in rankings]
+    candidates = [[name if m == "\0new" else m for m in row] for row in candidates]
+    cand_idx = [[all_models.index(c) for c in row] for row in candidates]
+    fit = train_new_model(router.quality_, emb, new.scores, tasks, seed)
+    new_tasks = [t for t, row in enumerate(cand_idx) if len(models) in row]
+    train_new_task_adapters(router.quality_, fit, emb, new.scores, tasks, new_tasks, seed)
+    quality = rebuild_estimator(router.quality_, list(range(len(models))), cand_idx, fit)
+    overall = float(np.median(new.scores))
+    medians = np.array([float(np.median(new.scores[tasks == t])) if (tasks == t).any() else overall
+                        for t in range(catalog.n_tasks)] + [overall])  # fmt: skip
+    new_catalog = _catalog_with(catalog, all_models, rankings, candidates, coverage, medians)
+    provenance = {**model_provenance(router), name: {"added": len(new.prompts)}}
+    event = {"added": name, "n_prompts": len(new.prompts), "candidate_of_tasks": len(new_tasks),
+             "candidate_rules": rules, "warm_start": models[fit.warm_start], "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+    logger.info("added model %r from %d prompts: candidate in %d of %d tasks (%.1fs)", name, len(new.prompts),
+                len(new_tasks), catalog.n_tasks, event["seconds"])  # fmt: skip
+    return _with_parts(router, all_models, new_catalog, quality, stage1, global_prior, cost_model, provenance, event)
+
+
+def remove_model(router: Any, name: str) -> Any:
+    """A new router: ``router`` without model ``name`` (priors, candidates, adapters, costs), never routed to again.
+
+    A task whose only candidate was ``name`` takes the next model of its fused ranking (with its general adapter
+    as task adapter). ``router`` is not modified. ParameterError for a model the router does not know, or when
+    fewer than 2 models would remain.
+    """
+    from finerouter.quality.onboarding import rebuild_estimator
+
+    name = _check_name(router, name, "remove_model")
+    models = list(router.models_)
+    if name not in models:
+        raise ParameterError(f"unknown model {name!r}: the router's models are {models}")
+    if len(models) <= 2:
+        raise ParameterError(f"cannot remove {name!r}: a router needs at least 2 models, it has {models}")
+    j = models.index(name)
+    keep = [k for k in range(len(models)) if k != j]
+    kept = [models[k] for k in keep]
+    rankings = [[m for m in task.fused_ranking if m != name] for task in router.catalog_.tasks]
+    candidates = [[m for m in task.candidates if m != name] or rankings[t][:1]
+                  for t, task in enumerate(router.catalog_.tasks)]  # fmt: skip
+    coverage = [task.coverage for task in router.catalog_.tasks]
+    catalog = _catalog_with(router.catalog_, kept, rankings, candidates, coverage, None)
+    quality = rebuild_estimator(router.quality_, keep, [[kept.index(c) for c in row] for row in candidates])
+    cost_model = copy.copy(router.cost_model_)
+    cost_model.models = kept
+    for attr in ("linear", "output_tokens"):
+        if getattr(cost_model, attr, None) is not None:
+            setattr(cost_model, attr, np.delete(getattr(cost_model, attr), j, axis=0))
+    provenance = {m: p for m, p in model_provenance(router).items() if m != name}
+    return _with_parts(router, kept, catalog, quality, np.delete(router.stage1_, j, axis=1),
+                       np.delete(router.global_prior_, j), cost_model, provenance, {"removed": name})  # fmt: skip
+
+
+__all__ = [
+    "MIN_PROMPTS", "MIN_TASK_PROMPTS", "NewModelScores", "add_model", "assign_tasks", "extended_cost_model",
+    "model_provenance", "new_model_scores", "remove_model", "task_weights",
+]  # fmt: skip

@@ -1,0 +1,191 @@
+"""Adding a model to a fitted router and retiring one without refitting (finerouter.routing.onboarding), the
+prompts suggested for a new model (finerouter.routing.suggestions), and the `add-model` / `suggest-prompts`
+commands. A FakeEncoder router on synthetic data, fitted once per module."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from finerouter import FineRouter
+from finerouter.cli.main import app
+from finerouter.data.dataset import RoutingDataset
+from finerouter.data.synthetic import make_synthetic_routing_data
+from finerouter.errors import DataError, ParameterError
+from finerouter.routing.onboarding import assign_tasks
+from finerouter.routing.suggestions import suggest_prompts
+from finerouter.testing import FAST_SETTINGS, FakeEncoder
+
+STAR = "star-model"
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """``(router, train, test, target task)``: the target is the task the classifier gives most training prompts."""
+    data = make_synthetic_routing_data(300, n_models=4, seed=0)
+    train, test = data.split(0.25, seed=0)
+    router = FineRouter(encoder=FakeEncoder(), seed=0, mixing="paper", **FAST_SETTINGS).fit(train)
+    tasks = assign_tasks(router, router.encoder_.encode(train.prompts))
+    target = Counter(tasks.tolist()).most_common(1)[0][0]
+    return router, train, test, target
+
+
+def star_scores(router, prompts, target, seed=1):
+    """A new model that is truly best (0.98) on the prompts the router assigns to ``target``, bad (0.05) elsewhere."""
+    tasks = assign_tasks(router, router.encoder_.encode(prompts))
+    noise = np.random.default_rng(seed).normal(0, 0.02, len(prompts))
+    return np.clip(np.where(tasks == target, 0.98, 0.05) + noise, 0, 1), tasks
+
+
+def with_star(router, data, target, rows=150):
+    """``data``'s first ``rows`` prompts with the star model's column added (the other models' scores kept)."""
+    scores, _ = star_scores(router, data.prompts, target)
+    full = RoutingDataset(data.prompts, data.models + [STAR], np.column_stack([data.scores, scores]), ids=data.ids)
+    return full.subset(np.arange(rows))
+
+
+@pytest.fixture(scope="module")
+def extended(fitted):
+    router, train, _, target = fitted
+    return router.add_model(STAR, with_star(router, train, target), cost=0.001)
+
+
+def test_an_added_model_that_is_best_on_a_task_is_chosen_there_and_only_there(fitted, extended):
+    router, _, test, target = fitted
+    _, test_tasks = star_scores(router, test.prompts, target)
+    chosen = np.array([d.model for d in extended.route(test.prompts)])
+    on_target = test_tasks == target
+    assert on_target.sum() >= 5
+    assert np.mean(chosen[on_target] == STAR) >= 0.6
+    assert np.mean(chosen[~on_target] == STAR) <= 0.05
+    # It wins every prompt of the target task, so the coverage rule shrinks that task's candidates to it alone.
+    assert extended.catalog_.tasks[target].candidates == [STAR]
+    assert extended.quality_.candidates_[target] == [len(router.models_)]
+    assert extended.stage1_[target, -1] == pytest.approx(extended.stage1_[target].max())
+    # The router it came from is unchanged.
+    assert STAR not in router.models_ and router.stage1_.shape[1] == len(router.models_)
+    assert all(STAR not in t.candidates for t in router.catalog_.tasks)
+    assert extended.models_ == router.models_ + [STAR]
+    assert extended.provenance_[STAR] == {"added": 150}
+    assert extended.provenance_[router.models_[0]] == "fitted"
+
+
+def test_the_new_model_gets_its_cost(extended, fitted):
+    _, _, test, _ = fitted
+    costs = extended.estimate_costs(test.prompts[:5])
+    assert costs.shape == (5, len(extended.models_))
+    assert np.allclose(costs[:, -1], 0.001)
+
+
+def test_a_removed_model_is_never_chosen(fitted, extended):
+    router, _, test, _ = fitted
+    favourite = Counter(d.model for d in extended.route(test.prompts)).most_common(1)[0][0]
+    smaller = extended.remove_model(favourite)
+    assert favourite not in smaller.models_ and len(smaller.models_) == len(extended.models_) - 1
+    for tolerance in (0.0, 0.1, 0.5):
+        assert all(d.model != favourite for d in smaller.route(test.prompts, tolerance=tolerance))
+    for task in smaller.catalog_.tasks:
+        assert favourite not in task.candidates and favourite not in task.fused_ranking and task.candidates
+    assert smaller.stage1_.shape == (smaller.catalog_.n_tasks + 1, len(smaller.models_))
+    assert smaller.quality_.n_models_ == len(smaller.models_)
+    assert smaller.estimate_costs(test.prompts[:3]).shape == (3, len(smaller.models_))
+    with pytest.raises(ParameterError, match=favourite):
+        smaller.route(test.prompts[0], allowed_models=[favourite])
+    # The models that stay score exactly as before wherever their task adapters were kept.
+    kept = [extended.models_.index(m) for m in smaller.models_]
+    emb = smaller.encoder_.encode(test.prompts[:20])
+    assert np.allclose(extended.score_embeddings(emb).stage1[:, kept], smaller.score_embeddings(emb).stage1)
+    assert favourite in extended.models_  # the router it came from still has it
+
+
+def test_an_extended_router_saves_and_loads(extended, fitted, tmp_path):
+    _, _, test, _ = fitted
+    extended.save(tmp_path / "r")
+    manifest = json.loads((tmp_path / "r" / "manifest.json").read_text())
+    assert manifest["provenance"][STAR] == {"added": 150}
+    back = FineRouter.load(tmp_path / "r")
+    assert back.models_ == extended.models_ and back.provenance_ == extended.provenance_
+    emb = back.encoder_.encode(test.prompts[:30])
+    a, b = extended.score_embeddings(emb), back.score_embeddings(emb)
+    assert np.allclose(a.final, b.final) and np.array_equal(a.task, b.task)
+    assert [d.model for d in back.route(test.prompts[:30])] == [d.model for d in extended.route(test.prompts[:30])]
+    removed = back.remove_model(STAR)
+    removed.save(tmp_path / "r2")
+    assert STAR not in json.loads((tmp_path / "r2" / "manifest.json").read_text())["provenance"]
+
+
+def test_a_table_with_only_the_new_models_column_is_enough(fitted, tmp_path):
+    router, train, _, target = fitted
+    scores, _ = star_scores(router, train.prompts, target)
+    path = tmp_path / "star.csv"
+    RoutingDataset(train.prompts, [STAR, "unused"], np.column_stack([scores, scores]), ids=train.ids).to_frame().drop(
+        columns=["score::unused"]
+    ).head(120).to_csv(path, index=False)
+    added = router.add_model(STAR, path, cost=0.002)
+    assert added.models_[-1] == STAR and added.provenance_[STAR] == {"added": len(set(train.prompts[:120]))}
+    # Without the other models' scores no task's candidates are recomputed by the coverage rule.
+    assert added.fit_summary_["model_changes"][-1]["candidate_rules"]["coverage_rule"] == 0
+
+
+def test_bad_input_is_refused_with_a_clear_error(fitted, extended):
+    router, train, _, target = fitted
+    data = with_star(router, train, target)
+    with pytest.raises(ParameterError, match="unknown model 'nope'"):
+        router.remove_model("nope")
+    with pytest.raises(ParameterError, match="already one of the router's models"):
+        extended.add_model(STAR, data, cost=0.001)
+    with pytest.raises(DataError, match="no scores for the new model 'other'"):
+        router.add_model("other", data, cost=0.001)
+    with pytest.raises(DataError, match="at least 10"):
+        router.add_model(STAR, data.subset(np.arange(5)), cost=0.001)
+    with pytest.raises(ParameterError, match="nothing prices the new model"):
+        router.add_model(STAR, data)  # the router estimates costs (from the data's), and the data has none for it
+    with pytest.raises(ParameterError, match="'cost' parameter"):
+        router.add_model(STAR, data, cost=-1.0)
+    with pytest.raises(ParameterError, match="'data' parameter"):
+        router.add_model(STAR, [1, 2, 3], cost=0.001)
+    two = router.remove_model(router.models_[0]).remove_model(router.models_[1])
+    with pytest.raises(ParameterError, match="at least 2 models"):
+        two.remove_model(two.models_[0])
+
+
+def test_suggested_prompts_cover_the_tasks_first(fitted):
+    router, train, _, _ = fitted
+    tasks = assign_tasks(router, router.encoder_.encode(train.prompts))
+    groups = set(np.where(tasks >= 0, tasks, -1).tolist())
+    picked = suggest_prompts(router, 40, train.prompts, seed=3)
+    assert len(picked) == 40 and len(set(picked.tolist())) == 40
+    assert {int(tasks[i]) for i in picked[: len(groups)]} == groups  # one per task before any gets two
+    assert np.array_equal(picked, suggest_prompts(router, 40, train.prompts, seed=3))
+    everything = suggest_prompts(router, 10_000, train.prompts)
+    assert len(everything) == len(set(train.prompts))  # never more than the unique prompts
+    big = Counter(tasks.tolist()).most_common(1)[0][0]
+    assert Counter(int(tasks[i]) for i in picked)[big] >= 40 * Counter(tasks.tolist())[big] / len(tasks) / 2
+    with pytest.raises(ParameterError, match="'n' parameter"):
+        suggest_prompts(router, 0, train.prompts)
+
+
+def test_cli_add_model_remove_and_suggest_prompts(fitted, tmp_path):
+    router, train, _, target = fitted
+    router.save(tmp_path / "router")
+    with_star(router, train, target).write(tmp_path / "star.csv")
+    runner = CliRunner()
+    res = runner.invoke(app, ["suggest-prompts", "--router", str(tmp_path / "router"), "--data", str(tmp_path / "star.csv"),
+                              "--n", "25", "--out", str(tmp_path / "prompts.jsonl"), "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in (tmp_path / "prompts.jsonl").read_text().splitlines()]
+    assert len(lines) == 25 and {"prompt", "id", "task_id"} <= set(lines[0])
+    res = runner.invoke(app, ["add-model", "--router", str(tmp_path / "router"), "--data", str(tmp_path / "star.csv"),
+                              "--model", STAR, "--cost", "0.001", "--remove", router.models_[0],
+                              "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    loaded = FineRouter.load(tmp_path / "out")
+    assert loaded.models_ == router.models_[1:] + [STAR]
+    res = runner.invoke(app, ["add-model", "--router", str(tmp_path / "out"), "--remove", "nope",
+                              "--out", str(tmp_path / "out2"), "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 2 and "unknown model 'nope'" in res.output
+    assert not (tmp_path / "out2").exists()
