@@ -191,3 +191,29 @@ def test_the_neighbour_source_is_chosen_only_with_evidence(rng):
     assert choice.weights["neighbours"] == 0.0
     with pytest.raises(ParameterError, match="neighbour source"):
         mix(np.array([0.0, 0.0, 0.0, 1.0]), stage2, stage1, global_prior[0])
+
+
+def test_a_router_that_routes_by_the_neighbour_source_saves_loads_and_onboards(tmp_path):
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.mixing import MixingChoice
+    from finerouter.routing.router import FineRouter
+    from finerouter.testing import FAST_SETTINGS, FakeEncoder
+
+    data = make_synthetic_routing_data(n_prompts=200, n_models=4, seed=5)
+    router = FineRouter(encoder=FakeEncoder(), seed=0, neighbours=True, refine_task_labels=False, **FAST_SETTINGS)
+    router.fit(data)
+    assert (router.neighbour_embeddings_ is not None) == router.mixing_.uses_neighbours
+    # route by the neighbour source alone: each prompt of the training data gets its neighbours' best model
+    router.mixing_ = MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 0.0, "neighbours": 1.0}, "fixed")
+    router.neighbour_embeddings_ = router.encoder_.encode(data.prompts)
+    router.neighbour_scores_ = data.scores.astype(np.float32)
+    prompts = data.prompts[:30]
+    scores = router.score_embeddings(router.encoder_.encode(prompts))
+    assert np.isfinite(scores.final).all() and np.isfinite(scores.expected).all()
+    loaded = FineRouter.load(router.save(tmp_path / "r"))
+    assert np.array_equal(loaded.neighbour_scores_, router.neighbour_scores_)
+    assert [d.model for d in loaded.route(prompts)] == [d.model for d in router.route(prompts)]
+    # onboarding keeps one neighbour column per model
+    removed = router.remove_model(router.models_[0])
+    assert removed.neighbour_scores_.shape[1] == len(removed.models_) == 3
+    assert len(removed.route(prompts)) == len(prompts)

@@ -81,7 +81,8 @@ class FineRouter(Component):
         neighbours: with ``mixing="cv"``, also offer the cross-validation mixes that weigh a non-parametric
             source: each model's mean score on the prompt's nearest training prompts
             (:mod:`finerouter.routing.neighbours`). Chosen only if the held-out folds route better with it; then
-            the router keeps its training embeddings and scores (``neighbour_embeddings_``) to compute it.
+            the router keeps its training embeddings and scores (``neighbour_embeddings_``) to compute it. Off by
+            default until it is measured on every shared dataset (docs/models.md).
         discovery: a :class:`finerouter.discovery.TaskDiscovery` (its parameters are used; it is cloned, never
             fitted in place), or a dict of its parameters as a shorthand (a misspelt key is a ParameterError).
         classifier: a :class:`finerouter.classify.TaskClassifier`, or a dict of its parameters. With None or a
@@ -124,7 +125,7 @@ class FineRouter(Component):
         mixing: str = "cv",
         cv_folds: int = 3,
         stage1_shrinkage: bool = True,
-        neighbours: bool = True,
+        neighbours: bool = False,
         discovery: Any = None,
         classifier: Any = None,
         quality: Any = None,
