@@ -247,7 +247,7 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
         r.fit(train, x_train)
     by_name = {r.name: r for r in routers}
     fitted = by_name["finerouter"].router_
-    shared = [r for r in routers if r.name not in ("label_free", "refined", "paper_mixing")]
+    shared = [r for r in routers if r.name not in ("label_free", "refined", "paper_mixing", "with_neighbours")]
     assert all(r.router_ is fitted for r in shared)  # one FineRouter fit for the four variants
     assert fitted.refine_task_labels == "auto"
     for name, mode in (("label_free", False), ("refined", True)):  # each a fit of its own
@@ -258,6 +258,9 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
     paper = by_name["paper_mixing"].router_  # the paper's Eq. 5: a fit of its own, no cross-validation
     assert paper is not fitted and paper.mixing_.method == "fixed" and paper.stage1_shrinkage is False
     np.testing.assert_allclose(by_name["paper_mixing"].predict_scores(x_test), paper.score_embeddings(x_test).final)
+    with_neighbours = by_name["with_neighbours"].router_  # a fit of its own, the neighbour source offered
+    assert with_neighbours is not fitted and with_neighbours.neighbours is True and fitted.neighbours is False
+    assert (with_neighbours.neighbour_embeddings_ is not None) == with_neighbours.mixing_.uses_neighbours
     assert by_name["finerouter"].kind == "finerouter" and by_name["stage2_only"].kind == "ablation"
     scores = fitted.score_embeddings(x_test)
     np.testing.assert_allclose(by_name["finerouter"].predict_scores(x_test), scores.final)

@@ -43,7 +43,7 @@ def test_choose_weights_falls_back_to_the_best_single_model_without_evidence(rng
     noise = rng.normal(0, 0.2, stage2.shape)  # predictions unrelated to the truth
     choice = choose_weights(stage2 + noise, stage1 + noise, global_prior, truth, fold)
     assert choice.method == "fallback"
-    assert choice.weights == {"stage2": 0.0, "stage1": 0.0, "global": 1.0}
+    assert choice.weights == {"stage2": 0.0, "stage1": 0.0, "global": 1.0, "neighbours": 0.0}
 
 
 def test_choose_weights_keeps_the_default_mix_unless_another_is_clearly_better(rng):
@@ -71,7 +71,7 @@ def test_mix_is_the_papers_eq5_for_alpha_weights(rng):
 def test_mixing_choice_round_trips_through_a_dict():
     choice = MixingChoice({"stage2": 0.4, "stage1": 0.4, "global": 0.2}, "cv", {"default": 0.5}, 0.01, 0.002, 10)
     assert MixingChoice.from_dict(choice.to_dict()) == choice
-    np.testing.assert_allclose(choice.vector(), [0.4, 0.4, 0.2])
+    np.testing.assert_allclose(choice.vector(), [0.4, 0.4, 0.2, 0.0])  # a missing source weighs 0
     assert set(CANDIDATE_MIXES[0]) and CANDIDATE_MIXES[0] == (0.5, 0.5, 0.0)
 
 
@@ -154,3 +154,66 @@ def test_a_fallback_keeps_the_best_routing_mix_for_the_expected_scores(rng):
     assert choice.estimate_weights is not None and choice.estimate_weights["global"] < 1.0
     assert choice.estimate_vector()[2] < 1.0 and choice.vector()[2] == 1.0
     assert MixingChoice.from_dict(choice.to_dict()) == choice
+
+
+def test_neighbour_means_average_the_nearest_prompts_observed_scores(rng):
+    from finerouter.routing.neighbours import default_k, neighbour_means
+
+    reference = rng.normal(size=(60, 8)).astype(np.float32)
+    reference /= np.linalg.norm(reference, axis=1, keepdims=True)
+    scores = rng.random((60, 3))
+    scores[rng.random((60, 3)) < 0.2] = np.nan
+    scores[:, 2] = np.nan  # a model never scored: NaN everywhere
+    queries = reference[:5] + 0.01
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    got = neighbour_means(queries, reference, scores, k=7)
+    for i, q in enumerate(queries):
+        near = np.argsort(-(reference @ q), kind="stable")[:7]
+        for j in range(2):
+            vals = scores[near, j][np.isfinite(scores[near, j])]
+            want = vals.mean() if vals.size else np.nanmean(scores[:, j])
+            assert got[i, j] == pytest.approx(want)
+    assert np.isnan(got[:, 2]).all()
+    assert default_k(10) == 5 and default_k(100) == 5 and default_k(2500) == 25 and default_k(10**6) == 40
+
+
+def test_the_neighbour_source_is_chosen_only_with_evidence(rng):
+    """A neighbour mix replaces the default only when the held-out folds show it routes better."""
+    stage2, stage1, global_prior, truth, fold = _oof(rng, signal=0.0)
+    # the neighbours see the truth (plus noise): a mix that reads them should win clearly
+    neighbours = truth + rng.normal(0, 0.05, truth.shape)
+    candidates = CANDIDATE_MIXES + ((0.25, 0.25, 0.0, 0.5), (0.0, 0.0, 0.0, 1.0))
+    choice = choose_weights(stage2, stage1, global_prior, truth, fold, candidates=candidates, neighbours=neighbours)
+    assert choice.method == "cv" and choice.weights["neighbours"] > 0 and choice.uses_neighbours
+    # uninformative neighbours: never chosen over the default
+    noise = rng.random(truth.shape)
+    choice = choose_weights(*_oof(rng, signal=1.0), candidates=candidates, neighbours=noise)
+    assert choice.weights["neighbours"] == 0.0
+    with pytest.raises(ParameterError, match="neighbour source"):
+        mix(np.array([0.0, 0.0, 0.0, 1.0]), stage2, stage1, global_prior[0])
+
+
+def test_a_router_that_routes_by_the_neighbour_source_saves_loads_and_onboards(tmp_path):
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.mixing import MixingChoice
+    from finerouter.routing.router import FineRouter
+    from finerouter.testing import FAST_SETTINGS, FakeEncoder
+
+    data = make_synthetic_routing_data(n_prompts=200, n_models=4, seed=5)
+    router = FineRouter(encoder=FakeEncoder(), seed=0, neighbours=True, refine_task_labels=False, **FAST_SETTINGS)
+    router.fit(data)
+    assert (router.neighbour_embeddings_ is not None) == router.mixing_.uses_neighbours
+    # route by the neighbour source alone: each prompt of the training data gets its neighbours' best model
+    router.mixing_ = MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 0.0, "neighbours": 1.0}, "fixed")
+    router.neighbour_embeddings_ = router.encoder_.encode(data.prompts)
+    router.neighbour_scores_ = data.scores.astype(np.float32)
+    prompts = data.prompts[:30]
+    scores = router.score_embeddings(router.encoder_.encode(prompts))
+    assert np.isfinite(scores.final).all() and np.isfinite(scores.expected).all()
+    loaded = FineRouter.load(router.save(tmp_path / "r"))
+    assert np.array_equal(loaded.neighbour_scores_, router.neighbour_scores_)
+    assert [d.model for d in loaded.route(prompts)] == [d.model for d in router.route(prompts)]
+    # onboarding keeps one neighbour column per model
+    removed = router.remove_model(router.models_[0])
+    assert removed.neighbour_scores_.shape[1] == len(removed.models_) == 3
+    assert len(removed.route(prompts)) == len(prompts)

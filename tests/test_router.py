@@ -133,6 +133,7 @@ def test_route_single_and_batch(fitted, synthetic_split):
 def test_scores_are_the_components_combined(fitted, synthetic_split, n):
     """The routing hot path (components called past their checks) equals composing the public parts."""
     from finerouter.routing.mixing import mix
+    from finerouter.routing.neighbours import neighbour_means
 
     _, test = synthetic_split
     emb = fitted.encoder_.encode(test.prompts[:n])
@@ -143,7 +144,10 @@ def test_scores_are_the_components_combined(fitted, synthetic_split, n):
     np.testing.assert_array_equal(scores.task, task)
     np.testing.assert_allclose(scores.confidence, conf)
     np.testing.assert_allclose(scores.stage2, stage2)
-    expected = mix(fitted.mixing_.vector(), stage2, fitted.stage1_[rows], fitted.global_prior_)
+    neighbours = None
+    if fitted.neighbour_embeddings_ is not None:
+        neighbours = neighbour_means(emb, fitted.neighbour_embeddings_, fitted.neighbour_scores_)
+    expected = mix(fitted.mixing_.vector(), stage2, fitted.stage1_[rows], fitted.global_prior_, neighbours)
     np.testing.assert_allclose(scores.final, expected, atol=1e-12)
     decisions = fitted.route_embeddings(emb, test.prompts[:n])
     assert [d.model for d in decisions] == [fitted.models_[j] for j in scores.final.argmax(axis=1)]

@@ -13,6 +13,8 @@ with the same settings share a single fit per training split.
   per fit on a dev part of its training data. Without labels all three are the same router.
 * ``paper_mixing``: the full router with the paper's Eq. 5 (``mixing="paper"``, alpha 0.5) on unshrunk task means:
   no cross-validated mixing, no fallback to the best single model.
+* ``with_neighbours``: the full router whose cross-validated mixing may also weigh the neighbour source
+  (``neighbours=True``, :mod:`finerouter.routing.neighbours`).
 
 Stage-1 scores for the cost–quality curve: a task's models in fused-ranking order, scored ``(m - position) /
 (m - 1)`` (so tolerance walks down the task's ranking); "Others" rows use the Others median scores.
@@ -33,10 +35,11 @@ logger = logging.getLogger(__name__)
 
 VARIANTS = (
     "finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free", "refined", "paper_mixing",
+    "with_neighbours",
 )
 _LABEL_MODE = {"label_free": False, "refined": True}
 #: Variants that are the full router with other settings: their final scores route.
-_FULL = ("finerouter", "label_free", "refined", "paper_mixing")
+_FULL = ("finerouter", "label_free", "refined", "paper_mixing", "with_neighbours")
 
 
 class SharedFineRouter:
@@ -96,6 +99,8 @@ class FineRouterVariant(Router):
             params["refine_task_labels"] = _LABEL_MODE[self.variant]
         if self.variant == "paper_mixing":  # the paper's Eq. 5 on unshrunk task means, no cross-validation
             params.update(mixing="paper", stage1_shrinkage=False)
+        if self.variant == "with_neighbours":
+            params["neighbours"] = True
         return params
 
     def fit(self, train: RoutingDataset, embeddings: np.ndarray) -> FineRouterVariant:

@@ -17,6 +17,7 @@ import numpy as np
 
 from finerouter.routing.mixing import (
     CANDIDATE_MIXES,
+    NEIGHBOUR_MIXES,
     Calibration,
     MixingChoice,
     choose_weights,
@@ -24,6 +25,8 @@ from finerouter.routing.mixing import (
     raw_mix,
     shrink_task_means,
 )
+
+from finerouter.routing.neighbours import neighbour_means
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +188,9 @@ def cross_validate_mixing(
     Each of ``cv_folds`` folds (by unique prompt, stratified by the data's task labels when present) is held
     out in turn; both stages are refitted on the other folds (with the same label decision, the catalogs' own
     task texts) and score the held-out prompts. :func:`finerouter.routing.mixing.choose_weights` picks the
-    weights from these scores; an isotonic calibration of the mixed estimate is fitted on the same scores.
+    weights from these scores (with ``neighbours``, also among mixes that weigh each model's mean score on the
+    prompt's nearest training prompts of the other folds); an isotonic calibration of the mixed estimate is fitted
+    on the same scores.
     """
     from finerouter.evaluation.metrics import expected_calibration_error
 
@@ -196,6 +201,7 @@ def cross_validate_mixing(
     stage1 = np.full((n, m), np.nan)
     stage2 = np.full((n, m), np.nan)
     global_prior = np.full((n, m), np.nan)
+    neighbours = np.full((n, m), np.nan) if router.neighbours else None
     for f in range(folds):
         held = np.flatnonzero(fold == f)
         rest = np.flatnonzero(fold != f)
@@ -216,16 +222,24 @@ def cross_validate_mixing(
         stage1[held] = parts.stage1[rows]
         stage2[held] = parts.quality._predict(emb, task)
         global_prior[held] = parts.global_prior[None, :]
+        if neighbours is not None:
+            neighbours[held] = neighbour_means(emb, embeddings[rest], scores[rest])
     done = np.isfinite(global_prior).any(axis=1)
     if not done.any():  # no fold could be fitted: no evidence that routing helps
         logger.info("mixing: too few prompts for cross-validation; routing like the best single model")
-        return MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 1.0}, "fallback"), Calibration.identity()
+        return MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 1.0, "neighbours": 0.0}, "fallback"), \
+            Calibration.identity()
     alpha = float(router.alpha)
     candidates = ((alpha, 1.0 - alpha, 0.0),) + tuple(c for c in CANDIDATE_MIXES[1:] if c != (alpha, 1 - alpha, 0))
+    held_neighbours = None
+    if neighbours is not None:
+        candidates += NEIGHBOUR_MIXES
+        held_neighbours = neighbours[done]
     choice = choose_weights(
-        stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates
+        stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates,
+        neighbours=held_neighbours,
     )
-    raw = raw_mix(choice.estimate_vector(), stage2[done], stage1[done], global_prior[done])
+    raw = raw_mix(choice.estimate_vector(), stage2[done], stage1[done], global_prior[done], held_neighbours)
     calibration = Calibration.fit(raw, scores[done])
     choice.calibration_error = {
         "raw": expected_calibration_error(raw, scores[done]),

@@ -1,10 +1,12 @@
-"""How the router mixes its three score sources, and how it learns the mix from its own training data.
+"""How the router mixes its score sources, and how it learns the mix from its own training data.
 
 A prompt's final score per model is ``w_stage2 * norm(stage2) + w_stage1 * norm(stage1) + w_global *
-norm(global)``, each source min-max normalised across models per prompt as in the paper's Eq. 5: ``stage2`` is
-the quality estimator's prediction, ``stage1`` the assigned task's (shrunk) mean score, ``global`` each model's
-mean training score (routing by it alone is the best single model). The weights are non-negative and sum to 1;
-the paper's Eq. 5 is ``(alpha, 1 - alpha, 0)``.
+norm(global) + w_neighbours * norm(neighbours)``, each source min-max normalised across models per prompt as in
+the paper's Eq. 5: ``stage2`` is the quality estimator's prediction, ``stage1`` the assigned task's (shrunk) mean
+score, ``global`` each model's mean training score (routing by it alone is the best single model), ``neighbours``
+each model's mean score on the prompt's nearest training prompts (:mod:`finerouter.routing.neighbours`). The
+weights are non-negative and sum to 1; the paper's Eq. 5 is ``(alpha, 1 - alpha, 0, 0)``. Weight vectors of
+three entries (older artifacts, the paper's sources) mean ``w_neighbours = 0``.
 
 :func:`choose_weights` picks them from out-of-fold scores on the training data (internal cross-validation, see
 :meth:`finerouter.routing.router.FineRouter.fit`) among a few candidate mixes. It keeps the default mix (the
@@ -32,7 +34,7 @@ from finerouter.evaluation.metrics import expected_calibration_error
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("stage2", "stage1", "global")
+SOURCES = ("stage2", "stage1", "global", "neighbours")
 
 
 #: The candidate mixes ``(stage2, stage1, global)``: the paper's Eq. 5 first (the default), then mixes that lean
@@ -45,6 +47,19 @@ CANDIDATE_MIXES = (
     (0.25, 0.25, 0.5),
     (0.0, 0.0, 1.0),
 )
+#: Mixes with the neighbour source ``(stage2, stage1, global, neighbours)``, candidates when it is available.
+NEIGHBOUR_MIXES = (
+    (0.35, 0.3, 0.0, 0.35),
+    (0.25, 0.25, 0.0, 0.5),
+    (0.0, 0.25, 0.25, 0.5),
+    (0.0, 0.0, 0.0, 1.0),
+)
+
+
+def _four(weights: Any) -> np.ndarray:
+    """``weights`` as a ``(4,)`` vector in :data:`SOURCES` order (a 3-vector gets ``w_neighbours = 0``)."""
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    return np.concatenate([w, np.zeros(len(SOURCES) - w.size)]) if w.size < len(SOURCES) else w
 
 
 @dataclass
@@ -52,7 +67,8 @@ class MixingChoice:
     """The weights chosen for the three score sources, and the evidence behind them.
 
     Attributes:
-        weights: ``{"stage2": w2, "stage1": w1, "global": wg}``, non-negative, summing to 1.
+        weights: ``{"stage2": w2, "stage1": w1, "global": wg, "neighbours": wn}``, non-negative, summing to 1 (a
+            missing source, as in artifacts saved before it existed, weighs 0).
         method: ``"cv"`` (chosen by internal cross-validation), ``"fallback"`` (the evidence did not show that
             routing beats the best single model, so ``global`` alone), or ``"fixed"`` (given by the user).
         oof_quality: out-of-fold routing quality (mean true score of the picked model) of the default mix, the
@@ -77,13 +93,18 @@ class MixingChoice:
     estimate_weights: dict[str, float] | None = None
 
     def vector(self) -> np.ndarray:
-        """``(3,)`` weights in :data:`SOURCES` order."""
-        return np.asarray([self.weights[s] for s in SOURCES], dtype=np.float64)
+        """``(4,)`` weights in :data:`SOURCES` order."""
+        return np.asarray([self.weights.get(s, 0.0) for s in SOURCES], dtype=np.float64)
 
     def estimate_vector(self) -> np.ndarray:
-        """``(3,)`` the weights of the raw mix behind the expected scores, in :data:`SOURCES` order."""
+        """``(4,)`` the weights of the raw mix behind the expected scores, in :data:`SOURCES` order."""
         weights = self.estimate_weights or self.weights
-        return np.asarray([weights[s] for s in SOURCES], dtype=np.float64)
+        return np.asarray([weights.get(s, 0.0) for s in SOURCES], dtype=np.float64)
+
+    @property
+    def uses_neighbours(self) -> bool:
+        """Whether routing or the expected scores read the neighbour source."""
+        return bool(self.vector()[3] > 0 or self.estimate_vector()[3] > 0)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,18 +115,27 @@ class MixingChoice:
 
     @classmethod
     def fixed(cls, stage2: float, stage1: float, global_: float) -> MixingChoice:
-        return cls({"stage2": float(stage2), "stage1": float(stage1), "global": float(global_)}, "fixed")
+        return cls({"stage2": float(stage2), "stage1": float(stage1), "global": float(global_), "neighbours": 0.0},
+                   "fixed")
 
 
-def mix(weights: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray) -> np.ndarray:
-    """``(n, m)`` final scores: ``weights`` ``(3,)`` times the min-max normalised ``stage2`` ``(n, m)``,
-    ``stage1`` ``(n, m)`` and ``global_prior`` ``(m,)`` (NaN entries normalise to 0)."""
+def mix(
+    weights: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray,
+    neighbours: np.ndarray | None = None,
+) -> np.ndarray:
+    """``(n, m)`` final scores: ``weights`` (``(4,)``, or ``(3,)`` without neighbours) times the min-max
+    normalised ``stage2`` ``(n, m)``, ``stage1`` ``(n, m)``, ``global_prior`` ``(m,)`` and ``neighbours``
+    ``(n, m)`` (NaN entries normalise to 0)."""
     from finerouter.routing.policy import minmax_rows
 
-    w2, w1, wg = (float(w) for w in weights)
+    w2, w1, wg, wn = (float(w) for w in _four(weights))
     out = w2 * minmax_rows(stage2) + w1 * minmax_rows(stage1)
     if wg:
         out += wg * minmax_rows(np.asarray(global_prior, dtype=np.float64).reshape(1, -1))
+    if wn:
+        if neighbours is None:
+            raise ParameterError("mix: the weights use the neighbour source, and no neighbour scores were given")
+        out += wn * minmax_rows(neighbours)
     return out
 
 
@@ -116,12 +146,15 @@ def _tie_break_bonus(global_prior: np.ndarray) -> np.ndarray:
     return 1e-9 * (order + 1) / m
 
 
-def _picked_models(grid: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray) -> np.ndarray:
+def _picked_models(
+    grid: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray,
+    neighbours: np.ndarray | None = None,
+) -> np.ndarray:
     """``(g, n)`` the model each weight row of ``grid`` picks per prompt (exact ties: the better model overall)."""
     tie = _tie_break_bonus(global_prior)
     out = np.empty((grid.shape[0], stage2.shape[0]), dtype=np.int64)
     for k, w in enumerate(grid):
-        out[k] = np.argmax(mix(w, stage2, stage1, global_prior) + tie, axis=1)
+        out[k] = np.argmax(mix(w, stage2, stage1, global_prior, neighbours) + tie, axis=1)
     return out
 
 
@@ -137,9 +170,10 @@ def choose_weights(
     truth: np.ndarray,
     fold: np.ndarray,
     *,
-    candidates: tuple[tuple[float, float, float], ...] = CANDIDATE_MIXES,
+    candidates: tuple[tuple[float, ...], ...] = CANDIDATE_MIXES,
     min_gain_se: float = 1.0,
     fallback_gain_se: float = 0.0,
+    neighbours: np.ndarray | None = None,
 ) -> MixingChoice:
     """Choose the mixing weights from out-of-fold scores.
 
@@ -149,17 +183,20 @@ def choose_weights(
         global_prior: ``(n, m)`` each model's mean score on the training folds of the prompt's fold.
         truth: ``(n, m)`` true scores (NaN = not evaluated, counted 0 when picked).
         fold: ``(n,)`` the fold each prompt was held out in.
-        candidates: the mixes to choose from; the first is the default, and one must be ``(0, 0, 1)``.
+        candidates: the mixes to choose from (3 or 4 weights each, see :data:`SOURCES`); the first is the default,
+            and one must be the best single model ``(0, 0, 1)``.
         min_gain_se: how many standard errors of the paired difference a mix must gain over the default to
             replace it.
         fallback_gain_se: how many standard errors the cross-fitted gain over the best single model must
             exceed for the router to route at all (0: the honest estimate of the gain must be positive; it is
             already pessimistic, each fold's router being fitted on part of the data).
+        neighbours: ``(n, m)`` out-of-fold neighbour means (:func:`finerouter.routing.neighbours.neighbour_means`
+            over the training folds), needed when a candidate weighs the neighbour source.
     """
     truth0 = np.nan_to_num(np.asarray(truth, dtype=np.float64), nan=0.0)
     n = truth0.shape[0]
-    grid = np.asarray(candidates, dtype=np.float64)
-    single_rows = np.flatnonzero((grid == [0.0, 0.0, 1.0]).all(axis=1))
+    grid = np.stack([_four(c) for c in candidates]) if len(candidates) else np.zeros((0, len(SOURCES)))
+    single_rows = np.flatnonzero((grid == [0.0, 0.0, 1.0, 0.0]).all(axis=1))
     if single_rows.size != 1:
         raise ParameterError(
             "The 'candidates' parameter of choose_weights must hold the best single model (0, 0, 1) exactly once. "
@@ -170,7 +207,9 @@ def choose_weights(
     picks = np.empty((grid.shape[0], n), dtype=np.int64)
     for f in np.unique(fold):
         idx = np.flatnonzero(fold == f)
-        picks[:, idx] = _picked_models(grid, stage2[idx], stage1[idx], global_prior[idx][0])
+        picks[:, idx] = _picked_models(
+            grid, stage2[idx], stage1[idx], global_prior[idx][0], None if neighbours is None else neighbours[idx]
+        )
     gained = truth0[rows[None, :], picks]  # (g, n) true score of each mix's pick
 
     def select(cols: np.ndarray) -> int:
@@ -337,18 +376,28 @@ class Calibration:
         return np.interp(raw, self.breakpoints, self.expected)
 
 
-def raw_mix(weights: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray) -> np.ndarray:
-    """``(n, m)`` the mix of the three sources on the score scale (no normalisation): the input of the calibration.
+def raw_mix(
+    weights: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray,
+    neighbours: np.ndarray | None = None,
+) -> np.ndarray:
+    """``(n, m)`` the mix of the sources on the score scale (no normalisation): the input of the calibration.
 
-    NaN entries of ``stage2``/``stage1`` take the model's global prior.
+    NaN entries of ``stage2``/``stage1``/``neighbours`` take the model's global prior.
     """
+    w = _four(weights)
     g = np.broadcast_to(np.asarray(global_prior, dtype=np.float64), np.shape(stage2))
     s2 = np.where(np.isfinite(stage2), stage2, g)
     s1 = np.where(np.isfinite(stage1), stage1, g)
-    return weights[0] * s2 + weights[1] * s1 + weights[2] * g
+    out = w[0] * s2 + w[1] * s1 + w[2] * g
+    if w[3]:
+        if neighbours is None:
+            raise ParameterError("raw_mix: the weights use the neighbour source, and no neighbour scores were given")
+        out = out + w[3] * np.where(np.isfinite(neighbours), neighbours, g)
+    return out
 
 
 __all__ = [
-    "CANDIDATE_MIXES", "Calibration", "MixingChoice", "SOURCES", "choose_weights", "expected_calibration_error",
+    "CANDIDATE_MIXES", "Calibration", "MixingChoice", "NEIGHBOUR_MIXES", "SOURCES", "choose_weights",
+    "expected_calibration_error",
     "fold_ids", "mix", "raw_mix", "shrink_task_means",
 ]

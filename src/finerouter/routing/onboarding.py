@@ -377,6 +377,13 @@ def _with_parts(router: Any, models: list[str], catalog: Any, quality: Any, stag
         out.discovery_.catalog_ = catalog
     out.models_, out.catalog_, out.quality_ = list(models), catalog, quality
     out.stage1_, out.global_prior_, out.cost_model_ = stage1, global_prior, cost_model
+    if getattr(router, "neighbour_scores_", None) is not None:  # the neighbour source: a column per model
+        old = {m: j for j, m in enumerate(router.models_)}
+        out.neighbour_scores_ = np.column_stack([
+            router.neighbour_scores_[:, old[m]] if m in old
+            else np.full(router.neighbour_scores_.shape[0], global_prior[k], dtype=np.float32)
+            for k, m in enumerate(models)
+        ])  # an added model: its overall prior on every training prompt (neutral among neighbours)
     out.provenance_ = provenance
     out.fit_summary_ = copy.deepcopy(getattr(router, "fit_summary_", {}))
     out.fit_summary_["n_models"] = len(models)

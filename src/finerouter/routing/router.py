@@ -78,6 +78,11 @@ class FineRouter(Component):
         cv_folds: folds of the internal cross-validation for ``mixing="cv"`` (each fold refits both stages).
         stage1_shrinkage: shrink each task's mean score per model toward the model's overall mean in proportion
             to how little the task's data says (empirical Bayes; only with ``stage1_statistic="mean"``).
+        neighbours: with ``mixing="cv"``, also offer the cross-validation mixes that weigh a non-parametric
+            source: each model's mean score on the prompt's nearest training prompts
+            (:mod:`finerouter.routing.neighbours`). Chosen only if the held-out folds route better with it; then
+            the router keeps its training embeddings and scores (``neighbour_embeddings_``) to compute it. Off by
+            default until it is measured on every shared dataset (docs/models.md).
         discovery: a :class:`finerouter.discovery.TaskDiscovery` (its parameters are used; it is cloned, never
             fitted in place), or a dict of its parameters as a shorthand (a misspelt key is a ParameterError).
         classifier: a :class:`finerouter.classify.TaskClassifier`, or a dict of its parameters. With None or a
@@ -102,6 +107,7 @@ class FineRouter(Component):
         "mixing": [Options("cv", "paper")],
         "cv_folds": [Interval("int", 2, None)],
         "stage1_shrinkage": [BOOLEAN],
+        "neighbours": [BOOLEAN],
         "discovery": _COMPONENT_VALUE,
         "classifier": _COMPONENT_VALUE,
         "quality": _COMPONENT_VALUE,
@@ -119,6 +125,7 @@ class FineRouter(Component):
         mixing: str = "cv",
         cv_folds: int = 3,
         stage1_shrinkage: bool = True,
+        neighbours: bool = False,
         discovery: Any = None,
         classifier: Any = None,
         quality: Any = None,
@@ -134,6 +141,7 @@ class FineRouter(Component):
         self.mixing = mixing
         self.cv_folds = cv_folds
         self.stage1_shrinkage = stage1_shrinkage
+        self.neighbours = neighbours
         self.discovery = discovery
         self.classifier = classifier
         self.quality = quality
@@ -264,6 +272,9 @@ class FineRouter(Component):
         self.global_prior_ = parts.global_prior
         self.mixing_ = mixing
         self.calibration_ = calibration
+        # the training prompts and their scores, kept only when the chosen mix reads the neighbour source
+        self.neighbour_embeddings_ = embeddings if mixing.uses_neighbours else None
+        self.neighbour_scores_ = np.asarray(dataset.scores, dtype=np.float32) if mixing.uses_neighbours else None
         self.cost_model_ = CostModel.fit(dataset.models, prompts, observed_costs(dataset), self._resolve_prices(),
                                          token_counter=token_counter_for(encoder))
         self.n_features_ = int(embeddings.shape[1])

@@ -35,13 +35,14 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
     with atomic_directory(path) as tmp:
         for name, component in router._fitted_components().items():
             component.save(tmp / name)
-        save_arrays(
-            tmp / "router.safetensors",
-            {
-                "stage1": router.stage1_, "global_prior": router.global_prior_, "encoder_probes": probes,
-                "calibration_x": router.calibration_.x, "calibration_y": router.calibration_.y,
-            },
-        )
+        arrays = {
+            "stage1": router.stage1_, "global_prior": router.global_prior_, "encoder_probes": probes,
+            "calibration_x": router.calibration_.x, "calibration_y": router.calibration_.y,
+        }
+        if getattr(router, "neighbour_embeddings_", None) is not None:
+            arrays["neighbour_embeddings"] = router.neighbour_embeddings_
+            arrays["neighbour_scores"] = router.neighbour_scores_
+        save_arrays(tmp / "router.safetensors", arrays)
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         params = {k: v for k, v in router.get_params(deep=False).items()
                   if k not in ("encoder", "describer", "prices", "cache_dir")}
@@ -108,6 +109,10 @@ def load_router(
         router.mixing_ = MixingChoice.from_dict(manifest["mixing_weights"])
     else:
         router.mixing_ = MixingChoice.fixed(router.alpha, 1.0 - router.alpha, 0.0)
+    router.neighbour_embeddings_ = arrays.get("neighbour_embeddings")
+    router.neighbour_scores_ = arrays.get("neighbour_scores")
+    if router.mixing_.uses_neighbours and router.neighbour_embeddings_ is None:
+        raise ArtifactError(f"{path}: the router's mix reads the neighbour source, and router.safetensors lacks it")
     router.models_ = list(manifest["models"])
     router.n_features_ = int(manifest["n_features"])
     router.fit_summary_ = manifest.get("fit_summary", {})

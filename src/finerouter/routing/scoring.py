@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from finerouter.routing.mixing import raw_mix
+from finerouter.routing.neighbours import neighbour_means
 from finerouter.routing.policy import minmax_rows
 
 
@@ -66,11 +67,18 @@ def score(router: Any, emb: np.ndarray) -> RouterScores:
     stage2 = router.quality_._predict(emb, task).astype(np.float64)
     rows = np.where(task >= 0, task, router.catalog_.n_tasks)
     stage1 = router.stage1_[rows]
-    w2, w1, wg = router.mixing_.vector()
+    w2, w1, wg, wn = router.mixing_.vector()
     final = w2 * minmax_rows(stage2) + w1 * stage1_normalised(router)[rows]
     if wg:
         final += wg * global_normalised(router)
-    expected = router.calibration_(raw_mix(router.mixing_.estimate_vector(), stage2, stage1, router.global_prior_))
+    neighbours = None
+    if getattr(router, "neighbour_embeddings_", None) is not None:
+        neighbours = neighbour_means(emb, router.neighbour_embeddings_, router.neighbour_scores_)
+        if wn:
+            final += wn * minmax_rows(neighbours)
+    expected = router.calibration_(
+        raw_mix(router.mixing_.estimate_vector(), stage2, stage1, router.global_prior_, neighbours)
+    )
     return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64), expected)
 
 

@@ -1,0 +1,60 @@
+"""A non-parametric score source: each model's mean score on a prompt's nearest training prompts.
+
+Where data is thin (a few hundred scored prompts) or the pool is large and mostly dominated, a parametric
+estimator has little to learn from, while the neighbours' observed scores are an unbiased, if noisy, local
+estimate. FineRouter offers it to its cross-validated mixing as a fourth source
+(:mod:`finerouter.routing.mixing`): it enters the final score only if the held-out folds say it routes better.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Query rows per block of the similarity matrix (bounds memory to ``block x n_reference`` floats).
+_BLOCK_ROWS = 1024
+
+
+def default_k(n_reference: int) -> int:
+    """The number of neighbours for ``n_reference`` training prompts: about half the square root, in [5, 40]
+    (more neighbours average away more noise; too many blur the prompt's own kind)."""
+    return int(np.clip(round(np.sqrt(max(n_reference, 1)) / 2.0), 5, 40))
+
+
+def neighbour_means(
+    queries: np.ndarray, reference: np.ndarray, reference_scores: np.ndarray, k: int | None = None
+) -> np.ndarray:
+    """``(q, m)`` each model's mean observed score over the ``k`` training prompts nearest each query.
+
+    Args:
+        queries: ``(q, d)`` L2-normalised prompt embeddings.
+        reference: ``(n, d)`` L2-normalised embeddings of the training prompts.
+        reference_scores: ``(n, m)`` their scores (NaN = not evaluated).
+        k: neighbours per query (None: :func:`default_k`; capped at ``n``).
+
+    A model with no observed score among a query's neighbours takes its mean over all reference prompts (NaN if it
+    has none at all). Nearest = highest cosine.
+    """
+    queries = np.asarray(queries, dtype=np.float32)
+    reference = np.asarray(reference, dtype=np.float32)
+    scores = np.asarray(reference_scores, dtype=np.float64)
+    n = reference.shape[0]
+    k = min(default_k(n) if k is None else int(k), n)
+    observed = np.isfinite(scores)
+    filled = np.where(observed, scores, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overall = filled.sum(axis=0) / observed.sum(axis=0)
+    out = np.empty((queries.shape[0], scores.shape[1]), dtype=np.float64)
+    for start in range(0, queries.shape[0], _BLOCK_ROWS):
+        sims = queries[start : start + _BLOCK_ROWS] @ reference.T  # (b, n)
+        if k < n:
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        else:
+            top = np.broadcast_to(np.arange(n), (sims.shape[0], n))
+        counts = observed[top].sum(axis=1)  # (b, m)
+        sums = filled[top].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[start : start + sims.shape[0]] = np.where(counts > 0, sums / np.maximum(counts, 1), overall[None, :])
+    return out
+
+
+__all__ = ["default_k", "neighbour_means"]
