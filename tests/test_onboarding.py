@@ -82,7 +82,7 @@ def test_the_new_model_gets_its_cost(extended, fitted):
 
 
 def test_a_removed_model_is_never_chosen(fitted, extended):
-    router, _, test, _ = fitted
+    _, _, test, _ = fitted
     favourite = Counter(d.model for d in extended.route(test.prompts)).most_common(1)[0][0]
     smaller = extended.remove_model(favourite)
     assert favourite not in smaller.models_ and len(smaller.models_) == len(extended.models_) - 1

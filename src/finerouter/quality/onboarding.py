@@ -6,9 +6,11 @@ Adding a model ``X`` from its scores on a few prompts:
 1. **General adapter and model embedding** (:func:`train_new_model`). With a few hundred scores, training a
    ``(d + model_dim) x hidden`` adapter from scratch would overfit, so ``X`` starts as a copy of the existing
    model whose general adapter predicts ``X``'s scores best (after a shift of its output bias to ``X``'s mean),
-   and is then fine-tuned (Adam, MSE on the observed scores) with early stopping on a dev split of the new
+   and is then fine-tuned (Adam at :data:`FINE_TUNE_LR_FACTOR` of the estimator's learning rate, MSE on the observed
+   scores, at least :data:`MIN_EPOCHS` epochs) with early stopping on a dev split of :data:`DEV_FRACTION` of the new
    prompts. The copy itself is epoch 0 of the early stopping, so fine-tuning is kept only when it beats the copy
-   on the dev prompts. Every other model's embedding and adapters stay as they are.
+   on the dev prompts; the kept weights' output bias is then shifted so that their mean prediction over the new
+   prompts is the new scores' mean. Every other model's embedding and adapters stay as they are.
 2. **Task adapters** (:func:`train_new_task_adapters`): for each task where ``X`` becomes a candidate, an
    adapter starting as ``X``'s general adapter, trained on the new prompts of that task (phase 2 of
    :mod:`finerouter.quality.training`, per-task early stopping: a task without dev rows keeps the copy).
@@ -19,6 +21,7 @@ Adding a model ``X`` from its scores on a few prompts:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -39,6 +42,12 @@ from finerouter.quality.training import TrainingSettings, train_task_adapters
 
 logger = logging.getLogger(__name__)
 
+#: The new model's general adapter is fine-tuned at this fraction of the estimator's learning rate: it starts from a
+#: trained adapter, and a few hundred scores overfit quickly at the full rate.
+#: The share of the new prompts held out to early-stop the new model's fine-tuning (larger than the estimator's own:
+#: a tenth of a few hundred prompts is too few to tell a better epoch from noise).
+DEV_FRACTION = 0.25
+FINE_TUNE_LR_FACTOR = 0.3
 #: The fewest epochs the new model's general adapter is fine-tuned for (early stopping may keep an earlier one).
 MIN_EPOCHS = 20
 _GENERAL_KEYS = ("model_embeddings", "w1_prompt", "w1_model", "b1", "w2", "b2")
@@ -102,7 +111,7 @@ def train_new_model(
     j, copy_mse = nearest_model(estimator, emb, y)
     init = {k: (v[:, j : j + 1] if k == "w1_prompt" else v[j : j + 1]).copy() for k, v in general.items()}
     init["b2"] = init["b2"] + np.float32(np.mean(y - estimator.predict_general(emb)[:, j]))
-    train_idx, dev_idx = stratified_dev_split(labels, float(estimator.dev_fraction), settings.seed)
+    train_idx, dev_idx = stratified_dev_split(labels, DEV_FRACTION, settings.seed)
     fit = NewModelFit(general=init, warm_start=j)
     fit.info = {"warm_start_mse": copy_mse, "epochs": 0, "n_train": int(train_idx.size), "n_dev": int(dev_idx.size)}
     if settings.epochs_general == 0 or train_idx.size == 0:
@@ -113,10 +122,11 @@ def train_new_model(
     y_all = torch.from_numpy(np.asarray(y, dtype=np.float32)).to(device)
     params = {k: torch.tensor(v, device=device, requires_grad=True) for k, v in init.items()}
     try:  # torch's fused kernel: several times faster than the per-tensor loop for these few large tensors
-        optimizer = torch.optim.Adam(list(params.values()), lr=settings.lr, weight_decay=settings.weight_decay,
-                                     fused=True)  # fmt: skip
+        optimizer = torch.optim.Adam(list(params.values()), lr=settings.lr * FINE_TUNE_LR_FACTOR,
+                                     weight_decay=settings.weight_decay, fused=True)  # fmt: skip
     except (RuntimeError, TypeError):
-        optimizer = torch.optim.Adam(list(params.values()), lr=settings.lr, weight_decay=settings.weight_decay)
+        optimizer = torch.optim.Adam(list(params.values()), lr=settings.lr * FINE_TUNE_LR_FACTOR,
+                                     weight_decay=settings.weight_decay)
 
     def predict(rows: np.ndarray) -> Any:
         x = x_all[torch.from_numpy(rows).to(device)]
@@ -155,6 +165,14 @@ def train_new_model(
             if stopper.update(epoch, dev_mse(), snapshot):
                 break
     fit.general = stopper.best_state
+    # A few dev rows can prefer an epoch whose predictions drifted off the new scores' mean: shift the output bias so
+    # that the mean prediction over every new prompt is their mean again, as the copy's was.
+    with torch.no_grad():
+        for k, v in fit.general.items():
+            params[k].copy_(torch.from_numpy(v))
+        drift = float(np.mean(y) - predict(np.arange(len(y))).mean().item())
+    fit.general["b2"] = fit.general["b2"] + np.float32(drift)
+    fit.info["bias_shift"] = drift
     fit.info.update(best_epoch=int(stopper.best_epoch), seconds=time.perf_counter() - t0)
     if dev_idx.size:
         fit.info["dev_mse"] = float(stopper.best_value)
@@ -170,7 +188,8 @@ def train_new_task_adapters(
     new prompts labelled with that task (``labels`` (n,)); stored in ``fit.task``."""
     if not tasks:
         return
-    settings = training_settings(estimator, seed)
+    # As for the general adapter: a task's few new prompts make an epoch of a step or two.
+    settings = dataclasses.replace(training_settings(estimator, seed), epochs_task=max(int(estimator.epochs_task), MIN_EPOCHS))
     n_tasks = int(estimator.n_tasks_)
     wanted = set(tasks)
     layout = AdapterLayout.build([[0] if t in wanted else [] for t in range(n_tasks)], 1)
