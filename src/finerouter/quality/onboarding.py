@@ -13,7 +13,8 @@ Adding a model ``X`` from its scores on a few prompts:
    prompts is the new scores' mean. Every other model's embedding and adapters stay as they are.
 2. **Task adapters** (:func:`train_new_task_adapters`): for each task where ``X`` becomes a candidate, an
    adapter starting as ``X``'s general adapter, trained on the new prompts of that task (phase 2 of
-   :mod:`finerouter.quality.training`, per-task early stopping: a task without dev rows keeps the copy).
+   :mod:`finerouter.quality.training`, at least :data:`MIN_EPOCHS` epochs, per-task early stopping: a task without
+   dev rows keeps the copy).
 3. :func:`rebuild_estimator` splices the new weights into a new estimator: old adapters are reused where the
    (task, model) pair is still a candidate, a model that newly became a candidate of a task gets a copy of its
    general adapter there, and a retired model's adapters are dropped.

@@ -1,5 +1,5 @@
-"""Adding a model to a fitted router, or retiring one, without refitting it; and which prompts to score a new
-model on (:func:`suggest_prompts`).
+"""Adding a model to a fitted router, or retiring one, without refitting it (which prompts to score a new model on:
+:mod:`finerouter.routing.suggestions`; reading its data: :mod:`finerouter.routing.onboarding_data`).
 
 :func:`add_model` learns what the router needs to know about a new model ``X`` from ``X``'s scores on a few
 prompts (typically 100 to 1,000), everything the router already learned staying frozen:
@@ -7,9 +7,9 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
 - **Stage 2**: ``X``'s model embedding, general adapter and task adapters
   (:mod:`finerouter.quality.onboarding`).
 - **Stage-1 prior**: each prompt is assigned a task by the router's classifier; ``X``'s column of ``stage1_``
-  is its per-task mean score shrunk toward its overall mean where a task saw few of its prompts
-  (:func:`finerouter.routing.mixing.shrink_task_means`; the per-task median or mean with ``stage1_statistic``
-  ``"median"`` or without shrinkage). Its global prior is the task means weighted by the tasks' training sizes,
+  is, per task, the router's mean prior plus ``X``'s difference from the other models on the same prompts (when
+  the data carries their scores), or ``X``'s own mean, shrunk toward its overall value where a task saw few of its
+  prompts (:func:`new_prior_column`). Its global prior is the task values weighted by the tasks' training sizes,
   so that prompts chosen to over-sample small tasks do not skew it.
 - **Candidates**: a task with at least :data:`MIN_TASK_PROMPTS` new prompts that also carry every other model's
   score gets its candidate set recomputed by the δ-coverage rule of discovery
