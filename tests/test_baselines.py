@@ -235,6 +235,7 @@ class _PlantedEncoder:
         return np.stack([self.table[t] for t in texts]).astype(np.float32)
 
 
+@pytest.mark.slow  # five FineRouter fits (each with internal cross-validation)
 def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, random_quality):
     from finerouter.baselines.finerouter_variants import share_fits
 
