@@ -296,21 +296,36 @@ def test_single_thread_blas_only_when_busy_and_restores(monkeypatch):
     from finerouter import _training
 
     def blas_threads() -> list[int]:
+        # The limit is process-wide: wait until no other thread (a gateway's routing thread left by an earlier
+        # test, say) is inside a limiting block, so that "restored" is read outside every block.
+        import time
+
+        deadline = time.monotonic() + 5.0
+        while _training._BLAS_STATE["depth"] > own_depth[0] and time.monotonic() < deadline:
+            time.sleep(0.01)
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    own_depth = [0]
 
     before = blas_threads()
     monkeypatch.setitem(_training._LOAD_STATE, "checked", float("inf"))  # freeze the load reading
     monkeypatch.setitem(_training._LOAD_STATE, "busy", True)
     with _training.single_thread_blas():
+        own_depth[0] = 1
         with _training.single_thread_blas():  # nested: still one thread
+            own_depth[0] = 2
             assert set(blas_threads()) <= {1}
+        own_depth[0] = 1
         assert set(blas_threads()) <= {1}
+    own_depth[0] = 0
     assert blas_threads() == before
     monkeypatch.setitem(_training._LOAD_STATE, "busy", False)
     with _training.single_thread_blas():
         assert blas_threads() == before
     with _training.single_thread_blas(force=True):  # the router's small batches: one thread whatever the load
+        own_depth[0] = 1
         assert set(blas_threads()) <= {1}
+    own_depth[0] = 0
     assert blas_threads() == before
     with _training.single_thread_blas(_training.SMALL_BATCH + 1, force=True):  # a large batch keeps its threads
         assert blas_threads() == before
