@@ -20,7 +20,7 @@ import json
 import re
 from typing import Any
 
-from finerouter.testing.fake_upstream import read_body
+from finerouter.testing.fake_upstream import answer_lifespan, read_body
 
 _ABSOLUTE = re.compile(r"\[The Start of Assistant's Answer\]\n(.*?)\n\[The End of Assistant's Answer\]", re.S)
 _PAIR = re.compile(r"\[The Start of Assistant ([AB])'s Answer\]\n(.*?)\n\[The End of Assistant \1's Answer\]", re.S)
@@ -57,13 +57,8 @@ class FakeJudge:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         body = json.loads(await read_body(receive) or b"{}")

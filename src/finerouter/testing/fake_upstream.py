@@ -31,6 +31,18 @@ from finerouter.errors import ParameterError
 Scope = dict[str, Any]
 
 
+async def answer_lifespan(receive: Any, send: Any) -> None:
+    """Acknowledge an ASGI lifespan's startup and shutdown (a fake server has nothing to set up); returns at
+    shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def read_body(receive: Any) -> bytes:
     """The whole body of an ASGI HTTP request, however many messages it came in."""
     body = b""
@@ -168,13 +180,8 @@ class FakeUpstream:
     # -- ASGI -----------------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         body = await read_body(receive)
