@@ -39,21 +39,24 @@ def _in_range(value: float, low: float | None, high: float | None, closed: str) 
     return True
 
 
+def _as_index(value: Any) -> Any:
+    """``value`` as a Python int when it is an integer (numpy integers included, bools excluded), else unchanged."""
+    if isinstance(value, bool) or isinstance(value, int) or not hasattr(value, "__index__"):
+        return value
+    try:
+        return int(value.__index__())
+    except TypeError:
+        return value
+
+
 def check_int(
     value: Any, name: str, owner: str, *, low: int | None = None, high: int | None = None
 ) -> int:
     """Return ``value`` as int if it is an integer within ``[low, high]``; raise ParameterError otherwise."""
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok and hasattr(value, "__index__") and not isinstance(value, bool):
-        try:
-            value = int(value.__index__())
-            ok = True
-        except TypeError:
-            ok = False
-    if not ok or not _in_range(value, low, high, "both"):
-        raise ParameterError(
-            f"The '{name}' parameter of {owner} must be an int in {_interval(low, high, 'both')}. Got {value!r}."
-        )
+    constraint = Interval("int", low, high)
+    value = _as_index(value)
+    if not constraint.is_satisfied_by(value):
+        raise ParameterError(f"The '{name}' parameter of {owner} must be {constraint}. Got {value!r}.")
     return int(value)
 
 
@@ -67,14 +70,9 @@ def check_float(
     closed: str = "both",
 ) -> float:
     """Return ``value`` as float if it is a finite real in the interval; raise ParameterError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        ok = False
-    else:
-        ok = _in_range(float(value), low, high, closed)
-    if not ok:
-        raise ParameterError(
-            f"The '{name}' parameter of {owner} must be a float in {_interval(low, high, closed)}. Got {value!r}."
-        )
+    constraint = Interval("float", low, high, closed)
+    if not constraint.is_satisfied_by(value):
+        raise ParameterError(f"The '{name}' parameter of {owner} must be {constraint}. Got {value!r}.")
     return float(value)
 
 
@@ -125,14 +123,8 @@ class Interval(Constraint):
         if isinstance(value, bool):
             return False
         if self.kind == "int":
-            if not isinstance(value, int):
-                if not hasattr(value, "__index__"):
-                    return False
-                try:
-                    value = int(value.__index__())
-                except TypeError:
-                    return False
-            return _in_range(value, self.low, self.high, "both")
+            value = _as_index(value)
+            return isinstance(value, int) and _in_range(value, self.low, self.high, "both")
         if not isinstance(value, (int, float)) or not math.isfinite(float(value)):
             return False
         return _in_range(float(value), self.low, self.high, self.closed)
