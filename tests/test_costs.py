@@ -111,6 +111,23 @@ def test_costs_computed_from_the_price_table_are_not_observations():
     assert observed_costs(data) is data.costs
 
 
+def test_a_router_fitted_without_prices_learns_costs_the_reader_priced():
+    """Costs a reader derived from a price table are the only cost information a router fitted without one has:
+    it must still estimate costs from them (cost_weight and budgets need it)."""
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.router import FineRouter
+    from finerouter.testing import FAST_SETTINGS, FakeEncoder
+
+    data = make_synthetic_routing_data(n_prompts=120, n_models=4, seed=0)
+    assert data.costs is not None
+    data.meta["cost_source"] = "prices"
+    router = FineRouter(encoder=FakeEncoder(), mixing="paper", refine_task_labels=False, **FAST_SETTINGS).fit(data)
+    assert router.cost_model_.kind == "linear"
+    estimate = router.estimate_costs(data.prompts[:20])
+    assert estimate is not None and np.isfinite(estimate).all()
+    assert len(router.route(data.prompts[:5], cost_weight=1.0)) == 5
+
+
 # ---------------------------------------------------------------------------------------------- tokenizer
 @pytest.fixture(scope="module")
 def minilm_counter():

@@ -275,8 +275,11 @@ class FineRouter(Component):
         # the training prompts and their scores, kept only when the chosen mix reads the neighbour source
         self.neighbour_embeddings_ = embeddings if mixing.uses_neighbours else None
         self.neighbour_scores_ = np.asarray(dataset.scores, dtype=np.float32) if mixing.uses_neighbours else None
-        self.cost_model_ = CostModel.fit(dataset.models, prompts, observed_costs(dataset), self._resolve_prices(),
-                                         token_counter=token_counter_for(encoder))
+        prices = self._resolve_prices()
+        # With a price table, costs the reader derived from one teach nothing (observed_costs); without one, they
+        # are the only cost information there is, and the linear fit learns them.
+        costs = observed_costs(dataset) if prices is not None else dataset.costs
+        self.cost_model_ = CostModel.fit(dataset.models, prompts, costs, prices, token_counter=token_counter_for(encoder))
         self.n_features_ = int(embeddings.shape[1])
         self.discovery_labels_ = discovery.labels_
         timings["total"] = time.perf_counter() - t0
