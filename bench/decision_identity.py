@@ -72,6 +72,15 @@ def run_child(src: Path, out: Path, args: argparse.Namespace) -> None:
     subprocess.run(cmd, env=env, check=True, cwd=str(src.parent))
 
 
+def run_at_commit(commit: str, tree: Path, out: Path, args: argparse.Namespace) -> None:
+    """Check ``commit`` out into a temporary git worktree at ``tree``, dump its decisions into ``out``, remove it."""
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), commit], cwd=ROOT, check=True, capture_output=True)
+    try:
+        run_child(tree / "src", out, args)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ref", default="HEAD", help="reference commit (default HEAD)")
@@ -89,23 +98,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        ref_tree = tmp_path / "ref"
-        subprocess.run(["git", "worktree", "add", "--detach", str(ref_tree), args.ref], cwd=ROOT, check=True,
-                       capture_output=True)
-        try:
-            run_child(ref_tree / "src", tmp_path / "out_ref", args)
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(ref_tree)], cwd=ROOT, check=False)
+        run_at_commit(args.ref, tmp_path / "ref", tmp_path / "out_ref", args)
         if args.new is None:
             run_child(ROOT / "src", tmp_path / "out_new", args)
         else:
-            new_tree = tmp_path / "new"
-            subprocess.run(["git", "worktree", "add", "--detach", str(new_tree), args.new], cwd=ROOT, check=True,
-                           capture_output=True)
-            try:
-                run_child(new_tree / "src", tmp_path / "out_new", args)
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(new_tree)], cwd=ROOT, check=False)
+            run_at_commit(args.new, tmp_path / "new", tmp_path / "out_new", args)
         ref = json.loads((tmp_path / "out_ref" / "decisions.json").read_text())
         new = json.loads((tmp_path / "out_new" / "decisions.json").read_text())
         differing = 0
