@@ -11,6 +11,12 @@ score format: every real model keeps its column, and gets
   ``keep`` and 0 otherwise (so their expected score is ``keep`` times the original's).
 
 Variants cost what the original costs (the same column), so cost curves stay meaningful. Everything is seeded.
+
+:func:`blend_pool` builds the other shape of a large pool: ``n_models`` in all, the real ones plus *blends*, each
+the per-prompt mixture of two real models (on each prompt one of the two's real score, chosen at random) with a
+share of its answers failed (score 0; the share drawn per blend between 0 and ``max_drop``). So the added models
+have real per-prompt structure and a spread of means: a handful within a few points of the best, most far behind,
+as in a pool of dozens of chat models of different strengths.
 """
 
 from __future__ import annotations
@@ -73,4 +79,44 @@ def enlarge_pool(
     )
 
 
-__all__ = ["enlarge_pool"]
+def blend_pool(
+    data: RoutingDataset, n_models: int = 55, max_drop: float = 0.6, seed: int = 0
+) -> RoutingDataset:
+    """``data`` with blended models added until the pool holds ``n_models`` (see the module docstring).
+
+    Blend ``k`` is named ``"<a>+<b>~blend<k>"``; on a prompt where it takes model ``a``'s score it also costs what
+    ``a`` costs there. A NaN (unevaluated) score stays NaN. The real models keep their columns, first.
+    """
+    owner = "blend_pool"
+    n_models = check_int(n_models, "n_models", owner, low=data.n_models)
+    max_drop = check_float(max_drop, "max_drop", owner, low=0.0, high=1.0)
+    rng = np.random.default_rng(seed)
+    scores = np.asarray(data.scores, dtype=np.float64)
+    costs = None if data.costs is None else np.asarray(data.costs, dtype=np.float64)
+    n, m = scores.shape
+    names = list(data.models)
+    new_scores, new_costs = [scores], [] if costs is None else [costs]
+    for k in range(n_models - m):
+        a, b = rng.choice(m, size=2, replace=m < 2)
+        take_a = rng.random(n) < 0.5
+        blended = np.where(take_a, scores[:, a], scores[:, b])
+        blended = np.where(rng.random(n) < rng.uniform(0.0, max_drop), np.where(np.isnan(blended), np.nan, 0.0),
+                           blended)
+        new_scores.append(blended[:, None])
+        if costs is not None:
+            new_costs.append(np.where(take_a, costs[:, a], costs[:, b])[:, None])
+        names.append(f"{data.models[a]}+{data.models[b]}~blend{k + 1}")
+    return RoutingDataset(
+        prompts=list(data.prompts),
+        models=names,
+        scores=np.concatenate(new_scores, axis=1),
+        costs=None if costs is None else np.concatenate(new_costs, axis=1),
+        tasks=None if data.tasks is None else list(data.tasks),
+        ids=None if data.ids is None else list(data.ids),
+        name=f"{data.name}+blend{len(names)}",
+        source=data.source,
+        meta={**data.meta, "blended_pool": {"n_models": n_models, "max_drop": max_drop, "seed": seed}},
+    )
+
+
+__all__ = ["blend_pool", "enlarge_pool"]

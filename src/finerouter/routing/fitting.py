@@ -51,6 +51,20 @@ class FittedParts:
     seconds: dict[str, float]
 
 
+@dataclass
+class OutOfFold:
+    """The mixing cross-validation's out-of-fold scores on the training prompts (each from a router fitted
+    without the prompt's fold): what the mixing weights and the calibration were chosen on. ``(n, m)`` each;
+    ``neighbours`` is None unless the router computes that source; ``fold`` ``(n,)``."""
+
+    stage2: np.ndarray
+    stage1: np.ndarray
+    global_prior: np.ndarray
+    neighbours: np.ndarray | None
+    truth: np.ndarray
+    fold: np.ndarray
+
+
 def stage1_matrix(catalog: Any, scores: np.ndarray, labels: np.ndarray, statistic: str) -> np.ndarray:
     """``(T+1, m)`` stage-1 prior: each task's median (or mean) score per model; row ``T`` is Others.
 
@@ -235,9 +249,15 @@ def cross_validate_mixing(
     if neighbours is not None:
         candidates += NEIGHBOUR_MIXES
         held_neighbours = neighbours[done]
+    stacks: tuple[tuple[str, ...], ...] = (("stage2", "stage1"),)
+    if neighbours is not None:
+        stacks += (("stage2", "stage1", "neighbours"),)
     choice = choose_weights(
         stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates,
-        neighbours=held_neighbours,
+        neighbours=held_neighbours, stacks=stacks,
+    )
+    router.out_of_fold_ = OutOfFold(
+        stage2[done], stage1[done], global_prior[done], held_neighbours, scores[done], fold[done]
     )
     raw = raw_mix(choice.estimate_vector(), stage2[done], stage1[done], global_prior[done], held_neighbours)
     calibration = Calibration.fit(raw, scores[done])

@@ -81,6 +81,9 @@ class MixingChoice:
         estimate_weights: the mix whose raw value is calibrated into the expected scores: the best routing mix,
             even when ``weights`` fell back to the best single model (a per-prompt estimate still tells the
             cost-aware rule which prompts a cheaper model handles); None = ``weights``.
+        scale: how ``weights`` mix the sources for routing: ``"normalised"`` (each source min-max normalised per
+            prompt, the paper's Eq. 5 family) or ``"raw"`` (the sources on the score scale, a stacked shrinkage
+            mix of :mod:`finerouter.routing.stacking`; the global weight may then be negative).
     """
 
     weights: dict[str, float]
@@ -91,6 +94,7 @@ class MixingChoice:
     n_prompts: int = 0
     calibration_error: dict[str, float] | None = None
     estimate_weights: dict[str, float] | None = None
+    scale: str = "normalised"
 
     def vector(self) -> np.ndarray:
         """``(4,)`` weights in :data:`SOURCES` order."""
@@ -139,6 +143,22 @@ def mix(
     return out
 
 
+def routing_mix(
+    weights: np.ndarray, scale: str, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray,
+    neighbours: np.ndarray | None = None,
+) -> np.ndarray:
+    """``(n, m)`` routing scores in [0, 1] per prompt: :func:`mix` for ``scale="normalised"``; for ``"raw"`` the
+    score-scale mix (:func:`raw_mix`, a stacked shrinkage estimate) min-max normalised per prompt, so that a
+    ``tolerance`` means the same share of the prompt's spread under either scale."""
+    if scale == "normalised":
+        return mix(weights, stage2, stage1, global_prior, neighbours)
+    if scale != "raw":
+        raise ParameterError(f"routing_mix: scale must be 'normalised' or 'raw'; got {scale!r}")
+    from finerouter.routing.policy import minmax_rows
+
+    return minmax_rows(raw_mix(weights, stage2, stage1, global_prior, neighbours))
+
+
 def _tie_break_bonus(global_prior: np.ndarray) -> np.ndarray:
     """A tiny ``(m,)`` bonus that sends exact ties to the model with the higher global prior, then lower index."""
     m = global_prior.shape[0]
@@ -148,13 +168,15 @@ def _tie_break_bonus(global_prior: np.ndarray) -> np.ndarray:
 
 def _picked_models(
     grid: np.ndarray, stage2: np.ndarray, stage1: np.ndarray, global_prior: np.ndarray,
-    neighbours: np.ndarray | None = None,
+    neighbours: np.ndarray | None = None, scales: list[str] | None = None,
 ) -> np.ndarray:
-    """``(g, n)`` the model each weight row of ``grid`` picks per prompt (exact ties: the better model overall)."""
+    """``(g, n)`` the model each weight row of ``grid`` picks per prompt (exact ties: the better model overall);
+    ``scales[k]`` is row ``k``'s scale (all ``"normalised"`` when None)."""
     tie = _tie_break_bonus(global_prior)
     out = np.empty((grid.shape[0], stage2.shape[0]), dtype=np.int64)
     for k, w in enumerate(grid):
-        out[k] = np.argmax(mix(w, stage2, stage1, global_prior, neighbours) + tie, axis=1)
+        scale = "normalised" if scales is None else scales[k]
+        out[k] = np.argmax(routing_mix(w, scale, stage2, stage1, global_prior, neighbours) + tie, axis=1)
     return out
 
 
@@ -171,6 +193,8 @@ def choose_weights(
     fold: np.ndarray,
     *,
     candidates: tuple[tuple[float, ...], ...] = CANDIDATE_MIXES,
+    stacks: tuple[tuple[str, ...], ...] = (),
+    stack_first: bool = False,
     min_gain_se: float = 1.0,
     fallback_gain_se: float = 0.0,
     neighbours: np.ndarray | None = None,
@@ -183,8 +207,12 @@ def choose_weights(
         global_prior: ``(n, m)`` each model's mean score on the training folds of the prompt's fold.
         truth: ``(n, m)`` true scores (NaN = not evaluated, counted 0 when picked).
         fold: ``(n,)`` the fold each prompt was held out in.
-        candidates: the mixes to choose from (3 or 4 weights each, see :data:`SOURCES`); the first is the default,
-            and one must be the best single model ``(0, 0, 1)``.
+        candidates: the normalised mixes to choose from (3 or 4 weights each, see :data:`SOURCES`); the first is
+            the default (unless ``stack_first``), and one must be the best single model ``(0, 0, 1)``.
+        stacks: stacked raw-scale mixes to choose from too, each named by the sources it stacks (e.g.
+            ``("stage2", "stage1")``; :func:`finerouter.routing.stacking.fit_stack`). Each is judged cross-fitted:
+            a fold's prompts are routed with weights fitted on the other folds.
+        stack_first: make the first stack the default instead of ``candidates[0]``.
         min_gain_se: how many standard errors of the paired difference a mix must gain over the default to
             replace it.
         fallback_gain_se: how many standard errors the cross-fitted gain over the best single model must
@@ -193,6 +221,8 @@ def choose_weights(
         neighbours: ``(n, m)`` out-of-fold neighbour means (:func:`finerouter.routing.neighbours.neighbour_means`
             over the training folds), needed when a candidate weighs the neighbour source.
     """
+    from finerouter.routing.stacking import fit_stack
+
     truth0 = np.nan_to_num(np.asarray(truth, dtype=np.float64), nan=0.0)
     n = truth0.shape[0]
     grid = np.stack([_four(c) for c in candidates]) if len(candidates) else np.zeros((0, len(SOURCES)))
@@ -202,20 +232,43 @@ def choose_weights(
             "The 'candidates' parameter of choose_weights must hold the best single model (0, 0, 1) exactly once. "
             f"Got {candidates!r}."
         )
-    single = int(single_rows[0])
     rows = np.arange(n)
+    folds = np.unique(fold)
     picks = np.empty((grid.shape[0], n), dtype=np.int64)
-    for f in np.unique(fold):
+    for f in folds:
         idx = np.flatnonzero(fold == f)
         picks[:, idx] = _picked_models(
             grid, stage2[idx], stage1[idx], global_prior[idx][0], None if neighbours is None else neighbours[idx]
         )
-    gained = truth0[rows[None, :], picks]  # (g, n) true score of each mix's pick
+    available = {"stage2": stage2, "stage1": stage1, "neighbours": neighbours}
+    stack_weights, stack_picks = [], []
+    for names in stacks:
+        if any(available.get(name) is None for name in names):
+            raise ParameterError(f"choose_weights: the stack {names!r} needs a source that was not given")
+        sources = {name: available[name] for name in names}
+        stack_weights.append(fit_stack(sources, global_prior, truth))
+        row = np.empty(n, dtype=np.int64)
+        for f in folds:
+            held, rest = fold == f, fold != f
+            w = fit_stack({k: v[rest] for k, v in sources.items()}, global_prior[rest], truth[rest]) \
+                if folds.size > 1 else stack_weights[-1]
+            row[held] = _picked_models(
+                w[None, :], stage2[held], stage1[held], global_prior[held][0],
+                None if neighbours is None else neighbours[held], ["raw"],
+            )[0]
+        stack_picks.append(row)
+    # the candidate rows: (weights, scale), the default first
+    normal_rows = [(w, "normalised") for w in grid]
+    stack_rows = [(w, "raw") for w in stack_weights]
+    ordered = stack_rows + normal_rows if stack_first and stack_rows else normal_rows + stack_rows
+    all_picks = [*stack_picks, *picks] if stack_first and stack_rows else [*picks, *stack_picks]
+    single = int(single_rows[0]) + (len(stack_rows) if stack_first and stack_rows else 0)
+    gained = truth0[rows[None, :], np.stack(all_picks)]  # (g, n) true score of each mix's pick
 
     def select(cols: np.ndarray) -> int:
         """The default mix, unless a routing mix beats it on ``cols`` by ``min_gain_se`` paired SEs."""
         q = gained[:, cols].mean(axis=1)
-        routing = [k for k in range(grid.shape[0]) if k != single]
+        routing = [k for k in range(len(ordered)) if k != single]
         best = max(routing, key=lambda k: (q[k], -k))
         if best != 0:
             diff = gained[best, cols] - gained[0, cols]
@@ -226,7 +279,6 @@ def choose_weights(
     chosen = select(rows)
     # Cross-fit the selection: each fold's prompts get the mix chosen on the other folds.
     selected = np.empty(n, dtype=np.float64)
-    folds = np.unique(fold)
     for f in folds:
         held = fold == f
         k = select(np.flatnonzero(~held)) if folds.size > 1 else chosen
@@ -240,17 +292,20 @@ def choose_weights(
         "best_single": float(quality[single]),
         "selected": float(selected.mean()),
     }
+    for k, (names, _) in enumerate(zip(stacks, stack_rows)):
+        oof["stack:" + "+".join(names)] = float(quality[k if stack_first else len(normal_rows) + k])
+    chosen_weights, chosen_scale = ordered[chosen]
     if gain > fallback_gain_se * se and gain > 0:
-        weights, method = grid[chosen], "cv"
+        weights, method, scale = chosen_weights, "cv", chosen_scale
     else:
-        weights, method = grid[single], "fallback"
+        weights, method, scale = ordered[single][0], "fallback", "normalised"
     choice = MixingChoice(
         {s: float(w) for s, w in zip(SOURCES, weights)}, method, oof, gain, se if np.isfinite(se) else None, n,
-        estimate_weights={s: float(w) for s, w in zip(SOURCES, grid[chosen])},
+        estimate_weights={s: float(w) for s, w in zip(SOURCES, chosen_weights)}, scale=scale,
     )
     logger.info(
-        "mixing: %s weights %s (out-of-fold quality %s; cross-fitted gain over best single %.4f ± %.4f)",
-        method, choice.weights, {k: round(v, 4) for k, v in oof.items()}, gain, se,
+        "mixing: %s %s weights %s (out-of-fold quality %s; cross-fitted gain over best single %.4f ± %.4f)",
+        method, scale, choice.weights, {k: round(v, 4) for k, v in oof.items()}, gain, se,
     )
     return choice
 

@@ -27,6 +27,8 @@ from finerouter._validation import (
     check_is_fitted,
 )
 from finerouter.base import Component
+from finerouter.engines.base import resolve_engine
+from finerouter.engines.embedding import embed_texts
 from finerouter.errors import DataError, ParameterError
 from finerouter.routing import fitting
 from finerouter.routing.components import COMPONENTS, build_component
@@ -95,6 +97,8 @@ class FineRouter(Component):
         cache_dir: where embeddings are cached (None: no cache).
         seed: seed for every random step; a component whose own ``seed`` is None takes it, one given a seed keeps
             its own.
+        engine: where embedding and discovery's kNN run: None (here), a :class:`finerouter.engines.Engine` or a Ray
+            address (``"local"``, ``"auto"``; docs/scale.md). Never saved: a loaded router runs locally.
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
@@ -113,6 +117,8 @@ class FineRouter(Component):
         "quality": _COMPONENT_VALUE,
         "cache_dir": [NoneValue(), InstanceOf(str, os.PathLike, description="a folder path")],
         "seed": [Interval("int", 0, None)],
+        "engine": [NoneValue(), InstanceOf(str, description="a Ray address"),
+                   HasMethods("knn_search", description="an Engine")],
     }
 
     def __init__(
@@ -132,6 +138,7 @@ class FineRouter(Component):
         prices: Any = None,
         cache_dir: str | Path | None = None,
         seed: int = 0,
+        engine: Any = None,
     ) -> None:
         self.encoder = encoder
         self.describer = describer
@@ -148,6 +155,7 @@ class FineRouter(Component):
         self.prices = prices
         self.cache_dir = cache_dir
         self.seed = seed
+        self.engine = engine
 
     def __repr__(self) -> str:
         enc = self.encoder if isinstance(self.encoder, (str, type(None))) else type(self.encoder).__name__
@@ -157,7 +165,10 @@ class FineRouter(Component):
     def make_component(self, name: str) -> Component:
         """A fresh, unfitted ``discovery``, ``classifier`` or ``quality`` component with this router's settings
         (:func:`finerouter.routing.components.build_component`)."""
-        return build_component(name, getattr(self, name), self.seed)
+        component = build_component(name, getattr(self, name), self.seed)
+        if name == "discovery" and self.engine is not None and component.engine is None:
+            component.set_params(engine=resolve_engine(self.engine))
+        return component
 
     def set_params(self, **params: Any) -> FineRouter:
         """Set parameters; ``"classifier__threshold"`` reaches a component given as None or a dict too (it is
@@ -216,10 +227,11 @@ class FineRouter(Component):
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         encoder = self._resolve_encoder()
+        engine = None if self.engine is None else resolve_engine(self.engine)
         prompts = dataset.prompts
         if embeddings is None:
             logger.info("embedding %d prompts with %s", len(prompts), encoder.name)
-            embeddings = encoder.encode(prompts)
+            embeddings = embed_texts(encoder, prompts, engine)
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.shape[0] != dataset.n_prompts:
             raise DataError(
@@ -231,7 +243,7 @@ class FineRouter(Component):
         if self.describer is not None:
             descriptions = list(self.describer.describe(prompts))
             if description_embeddings is None:
-                description_embeddings = encoder.encode(descriptions)
+                description_embeddings = embed_texts(encoder, descriptions, engine)
         if description_embeddings is None:
             description_embeddings = embeddings
         desc_emb = np.asarray(description_embeddings, dtype=np.float32)
@@ -254,6 +266,7 @@ class FineRouter(Component):
         logger.info("discovered %d tasks (%.1fs)", catalog.n_tasks, timings["discovery"])
 
         t = time.perf_counter()
+        self.out_of_fold_ = None  # the cross-validation's out-of-fold scores (fitting.OutOfFold; not saved)
         if self.mixing == "cv":
             mixing, calibration = fitting.cross_validate_mixing(
                 self, dataset, encoder, embeddings, desc_emb, descriptions, groups

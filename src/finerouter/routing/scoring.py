@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from finerouter.routing.mixing import raw_mix
+from finerouter.routing.mixing import raw_mix, routing_mix
 from finerouter.routing.neighbours import neighbour_means
 from finerouter.routing.policy import minmax_rows
 
@@ -67,13 +67,17 @@ def score(router: Any, emb: np.ndarray) -> RouterScores:
     stage2 = router.quality_._predict(emb, task).astype(np.float64)
     rows = np.where(task >= 0, task, router.catalog_.n_tasks)
     stage1 = router.stage1_[rows]
-    w2, w1, wg, wn = router.mixing_.vector()
-    final = w2 * minmax_rows(stage2) + w1 * stage1_normalised(router)[rows]
-    if wg:
-        final += wg * global_normalised(router)
+    weights = router.mixing_.vector()
     neighbours = None
     if getattr(router, "neighbour_embeddings_", None) is not None:
         neighbours = neighbour_means(emb, router.neighbour_embeddings_, router.neighbour_scores_)
+    if router.mixing_.scale == "raw":
+        final = routing_mix(weights, "raw", stage2, stage1, router.global_prior_, neighbours)
+    else:
+        w2, w1, wg, wn = weights
+        final = w2 * minmax_rows(stage2) + w1 * stage1_normalised(router)[rows]
+        if wg:
+            final += wg * global_normalised(router)
         if wn:
             final += wn * minmax_rows(neighbours)
     expected = router.calibration_(
