@@ -11,6 +11,7 @@ from finerouter.classify import TaskClassifier
 from finerouter.describe.base import PromptDescriber
 from finerouter.describe.openai_compatible import OpenAIDescriber
 from finerouter.discovery import TaskDiscovery
+from finerouter.engines import LocalEngine, RayEngine
 from finerouter.encoders.sentence_transformer import SentenceTransformerEncoder
 from finerouter.errors import ParameterError
 from finerouter.quality import QualityEstimator
@@ -26,6 +27,8 @@ COMPONENTS: list[tuple[type, dict]] = [
     (PromptDescriber, {}),
     (OpenAIDescriber, {"base_url": "http://127.0.0.1:9/v1", "model": "m"}),
     (FineRouter, {}),
+    (LocalEngine, {}),
+    (RayEngine, {}),
 ]
 #: Constructor parameters that take any object (checked where they are used), per component.
 UNCONSTRAINED = {OpenAIDescriber: {"transport"}, FineRouter: {"prices"}}

@@ -15,6 +15,8 @@ already catches those keeps working. One type per kind of problem:
 * :class:`EncoderError`: an encoder could not be loaded, or returned unusable embeddings.
 * :class:`DescriptionError`: a task-description writer failed and cannot fall back to the prompt.
 * :class:`UpstreamError`: an upstream LLM endpoint failed (connection, timeout, 429, 5xx).
+* :class:`EngineError`: an execution engine cannot run: Ray is not installed (``pip install finerouter[ray]``),
+  or its cluster address is malformed or unreachable.
 * ``finerouter.serving.errors.ConfigError``: the gateway cannot start (its upstreams file, an environment
   variable or a token file is wrong); defined with the gateway, in the same family.
 
@@ -63,11 +65,16 @@ class UpstreamError(FineRouterError, RuntimeError):
         self.model = model
 
 
+class EngineError(FineRouterError, RuntimeError):
+    """An execution engine cannot run (Ray missing, or its cluster address malformed or unreachable)."""
+
+
 __all__ = [
     "ArtifactError",
     "DataError",
     "DescriptionError",
     "EncoderError",
+    "EngineError",
     "FineRouterError",
     "NotFittedError",
     "ParameterError",

@@ -38,6 +38,7 @@ import numpy as np
 
 from finerouter._validation import (
     Constraint,
+    HasMethods,
     Interval,
     NoneValue,
     Options,
@@ -86,6 +87,9 @@ class TaskDiscovery(Component):
         knn: ``"auto"`` (exact up to 20,000 nodes, HNSW above), ``"exact"`` or ``"hnsw"``.
         n_examples: central example prompts kept per task.
         seed: seeds HNSW and Leiden. None: 0; inside FineRouter, the router's seed.
+        engine: where the kNN search runs (:class:`finerouter.engines.Engine`, e.g. a RayEngine searching
+            database shards in parallel; exact search gives the same neighbours). None: in this process. Not
+            saved: a loaded discovery has none. Inside FineRouter, the router's engine when this is None.
         rbo_adjust: ``"chance"`` (default) corrects RBO for chance, ``(rbo - E) / (1 - E)`` clipped at 0 with
             ``E`` the expected RBO of two random rankings, before the ``tau`` filter and the weights (see
             :func:`finerouter.discovery.rbo.chance_corrected_rbo`); ``"none"`` uses raw RBO, whose floor
@@ -114,6 +118,7 @@ class TaskDiscovery(Component):
         n_examples: int = 3,
         seed: int | None = None,
         rbo_adjust: str = "chance",
+        engine: Any = None,
     ) -> None:
         self.k = k
         self.tau = tau
@@ -127,6 +132,7 @@ class TaskDiscovery(Component):
         self.n_examples = n_examples
         self.seed = seed
         self.rbo_adjust = rbo_adjust
+        self.engine = engine
 
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
         "k": [Interval("int", 2, None)],
@@ -141,6 +147,7 @@ class TaskDiscovery(Component):
         "n_examples": [Interval("int", 0, None)],
         "seed": [Interval("int", 0, None), NoneValue()],
         "rbo_adjust": [Options("chance", "none")],
+        "engine": [NoneValue(), HasMethods("knn_search", description="an Engine (with knn_search)")],
     }
 
     @property
@@ -215,7 +222,7 @@ class TaskDiscovery(Component):
         timings["catalog"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_start
         catalog.info = {
-            "params": self.get_params(),
+            "params": self._saved_params(),
             "levels": level_stats,
             "knn_recall": recall,
             "rbo_floor": floor,
@@ -246,7 +253,7 @@ class TaskDiscovery(Component):
 
         check_is_fitted(self, ["catalog_"])
         config = {
-            "params": self.get_params(deep=False),
+            "params": self._saved_params(),
             "level_stats": self.level_stats_,
             "knn_recall": self.knn_recall_,
             "timings": self.timings_,
@@ -288,6 +295,10 @@ class TaskDiscovery(Component):
         return obj
 
     # ------------------------------------------------------------------ helpers
+    def _saved_params(self) -> dict[str, Any]:
+        """The parameters saved with a fitted discovery: all but ``engine`` (where it ran is no part of it)."""
+        return {k: v for k, v in self.get_params(deep=False).items() if k != "engine"}
+
     def _round_settings(self) -> RoundSettings:
         """The parameters the Leiden rounds use (:mod:`finerouter.discovery.levels`)."""
         return RoundSettings(
@@ -301,6 +312,7 @@ class TaskDiscovery(Component):
             knn=self.knn,
             rbo_adjust=self.rbo_adjust,
             seed=self._seed,
+            search=None if self.engine is None else self.engine.knn_search,
         )
 
     @staticmethod

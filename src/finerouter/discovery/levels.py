@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,8 @@ RoundsResult = tuple[np.ndarray, list[np.ndarray], list[dict[str, Any]], float |
 @dataclass(frozen=True)
 class RoundSettings:
     """The settings of the rounds, :class:`~finerouter.discovery.TaskDiscovery`'s parameters of the same names
-    (``seed`` already resolved: never None)."""
+    (``seed`` already resolved: never None); ``search``, when set, replaces
+    :func:`~finerouter.discovery.graph.knn_search` (same arguments and result), e.g. an engine's sharded search."""
 
     k: int
     tau: float
@@ -49,6 +50,7 @@ class RoundSettings:
     knn: str
     rbo_adjust: str
     seed: int
+    search: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def leiden_rounds(
@@ -77,7 +79,8 @@ def leiden_rounds(
         t = time.perf_counter()
         k = min(settings.k, n_nodes - 1)
         method = resolve_knn_method(n_nodes, settings.knn)
-        neighbours = knn_search(node_x, k, method=method, seed=settings.seed)
+        search = settings.search or knn_search
+        neighbours = search(node_x, k, method=method, seed=settings.seed)
         _add_elapsed(timings, f"level{level + 1}_knn", t)
         if level == 0 and method == "hnsw":
             t = time.perf_counter()

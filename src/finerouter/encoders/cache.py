@@ -204,6 +204,29 @@ class CachedEncoder:
                 self._store.compact_some(self.max_shards)
             return out
 
+    # -- vectors embedded elsewhere -----------------------------------------------------------------------
+    def missing(self, texts: Sequence[str]) -> list[str]:
+        """The distinct ``texts`` not in the cache (as of now, shards of other processes included), in
+        first-seen order: what an engine embedding elsewhere still has to compute."""
+        texts = check_texts(texts, type(self).__name__)
+        with self._lock:
+            self._store.refresh()
+            index = self._store.index
+            return [t for t in dict.fromkeys(texts) if hashlib.sha256(t.encode("utf-8")).digest() not in index]
+
+    def put(self, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Save ``vectors: (len(texts), dim)``, the wrapped encoder's embeddings of ``texts`` computed elsewhere
+        (another process, a Ray worker), as one shard; they must come from an encoder of the same ``name``."""
+        texts = check_texts(texts, type(self).__name__)
+        if not texts:
+            return
+        emb = self._as_unit_rows(np.asarray(vectors), len(texts))
+        with self._lock:
+            self._check_width(int(emb.shape[1]))
+            keys = b"".join(hashlib.sha256(t.encode("utf-8")).digest() for t in texts)
+            self._save_shard(np.frombuffer(keys, dtype=np.uint8).reshape(len(texts), KEY_BYTES), emb)
+            self.n_misses += len(texts)
+
     # -- maintenance ------------------------------------------------------------------------------------
     def compact(self) -> int:
         """Merge every shard into one (atomically; old shards removed afterwards). Returns the vector count.
