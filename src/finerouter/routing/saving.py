@@ -45,9 +45,10 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
         save_arrays(tmp / "router.safetensors", arrays)
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         params = {k: v for k, v in router.get_params(deep=False).items()
-                  if k not in ("encoder", "describer", "prices", "cache_dir")}
-        for name in COMPONENTS:  # the parameters each component was built with
-            params[name] = router.make_component(name).get_params(deep=False)
+                  if k not in ("encoder", "describer", "prices", "cache_dir", "engine")}
+        for name in COMPONENTS:  # the parameters each component was built with (where it ran is not one)
+            params[name] = {k: v for k, v in router.make_component(name).get_params(deep=False).items()
+                            if k != "engine"}
         manifest = {
             "format": artifact.ARTIFACT_FORMAT,
             "format_version": artifact.ARTIFACT_FORMAT_VERSION,
@@ -80,7 +81,7 @@ def load_router(
     manifest = artifact.read_manifest(path)
     artifact.check_integrity(path, manifest)
     saved = dict(manifest["config"])
-    known = set(cls._parameter_constraints) - {"encoder", "describer", "cache_dir"}
+    known = set(cls._parameter_constraints) - {"encoder", "describer", "cache_dir", "engine"}
     params = {k: v for k, v in saved.items() if k in known}
     for name in COMPONENTS:  # empty dicts (older artifacts) mean the defaults
         params[name] = params.get(name) or None
