@@ -27,27 +27,37 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
-def _rebuild(module: str, qualname: str, config: dict[str, Any]) -> Callable[[list[str]], np.ndarray]:
+def _rebuild(module: str, qualname: str, config: dict[str, Any]) -> Any:
     cls = importlib.import_module(module)
     for part in qualname.split("."):
         cls = getattr(cls, part)
-    return cls.from_config(config).encode
+    return cls.from_config(config)
 
 
-def _as_is(encoder: Any) -> Callable[[list[str]], np.ndarray]:
-    return encoder.encode
+def _as_is(encoder: Any) -> Any:
+    return encoder
 
 
-def encoder_factory(encoder: Any) -> Callable[[], Callable[[list[str]], np.ndarray]]:
-    """A picklable ``make_fn`` for :meth:`~finerouter.engines.base.Engine.map_batches` that builds ``encoder``'s
-    ``encode`` in a worker: from its class and ``config()`` when it has ``from_config`` (a model then loads once
-    per worker, not on the driver), else the object itself, shipped as it is."""
+def _encode_fn(build: Callable[[], Any]) -> Callable[[list[str]], np.ndarray]:
+    return build().encode
+
+
+def encoder_builder(encoder: Any) -> Callable[[], Any]:
+    """A picklable function that builds ``encoder`` where it is called (a worker): from its class and
+    ``config()`` when it has ``from_config`` (a model then loads in the worker, not on the driver), else the
+    object itself, shipped as it is."""
     config = getattr(encoder, "config", None)
     from_config = getattr(type(encoder), "from_config", None)
     if callable(config) and callable(from_config):
         cls = type(encoder)
         return functools.partial(_rebuild, cls.__module__, cls.__qualname__, config())
     return functools.partial(_as_is, encoder)
+
+
+def encoder_factory(encoder: Any) -> Callable[[], Callable[[list[str]], np.ndarray]]:
+    """A picklable ``make_fn`` for :meth:`~finerouter.engines.base.Engine.map_batches`: builds ``encoder``
+    (:func:`encoder_builder`) once per worker and returns its ``encode``."""
+    return functools.partial(_encode_fn, encoder_builder(encoder))
 
 
 def embed_texts(
@@ -114,4 +124,4 @@ def embed_texts(
     return out if np.all(np.abs(norms - 1.0) <= 1e-4) else l2_normalise(out)
 
 
-__all__ = ["embed_texts", "encoder_factory"]
+__all__ = ["embed_texts", "encoder_builder", "encoder_factory"]

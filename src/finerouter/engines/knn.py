@@ -101,7 +101,11 @@ def sharded_knn_search(
         run: how the shard searches run, ``run(fn, items, shared=x)`` as
             :meth:`finerouter.engines.base.Engine.run_tasks` (default: one after the other here).
     """
-    from finerouter.discovery.graph import _check_embeddings, _drop_self, resolve_knn_method
+    from finerouter.discovery.graph import (
+        _check_embeddings,
+        _drop_self,
+        resolve_knn_method,
+    )
 
     x = _check_embeddings(x)
     n = x.shape[0]

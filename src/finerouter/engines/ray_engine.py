@@ -46,7 +46,7 @@ def import_ray() -> Any:
     """The ``ray`` module; EngineError saying how to install it when it is missing."""
     try:
         import ray
-        import ray.data  # noqa: F401 - the pipeline needs Ray Data too
+        import ray.data
     except ImportError as exc:
         raise EngineError(f"Running on Ray needs Ray, which is not installed: {INSTALL_HINT}. ({exc})") from exc
     return ray
@@ -280,4 +280,4 @@ class _Limiter:
         return self.limit
 
 
-__all__ = ["INSTALL_HINT", "RayEngine", "WORKER_ENV", "check_address", "import_ray", "runtime_env"]
+__all__ = ["INSTALL_HINT", "WORKER_ENV", "RayEngine", "check_address", "import_ray", "runtime_env"]
