@@ -26,6 +26,7 @@ past the cap by the difference.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
@@ -124,6 +125,9 @@ class Collector:
         transport: the httpx transport for every call (tests inject one).
         caller_options: more :class:`ChatCaller` arguments (``backoff_s``, ``sleep``, ``clock``...).
         on_record: called with each record once it is on disk (progress bars, tests).
+        engine: None (the calls run here), or a distributed :class:`finerouter.engines.Engine`: the calls run on its
+            workers, at most ``concurrency`` in flight per upstream across all of them, through the default transport
+            with ``caller_options`` (which must then be picklable); answers are still written here, one writer.
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class Collector:
         transport: httpx.AsyncBaseTransport | None = None,
         caller_options: Mapping[str, Any] | None = None,
         on_record: Callable[[dict[str, Any]], None] | None = None,
+        engine: Any = None,
     ) -> None:
         owner = "Collector"
         self.endpoints = {
@@ -175,6 +180,7 @@ class Collector:
         self.transport = transport
         self.caller_options = dict(caller_options or {})
         self.on_record = on_record
+        self.engine = engine
         self._stop = False
         self.store = JsonlStore(self.out_dir / ANSWERS_FILE)
 
@@ -258,25 +264,28 @@ class Collector:
         options = {"max_retries": self.max_retries, "max_connections": max(16, self.concurrency * 2),
                    "seed": self.seed, **self.caller_options}
         try:
-            async with ChatCaller(self.transport, **options) as caller:
-                workers = [
-                    asyncio.ensure_future(self._worker(caller, queues[m], params, report))
-                    for m in self.models if queues[m]
-                    for _ in range(min(self.concurrency, len(queues[m])))
-                ]
-                if workers:
-                    try:
-                        await asyncio.wait(workers)
-                    except asyncio.CancelledError:
-                        self._stop = True
-                        report.stopped = "cancelled"
-                        _, slow = await asyncio.wait(workers, timeout=self.drain_s)
-                        for task in slow:
-                            task.cancel()
-                        await self.store.aclose()
-                        raise
-                    for task in workers:
-                        task.result()  # a bug in a worker surfaces here
+            if getattr(self.engine, "distributed", False):
+                await self._run_on_engine(queues, params, options, report)
+            else:
+                async with ChatCaller(self.transport, **options) as caller:
+                    workers = [
+                        asyncio.ensure_future(self._worker(caller, queues[m], params, report))
+                        for m in self.models if queues[m]
+                        for _ in range(min(self.concurrency, len(queues[m])))
+                    ]
+                    if workers:
+                        try:
+                            await asyncio.wait(workers)
+                        except asyncio.CancelledError:
+                            self._stop = True
+                            report.stopped = "cancelled"
+                            _, slow = await asyncio.wait(workers, timeout=self.drain_s)
+                            for task in slow:
+                                task.cancel()
+                            await self.store.aclose()
+                            raise
+                        for task in workers:
+                            task.result()  # a bug in a worker surfaces here
         finally:
             await self.store.aclose()
             report.spent_usd = self._spent - report.spent_before_usd
@@ -296,45 +305,89 @@ class Collector:
         self, caller: ChatCaller, queue: deque[tuple[Prompt, str]], params: dict[str, Any], report: CollectReport
     ) -> None:
         while queue and not self._stop:
-            prompt, model = queue[0]
-            estimate = self.estimate(prompt.text, model)
-            if self._over_budget(estimate):
-                self._capped = True
-                self._stop = True
-                logger.info("stopping: the next call would take the spend past max_spend %.6g USD", self.max_spend)
+            if not self._admit(queue[0][0].text, queue[0][1], report):
                 return
-            queue.popleft()
-            self._reserved += estimate or 0.0
-            report.sent += 1
-            endpoint = self.endpoints[model]
-            record: dict[str, Any] = {
-                "prompt_key": prompt.key, "prompt": prompt.text, "model": model, "upstream_model": endpoint.model,
-            }
-            for name in ("id", "task", "gold"):
-                value = getattr(prompt, name)
-                if value is not None:
-                    record[name] = value
+            prompt, model = queue.popleft()
+            estimate = self.estimate(prompt.text, model)
             try:
-                result = await caller.complete(endpoint, [{"role": "user", "content": prompt.text}], params)
-            except UpstreamError as exc:
-                record.update(status="error", error=str(exc), time=time.time())
-                report.failed += 1
-            else:
-                cost, source = answer_cost(model, prompt.text, result, self.prices)
-                record.update(
-                    status="ok", answer=result.text, latency_s=round(result.seconds, 4), attempts=result.attempts,
-                    usage=dict(result.usage) if result.usage else None, cost_usd=cost, cost_source=source,
-                    response_id=result.response_id, time=time.time(),
+                outcome: ChatResult | str = await caller.complete(
+                    self.endpoints[model], [{"role": "user", "content": prompt.text}], params
                 )
+            except UpstreamError as exc:
+                outcome = str(exc)
             finally:
                 self._reserved -= estimate or 0.0
-            if record["status"] == "ok":
-                self._spent += record["cost_usd"] or 0.0
-            await self.store.append(record)
-            if record["status"] == "ok":
-                report.answered += 1
-            if self.on_record is not None:
-                self.on_record(record)
+            await self._record(prompt, model, outcome, report)
+
+    def _admit(self, text: str, model: str, report: CollectReport) -> bool:
+        """Whether ``text`` may be sent to ``model`` now (not stopped, within ``max_spend``); if so its estimate is
+        reserved."""
+        if self._stop:
+            return False
+        estimate = self.estimate(text, model)
+        if self._over_budget(estimate):
+            self._capped = True
+            self._stop = True
+            logger.info("stopping: the next call would take the spend past max_spend %.6g USD", self.max_spend)
+            return False
+        self._reserved += estimate or 0.0
+        report.sent += 1
+        return True
+
+    async def _record(self, prompt: Prompt, model: str, outcome: ChatResult | str, report: CollectReport) -> None:
+        """Write the record of one sent pair: its answer (a ChatResult) or its error (a message)."""
+        endpoint = self.endpoints[model]
+        record: dict[str, Any] = {
+            "prompt_key": prompt.key, "prompt": prompt.text, "model": model, "upstream_model": endpoint.model,
+        }
+        for name in ("id", "task", "gold"):
+            value = getattr(prompt, name)
+            if value is not None:
+                record[name] = value
+        if isinstance(outcome, str):
+            record.update(status="error", error=outcome, time=time.time())
+            report.failed += 1
+        else:
+            cost, source = answer_cost(model, prompt.text, outcome, self.prices)
+            record.update(
+                status="ok", answer=outcome.text, latency_s=round(outcome.seconds, 4), attempts=outcome.attempts,
+                usage=dict(outcome.usage) if outcome.usage else None, cost_usd=cost, cost_source=source,
+                response_id=outcome.response_id, time=time.time(),
+            )
+            self._spent += record["cost_usd"] or 0.0
+        await self.store.append(record)
+        if record["status"] == "ok":
+            report.answered += 1
+        if self.on_record is not None:
+            self.on_record(record)
+
+    async def _run_on_engine(
+        self, queues: dict[str, deque[tuple[Prompt, str]]], params: dict[str, Any], options: dict[str, Any],
+        report: CollectReport,
+    ) -> None:
+        """The calls on the engine's workers: at most ``concurrency`` in flight per upstream across the cluster."""
+        pairs = [pair for m in self.models for pair in queues[m]]
+        fn = functools.partial(_send_on_worker, {m: self.endpoints[m] for m in self.models}, params, options)
+        calls = self.engine.run_calls(fn, [(p.text, m) for p, m in pairs], key=lambda item: item[1],
+                                      limit=self.concurrency, admit=lambda item: self._admit(item[0], item[1], report))
+        async for i, outcome in calls:
+            prompt, model = pairs[i]
+            self._reserved -= self.estimate(prompt.text, model) or 0.0
+            await self._record(prompt, model, outcome, report)
+
+
+
+async def _send_on_worker(
+    endpoints: Mapping[str, Endpoint], params: dict[str, Any], options: dict[str, Any], item: tuple[str, str]
+) -> ChatResult | str:
+    """One call where an engine runs it: the answer, or the error's message (a caller of its own, the default
+    transport)."""
+    text, model = item
+    async with ChatCaller(None, **options) as caller:
+        try:
+            return await caller.complete(endpoints[model], [{"role": "user", "content": text}], params)
+        except UpstreamError as exc:
+            return str(exc)
 
 
 def collect_answers(

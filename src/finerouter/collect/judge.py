@@ -24,6 +24,7 @@ next run.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
@@ -167,6 +168,47 @@ def load_answers(answers_dir: str | Path) -> list[dict[str, Any]]:
     return list(latest.values())
 
 
+async def judge_answer(
+    caller: ChatCaller, endpoint: Endpoint, parse_retries: int, call: tuple[list[dict[str, str]], bool, bool]
+) -> dict[str, Any]:
+    """One judgment: ask ``endpoint`` (again, up to ``parse_retries`` times, while the reply has no verdict) and
+    return the judgment's fields (``status``, ``score``...) and ``parse_retries`` (the re-asks it took).
+    ``call``: ``(messages, swapped, pairwise)``."""
+    messages, swapped, pairwise = call
+    reply, score, verdict = "", None, None
+    attempts = retries = 0
+    try:
+        while attempts <= parse_retries:
+            attempts += 1
+            result = await caller.complete(endpoint, messages, {"temperature": 0})
+            reply = result.text
+            if not pairwise:
+                score = parse_rating(reply)
+                verdict = None if score is None else round(1 + 9 * score, 3)
+            else:
+                verdict = parse_pair_verdict(reply)
+                if verdict is not None:
+                    won = "B" if swapped else "A"
+                    score = 0.5 if verdict == "C" else float(verdict == won)
+            if score is not None:
+                break
+            retries += attempts <= parse_retries
+    except UpstreamError as exc:
+        return {"status": "error", "error": str(exc), "attempts": attempts, "parse_retries": retries}
+    if score is None:
+        return {"status": "unparseable", "reply": reply[:2000], "attempts": attempts, "parse_retries": retries}
+    return {"status": "ok", "verdict": verdict, "score": score, "attempts": attempts,
+            "swapped": swapped if pairwise else None, "parse_retries": retries}
+
+
+async def _judge_on_worker(
+    endpoint: Endpoint, parse_retries: int, options: Mapping[str, Any], call: tuple[list[dict[str, str]], bool, bool]
+) -> dict[str, Any]:
+    """:func:`judge_answer` where an engine runs it (a caller of its own, the default transport)."""
+    async with ChatCaller(None, **options) as caller:
+        return await judge_answer(caller, endpoint, parse_retries, call)
+
+
 class Judge:
     """Scores the answers of an answers folder (see the module docstring).
 
@@ -181,6 +223,9 @@ class Judge:
         transport: the httpx transport for the judge calls (tests inject one).
         caller_options: more :class:`ChatCaller` arguments.
         on_record: called with each judgment once it is on disk.
+        engine: None (the calls run here), or a distributed :class:`finerouter.engines.Engine`: the calls run on
+            its workers, at most ``concurrency`` in flight across all of them (the judge's endpoint is the key of
+            the limit), through the default transport with ``caller_options`` (which must then be picklable).
     """
 
     def __init__(
@@ -196,6 +241,7 @@ class Judge:
         transport: httpx.AsyncBaseTransport | None = None,
         caller_options: Mapping[str, Any] | None = None,
         on_record: Callable[[dict[str, Any]], None] | None = None,
+        engine: Any = None,
     ) -> None:
         owner = "Judge"
         self.mode = check_choice(mode, "mode", owner, MODES)
@@ -214,6 +260,7 @@ class Judge:
         self.transport = transport
         self.caller_options = dict(caller_options or {})
         self.on_record = on_record
+        self.engine = engine
 
     def _key(self, answer: Mapping[str, Any]) -> tuple[str, str, str]:
         return (answer["prompt_key"], answer["model"], _answer_hash(answer["answer"]))
@@ -259,6 +306,8 @@ class Judge:
             if self.mode == "reference":
                 for a in todo:
                     await self._record(a, report, status="ok", score=reference_match(a["answer"], a["gold"]))
+            elif todo and getattr(self.engine, "distributed", False):
+                await self._run_on_engine(self.engine, todo, by_pair, report)
             elif todo:
                 async with ChatCaller(self.transport, **self.caller_options) as caller:
                     workers = [asyncio.ensure_future(self._worker(caller, todo, by_pair, report))
@@ -305,37 +354,43 @@ class Judge:
         assert self.endpoint is not None
         while todo:
             answer = todo.popleft()
-            if self.mode == "pairwise" and answer["model"] == self.reference_model:
+            call = self._call_for(answer, by_pair)
+            if call is None:
                 await self._record(answer, report, status="ok", verdict="self", score=0.5)
                 continue
-            reference = by_pair[(answer["prompt_key"], self.reference_model)] if self.mode == "pairwise" else None
-            messages, swapped = self._messages(answer, reference)
-            reply, score, verdict = "", None, None
-            attempts = 0
-            try:
-                while attempts <= self.parse_retries:
-                    attempts += 1
-                    result = await caller.complete(self.endpoint, messages, {"temperature": 0})
-                    reply = result.text
-                    if reference is None:
-                        score = parse_rating(reply)
-                        verdict = None if score is None else round(1 + 9 * score, 3)
-                    else:
-                        verdict = parse_pair_verdict(reply)
-                        if verdict is not None:
-                            won = "B" if swapped else "A"
-                            score = 0.5 if verdict == "C" else float(verdict == won)
-                    if score is not None:
-                        break
-                    report.parse_retries += attempts <= self.parse_retries
-            except UpstreamError as exc:
-                await self._record(answer, report, status="error", error=str(exc), attempts=attempts)
-                continue
-            if score is None:
-                await self._record(answer, report, status="unparseable", reply=reply[:2000], attempts=attempts)
+            fields = await judge_answer(caller, self.endpoint, self.parse_retries, call)
+            report.parse_retries += fields.pop("parse_retries")
+            await self._record(answer, report, **fields)
+
+    def _call_for(
+        self, answer: Mapping[str, Any], by_pair: Mapping[tuple[str, str], Mapping[str, Any]]
+    ) -> tuple[list[dict[str, str]], bool, bool] | None:
+        """``(messages, swapped, pairwise)`` of the judge call for ``answer``; None for the reference model's own
+        answer in pairwise mode (a tie with itself, no call)."""
+        if self.mode == "pairwise" and answer["model"] == self.reference_model:
+            return None
+        reference = by_pair[(answer["prompt_key"], self.reference_model)] if self.mode == "pairwise" else None
+        messages, swapped = self._messages(answer, reference)
+        return messages, swapped, reference is not None
+
+    async def _run_on_engine(
+        self, engine: Any, todo: deque[dict[str, Any]], by_pair: Mapping[tuple[str, str], Mapping[str, Any]],
+        report: JudgeReport,
+    ) -> None:
+        """The judge calls as engine calls (at most ``concurrency`` in flight across the engine's workers)."""
+        assert self.endpoint is not None
+        items = []
+        for answer in todo:
+            call = self._call_for(answer, by_pair)
+            if call is None:
+                await self._record(answer, report, status="ok", verdict="self", score=0.5)
             else:
-                await self._record(answer, report, status="ok", verdict=verdict, score=score, attempts=attempts,
-                                   swapped=swapped if reference is not None else None)
+                items.append((answer, call))
+        fn = functools.partial(_judge_on_worker, self.endpoint, self.parse_retries, self.caller_options)
+        async for i, fields in engine.run_calls(fn, [call for _, call in items], key=lambda _: self.endpoint.name,
+                                                limit=self.concurrency):
+            report.parse_retries += fields.pop("parse_retries")
+            await self._record(items[i][0], report, **fields)
 
     # -- the table -----------------------------------------------------------------------------------------------
     def table(self) -> RoutingDataset:
@@ -402,5 +457,5 @@ class Judge:
 
 __all__ = [
     "ABSOLUTE_TEMPLATE", "MODES", "PAIRWISE_TEMPLATE", "Judge", "JudgeReport", "judgments_file", "load_answers",
-    "parse_pair_verdict", "parse_rating", "reference_match",
+    "judge_answer", "parse_pair_verdict", "parse_rating", "reference_match",
 ]

@@ -16,6 +16,7 @@ on loopback (:class:`finerouter.testing.BackgroundServer`, or ``python -m finero
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -32,12 +33,19 @@ class FakeJudge:
     Args:
         garble_when: answer without a verdict when the judged answer contains this text.
         garble_first: the first this many calls get an answer without a verdict.
+        delay_s: wait before answering (simulated model latency).
+
+    Attributes:
+        calls: judge calls received; in_flight, max_in_flight: calls being answered now, and the most at once.
     """
 
-    def __init__(self, garble_when: str | None = None, garble_first: int = 0) -> None:
+    def __init__(self, garble_when: str | None = None, garble_first: int = 0, delay_s: float = 0.0) -> None:
         self.garble_when = garble_when
         self.garble_first = garble_first
+        self.delay_s = delay_s
         self.calls = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
 
     def verdict(self, text: str) -> str:
         """The reply to one judge prompt."""
@@ -66,6 +74,12 @@ class FakeJudge:
             payload, status = {"error": {"message": "not found"}}, 404
         else:
             self.calls += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.delay_s)
+            finally:
+                self.in_flight -= 1
             text = "\n".join(str(m.get("content", "")) for m in body.get("messages", []))
             reply = "Let me think." if self.calls <= self.garble_first else self.verdict(text)
             status = 200

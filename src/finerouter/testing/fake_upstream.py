@@ -105,6 +105,8 @@ class FakeUpstream:
         requests: the most recent calls, each ``{"body": ..., "headers": {...}}``.
         faults: the calls that failed on purpose, by mode.
         last_sent_bytes: body bytes of the last ``"huge"`` answer written before it ended or the client left.
+        in_flight, max_in_flight: chat calls being answered now, and the most at any one time (a client's
+            concurrency limit, seen from the server).
     """
 
     def __init__(
@@ -135,6 +137,8 @@ class FakeUpstream:
         self.requests: deque[dict[str, Any]] = deque(maxlen=record)
         self.faults: dict[str, int] = {}
         self.last_sent_bytes = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._ids = itertools.count(1)
         self._rng = random.Random(f"{name}:{seed}")
 
@@ -188,7 +192,12 @@ class FakeUpstream:
         path, method = scope["path"], scope["method"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         if method == "POST" and path.endswith("/chat/completions"):
-            await self._chat(body, headers, receive, send)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await self._chat(body, headers, receive, send)
+            finally:
+                self.in_flight -= 1
         elif method == "POST" and path.endswith("/_control"):
             try:
                 spec = json.loads(body or b"{}")
