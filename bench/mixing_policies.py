@@ -12,6 +12,8 @@ policy is measured on:
 * ``+stack``: also the stacked raw-scale mix of stage 2 and stage 1 (:mod:`finerouter.routing.stacking`);
 * ``+stack, stack default``: the same with the stack as the default the others must beat;
 * ``+neighbours``: also the neighbour mixes and the stack with neighbours (both defaults);
+* ``stack, fallback`` / ``stack+nb, fallback``: the stack (without / with the neighbour source) alone, falling back
+  to the best single model unless its cross-fitted out-of-fold gain is positive;
 * ``stack always`` / ``stack+nb always``: the stack fitted on all out-of-fold scores, no selection, no fallback.
 
 kNN (the harness's baseline, k tuned on its own dev part), the best single model and the oracle are the references.
@@ -107,6 +109,10 @@ def main() -> None:
         policy("+neighbours", candidates=with_nb, stacks=(("stage2", "stage1"), ("stage2", "stage1", "neighbours")))
         policy("+neighbours, stack default", candidates=with_nb,
                stacks=(("stage2", "stage1", "neighbours"), ("stage2", "stage1")), stack_first=True)
+        single = ((0.0, 0.0, 1.0),)
+        policy("stack, fallback", candidates=single, stacks=(("stage2", "stage1"),), stack_first=True)
+        policy("stack+nb, fallback", candidates=single, stacks=(("stage2", "stage1", "neighbours"),),
+               stack_first=True)
         w = fit_stack({"stage2": oof.stage2, "stage1": oof.stage1}, oof.global_prior, oof.truth)
         row["stack always"] = route(w, "raw")
         picks["stack always"] = ", ".join(f"{v:.2f}" for v in w)
