@@ -35,6 +35,24 @@ def cli_errors() -> Iterator[None]:
         raise typer.Exit(code=2) from exc
 
 
+RAY_HELP = (
+    "Run on Ray (needs finerouter\\[ray]): 'local' starts a cluster in this process, 'auto' joins the one in "
+    "RAY_ADDRESS, or HOST:PORT / ray://HOST:PORT (docs/scale.md)."
+)
+
+
+def ray_engine(address: str | None):  # noqa: ANN201 - the engine module is imported lazily
+    """The :class:`~finerouter.engines.RayEngine` of a ``--ray ADDRESS`` option, connected now so that a bad
+    address or a missing Ray fails before any work (EngineError); None without the option."""
+    if address is None:
+        return None
+    from finerouter.engines.ray_engine import RayEngine
+
+    engine = RayEngine(address)
+    engine.connect()
+    return engine
+
+
 def split_list(value: str | None) -> list[str] | None:
     """``"a, b,c"`` -> ``["a", "b", "c"]``; None or empty -> None."""
     if value is None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from finerouter.cli._common import cli_errors, console, split_list
+from finerouter.cli._common import RAY_HELP, cli_errors, console, ray_engine, split_list
 
 
 def collect(
@@ -23,6 +23,7 @@ def collect(
     max_retries: int = typer.Option(4, "--max-retries", help="Retries per call after errors (429 waits count apart)."),
     seed: int = typer.Option(0, "--seed"),
     yes: bool = typer.Option(True, "--yes/--confirm", help="--confirm asks before sending, after printing the estimate."),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP + " --concurrency then holds across the cluster."),
 ) -> None:
     """Send each prompt to each model (or K sampled) and append answer, latency, usage and cost to --out."""
     import asyncio
@@ -40,7 +41,7 @@ def collect(
         collector = Collector(
             config.upstreams, out, models=split_list(models), sample_models=sample_models, seed=seed, prices=prices,
             max_spend=max_spend, concurrency=concurrency, max_tokens=max_tokens, temperature=temperature,
-            max_retries=max_retries,
+            max_retries=max_retries, engine=ray_engine(ray),
         )
         pending, done = collector.plan(items)
         estimate, unpriced = collector.estimate_pairs(pending)

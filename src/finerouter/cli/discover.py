@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from finerouter.cli._common import cli_errors, console, prepare_out_folder
+from finerouter.cli._common import RAY_HELP, cli_errors, console, prepare_out_folder, ray_engine
 
 _ENCODE_CHUNK = 256
 OUTPUTS = ("catalog.json", "catalog.safetensors", "tasks.md", "assignments.csv")
@@ -32,6 +32,7 @@ def discover(
     ),
     rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
     force: bool = typer.Option(False, "--force", help="Overwrite the output files in --out even if they are not from an earlier run."),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
 ) -> None:
     """Discover fine-grained task types (kNN graph + RBO + iterated Leiden) and write the task catalog."""
     import numpy as np
@@ -51,6 +52,8 @@ def discover(
         )
         discovery._validate_params()  # fail on bad options before loading data or the encoder
         prepare_out_folder(out, OUTPUTS, previous=_is_catalog_folder, force=force, command="discover")
+        engine = ray_engine(ray)
+        discovery.set_params(engine=engine)
         dataset = read_routing_data(data, prices=prices, rescale=rescale)
         err_console.print(f"[bold]data[/]: {dataset}")
         descriptions = PromptDescriber().describe(dataset.prompts)
@@ -61,7 +64,12 @@ def discover(
             console=err_console, transient=True,
         ) as bar:
             task = bar.add_task("embed", total=len(descriptions))
-            for start in range(0, len(descriptions), _ENCODE_CHUNK):
+            if engine is not None:  # the texts the cache lacks, on the cluster (progress: texts sent there)
+                from finerouter.engines.embedding import embed_texts
+
+                chunks.append(embed_texts(text_encoder, descriptions, engine,
+                                          progress=lambda done, total: bar.update(task, completed=done, total=total)))
+            for start in range(0, len(descriptions) if engine is None else 0, _ENCODE_CHUNK):
                 batch = descriptions[start : start + _ENCODE_CHUNK]
                 chunks.append(text_encoder.encode(batch))
                 bar.advance(task, len(batch))

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from finerouter.cli._common import cli_errors, console, prepare_out_folder, split_list
+from finerouter.cli._common import RAY_HELP, cli_errors, console, prepare_out_folder, ray_engine, split_list
 from finerouter.errors import ParameterError
 
 OUTPUTS = ("results.json", "report.md", "cost_quality.png", "routing_distribution.png")
@@ -68,6 +68,7 @@ def evaluate(
         False, "--list-routers", is_eager=True, callback=_list_routers, help="Print the available routers and exit."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite the output files in --out even if they are not from an earlier run."),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP + " Embeds there and runs every seed x router as a Ray task."),
 ) -> None:
     """Split by unique prompt (stratified by task) for each seed, fit every router on the training part, score it
     on the test part, and write results.json, report.md, cost_quality.png and routing_distribution.png."""
@@ -84,10 +85,11 @@ def evaluate(
         names = split_list(routers)
         router_params = _parse_params(param)
         prepare_out_folder(out, OUTPUTS, previous=_is_results_folder, force=force, command="evaluate")
+        engine = ray_engine(ray)
         dataset = read_routing_data(data, prices=prices, rescale=rescale, allow_pickle=allow_pickle)
         err_console.print(f"[bold]data[/]: {dataset}")
         with err_console.status(f"embedding {dataset.n_prompts} prompts (cached in {cache_dir})..."):
-            embeddings, text_encoder = embed_dataset(dataset, encoder, cache_dir)
+            embeddings, text_encoder = embed_dataset(dataset, encoder, cache_dir, engine=engine)
         err_console.print(f"[bold]embeddings[/]: {embeddings.shape} from {text_encoder.name}")
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=err_console, transient=True) as bar:
@@ -108,6 +110,7 @@ def evaluate(
                 tolerances=np.linspace(0.0, 1.0, tolerance_steps).round(6).tolist(),
                 reference=reference,
                 progress=progress,
+                engine=engine,
             )
         paths = write_outputs(results, out)
 

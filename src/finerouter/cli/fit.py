@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from finerouter.cli._common import cli_errors, console
+from finerouter.cli._common import RAY_HELP, cli_errors, console, ray_engine
 
 
 def fit(
@@ -27,6 +27,7 @@ def fit(
     describe_model: str | None = typer.Option(None, "--describe-model", help="Model name for --describe-url."),
     describe_key_env: str = typer.Option("OPENAI_API_KEY", "--describe-key-env", help="Environment variable holding the API key."),
     force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a previous router artifact (deletes what it holds)."),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP),
 ) -> None:
     """Train Stage 1 (task discovery + classifier) and Stage 2 (quality estimator); save the router."""
     from finerouter.data.readers import read_routing_data
@@ -37,6 +38,7 @@ def fit(
         if task_labels not in _TASK_LABELS:
             raise typer.BadParameter(f"--task-labels must be auto, refine or ignore, got {task_labels!r}")
         check_save_destination(out, force=force)  # before fitting: a refusal costs no fit
+        engine = ray_engine(ray)
         if data.is_dir():  # the gateway's request log: only the answering model's score is observed
             from finerouter.data.request_log import read_request_log
 
@@ -56,7 +58,7 @@ def fit(
             )
         router = FineRouter(
             encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed,
-            refine_task_labels=_TASK_LABELS[task_labels],
+            refine_task_labels=_TASK_LABELS[task_labels], engine=engine,
         )
         with err_console.status("fitting FineRouter (embeddings, discovery, classifier, quality estimator)..."):
             router.fit(dataset)

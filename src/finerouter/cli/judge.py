@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from finerouter.cli._common import cli_errors, console
+from finerouter.cli._common import RAY_HELP, cli_errors, console, ray_engine
 
 
 def judge(
@@ -19,6 +19,7 @@ def judge(
     reference_model: str | None = typer.Option(None, "--reference-model", help="pairwise: the model every answer is compared with."),
     concurrency: int = typer.Option(8, "--concurrency", help="Judge calls in flight."),
     parse_retries: int = typer.Option(2, "--parse-retries", help="Ask again this many times when a reply has no verdict."),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS", help=RAY_HELP + " --concurrency then holds across the cluster."),
 ) -> None:
     """Judge every answer not judged yet (resumable), then write the scores and costs as a routing table."""
     import asyncio
@@ -43,7 +44,7 @@ def judge(
                     raise ParameterError(f"--judge-key-env: the environment variable {judge_key_env} is not set")
             endpoint = Endpoint.from_url(judge_url, judge_model, api_key=key)
         runner = Judge(answers, mode=mode, endpoint=endpoint, reference_model=reference_model,
-                       concurrency=concurrency, parse_retries=parse_retries)
+                       concurrency=concurrency, parse_retries=parse_retries, engine=ray_engine(ray))
         total = len(load_answers(answers))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err) as bar:
             task = bar.add_task("judged", total=total)

@@ -48,19 +48,23 @@ NAN_POLICY = "a chosen model without a score on the prompt counts as 0; test pro
 ProgressFn = Callable[[str, int, int], None]
 
 
-def embed_dataset(dataset: RoutingDataset, encoder: Any = None, cache_dir: Any = None) -> tuple[np.ndarray, Any]:
+def embed_dataset(
+    dataset: RoutingDataset, encoder: Any = None, cache_dir: Any = None, *, engine: Any = None
+) -> tuple[np.ndarray, Any]:
     """``((n, d) float32 embeddings, encoder)`` of every prompt, through an on-disk cache when ``cache_dir`` is set.
 
     Args:
         encoder: None (the packaged all-MiniLM-L6-v2), a sentence-transformers model name or path, or an Encoder.
         cache_dir: embedding cache folder (:class:`finerouter.encoders.CachedEncoder`); a second run, or one with
             more routers, reads the vectors back instead of embedding again.
+        engine: where the embedding runs (:func:`finerouter.engines.embed_texts`; None: here).
     """
     from finerouter.encoders import get_encoder
+    from finerouter.engines.embedding import embed_texts
 
     enc = get_encoder(encoder, cache_dir=cache_dir)
     unique = list(dict.fromkeys(dataset.prompts))
-    vectors = np.asarray(enc.encode(unique), dtype=np.float32)
+    vectors = np.asarray(embed_texts(enc, unique, engine), dtype=np.float32)
     row = {p: i for i, p in enumerate(unique)}
     return vectors[[row[p] for p in dataset.prompts]], enc
 
