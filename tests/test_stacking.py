@@ -139,5 +139,5 @@ def test_a_router_that_routes_by_a_raw_stack_uses_it_and_keeps_it_through_save_a
     assert not np.allclose(normalised, scores.final)
     router.mixing_ = MixingChoice(weights, "cv", scale="raw")
     loaded = FineRouter.load(router.save(tmp_path / "r"))
-    assert loaded.mixing_.scale == "raw"
+    assert loaded.mixing_.scale == "raw" and loaded.out_of_fold_ is None
     assert [d.model for d in loaded.route(prompts)] == [d.model for d in router.route(prompts)]

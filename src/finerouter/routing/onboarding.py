@@ -284,6 +284,7 @@ def _with_parts(router: Any, models: list[str], catalog: Any, quality: Any, stag
             for k, m in enumerate(models)
         ])  # an added model: its overall prior on every training prompt (neutral among neighbours)
     out.provenance_ = provenance
+    out.out_of_fold_ = None  # the fit's out-of-fold scores cover the old pool only
     out.fit_summary_ = copy.deepcopy(getattr(router, "fit_summary_", {}))
     out.fit_summary_["n_models"] = len(models)
     out.fit_summary_.setdefault("model_changes", []).append(event)

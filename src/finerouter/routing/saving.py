@@ -110,6 +110,7 @@ def load_router(
         router.mixing_ = MixingChoice.from_dict(manifest["mixing_weights"])
     else:
         router.mixing_ = MixingChoice.fixed(router.alpha, 1.0 - router.alpha, 0.0)
+    router.out_of_fold_ = None  # the fit's out-of-fold scores are not saved
     router.neighbour_embeddings_ = arrays.get("neighbour_embeddings")
     router.neighbour_scores_ = arrays.get("neighbour_scores")
     if router.mixing_.uses_neighbours and router.neighbour_embeddings_ is None:
