@@ -7,8 +7,8 @@
 - :meth:`RayEngine.run_tasks` runs one Ray task per item; the shared input is put in the object store once.
 - :meth:`RayEngine.run_calls` sends each call to one of ``workers`` async call actors (no CPU reserved: they
   wait on I/O). Before a call starts, its actor takes a permit from a named limiter actor of the key
-  (``finerouter-limit:<key>`` in the ``namespace``), created by the first job that needs it, so the limit per
-  upstream holds across every task and every driver of the cluster that uses the namespace.
+  (``finerouter-limit:<key>:<limit>`` in the ``namespace``, detached), created by the first job that needs it,
+  so the limit per upstream holds across every task and every driver of the cluster that uses the namespace.
 
 Ray is imported when the engine first connects, never at import. ``address``: ``"local"`` starts a cluster in
 this process (``ray.init()``); ``"auto"`` joins the cluster named by ``RAY_ADDRESS`` (or the one running on this
@@ -24,6 +24,8 @@ import logging
 import os
 import re
 import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -40,6 +42,8 @@ INSTALL_HINT = "install finerouter[ray] (pip install 'finerouter[ray]')"
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 _ADDRESS = re.compile(r"^(ray://)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 _CONNECT_TIMEOUT_S = 3.0
+#: a limiter permit not given back within this many seconds is taken back (its holder died).
+LEASE_S = 900.0
 
 
 def import_ray() -> Any:
@@ -129,11 +133,13 @@ class RayEngine(Engine):
     # ------------------------------------------------------------------ connection
     def connect(self) -> Any:
         """The ``ray`` module, connected to this engine's cluster (connecting on first use)."""
+        self._validate_params()
         ray = import_ray()
+        if not getattr(self, "_checked", False):  # a bad address fails even when this process is connected
+            check_address(self.address)
+            self._checked = True
         if ray.is_initialized():
             return ray
-        self._validate_params()
-        check_address(self.address)
         options: dict[str, Any] = {"runtime_env": runtime_env(), "namespace": self.namespace,
                                    "log_to_driver": False, "configure_logging": False}
         if self.address == "local":
@@ -205,28 +211,29 @@ class RayEngine(Engine):
         return asyncio.wrap_future(ref.future())
 
     def _workers_for_calls(self) -> list[Any]:
-        actors = getattr(self, "_call_actors", None)
-        if not actors:
-            ray = self.connect()
-            remote = ray.remote(num_cpus=0, max_concurrency=1000)(_CallActor)
-            actors = self._call_actors = [remote.remote() for _ in range(self.n_workers())]
-        return actors
+        with self.__dict__.setdefault("_lock", threading.Lock()):  # threads sharing this engine share its actors
+            actors = getattr(self, "_call_actors", None)
+            if not actors:
+                ray = self.connect()
+                remote = ray.remote(num_cpus=0, max_concurrency=1000)(_CallActor)
+                actors = self._call_actors = [remote.remote() for _ in range(self.n_workers())]
+            return actors
 
     def limiter(self, key: Hashable, limit: int) -> Any:
-        """The cluster-wide limiter actor of ``key`` (``limit`` permits), created by the first caller; a later
-        caller with another limit gets the first one's, with a warning."""
+        """The cluster-wide limiter actor of ``key`` with ``limit`` permits (named ``finerouter-limit:<key>:<limit>``
+        in the namespace, detached): every job and driver asking the same limit for the same key shares it."""
         ray = self.connect()
         cache = self.__dict__.setdefault("_limiters", {})
-        if key not in cache:
-            remote = ray.remote(num_cpus=0, max_concurrency=10_000)(_Limiter)
-            actor = remote.options(name=f"finerouter-limit:{key}", namespace=self.namespace,
-                                   get_if_exists=True).remote(int(limit))
-            found = ray.get(actor.get_limit.remote())
-            if found != limit:
-                logger.warning("the limit of %r is %d across the cluster (set by an earlier job), not %d", key,
-                               found, limit)
-            cache[key] = actor
-        return cache[key]
+        with self.__dict__.setdefault("_lock", threading.Lock()):
+            return cache[key] if key in cache else self._new_limiter(ray, cache, key, limit)
+
+    def _new_limiter(self, ray: Any, cache: dict[Hashable, Any], key: Hashable, limit: int) -> Any:
+        # detached: it outlives the job that created it, so jobs that start and end at any time share it
+        remote = ray.remote(num_cpus=0, max_concurrency=10_000)(_Limiter)
+        actor = remote.options(name=f"finerouter-limit:{key}:{int(limit)}", namespace=self.namespace,
+                               get_if_exists=True, lifetime="detached").remote(int(limit))
+        cache[key] = actor
+        return actor
 
     def __getstate__(self) -> dict[str, Any]:  # actor handles and connection state stay with the driver
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -251,30 +258,57 @@ class _CallActor:
     """An async actor running calls, each under its key's cluster-wide limiter."""
 
     async def call(self, fn: Callable[[Any], Awaitable[Any]], item: Any, limiter: Any) -> Any:
-        await limiter.acquire.remote()
+        token = await limiter.acquire.remote()
         try:
             return await fn(item)
         finally:
-            await limiter.release.remote()
+            await limiter.release.remote(token)
 
 
 class _Limiter:
-    """A named async actor holding ``limit`` permits (a semaphore shared by every task of the cluster)."""
+    """A named async actor lending ``limit`` permits (a semaphore shared by every task and driver of the cluster).
 
-    def __init__(self, limit: int) -> None:
+    A permit not given back within ``lease_s`` seconds (its caller died with it) is taken back, so a crashed job
+    cannot lower the limit for good.
+    """
+
+    def __init__(self, limit: int, lease_s: float = LEASE_S) -> None:
         self.limit = limit
-        self._semaphore: asyncio.Semaphore | None = None
+        self.lease_s = lease_s
+        self.held: dict[int, float] = {}
+        self._next = 0
+        self._condition: asyncio.Condition | None = None
 
-    def _sem(self) -> asyncio.Semaphore:
-        if self._semaphore is None:  # created inside the actor's event loop
-            self._semaphore = asyncio.Semaphore(self.limit)
-        return self._semaphore
+    def _cond(self) -> asyncio.Condition:
+        if self._condition is None:  # created inside the actor's event loop
+            self._condition = asyncio.Condition()
+        return self._condition
 
-    async def acquire(self) -> None:
-        await self._sem().acquire()
+    async def acquire(self) -> int:
+        cond = self._cond()
+        async with cond:
+            while True:
+                now = time.monotonic()
+                for token in [t for t, since in self.held.items() if now - since > self.lease_s]:
+                    logger.warning("a permit of the limit %d was not given back in %.0f s; taken back", self.limit,
+                                   self.lease_s)
+                    del self.held[token]
+                if len(self.held) < self.limit:
+                    break
+                oldest = min(self.held.values())
+                try:
+                    await asyncio.wait_for(cond.wait(), timeout=max(0.01, oldest + self.lease_s - now))
+                except TimeoutError:
+                    pass
+            self._next += 1
+            self.held[self._next] = time.monotonic()
+            return self._next
 
-    async def release(self) -> None:
-        self._sem().release()
+    async def release(self, token: int) -> None:
+        cond = self._cond()
+        async with cond:
+            self.held.pop(token, None)
+            cond.notify()
 
     async def get_limit(self) -> int:
         return self.limit
