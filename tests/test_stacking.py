@@ -124,7 +124,7 @@ def test_a_router_that_routes_by_a_raw_stack_uses_it_and_keeps_it_through_save_a
     from finerouter.testing import FAST_SETTINGS, FakeEncoder
 
     data = make_synthetic_routing_data(n_prompts=200, n_models=4, seed=5)
-    router = FineRouter(encoder=FakeEncoder(), seed=0, refine_task_labels=False, **FAST_SETTINGS).fit(data)
+    router = FineRouter(encoder=FakeEncoder(), seed=0, refine_task_labels=False, stacking=True, **FAST_SETTINGS).fit(data)
     assert router.out_of_fold_ is not None and router.out_of_fold_.truth.shape == (200, 4)
     assert "stack:stage2+stage1" in router.mixing_.oof_quality
     weights = {"stage2": 0.7, "stage1": 0.6, "global": -0.3, "neighbours": 0.0}
@@ -141,3 +141,16 @@ def test_a_router_that_routes_by_a_raw_stack_uses_it_and_keeps_it_through_save_a
     loaded = FineRouter.load(router.save(tmp_path / "r"))
     assert loaded.mixing_.scale == "raw" and loaded.out_of_fold_ is None
     assert [d.model for d in loaded.route(prompts)] == [d.model for d in router.route(prompts)]
+
+
+def test_the_stack_is_offered_only_with_stacking_on():
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.router import FineRouter
+    from finerouter.testing import FAST_SETTINGS, FakeEncoder
+
+    data = make_synthetic_routing_data(n_prompts=150, n_models=4, seed=2)
+    router = FineRouter(encoder=FakeEncoder(), seed=0, refine_task_labels=False, **FAST_SETTINGS).fit(data)
+    assert not any(k.startswith("stack:") for k in router.mixing_.oof_quality)
+    assert router.mixing_.scale == "normalised"
+    with pytest.raises(ParameterError, match="stacking"):
+        FineRouter(stacking="yes").fit(data)

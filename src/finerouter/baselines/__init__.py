@@ -56,13 +56,14 @@ ROUTERS: dict[str, Callable[..., Router]] = {
     "refined": _variant("refined"),
     "paper_mixing": _variant("paper_mixing"),
     "with_neighbours": _variant("with_neighbours"),
+    "with_stacking": _variant("with_stacking"),
     "finerouter": _variant("finerouter"),
 }
 
 #: Routers that wrap FineRouter (need its stack: discovery, classifier, quality estimator).
 FINEROUTER_VARIANTS = (
     "stage1_embedding", "stage1_classifier", "stage2_only", "label_free", "refined", "paper_mixing", "with_neighbours",
-    "finerouter",
+    "with_stacking", "finerouter",
 )
 
 

@@ -15,6 +15,8 @@ with the same settings share a single fit per training split.
   no cross-validated mixing, no fallback to the best single model.
 * ``with_neighbours``: the full router whose cross-validated mixing may also weigh the neighbour source
   (``neighbours=True``, :mod:`finerouter.routing.neighbours`).
+* ``with_stacking``: the full router whose cross-validated mixing defaults to the stacked shrinkage mix
+  (``stacking=True``, :mod:`finerouter.routing.stacking`).
 
 Stage-1 scores for the cost–quality curve: a task's models in fused-ranking order, scored ``(m - position) /
 (m - 1)`` (so tolerance walks down the task's ranking); "Others" rows use the Others median scores.
@@ -35,11 +37,11 @@ logger = logging.getLogger(__name__)
 
 VARIANTS = (
     "finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free", "refined", "paper_mixing",
-    "with_neighbours",
+    "with_neighbours", "with_stacking",
 )
 _LABEL_MODE = {"label_free": False, "refined": True}
 #: Variants that are the full router with other settings: their final scores route.
-_FULL = ("finerouter", "label_free", "refined", "paper_mixing", "with_neighbours")
+_FULL = ("finerouter", "label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking")
 
 
 class SharedFineRouter:
@@ -101,6 +103,8 @@ class FineRouterVariant(Router):
             params.update(mixing="paper", stage1_shrinkage=False)
         if self.variant == "with_neighbours":
             params["neighbours"] = True
+        if self.variant == "with_stacking":
+            params["stacking"] = True
         return params
 
     def fit(self, train: RoutingDataset, embeddings: np.ndarray) -> FineRouterVariant:

@@ -249,12 +249,12 @@ def cross_validate_mixing(
     if neighbours is not None:
         candidates += NEIGHBOUR_MIXES
         held_neighbours = neighbours[done]
-    stacks: tuple[tuple[str, ...], ...] = (("stage2", "stage1"),)
-    if neighbours is not None:
-        stacks += (("stage2", "stage1", "neighbours"),)
+    stacks: tuple[tuple[str, ...], ...] = ()
+    if router.stacking:  # the stack is the default; with the neighbour source, the stack that reads it too
+        stacks = (("stage2", "stage1"),) if neighbours is None else (("stage2", "stage1", "neighbours"),)
     choice = choose_weights(
         stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates,
-        neighbours=held_neighbours, stacks=stacks,
+        neighbours=held_neighbours, stacks=stacks, stack_first=True,
     )
     router.out_of_fold_ = OutOfFold(
         stage2[done], stage1[done], global_prior[done], held_neighbours, scores[done], fold[done]

@@ -85,6 +85,11 @@ class FineRouter(Component):
             (:mod:`finerouter.routing.neighbours`). Chosen only if the held-out folds route better with it; then
             the router keeps its training embeddings and scores (``neighbour_embeddings_``) to compute it. Off by
             default until it is measured on every shared dataset (docs/models.md).
+        stacking: with ``mixing="cv"``, make the stacked shrinkage mix the default candidate: each source's deviation
+            from the global prior weighted on the score scale by non-negative least squares on the out-of-fold
+            scores (:mod:`finerouter.routing.stacking`); the normalised mixes replace it only if they route the
+            held-out folds better by a standard error, and the fallback to the best single model still applies.
+            Off by default: on the shared data it helped only in pools of dozens of models (docs/models.md).
         discovery: a :class:`finerouter.discovery.TaskDiscovery` (its parameters are used; it is cloned, never
             fitted in place), or a dict of its parameters as a shorthand (a misspelt key is a ParameterError).
         classifier: a :class:`finerouter.classify.TaskClassifier`, or a dict of its parameters. With None or a
@@ -112,6 +117,7 @@ class FineRouter(Component):
         "cv_folds": [Interval("int", 2, None)],
         "stage1_shrinkage": [BOOLEAN],
         "neighbours": [BOOLEAN],
+        "stacking": [BOOLEAN],
         "discovery": _COMPONENT_VALUE,
         "classifier": _COMPONENT_VALUE,
         "quality": _COMPONENT_VALUE,
@@ -132,6 +138,7 @@ class FineRouter(Component):
         cv_folds: int = 3,
         stage1_shrinkage: bool = True,
         neighbours: bool = False,
+        stacking: bool = False,
         discovery: Any = None,
         classifier: Any = None,
         quality: Any = None,
@@ -149,6 +156,7 @@ class FineRouter(Component):
         self.cv_folds = cv_folds
         self.stage1_shrinkage = stage1_shrinkage
         self.neighbours = neighbours
+        self.stacking = stacking
         self.discovery = discovery
         self.classifier = classifier
         self.quality = quality
