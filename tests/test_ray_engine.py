@@ -296,3 +296,36 @@ def test_the_limiter_lends_limit_permits_and_takes_back_one_never_returned():
         assert second not in limiter.held
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_descriptions_on_ray_are_the_local_ones_within_the_limit(engine, tmp_path):
+    from finerouter.describe import OpenAIDescriber
+    from finerouter.testing import BackgroundServer, FakeUpstream
+
+    upstream = FakeUpstream("writer", delay_s=0.1)
+    prompts = _texts(12)
+    with BackgroundServer(upstream) as server:
+        options = {"base_url": f"{server.url}/v1", "model": "writer", "api_key_env": None, "concurrency": 2}
+        local = OpenAIDescriber(**options).describe(prompts)
+        upstream.max_in_flight = 0
+        described = OpenAIDescriber(**options, cache_dir=tmp_path, engine=engine)
+        on_ray = described.describe(prompts)
+        assert upstream.max_in_flight == 2
+        calls = upstream.calls
+        assert described.describe(prompts) == on_ray and upstream.calls == calls  # the driver wrote the cache
+    assert on_ray == local and len(set(on_ray)) == 12
+
+
+def test_ray_settings_travel_in_the_address():
+    from finerouter.errors import ParameterError
+
+    e = RayEngine.from_spec("auto?workers=4&gpus=0.5&cpus=2&batch=512&shard_rows=1000")
+    assert (e.address, e.workers, e.num_gpus_per_worker, e.num_cpus_per_worker, e.batch_size, e.knn_shard_rows) == (
+        "auto", 4, 0.5, 2.0, 512, 1000)
+    with pytest.raises(EngineError, match="unknown setting 'gpu'"):
+        RayEngine.from_spec("auto?gpu=1")
+    with pytest.raises(EngineError, match="workers must be a number"):
+        RayEngine.from_spec("auto?workers=many")
+    with pytest.raises(ParameterError, match="The 'workers' parameter of RayEngine must be"):
+        RayEngine.from_spec("auto?workers=0")

@@ -37,7 +37,8 @@ def cli_errors() -> Iterator[None]:
 
 RAY_HELP = (
     "Run on Ray (needs finerouter\\[ray]): 'local' starts a cluster in this process, 'auto' joins the one in "
-    "RAY_ADDRESS, or HOST:PORT / ray://HOST:PORT (docs/scale.md)."
+    "RAY_ADDRESS, or HOST:PORT / ray://HOST:PORT; settings may follow, e.g. 'auto?workers=4&gpus=1' "
+    "(docs/scale.md)."
 )
 
 
@@ -48,7 +49,7 @@ def ray_engine(address: str | None):  # noqa: ANN201 - the engine module is impo
         return None
     from finerouter.engines.ray_engine import RayEngine
 
-    engine = RayEngine(address)
+    engine = RayEngine.from_spec(address)
     engine.connect()
     return engine
 

@@ -54,7 +54,7 @@ def fit(
                 raise typer.BadParameter("--describe-model is required with --describe-url")
             describer = OpenAIDescriber(
                 describe_url, describe_model, api_key_env=describe_key_env,
-                cache_dir=None if cache_dir is None else cache_dir / "descriptions",
+                cache_dir=None if cache_dir is None else cache_dir / "descriptions", engine=engine,
             )
         router = FineRouter(
             encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed,

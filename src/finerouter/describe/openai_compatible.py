@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import json
 import logging
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from finerouter._validation import Constraint, InstanceOf, Interval, NonEmptyString, NoneValue, Pattern
+from finerouter._validation import Constraint, HasMethods, InstanceOf, Interval, NonEmptyString, NoneValue, Pattern
 from finerouter.base import Component
 from finerouter.describe.base import check_prompts, truncate
 from finerouter.errors import DescriptionError, ParameterError
@@ -98,6 +99,8 @@ class OpenAIDescriber(Component):
         max_prompt_chars: prompts longer than this are truncated before being sent.
         backoff_s, max_backoff_s: the first retry waits about ``backoff_s``, each next one twice as long
             (with jitter), capped at ``max_backoff_s``; a ``Retry-After`` header is honoured up to the cap.
+        engine: None, or a distributed :class:`finerouter.engines.Engine` whose workers send the requests, at most
+            ``concurrency`` in flight across them all (keyed by ``base_url``; no ``transport``); cached here.
 
     Attributes (set by each call of ``describe``/``summarize``/``summarize_many``):
         failures_: prompts that fell back to their own text after every attempt failed.
@@ -120,6 +123,7 @@ class OpenAIDescriber(Component):
         "max_prompt_chars": [Interval("int", 1, None)],
         "backoff_s": [Interval("float", 0.0, None)],
         "max_backoff_s": [Interval("float", 0.0, None)],
+        "engine": [NoneValue(), HasMethods("run_calls", description="an Engine (with run_calls)")],
     }
 
     def __init__(
@@ -140,6 +144,7 @@ class OpenAIDescriber(Component):
         max_prompt_chars: int = 4000,
         backoff_s: float = 1.0,
         max_backoff_s: float = 30.0,
+        engine: Any = None,
     ) -> None:
         self.base_url = base_url
         self.model = model
@@ -156,9 +161,17 @@ class OpenAIDescriber(Component):
         self.max_prompt_chars = max_prompt_chars
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.engine = engine
         self._validate_params()
         self.base_url = base_url.rstrip("/")
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self._cache_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # shipped to an engine's workers: the lock stays here
+        return {k: v for k, v in self.__dict__.items() if k != "_cache_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._cache_lock = threading.Lock()
 
     # -- identity ---------------------------------------------------------------------------------------
@@ -325,35 +338,45 @@ class OpenAIDescriber(Component):
         pending = iter(todo)
         url = f"{self.base_url}/chat/completions"
 
-        async def worker(client: Any) -> None:
+        def settle(text: str, answer: str | None) -> None:
             nonlocal done
+            if answer is None:
+                self.failures_ += 1
+                results[text] = fallback[text] if fallback is not None else text
+            else:
+                results[text] = answer
+                self._append(fh, keys[text], answer)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+
+        async def worker(client: Any) -> None:
             for text in pending:  # one shared iterator: each prompt is taken by exactly one worker
-                answer = await self._complete(client, url, jobs[text])
-                if answer is None:
-                    self.failures_ += 1
-                    results[text] = fallback[text] if fallback is not None else text
-                else:
-                    results[text] = answer
-                    self._append(fh, keys[text], answer)
-                done += 1
-                if progress is not None:
-                    progress(done, total)
+                settle(text, await self._complete(client, url, jobs[text]))
 
         try:
-            async with httpx.AsyncClient(
-                transport=self.transport, timeout=self.timeout_s, headers=self._headers()
-            ) as client:
-                tasks = [asyncio.create_task(worker(client)) for _ in range(min(self.concurrency, len(todo)))]
-                finished, unfinished = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-                for task in unfinished:
-                    task.cancel()
-                await asyncio.gather(*unfinished, return_exceptions=True)
-                for task in finished:
-                    exc = task.exception()
-                    if isinstance(exc, _Abort):
-                        raise DescriptionError(str(exc)) from None
-                    if exc is not None:
-                        raise exc
+            if getattr(self.engine, "distributed", False):  # on the engine's workers; settled (and cached) here
+                from finerouter.describe.remote import complete_on_worker
+
+                fn = functools.partial(complete_on_worker, self.clone(engine=None, transport=None), url, self._headers())
+                async for i, answer in self.engine.run_calls(fn, [jobs[t] for t in todo], key=lambda _: self.base_url,
+                                                             limit=self.concurrency):
+                    settle(todo[i], answer)
+            else:
+                async with httpx.AsyncClient(
+                    transport=self.transport, timeout=self.timeout_s, headers=self._headers()
+                ) as client:
+                    tasks = [asyncio.create_task(worker(client)) for _ in range(min(self.concurrency, len(todo)))]
+                    finished, unfinished = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                    for task in unfinished:
+                        task.cancel()
+                    await asyncio.gather(*unfinished, return_exceptions=True)
+                    for task in finished:
+                        exc = task.exception()
+                        if isinstance(exc, _Abort):
+                            raise DescriptionError(str(exc)) from None
+                        if exc is not None:
+                            raise exc
         finally:
             if fh is not None:
                 fh.close()

@@ -162,7 +162,7 @@ class LocalEngine(Engine):
 def resolve_engine(engine: Any) -> Engine:
     """The engine a parameter stands for: None -> a :class:`LocalEngine`; an :class:`Engine` as given; a string
     -> a :class:`~finerouter.engines.ray_engine.RayEngine` at that address (``"local"``, ``"auto"``,
-    ``"HOST:PORT"``, ``"ray://HOST:PORT"``)."""
+    ``"HOST:PORT"``, ``"ray://HOST:PORT"``, settings after ``?``: :meth:`RayEngine.from_spec`)."""
     if engine is None:
         return LocalEngine()
     if isinstance(engine, Engine):
@@ -170,7 +170,7 @@ def resolve_engine(engine: Any) -> Engine:
     if isinstance(engine, str):
         from finerouter.engines.ray_engine import RayEngine
 
-        return RayEngine(engine)
+        return RayEngine.from_spec(engine)
     from finerouter.errors import ParameterError
 
     raise ParameterError(f"An engine must be None, an Engine or a Ray address string. Got {type(engine).__name__}.")

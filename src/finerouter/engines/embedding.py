@@ -73,12 +73,14 @@ def embed_texts(
         encoder: an Encoder, usually a :class:`~finerouter.encoders.CachedEncoder` (then only the texts it lacks
             are sent to the engine, and each finished shard is saved as soon as it is complete).
         engine: None or a local engine (``encoder.encode(texts)``), or a distributed
-            :class:`~finerouter.engines.base.Engine`.
+            :class:`~finerouter.engines.base.Engine` (or a Ray address: :func:`~finerouter.engines.resolve_engine`).
         progress: called with ``(texts done, texts to embed)`` after each shard is saved (or, without a cache,
             each batch); an exception it raises stops the job, keeping what was saved.
     """
     from finerouter.encoders.cache import CachedEncoder
+    from finerouter.engines.base import resolve_engine
 
+    engine = None if engine is None else resolve_engine(engine)
     if engine is None or not getattr(engine, "distributed", False):
         return encoder.encode(texts)
     texts = list(texts)

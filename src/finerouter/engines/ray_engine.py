@@ -42,6 +42,11 @@ INSTALL_HINT = "install finerouter[ray] (pip install 'finerouter[ray]')"
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 _ADDRESS = re.compile(r"^(ray://)?(?P<host>[A-Za-z0-9_.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
 _CONNECT_TIMEOUT_S = 3.0
+#: Settings a ``--ray`` value may carry after ``?`` (:meth:`RayEngine.from_spec`): name -> (parameter, type).
+SPEC_OPTIONS: dict[str, tuple[str, type]] = {
+    "workers": ("workers", int), "cpus": ("num_cpus_per_worker", float), "gpus": ("num_gpus_per_worker", float),
+    "batch": ("batch_size", int), "shard_rows": ("knn_shard_rows", int),
+}
 #: a limiter permit not given back within this many seconds is taken back (its holder died).
 LEASE_S = 900.0
 
@@ -129,6 +134,25 @@ class RayEngine(Engine):
         self.knn_shard_rows = knn_shard_rows
         self.num_cpus = num_cpus
         self.namespace = namespace
+
+    @classmethod
+    def from_spec(cls, spec: str) -> RayEngine:
+        """An engine from the CLI's ``--ray`` value: an address, optionally with settings after ``?``, e.g.
+        ``"auto?workers=4&gpus=1&cpus=4&batch=512&shard_rows=500000"`` (:data:`SPEC_OPTIONS`)."""
+        address, _, query = spec.partition("?")
+        params: dict[str, Any] = {}
+        for part in filter(None, query.split("&")):
+            key, _, value = part.partition("=")
+            if key not in SPEC_OPTIONS:
+                raise EngineError(f"--ray {spec!r}: unknown setting {key!r}; the settings are {', '.join(SPEC_OPTIONS)}.")
+            name, kind = SPEC_OPTIONS[key]
+            try:
+                params[name] = kind(value)
+            except ValueError:
+                raise EngineError(f"--ray {spec!r}: {key} must be a number. Got {value!r}.") from None
+        engine = cls(address, **params)
+        engine._validate_params()
+        return engine
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> Any:

@@ -23,12 +23,13 @@ def component_class(name: str) -> type:
     return getattr(importlib.import_module(module), cls_name)
 
 
-def build_component(name: str, value: Any, seed: int | None) -> Component:
+def build_component(name: str, value: Any, seed: int | None, engine: Any = None) -> Component:
     """A fresh, unfitted component ``name`` from the router parameter ``value``.
 
     None: the class with the router's defaults (:data:`COMPONENTS`); a dict: the same with these parameters set
     (an unknown key is a ParameterError); an instance: a clone of it (never fitted in place). A component whose
-    ``seed`` is None takes ``seed`` (the router's); an explicit seed is kept.
+    ``seed`` is None takes ``seed`` (the router's); an explicit seed is kept. Likewise a component with an
+    ``engine`` parameter left None takes ``engine`` (the router's; :func:`finerouter.engines.resolve_engine`).
     """
     cls = component_class(name)
     if isinstance(value, Component) and not isinstance(value, cls):
@@ -44,6 +45,10 @@ def build_component(name: str, value: Any, seed: int | None) -> Component:
             component.set_params(**value)
     if seed is not None and getattr(component, "seed", 0) is None:
         component.set_params(seed=seed)
+    if engine is not None and getattr(component, "engine", 0) is None:
+        from finerouter.engines.base import resolve_engine
+
+        component.set_params(engine=resolve_engine(engine))
     return component
 
 

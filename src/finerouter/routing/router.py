@@ -27,7 +27,6 @@ from finerouter._validation import (
     check_is_fitted,
 )
 from finerouter.base import Component
-from finerouter.engines.base import resolve_engine
 from finerouter.engines.embedding import embed_texts
 from finerouter.errors import DataError, ParameterError
 from finerouter.routing import fitting
@@ -123,8 +122,7 @@ class FineRouter(Component):
         "quality": _COMPONENT_VALUE,
         "cache_dir": [NoneValue(), InstanceOf(str, os.PathLike, description="a folder path")],
         "seed": [Interval("int", 0, None)],
-        "engine": [NoneValue(), InstanceOf(str, description="a Ray address"),
-                   HasMethods("knn_search", description="an Engine")],
+        "engine": [NoneValue(), InstanceOf(str), HasMethods("knn_search", description="an Engine")],
     }
 
     def __init__(
@@ -173,10 +171,7 @@ class FineRouter(Component):
     def make_component(self, name: str) -> Component:
         """A fresh, unfitted ``discovery``, ``classifier`` or ``quality`` component with this router's settings
         (:func:`finerouter.routing.components.build_component`)."""
-        component = build_component(name, getattr(self, name), self.seed)
-        if name == "discovery" and self.engine is not None and component.engine is None:
-            component.set_params(engine=resolve_engine(self.engine))
-        return component
+        return build_component(name, getattr(self, name), self.seed, engine=self.engine)
 
     def set_params(self, **params: Any) -> FineRouter:
         """Set parameters; ``"classifier__threshold"`` reaches a component given as None or a dict too (it is
@@ -235,11 +230,10 @@ class FineRouter(Component):
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         encoder = self._resolve_encoder()
-        engine = None if self.engine is None else resolve_engine(self.engine)
         prompts = dataset.prompts
         if embeddings is None:
             logger.info("embedding %d prompts with %s", len(prompts), encoder.name)
-            embeddings = embed_texts(encoder, prompts, engine)
+            embeddings = embed_texts(encoder, prompts, self.engine)
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.shape[0] != dataset.n_prompts:
             raise DataError(
@@ -251,7 +245,7 @@ class FineRouter(Component):
         if self.describer is not None:
             descriptions = list(self.describer.describe(prompts))
             if description_embeddings is None:
-                description_embeddings = embed_texts(encoder, descriptions, engine)
+                description_embeddings = embed_texts(encoder, descriptions, self.engine)
         if description_embeddings is None:
             description_embeddings = embeddings
         desc_emb = np.asarray(description_embeddings, dtype=np.float32)
