@@ -12,6 +12,7 @@ from finerouter.describe.base import PromptDescriber
 from finerouter.describe.openai_compatible import OpenAIDescriber
 from finerouter.discovery import TaskDiscovery
 from finerouter.engines import LocalEngine, RayEngine
+from finerouter.encoders.finetune import EncoderFineTuner
 from finerouter.encoders.sentence_transformer import SentenceTransformerEncoder
 from finerouter.errors import ParameterError
 from finerouter.quality import QualityEstimator
@@ -24,6 +25,7 @@ COMPONENTS: list[tuple[type, dict]] = [
     (TaskClassifier, {}),
     (QualityEstimator, {}),
     (SentenceTransformerEncoder, {}),
+    (EncoderFineTuner, {}),
     (PromptDescriber, {}),
     (OpenAIDescriber, {"base_url": "http://127.0.0.1:9/v1", "model": "m"}),
     (FineRouter, {}),

@@ -40,6 +40,9 @@ def _register() -> None:
 
     app.command("collect")(collect.collect)
     app.command("judge")(judge.judge)
+    from finerouter.cli import finetune_encoder
+
+    app.command("finetune-encoder")(finetune_encoder.finetune_encoder)
 
 
 _register()

@@ -12,6 +12,7 @@ from typing import Any
 
 from finerouter.encoders.base import Encoder, l2_normalise
 from finerouter.encoders.cache import CachedEncoder, is_encoder
+from finerouter.encoders.finetune import EncoderFineTuner
 from finerouter.encoders.probes import fingerprint, probe_distance, probe_embeddings
 from finerouter.encoders.sentence_transformer import DEFAULT_MODEL_ID, SentenceTransformerEncoder
 from finerouter.errors import ParameterError
@@ -57,6 +58,7 @@ __all__ = [
     "DEFAULT_MODEL_ID",
     "CachedEncoder",
     "Encoder",
+    "EncoderFineTuner",
     "SentenceTransformerEncoder",
     "fingerprint",
     "get_encoder",
