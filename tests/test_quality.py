@@ -298,12 +298,16 @@ def test_single_thread_blas_only_when_busy_and_restores(monkeypatch):
     def blas_threads() -> list[int]:
         # The limit is process-wide: wait until no other thread (a gateway's routing thread left by an earlier
         # test, say) is inside a limiting block, so that "restored" is read outside every block.
+        # The depth check and the read happen under the blocks' own lock, so no thread enters or leaves a block
+        # between them (on a loaded machine a routing thread can, between an unlocked check and the read).
         import time
 
-        deadline = time.monotonic() + 5.0
-        while _training._BLAS_STATE["depth"] > own_depth[0] and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30.0
+        while True:
+            with _training._BLAS_LOCK:
+                if _training._BLAS_STATE["depth"] <= own_depth[0] or time.monotonic() > deadline:
+                    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
             time.sleep(0.01)
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
     own_depth = [0]
 
