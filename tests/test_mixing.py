@@ -217,3 +217,21 @@ def test_a_router_that_routes_by_the_neighbour_source_saves_loads_and_onboards(t
     removed = router.remove_model(router.models_[0])
     assert removed.neighbour_scores_.shape[1] == len(removed.models_) == 3
     assert len(removed.route(prompts)) == len(prompts)
+
+
+def test_cv_folds_auto_takes_more_folds_on_small_data_and_the_choice_records_them():
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.mixing import SMALL_DATA_PROMPTS, resolve_cv_folds
+    from finerouter.routing.router import FineRouter
+    from finerouter.testing import FAST_SETTINGS, FakeEncoder
+
+    assert resolve_cv_folds("auto", SMALL_DATA_PROMPTS - 1) == 5
+    assert resolve_cv_folds("auto", SMALL_DATA_PROMPTS) == 3
+    assert resolve_cv_folds(4, 10) == 4
+    data = make_synthetic_routing_data(n_prompts=150, n_models=3, seed=4)
+    router = FineRouter(encoder=FakeEncoder(), seed=0, cv_folds="auto", refine_task_labels=False, **FAST_SETTINGS)
+    router.fit(data)
+    assert router.fit_summary_["mixing"]["folds"] == 5
+    assert set(np.unique(router.out_of_fold_.fold)) == set(range(5))
+    with pytest.raises(ParameterError, match="cv_folds"):
+        FineRouter(cv_folds="many").fit(data)

@@ -23,6 +23,7 @@ from finerouter.routing.mixing import (
     choose_weights,
     fold_ids,
     raw_mix,
+    resolve_cv_folds,
     shrink_task_means,
 )
 
@@ -150,6 +151,26 @@ def fit_parts(
     return FittedParts(discovery, classifier, quality, stage1, global_prior, train_tasks, candidates, seconds)
 
 
+def fit_summary(
+    dataset: Any, parts: FittedParts, refined: bool, label_choice: dict[str, Any], mixing: MixingChoice,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The router's ``fit_summary_``: the data's size, the tasks found, the label and mixing choices, timings."""
+    labels = parts.discovery.labels_
+    return {
+        "n_prompts": dataset.n_prompts,
+        "n_models": dataset.n_models,
+        "n_tasks": parts.discovery.catalog_.n_tasks,
+        "refined_task_labels": refined,
+        "task_label_choice": label_choice,
+        "share_in_tasks": float(np.mean(labels >= 0)),
+        "mean_candidates": float(np.mean([len(c) for c in parts.candidates])) if parts.candidates else 0.0,
+        "share_assigned_by_classifier": float(np.mean(parts.train_tasks >= 0)),
+        "mixing": mixing.to_dict(),
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
 def choose_refinement(
     router: Any, dataset: Any, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray, descriptions: list[str]
 ) -> tuple[bool, dict[str, float]]:
@@ -210,7 +231,7 @@ def cross_validate_mixing(
 
     scores = np.asarray(dataset.scores, dtype=np.float64)
     n, m = scores.shape
-    folds = router.cv_folds
+    folds = resolve_cv_folds(router.cv_folds, len(set(dataset.prompts)))
     fold = fold_ids(dataset.prompts, dataset.tasks, folds, router.seed + 104729)
     stage1 = np.full((n, m), np.nan)
     stage2 = np.full((n, m), np.nan)
@@ -256,6 +277,7 @@ def cross_validate_mixing(
         stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates,
         neighbours=held_neighbours, stacks=stacks, stack_first=True,
     )
+    choice.folds = folds
     router.out_of_fold_ = OutOfFold(
         stage2[done], stage1[done], global_prior[done], held_neighbours, scores[done], fold[done]
     )
@@ -275,6 +297,7 @@ __all__ = [
     "discover",
     "fit_classifier",
     "fit_parts",
+    "fit_summary",
     "stage1_matrix",
     "stage1_prior",
 ]

@@ -17,8 +17,8 @@ gain is positive (by ``fallback_gain_se`` standard errors, 0 by default), the ro
 model. So when its own held-out data says routing does not help, FineRouter routes like "always use the best
 model" rather than below it.
 
-:func:`shrink_task_means` shrinks each task's mean score per model toward the model's overall mean in
-proportion to how little the task's data says (empirical Bayes, a one-way random-effects model per model).
+:func:`~finerouter.routing.shrinkage.shrink_task_means` (re-exported here) shrinks each task's mean score per model
+toward the model's overall mean in proportion to how little the task's data says (empirical Bayes).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import numpy as np
 
 from finerouter.errors import ParameterError
 from finerouter.evaluation.metrics import expected_calibration_error
+from finerouter.routing.shrinkage import shrink_task_means
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class MixingChoice:
         scale: how ``weights`` mix the sources for routing: ``"normalised"`` (each source min-max normalised per
             prompt, the paper's Eq. 5 family) or ``"raw"`` (the sources on the score scale, a stacked shrinkage
             mix of :mod:`finerouter.routing.stacking`; the global weight may then be negative).
+        folds: the cross-validation's number of folds (None: not cross-validated).
     """
 
     weights: dict[str, float]
@@ -95,6 +97,7 @@ class MixingChoice:
     calibration_error: dict[str, float] | None = None
     estimate_weights: dict[str, float] | None = None
     scale: str = "normalised"
+    folds: int | None = None
 
     def vector(self) -> np.ndarray:
         """``(4,)`` weights in :data:`SOURCES` order."""
@@ -310,53 +313,20 @@ def choose_weights(
     return choice
 
 
-def shrink_task_means(scores: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:
-    """``(n_groups + 1, m)`` each group's mean score per model, shrunk toward the model's overall mean.
+#: With ``cv_folds="auto"``, training sets of fewer unique prompts than this get :data:`SMALL_DATA_FOLDS` folds.
+SMALL_DATA_PROMPTS = 2000
+SMALL_DATA_FOLDS = 5
 
-    Row ``n_groups`` is the prompts with label -1 ("Others"; all prompts when there are none). Per model, a one-way
-    random-effects model: a group's true mean varies around the overall mean with variance ``tau2``; its
-    observed mean has sampling variance ``sigma2 / n_g``. The posterior mean
-    ``mu + tau2 / (tau2 + sigma2 / n_g) * (mean_g - mu)`` moves small groups, and groups of a model whose
-    means hardly vary between groups, toward ``mu``. ``tau2`` and ``sigma2`` are moment estimates (ANOVA).
-    A model with no score in a group takes ``mu``; a model never scored is NaN.
 
-    Args:
-        scores: ``(n, m)`` scores, NaN = not evaluated.
-        labels: ``(n,)`` group per prompt in ``[-1, n_groups)``.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels)
-    others = labels < 0
-    members = [labels == t for t in range(n_groups)] + [others if others.any() else np.ones_like(others)]
-    observed = np.isfinite(scores)
-    filled = np.where(observed, scores, 0.0)
-    counts = np.stack([observed[g].sum(axis=0) for g in members]).astype(np.float64)  # (G, m)
-    sums = np.stack([filled[g].sum(axis=0) for g in members])
-    sq = np.stack([(filled[g] ** 2).sum(axis=0) for g in members])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts
-        total = observed.sum(axis=0).astype(np.float64)
-        mu = filled.sum(axis=0) / total
-        # The variance estimates use the real groups: Others only when it holds prompts of its own.
-        used = n_groups + 1 if others.any() else n_groups
-        est, est_means, est_sq = counts[:used], means[:used], sq[:used]
-        has = est > 0
-        within_ss = np.sum(np.where(has, est_sq - est * np.where(has, est_means, 0.0) ** 2, 0.0), axis=0)
-        within_df = np.sum(np.maximum(est - 1, 0), axis=0)
-        sigma2 = np.where(within_df > 0, within_ss / np.maximum(within_df, 1), 0.0)
-        k = np.sum(has, axis=0)
-        between_ss = np.sum(np.where(has, est * (np.where(has, est_means, 0.0) - mu) ** 2, 0.0), axis=0)
-        n_used = est.sum(axis=0)
-        n0 = np.where(k > 1, (n_used - np.sum(est**2, axis=0) / np.maximum(n_used, 1)) / np.maximum(k - 1, 1), 0.0)
-        tau2 = np.where(
-            (k > 1) & (n0 > 0), np.maximum(0.0, (between_ss / np.maximum(k - 1, 1) - sigma2) / np.maximum(n0, 1e-12)),
-            0.0,
-        )
-        var_mean = sigma2[None, :] / np.maximum(counts, 1.0)
-        weight = np.where(tau2[None, :] + var_mean > 0, tau2[None, :] / (tau2[None, :] + var_mean), 1.0)
-        shrunk = mu[None, :] + weight * (means - mu[None, :])
-    shrunk = np.where(counts > 0, shrunk, mu[None, :])
-    return np.where(np.isfinite(mu)[None, :], shrunk, np.nan)
+def resolve_cv_folds(cv_folds: int | str, n_prompts: int) -> int:
+    """The number of cross-validation folds: ``cv_folds`` itself, or for ``"auto"`` 5 folds below
+    :data:`SMALL_DATA_PROMPTS` unique prompts and 3 from there on. Each fold's router is fitted on
+    ``(k - 1) / k`` of the data, so its held-out quality understates the final router's; at a few hundred prompts,
+    where the learning curve is steep and a fit takes seconds, the understatement is largest and more folds are
+    cheap; at many thousands, 3 folds suffice and each extra fold costs a full fit."""
+    if cv_folds == "auto":
+        return SMALL_DATA_FOLDS if n_prompts < SMALL_DATA_PROMPTS else 3
+    return int(cv_folds)
 
 
 def fold_ids(prompts: list[str], tasks: list[str] | None, n_folds: int, seed: int) -> np.ndarray:
@@ -454,5 +424,5 @@ def raw_mix(
 __all__ = [
     "CANDIDATE_MIXES", "Calibration", "MixingChoice", "NEIGHBOUR_MIXES", "SOURCES", "choose_weights",
     "expected_calibration_error",
-    "fold_ids", "mix", "raw_mix", "shrink_task_means",
+    "fold_ids", "mix", "raw_mix", "resolve_cv_folds", "shrink_task_means",
 ]

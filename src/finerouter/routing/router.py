@@ -76,7 +76,8 @@ class FineRouter(Component):
             held-out folds better by a standard error, and falls back to the best single model (``wg = 1``) unless
             the cross-fitted gain over it is positive (:mod:`finerouter.routing.mixing`;
             ``fit_summary_["mixing"]``).
-        cv_folds: folds of the internal cross-validation for ``mixing="cv"`` (each fold refits both stages).
+        cv_folds: folds of the internal cross-validation for ``mixing="cv"`` (each fold refits both stages);
+            ``"auto"``: :func:`finerouter.routing.mixing.resolve_cv_folds` (more folds on small data).
         stage1_shrinkage: shrink each task's mean score per model toward the model's overall mean in proportion
             to how little the task's data says (empirical Bayes; only with ``stage1_statistic="mean"``).
         neighbours: with ``mixing="cv"``, also offer the cross-validation mixes that weigh a non-parametric
@@ -113,7 +114,7 @@ class FineRouter(Component):
         "stage1_statistic": [Options("median", "mean")],
         "refine_task_labels": [BOOLEAN, Options("auto")],
         "mixing": [Options("cv", "paper")],
-        "cv_folds": [Interval("int", 2, None)],
+        "cv_folds": [Interval("int", 2, None), Options("auto")],
         "stage1_shrinkage": [BOOLEAN],
         "neighbours": [BOOLEAN],
         "stacking": [BOOLEAN],
@@ -133,7 +134,7 @@ class FineRouter(Component):
         stage1_statistic: str = "mean",
         refine_task_labels: bool | str = "auto",
         mixing: str = "cv",
-        cv_folds: int = 3,
+        cv_folds: int | str = 3,
         stage1_shrinkage: bool = True,
         neighbours: bool = False,
         stacking: bool = False,
@@ -298,18 +299,7 @@ class FineRouter(Component):
         self.n_features_ = int(embeddings.shape[1])
         self.discovery_labels_ = discovery.labels_
         timings["total"] = time.perf_counter() - t0
-        self.fit_summary_ = {
-            "n_prompts": dataset.n_prompts,
-            "n_models": dataset.n_models,
-            "n_tasks": catalog.n_tasks,
-            "refined_task_labels": groups is not None,
-            "task_label_choice": label_choice,
-            "share_in_tasks": float(np.mean(discovery.labels_ >= 0)),
-            "mean_candidates": float(np.mean([len(c) for c in parts.candidates])) if parts.candidates else 0.0,
-            "share_assigned_by_classifier": float(np.mean(parts.train_tasks >= 0)),
-            "mixing": mixing.to_dict(),
-            "seconds": {k: round(v, 3) for k, v in timings.items()},
-        }
+        self.fit_summary_ = fitting.fit_summary(dataset, parts, groups is not None, label_choice, mixing, timings)
         logger.info("fit done: %s", self.fit_summary_)
         return self
 

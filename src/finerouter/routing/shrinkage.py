@@ -1,0 +1,58 @@
+"""Empirical-Bayes shrinkage of each task's mean score per model toward the model's overall mean: the stage-1 prior
+of :class:`~finerouter.routing.router.FineRouter` with ``stage1_shrinkage=True``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def shrink_task_means(scores: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:
+    """``(n_groups + 1, m)`` each group's mean score per model, shrunk toward the model's overall mean.
+
+    Row ``n_groups`` is the prompts with label -1 ("Others"; all prompts when there are none). Per model, a one-way
+    random-effects model: a group's true mean varies around the overall mean with variance ``tau2``; its
+    observed mean has sampling variance ``sigma2 / n_g``. The posterior mean
+    ``mu + tau2 / (tau2 + sigma2 / n_g) * (mean_g - mu)`` moves small groups, and groups of a model whose
+    means hardly vary between groups, toward ``mu``. ``tau2`` and ``sigma2`` are moment estimates (ANOVA).
+    A model with no score in a group takes ``mu``; a model never scored is NaN.
+
+    Args:
+        scores: ``(n, m)`` scores, NaN = not evaluated.
+        labels: ``(n,)`` group per prompt in ``[-1, n_groups)``.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    others = labels < 0
+    members = [labels == t for t in range(n_groups)] + [others if others.any() else np.ones_like(others)]
+    observed = np.isfinite(scores)
+    filled = np.where(observed, scores, 0.0)
+    counts = np.stack([observed[g].sum(axis=0) for g in members]).astype(np.float64)  # (G, m)
+    sums = np.stack([filled[g].sum(axis=0) for g in members])
+    sq = np.stack([(filled[g] ** 2).sum(axis=0) for g in members])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+        total = observed.sum(axis=0).astype(np.float64)
+        mu = filled.sum(axis=0) / total
+        # The variance estimates use the real groups: Others only when it holds prompts of its own.
+        used = n_groups + 1 if others.any() else n_groups
+        est, est_means, est_sq = counts[:used], means[:used], sq[:used]
+        has = est > 0
+        within_ss = np.sum(np.where(has, est_sq - est * np.where(has, est_means, 0.0) ** 2, 0.0), axis=0)
+        within_df = np.sum(np.maximum(est - 1, 0), axis=0)
+        sigma2 = np.where(within_df > 0, within_ss / np.maximum(within_df, 1), 0.0)
+        k = np.sum(has, axis=0)
+        between_ss = np.sum(np.where(has, est * (np.where(has, est_means, 0.0) - mu) ** 2, 0.0), axis=0)
+        n_used = est.sum(axis=0)
+        n0 = np.where(k > 1, (n_used - np.sum(est**2, axis=0) / np.maximum(n_used, 1)) / np.maximum(k - 1, 1), 0.0)
+        tau2 = np.where(
+            (k > 1) & (n0 > 0), np.maximum(0.0, (between_ss / np.maximum(k - 1, 1) - sigma2) / np.maximum(n0, 1e-12)),
+            0.0,
+        )
+        var_mean = sigma2[None, :] / np.maximum(counts, 1.0)
+        weight = np.where(tau2[None, :] + var_mean > 0, tau2[None, :] / (tau2[None, :] + var_mean), 1.0)
+        shrunk = mu[None, :] + weight * (means - mu[None, :])
+    shrunk = np.where(counts > 0, shrunk, mu[None, :])
+    return np.where(np.isfinite(mu)[None, :], shrunk, np.nan)
+
+
+__all__ = ["shrink_task_means"]
