@@ -185,7 +185,8 @@ class EncoderFineTuner(Component):
             if not resume:
                 raise ParameterError(
                     f"{ckpt}: holds the checkpoint of an unfinished fine-tuning run (epoch {found['epoch']} of "
-                    f"{found['settings']['epochs']}); pass resume=True (--resume) to continue it, or delete it to start again"
+                    f"{found['settings']['epochs']}); pass resume=True (--resume) to continue it, or delete it to "
+                    "start again"
                 )
             ckpt_io.check_same_run(found, settings, data_hash, ckpt)
             state = found
@@ -264,7 +265,8 @@ class EncoderFineTuner(Component):
             if not dev_rows.size or dev_mse < state["best_dev_mse"] - _MIN_IMPROVEMENT:
                 state["best_epoch"], state["best_dev_mse"] = epoch, dev_mse
             state["epoch"] = epoch
-            state["stopped"] = bool(dev_rows.size) and epoch - state["best_epoch"] >= self.patience
+            stale = epoch - state["best_epoch"] >= self.patience
+            state["stopped"] = bool(dev_rows.size) and stale and epoch < self.epochs
             state["history"].append({"epoch": epoch, "train_mse": train_mse, "dev_mse": dev_mse,
                                      "seconds": seconds, "prompts_per_second": len(fit_rows) / seconds})
             ckpt_io.write_checkpoint(ckpt, state=state, st=st, head=head, optimizer=optimizer)
