@@ -24,19 +24,14 @@ def finetune_encoder(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps or auto."),
     threads: int | None = typer.Option(None, "--threads", help="torch threads on the CPU (default: min(4, cores))."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the code a --base model ships (e.g. Stella): only for models you trust."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last finished epoch (same options and data)."),
     rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow reading RouterBench's .pkl (unpickling runs code: only for files you trust)."),
 ) -> None:
     """Fine-tune the encoder so its embeddings predict each model's score (MSE on the observed scores); write the
     best epoch's encoder to --out."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from finerouter.data.readers import read_routing_data
     from finerouter.encoders.finetune import EncoderFineTuner
@@ -46,6 +41,7 @@ def finetune_encoder(
         tuner = EncoderFineTuner(
             base=base, epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,
             dev_fraction=dev_fraction, patience=patience, seed=seed, device=device, threads=threads,
+            trust_remote_code=trust_remote_code,
         )
         tuner._validate_params()  # fail on bad options before reading the data
         dataset = read_routing_data(data, rescale=rescale, allow_pickle=allow_pickle)

@@ -36,27 +36,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from finerouter._training import (
-    TRAINING_PARAMETER_CONSTRAINTS,
-    import_torch,
-    resolve_device,
-    resolved_seed,
-)
-from finerouter._validation import (
-    Constraint,
-    InstanceOf,
-    Interval,
-    NonEmptyString,
-    NoneValue,
-)
+from finerouter._training import TRAINING_PARAMETER_CONSTRAINTS, import_torch, resolve_device, resolved_seed
+from finerouter._validation import BOOLEAN, Constraint, InstanceOf, Interval, NonEmptyString, NoneValue
 from finerouter.base import Component
 from finerouter.data.dataset import RoutingDataset, split_indices
 from finerouter.encoders import finetune_state as ckpt_io
 from finerouter.encoders.finetune_state import RECORD_FILE
-from finerouter.encoders.sentence_transformer import (
-    MAX_CHARS_PER_TOKEN,
-    SentenceTransformerEncoder,
-)
+from finerouter.encoders.sentence_transformer import MAX_CHARS_PER_TOKEN, SentenceTransformerEncoder
 from finerouter.errors import DataError, ParameterError
 
 logger = logging.getLogger(__name__)
@@ -87,6 +73,8 @@ class EncoderFineTuner(Component):
         seed: seed of every random draw (None: 0).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or ``"auto"`` (CUDA when available).
         threads: torch threads while training on the CPU (None: ``min(4, os.cpu_count())``); restored afterwards.
+        trust_remote_code: passed to sentence-transformers for models that ship their own code (e.g. Stella);
+            the returned encoder gets it too.
 
     After :meth:`fit`: ``encoder_`` (the fine-tuned :class:`SentenceTransformerEncoder`), ``history_`` (per epoch:
     ``epoch``, ``train_mse``, ``dev_mse``, ``seconds``, ``prompts_per_second``), ``baseline_dev_mse_`` (the frozen
@@ -109,6 +97,7 @@ class EncoderFineTuner(Component):
         "seed": TRAINING_PARAMETER_CONSTRAINTS["seed"],
         "device": [NonEmptyString()],
         "threads": [NoneValue(), Interval("int", 1, None)],
+        "trust_remote_code": [BOOLEAN],
     }
 
     def __init__(
@@ -127,6 +116,7 @@ class EncoderFineTuner(Component):
         seed: int | None = None,
         device: str = "cpu",
         threads: int | None = None,
+        trust_remote_code: bool = False,
     ) -> None:
         self.base = base
         self.epochs = epochs
@@ -142,6 +132,7 @@ class EncoderFineTuner(Component):
         self.seed = seed
         self.device = device
         self.threads = threads
+        self.trust_remote_code = trust_remote_code
 
     # ------------------------------------------------------------------------------------------------ fit
     def fit(
@@ -205,7 +196,7 @@ class EncoderFineTuner(Component):
     def _settings(self, base_name: str) -> dict[str, Any]:
         """The parameters that shape the result (not where it runs), with the base named by its identity."""
         params = self.get_params(deep=False)
-        params = {k: v for k, v in params.items() if k not in ("base", "device", "threads")}
+        params = {k: v for k, v in params.items() if k not in ("base", "device", "threads", "trust_remote_code")}
         return {"base": base_name, **params, "seed": resolved_seed(self.seed)}
 
     def _finish(self, out_dir: Path, record: dict[str, Any]) -> SentenceTransformerEncoder:
@@ -216,7 +207,7 @@ class EncoderFineTuner(Component):
         self.best_dev_mse_ = _nan_if_none(record["best_dev_mse"])
         self.seed_ = int(record["settings"]["seed"])
         self.n_fit_, self.n_dev_ = int(record["data"]["n_fit"]), int(record["data"]["n_dev"])
-        self.encoder_ = SentenceTransformerEncoder(model=out_dir)
+        self.encoder_ = SentenceTransformerEncoder(model=out_dir, trust_remote_code=self.trust_remote_code)
         return self.encoder_
 
     # ------------------------------------------------------------------------------------------- training
@@ -225,7 +216,8 @@ class EncoderFineTuner(Component):
         settings: dict[str, Any], data_hash: str, progress: Progress,
     ) -> dict[str, Any]:
         """Train from the base (``state`` None) or from the checkpoint's state; write the output; its record."""
-        encoder = SentenceTransformerEncoder(self.base, max_seq_length=self.max_seq_length, device=self.device)
+        encoder = SentenceTransformerEncoder(self.base, max_seq_length=self.max_seq_length, device=self.device,
+                                             trust_remote_code=self.trust_remote_code)
         device = resolve_device(encoder.resolved_device, type(self).__name__)
         seed = settings["seed"]
         fit_rows, dev_rows = self._split(dataset, seed)
@@ -248,7 +240,7 @@ class EncoderFineTuner(Component):
                         _fmt(baseline), len(fit_rows), len(dev_rows))
         else:
             st = SentenceTransformerEncoder(ckpt / ckpt_io.MODEL_DIR, max_seq_length=self.max_seq_length,
-                                            device=self.device)._load()
+                                            device=self.device, trust_remote_code=self.trust_remote_code)._load()
             head = ckpt_io.load_head(ckpt / ckpt_io.HEAD_FILE, device)
             optimizer = self._optimizer(st, head)
             optimizer.load_state_dict(ckpt_io.load_optimizer_state(ckpt / ckpt_io.OPTIMIZER_FILE))
