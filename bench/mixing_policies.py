@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--blend", type=int, default=0,
                     help="grow the pool to this many models with blends of two real models (blend_pool)")
     ap.add_argument("--train-size", type=int, default=None, help="cut the fit part to this many prompts")
+    ap.add_argument("--cv-folds", type=int, default=None, help="the router's cv_folds (default: the router's own)")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     ap.add_argument("--out", type=Path, default=None, help="write the per-seed figures as JSON here")
     args = ap.parse_args()
@@ -82,7 +83,8 @@ def main() -> None:
         setting = (f"{args.data}, {parts.fit.n_models} models, fit size {parts.fit.n_prompts}, validation size "
                    f"{parts.val.n_prompts}")
         t = time.perf_counter()
-        router = FineRouter(encoder=encoder, seed=seed, neighbours=True).fit(parts.fit, embeddings=parts.e_fit)
+        extra = {} if args.cv_folds is None else {"cv_folds": args.cv_folds}
+        router = FineRouter(encoder=encoder, seed=seed, neighbours=True, **extra).fit(parts.fit, embeddings=parts.e_fit)
         fit_seconds = time.perf_counter() - t
         oof = router.out_of_fold_
         val = router.score_embeddings(parts.e_val)
@@ -99,7 +101,7 @@ def main() -> None:
                                neighbours=oof.neighbours, **kwargs)
             row[name] = route(c.vector(), c.scale)
             w = ", ".join(f"{v:.2f}" for v in c.vector())
-            picks[name] = f"{c.method} {c.scale} ({w})"
+            picks[name] = f"{c.method} {c.scale} ({w}) oof gain {c.gain:+.4f} ± {c.gain_se or 0:.4f}"
 
         base = tuple(CANDIDATE_MIXES)
         with_nb = base + tuple(NEIGHBOUR_MIXES)
