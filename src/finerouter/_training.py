@@ -335,7 +335,8 @@ _BLAS_STATE: dict[str, Any] = {"libs": None, "depth": 0, "saved": None}
 
 
 def _blas_thread_functions() -> list[tuple[Any, Any]]:
-    """``(get_num_threads, set_num_threads)`` for each BLAS library numpy loaded, found once via threadpoolctl.
+    """``(get_num_threads, set_num_threads)`` for each BLAS library loaded at the first call, found once via
+    threadpoolctl: numpy's always (inference multiplies with it); one loaded later (scipy's own) is left alone.
 
     Where threadpoolctl exposes the library's own C functions (OpenBLAS), those are called directly: its public
     setter re-resolves the symbol and checks a controlling thread on every call, which cost more than the
