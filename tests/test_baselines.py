@@ -248,7 +248,8 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
         r.fit(train, x_train)
     by_name = {r.name: r for r in routers}
     fitted = by_name["finerouter"].router_
-    shared = [r for r in routers if r.name not in ("label_free", "refined", "paper_mixing", "with_neighbours")]
+    own_fits = ("label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking")
+    shared = [r for r in routers if r.name not in own_fits]
     assert all(r.router_ is fitted for r in shared)  # one FineRouter fit for the four variants
     assert fitted.refine_task_labels == "auto"
     for name, mode in (("label_free", False), ("refined", True)):  # each a fit of its own
@@ -262,6 +263,11 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
     with_neighbours = by_name["with_neighbours"].router_  # a fit of its own, the neighbour source offered
     assert with_neighbours is not fitted and with_neighbours.neighbours is True and fitted.neighbours is False
     assert (with_neighbours.neighbour_embeddings_ is not None) == with_neighbours.mixing_.uses_neighbours
+    with_stacking = by_name["with_stacking"].router_  # a fit of its own, the stacked mix as the default candidate
+    assert with_stacking is not fitted and with_stacking.stacking is True and fitted.stacking is False
+    assert "stack:stage2+stage1" in with_stacking.mixing_.oof_quality
+    np.testing.assert_allclose(by_name["with_stacking"].predict_scores(x_test),
+                               with_stacking.score_embeddings(x_test).final)
     assert by_name["finerouter"].kind == "finerouter" and by_name["stage2_only"].kind == "ablation"
     scores = fitted.score_embeddings(x_test)
     np.testing.assert_allclose(by_name["finerouter"].predict_scores(x_test), scores.final)
