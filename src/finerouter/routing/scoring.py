@@ -71,8 +71,13 @@ def score(router: Any, emb: np.ndarray) -> RouterScores:
     neighbours = None
     if getattr(router, "neighbour_embeddings_", None) is not None:
         neighbours = neighbour_means(emb, router.neighbour_embeddings_, router.neighbour_scores_)
+    estimate_weights = router.mixing_.estimate_vector()
+    raw = raw_mix(estimate_weights, stage2, stage1, router.global_prior_, neighbours)
     if router.mixing_.scale == "raw":
-        final = routing_mix(weights, "raw", stage2, stage1, router.global_prior_, neighbours)
+        # a stack routes by the raw mix the expected scores calibrate (the same weights): computed once
+        same = np.array_equal(weights, estimate_weights)
+        final = minmax_rows(raw) if same else routing_mix(weights, "raw", stage2, stage1, router.global_prior_,
+                                                          neighbours)
     else:
         w2, w1, wg, wn = weights
         final = w2 * minmax_rows(stage2) + w1 * stage1_normalised(router)[rows]
@@ -80,9 +85,7 @@ def score(router: Any, emb: np.ndarray) -> RouterScores:
             final += wg * global_normalised(router)
         if wn:
             final += wn * minmax_rows(neighbours)
-    expected = router.calibration_(
-        raw_mix(router.mixing_.estimate_vector(), stage2, stage1, router.global_prior_, neighbours)
-    )
+    expected = router.calibration_(raw)
     return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64), expected)
 
 
