@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from finerouter.errors import ParameterError
+from finerouter.routing.ensemble import members_of, with_members
 from finerouter.routing.onboarding_data import (
     MIN_PROMPTS,
     NewModelScores,
@@ -351,7 +352,10 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
              "candidate_rules": rules, "warm_start": models[fit.warm_start], "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     logger.info("added model %r from %d prompts: candidate in %d of %d tasks (%.1fs)", name, len(new.prompts),
                 len(new_tasks), catalog.n_tasks, event["seconds"])  # fmt: skip
-    return _with_parts(router, all_models, new_catalog, quality, stage1, global_prior, cost_model, provenance, event)
+    out = _with_parts(router, all_models, new_catalog, quality, stage1, global_prior, cost_model, provenance, event)
+    members = [add_model(member, name, data, cost, seed=None if seed is None else seed + i)
+               for i, member in enumerate(members_of(router), start=1)]  # fmt: skip
+    return with_members(out, members)
 
 
 def remove_model(router: Any, name: str) -> Any:
@@ -384,8 +388,9 @@ def remove_model(router: Any, name: str) -> Any:
         if getattr(cost_model, attr, None) is not None:
             setattr(cost_model, attr, np.delete(getattr(cost_model, attr), j, axis=0))
     provenance = {m: p for m, p in model_provenance(router).items() if m != name}
-    return _with_parts(router, kept, catalog, quality, np.delete(router.stage1_, j, axis=1),
-                       np.delete(router.global_prior_, j), cost_model, provenance, {"removed": name})  # fmt: skip
+    out = _with_parts(router, kept, catalog, quality, np.delete(router.stage1_, j, axis=1),
+                      np.delete(router.global_prior_, j), cost_model, provenance, {"removed": name})  # fmt: skip
+    return with_members(out, [remove_model(member, name) for member in members_of(router)])
 
 
 __all__ = [

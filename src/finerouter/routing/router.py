@@ -29,7 +29,7 @@ from finerouter._validation import (
 from finerouter.base import Component
 from finerouter.engines.embedding import embed_texts
 from finerouter.errors import DataError, ParameterError
-from finerouter.routing import fitting
+from finerouter.routing import ensemble, fitting
 from finerouter.routing.components import COMPONENTS, build_component
 from finerouter.routing.artifact import check_save_destination
 from finerouter.routing.costs import CostModel, observed_costs, token_counter_for
@@ -90,6 +90,8 @@ class FineRouter(Component):
             scores (:mod:`finerouter.routing.stacking`); the normalised mixes replace it only if they route the
             held-out folds better by a standard error, and the fallback to the best single model still applies.
             Off by default: on the shared data it helped only in pools of dozens of models (docs/models.md).
+        ensemble_size: fit both stages this many times with seeds ``seed, seed + 1, ...`` and route by the mean
+            of their scores (:mod:`finerouter.routing.ensemble`; the mixing is cross-validated once).
         discovery: a :class:`finerouter.discovery.TaskDiscovery` (its parameters are used; it is cloned, never
             fitted in place), or a dict of its parameters as a shorthand (a misspelt key is a ParameterError).
         classifier: a :class:`finerouter.classify.TaskClassifier`, or a dict of its parameters. With None or a
@@ -118,6 +120,7 @@ class FineRouter(Component):
         "stage1_shrinkage": [BOOLEAN],
         "neighbours": [BOOLEAN],
         "stacking": [BOOLEAN],
+        "ensemble_size": [Interval("int", 1, None)],
         "discovery": _COMPONENT_VALUE,
         "classifier": _COMPONENT_VALUE,
         "quality": _COMPONENT_VALUE,
@@ -138,6 +141,7 @@ class FineRouter(Component):
         stage1_shrinkage: bool = True,
         neighbours: bool = False,
         stacking: bool = False,
+        ensemble_size: int = 1,
         discovery: Any = None,
         classifier: Any = None,
         quality: Any = None,
@@ -156,6 +160,7 @@ class FineRouter(Component):
         self.stage1_shrinkage = stage1_shrinkage
         self.neighbours = neighbours
         self.stacking = stacking
+        self.ensemble_size = ensemble_size
         self.discovery = discovery
         self.classifier = classifier
         self.quality = quality
@@ -298,8 +303,12 @@ class FineRouter(Component):
         self.cost_model_ = CostModel.fit(dataset.models, prompts, costs, prices, token_counter=token_counter_for(encoder))
         self.n_features_ = int(embeddings.shape[1])
         self.discovery_labels_ = discovery.labels_
+        t = time.perf_counter()
+        self.members_ = ensemble.fit_members(self, encoder, embeddings, desc_emb, dataset, descriptions, groups)
+        timings["ensemble"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         self.fit_summary_ = fitting.fit_summary(dataset, parts, groups is not None, label_choice, mixing, timings)
+        self.fit_summary_["ensemble"] = ensemble.summary(self)
         logger.info("fit done: %s", self.fit_summary_)
         return self
 

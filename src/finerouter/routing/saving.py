@@ -43,6 +43,7 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
             arrays["neighbour_embeddings"] = router.neighbour_embeddings_
             arrays["neighbour_scores"] = router.neighbour_scores_
         save_arrays(tmp / "router.safetensors", arrays)
+        members = save_members(router, tmp)
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         params = {k: v for k, v in router.get_params(deep=False).items()
                   if k not in ("encoder", "describer", "prices", "cache_dir", "engine")}
@@ -64,11 +65,50 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
             "fit_summary": getattr(router, "fit_summary_", {}),
             "provenance": model_provenance(router),
             "files": files,
+            "members": members,
         }
         manifest[artifact.MANIFEST_DIGEST_KEY] = artifact.manifest_digest(manifest)
         atomic_write_json(tmp / "manifest.json", manifest)
     return path
 
+
+def save_members(router: Any, tmp: Path) -> list[dict[str, Any]]:
+    """Each member of a seed ensemble (:mod:`finerouter.routing.ensemble`) into ``members/<i>/``: its components
+    and its stage-1 prior (everything else it shares with the router). Returns the manifest's ``members`` list."""
+    from finerouter.routing.ensemble import members_of
+
+    entries = []
+    for i, member in enumerate(members_of(router), start=1):
+        folder = tmp / "members" / str(i)
+        for name, component in member._fitted_components().items():
+            component.save(folder / name)
+        save_arrays(folder / "router.safetensors", {"stage1": member.stage1_})
+        entries.append({"folder": f"members/{i}", "seed": int(member.seed), "n_tasks": member.catalog_.n_tasks})
+    return entries
+
+
+def load_members(router: Any, path: Path, manifest: dict[str, Any], params: dict[str, Any]) -> list[Any]:
+    """The members of a seed ensemble saved by :func:`save_members` (none for a single fit or an older artifact)."""
+    from finerouter.routing.ensemble import share_with_member
+
+    members = []
+    for entry in manifest.get("members") or []:
+        folder = path / str(entry["folder"])
+        member = type(router)(encoder=router.encoder, cache_dir=router.cache_dir,
+                              **{**params, "seed": int(entry["seed"]), "ensemble_size": 1})  # fmt: skip
+        discovery, catalog, classifier, quality = artifact.load_components(folder, manifest)
+        try:
+            stage1 = load_arrays(folder / "router.safetensors")["stage1"].astype(np.float64)
+        except ArtifactError:
+            raise
+        except Exception as exc:  # a corrupt but hash-consistent file
+            raise ArtifactError(f"{folder}: could not load the ensemble member ({type(exc).__name__}: {exc})") from exc
+        member.discovery_, member.catalog_, member.classifier_, member.quality_ = discovery, catalog, classifier, quality
+        member.discovery_labels_ = None if discovery is None else discovery.labels_
+        member.stage1_ = stage1
+        share_with_member(member, router)
+        members.append(member)
+    return members
 
 
 def load_router(
@@ -132,4 +172,5 @@ def load_router(
                 "to record the current probes.",
                 stacklevel=2,
             )
+    router.members_ = load_members(router, path, manifest, params)
     return router

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from finerouter.routing.ensemble import average_scores, members_of
 from finerouter.routing.mixing import raw_mix, routing_mix
 from finerouter.routing.neighbours import neighbour_means
 from finerouter.routing.policy import minmax_rows
@@ -57,7 +58,14 @@ def global_normalised(router: Any) -> np.ndarray:
 
 def score(router: Any, emb: np.ndarray) -> RouterScores:
     """Every score of a fitted router for ``emb``: checked ``(n, d)`` float32 embeddings. The hot path of
-    routing: the components are called past their own input checks."""
+    routing: the components are called past their own input checks. A seed ensemble
+    (:mod:`finerouter.routing.ensemble`) averages its fits' scores."""
+    own = _score_one(router, emb)
+    members = members_of(router)
+    return average_scores(own, [_score_one(member, emb) for member in members]) if members else own
+
+
+def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     n = emb.shape[0]
     if router.classifier_ is not None:
         task, confidence = router.classifier_._predict_checked(emb)
