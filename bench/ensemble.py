@@ -95,8 +95,8 @@ def table(result: dict[str, Any], ks: list[int]) -> list[str]:
     oracle = np.mean([r["oracle"] for r in recs])
     members = np.mean([r["ensemble_seconds"] or 0 for r in recs])
     fit = np.mean([r["fit_seconds"] for r in recs])
-    lines += ["", f"best single {single:.4f}, oracle {oracle:.4f}; fit {fit:.0f} s, of which the "
-              f"{max(ks) - 1} members {members:.0f} s"]  # fmt: skip
+    lines += ["", (f"best single {single:.4f}, oracle {oracle:.4f}; fit {fit:.0f} s, of which the "
+                   f"{max(ks) - 1} members {members:.0f} s")]  # fmt: skip
     return lines
 
 

@@ -30,16 +30,20 @@ def trio(data):
     return FineRouter(encoder=FakeEncoder(), seed=0, ensemble_size=3, **FAST_SETTINGS).fit(data[0])
 
 
-def test_members_are_fits_with_the_next_seeds_sharing_the_routers_mixing(trio):
+def test_each_member_is_the_router_fitted_with_the_next_seed(trio, data):
     members = members_of(trio)
     assert [m.seed for m in members] == [1, 2]
     assert trio.fit_summary_["ensemble"]["size"] == 3
     assert trio.fit_summary_["ensemble"]["seeds"] == [0, 1, 2]
+    assert len(trio.fit_summary_["ensemble"]["mixing"]) == 3
     for member in members:
-        assert member.mixing_ is trio.mixing_ and member.calibration_ is trio.calibration_
         assert member.models_ == trio.models_ and member.members_ == []
-    # different seeds give different fits: the members' stage-2 predictions differ from the router's own
-    emb = trio.encoder_.encode(["a prompt about sorting lists", "translate this sentence"])
+        assert member.cost_model_ is trio.cost_model_ and member.encoder_ is trio.encoder_
+    emb = trio.encoder_.encode(data[1].prompts)
+    alone = FineRouter(encoder=FakeEncoder(), seed=1, **FAST_SETTINGS).fit(data[0])
+    np.testing.assert_allclose(_score_one(members[0], emb).final, _score_one(alone, emb).final, atol=1e-6)
+    assert members[0].mixing_.weights == alone.mixing_.weights
+    # different seeds give different fits
     own = _score_one(trio, emb)
     assert any(not np.allclose(_score_one(m, emb).stage2, own.stage2) for m in members)
 
@@ -57,7 +61,8 @@ def test_ensemble_scores_are_the_mean_of_every_fits_scores(trio, data):
 
 def test_a_single_fit_has_no_members_and_its_own_scores(single, data):
     assert members_of(single) == []
-    assert single.fit_summary_["ensemble"] == {"size": 1, "seeds": [0], "n_tasks": [single.catalog_.n_tasks]}
+    summary = single.fit_summary_["ensemble"]
+    assert (summary["size"], summary["seeds"], summary["n_tasks"]) == (1, [0], [single.catalog_.n_tasks])
     emb = single.encoder_.encode(data[1].prompts[:20])
     np.testing.assert_array_equal(single.score_embeddings(emb).final, _score_one(single, emb).final)
 
@@ -67,6 +72,9 @@ def test_an_ensemble_round_trips_through_its_artifact(trio, data, tmp_path):
     assert (tmp_path / "r" / "members" / "2" / "quality").is_dir()
     loaded = FineRouter.load(tmp_path / "r", encoder=FakeEncoder())
     assert [m.seed for m in members_of(loaded)] == [1, 2]
+    for member, saved in zip(members_of(loaded), members_of(trio)):
+        assert member.mixing_.weights == saved.mixing_.weights
+        np.testing.assert_array_equal(member.calibration_.y, saved.calibration_.y)
     emb = trio.encoder_.encode(data[1].prompts)
     np.testing.assert_allclose(loaded.score_embeddings(emb).final, trio.score_embeddings(emb).final, atol=1e-6)
     assert [d.model for d in loaded.route(data[1].prompts)] == [d.model for d in trio.route(data[1].prompts)]

@@ -1,20 +1,21 @@
-"""Seed ensembles: a router that fits its two stages several times and routes by the mean of their scores.
+"""Seed ensembles: a router that is fitted several times with different seeds and routes by the mean of the fits'
+scores.
 
-Task discovery (Leiden on a sparse graph), the task classifier and the stage-2 adapters all start from random
-seeds, and at a few thousand prompts two fits that differ only in the seed route differently: on routerdc with
-1,500 training prompts, five seeds of the same router routed a test split at 0.501-0.511. Each fit's stage-1 prior
-is a step function over its own partition of the prompt space; the mean over several partitions is a smoother, less
-variable estimate of how each model does near the prompt (bagging without resampling).
+Task discovery (Leiden on a sparse graph), the task classifier, the stage-2 adapters and the cross-validation's
+folds all start from random seeds, and at a few thousand prompts two fits that differ only in the seed route
+differently: on routerdc with 1,500 training prompts, five seeds of the same router routed one test split at
+0.501-0.511, and the mixing the cross-validation chose differed between them. Each fit's stage-1 prior is a step
+function over its own partition of the prompt space and its mix one noisy choice; the mean over several fits is a
+smoother, less variable estimate (bagging without resampling). Where one fit falls back to the best single model
+and another routes, the mean routes only where the routing fits agree strongly: a graded fallback.
 
-``FineRouter(ensemble_size=k)`` fits, after the router itself (seed ``seed``, with its cross-validated mixing and
-calibration), ``k - 1`` *members*: discovery, classifier, quality estimator and priors refitted on all the training
-data with seeds ``seed + 1 ... seed + k - 1``. A member shares the router's encoder, models, mixing weights,
-calibration and cost model, so it is a complete router of its own; the ensemble's scores
-(:func:`finerouter.routing.scoring.score`) are the means of every fit's routing scores (each normalised per prompt
-as the mix defines), expected scores and stage-1/stage-2 estimates. The task a decision names is the router's own.
-The mixing weights are chosen by the cross-validation of the first fit alone (the members are not cross-validated:
-each would cost ``cv_folds`` more fits), which is conservative: averaging only removes variance. A router that fell
-back to the best single model stays there (every member has the same global prior).
+``FineRouter(ensemble_size=k)`` fits, after the router itself (seed ``seed``), ``k - 1`` *members*: complete
+routers fitted on the same rows and embeddings with seeds ``seed + 1 ... seed + k - 1`` (each with its own
+discovery, classifier, quality estimator, priors, cross-validated mixing and calibration; the description step
+is not repeated: members reuse the router's description embeddings). A member shares the router's encoder, models,
+global prior and cost model. The ensemble's scores (:func:`finerouter.routing.scoring.score`) are the means of
+every fit's routing scores (each normalised per prompt as its own mix defines), calibrated expected scores and
+stage-1/stage-2 estimates; the task a decision names is the router's own. Fitting costs k times one fit.
 """
 
 from __future__ import annotations
@@ -35,47 +36,29 @@ def member_seed(router: Any, index: int) -> int:
     return int(router.seed) + int(index)
 
 
-def fit_members(
-    router: Any, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray, dataset: Any, descriptions: list[str],
-    groups: list[str] | None,
-) -> list[Any]:
-    """The ``ensemble_size - 1`` members of a router that has just fitted its own parts (``router.mixing_``,
-    ``calibration_``, ``cost_model_`` are set), each fitted on the same rows with its own seed."""
-    from finerouter.routing import fitting
-
+def fit_members(router: Any, dataset: Any, embeddings: np.ndarray, desc_emb: np.ndarray) -> list[Any]:
+    """The ``ensemble_size - 1`` members of a router that has just fitted itself (``encoder_`` and
+    ``cost_model_`` are set), each a complete fit on the same rows with its own seed."""
     members = []
     for i in range(1, int(router.ensemble_size)):
         t = time.perf_counter()
-        member = type(router)(**{**router.get_params(deep=False), "seed": member_seed(router, i), "ensemble_size": 1})
-        parts = fitting.fit_parts(member, encoder, embeddings, desc_emb, dataset.scores, dataset.models,
-                                  dataset.prompts, descriptions, groups)  # fmt: skip
-        _attach(member, router, parts.discovery, parts.classifier, parts.quality, parts.stage1)
+        params = {**router.get_params(deep=False), "seed": member_seed(router, i), "ensemble_size": 1,
+                  "encoder": router.encoder_, "describer": None}  # fmt: skip
+        member = type(router)(**params).fit(dataset, embeddings, desc_emb)
+        share_with_member(member, router)
         members.append(member)
-        logger.info("ensemble member %d/%d (seed %d): %d tasks (%.1fs)", i + 1, router.ensemble_size, member.seed,
-                    parts.discovery.catalog_.n_tasks, time.perf_counter() - t)  # fmt: skip
+        logger.info("ensemble member %d/%d (seed %d): %d tasks, mixing %s (%.1fs)", i + 1, router.ensemble_size,
+                    member.seed, member.catalog_.n_tasks, member.mixing_.method, time.perf_counter() - t)  # fmt: skip
     return members
 
 
-def _attach(member: Any, router: Any, discovery: Any, classifier: Any, quality: Any, stage1: np.ndarray) -> None:
-    """Give ``member`` its own fitted parts and everything else from ``router``."""
-    member.discovery_, member.catalog_, member.classifier_ = discovery, discovery.catalog_, classifier
-    member.discovery_labels_ = discovery.labels_
-    member.quality_, member.stage1_ = quality, stage1
-    share_with_member(member, router)
-
-
 def share_with_member(member: Any, router: Any) -> None:
-    """Set on ``member`` the attributes it shares with ``router``: encoder, models, priors' global part, mixing,
-    calibration, neighbour source, cost model."""
+    """Set on ``member`` what it shares with ``router``: encoder, models, global prior, cost model."""
     member.encoder_, member.models_ = router.encoder_, list(router.models_)
     member.global_prior_ = router.global_prior_
-    member.mixing_, member.calibration_ = router.mixing_, router.calibration_
-    member.neighbour_embeddings_ = getattr(router, "neighbour_embeddings_", None)
-    member.neighbour_scores_ = getattr(router, "neighbour_scores_", None)
     member.cost_model_, member.n_features_ = router.cost_model_, router.n_features_
     member.out_of_fold_ = None
     member.provenance_ = getattr(router, "provenance_", {})
-    member.fit_summary_ = {"member_of_ensemble": True, "seed": member.seed, "n_tasks": member.catalog_.n_tasks}
     member.members_ = []
     for cache in ("_stage1_norm", "_global_norm"):
         member.__dict__.pop(cache, None)
@@ -108,20 +91,19 @@ def average_scores(own: Any, others: list[Any]) -> Any:
 
 def with_members(out: Any, members: list[Any]) -> Any:
     """``out`` (a new router from :func:`~finerouter.routing.onboarding.add_model` or ``remove_model``) with
-    ``members`` (the members changed likewise), each sharing ``out``'s models, priors' global part and costs."""
+    ``members`` (the members changed likewise), each sharing ``out``'s models, global prior and costs."""
     for member in members:
-        member.models_, member.global_prior_, member.cost_model_ = list(out.models_), out.global_prior_, out.cost_model_
-        member.neighbour_scores_ = getattr(out, "neighbour_scores_", None)
-        member.provenance_ = getattr(out, "provenance_", {})
+        share_with_member(member, out)
     out.members_ = members
     return out
 
 
 def summary(router: Any) -> dict[str, Any]:
-    """``fit_summary_["ensemble"]``: the size, each fit's seed and number of tasks."""
+    """``fit_summary_["ensemble"]``: the size, each fit's seed, number of tasks and mixing."""
     every = [router, *members_of(router)]
     return {"size": len(every), "seeds": [int(r.seed) for r in every],
-            "n_tasks": [int(r.catalog_.n_tasks) for r in every]}  # fmt: skip
+            "n_tasks": [int(r.catalog_.n_tasks) for r in every],
+            "mixing": [{"method": r.mixing_.method, "weights": dict(r.mixing_.weights)} for r in every]}  # fmt: skip
 
 
 __all__ = ["average_scores", "fit_members", "member_seed", "members_of", "share_with_member", "summary",

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from finerouter.routing.assignment import soft_stage1, uses_soft_prior
 from finerouter.routing.mixing import (
     CANDIDATE_MIXES,
     NEIGHBOUR_MIXES,
@@ -254,7 +255,8 @@ def cross_validate_mixing(
         else:
             task = np.full(held.size, -1, dtype=np.int64)
         rows = np.where(task >= 0, task, parts.discovery.catalog_.n_tasks)
-        stage1[held] = parts.stage1[rows]
+        stage1[held] = soft_stage1(parts.classifier, emb, parts.stage1, parts.global_prior) \
+            if uses_soft_prior(router, parts.classifier) else parts.stage1[rows]
         stage2[held] = parts.quality._predict(emb, task)
         global_prior[held] = parts.global_prior[None, :]
         if neighbours is not None:

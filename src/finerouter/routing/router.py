@@ -90,8 +90,10 @@ class FineRouter(Component):
             scores (:mod:`finerouter.routing.stacking`); the normalised mixes replace it only if they route the
             held-out folds better by a standard error, and the fallback to the best single model still applies.
             Off by default: on the shared data it helped only in pools of dozens of models (docs/models.md).
-        ensemble_size: fit both stages this many times with seeds ``seed, seed + 1, ...`` and route by the mean
-            of their scores (:mod:`finerouter.routing.ensemble`; the mixing is cross-validated once).
+        ensemble_size: fit the router this many times with seeds ``seed, seed + 1, ...`` on the same data and
+            route by the mean of the fits' scores (:mod:`finerouter.routing.ensemble`); fitting costs as many fits.
+        stage1_assignment: ``"hard"`` (the paper): a prompt's stage-1 prior is its assigned task's; ``"soft"``:
+            the task priors weighted by the classifier's probabilities (:mod:`finerouter.routing.assignment`).
         discovery: a :class:`finerouter.discovery.TaskDiscovery` (its parameters are used; it is cloned, never
             fitted in place), or a dict of its parameters as a shorthand (a misspelt key is a ParameterError).
         classifier: a :class:`finerouter.classify.TaskClassifier`, or a dict of its parameters. With None or a
@@ -121,6 +123,7 @@ class FineRouter(Component):
         "neighbours": [BOOLEAN],
         "stacking": [BOOLEAN],
         "ensemble_size": [Interval("int", 1, None)],
+        "stage1_assignment": [Options("hard", "soft")],
         "discovery": _COMPONENT_VALUE,
         "classifier": _COMPONENT_VALUE,
         "quality": _COMPONENT_VALUE,
@@ -142,6 +145,7 @@ class FineRouter(Component):
         neighbours: bool = False,
         stacking: bool = False,
         ensemble_size: int = 1,
+        stage1_assignment: str = "hard",
         discovery: Any = None,
         classifier: Any = None,
         quality: Any = None,
@@ -161,6 +165,7 @@ class FineRouter(Component):
         self.neighbours = neighbours
         self.stacking = stacking
         self.ensemble_size = ensemble_size
+        self.stage1_assignment = stage1_assignment
         self.discovery = discovery
         self.classifier = classifier
         self.quality = quality
@@ -288,11 +293,8 @@ class FineRouter(Component):
         self.discovery_ = discovery
         self.catalog_ = catalog
         self.classifier_ = parts.classifier
-        self.quality_ = parts.quality
-        self.stage1_ = parts.stage1
-        self.global_prior_ = parts.global_prior
-        self.mixing_ = mixing
-        self.calibration_ = calibration
+        self.quality_, self.stage1_, self.global_prior_ = parts.quality, parts.stage1, parts.global_prior
+        self.mixing_, self.calibration_ = mixing, calibration
         # the training prompts and their scores, kept only when the chosen mix reads the neighbour source
         self.neighbour_embeddings_ = embeddings if mixing.uses_neighbours else None
         self.neighbour_scores_ = np.asarray(dataset.scores, dtype=np.float32) if mixing.uses_neighbours else None
@@ -304,7 +306,7 @@ class FineRouter(Component):
         self.n_features_ = int(embeddings.shape[1])
         self.discovery_labels_ = discovery.labels_
         t = time.perf_counter()
-        self.members_ = ensemble.fit_members(self, encoder, embeddings, desc_emb, dataset, descriptions, groups)
+        self.members_ = ensemble.fit_members(self, dataset, embeddings, desc_emb)
         timings["ensemble"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
         self.fit_summary_ = fitting.fit_summary(dataset, parts, groups is not None, label_choice, mixing, timings)

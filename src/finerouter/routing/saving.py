@@ -39,9 +39,12 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
             "stage1": router.stage1_, "global_prior": router.global_prior_, "encoder_probes": probes,
             "calibration_x": router.calibration_.x, "calibration_y": router.calibration_.y,
         }
-        if getattr(router, "neighbour_embeddings_", None) is not None:
-            arrays["neighbour_embeddings"] = router.neighbour_embeddings_
-            arrays["neighbour_scores"] = router.neighbour_scores_
+        from finerouter.routing.ensemble import members_of
+
+        with_neighbours = [r for r in (router, *members_of(router)) if getattr(r, "neighbour_embeddings_", None) is not None]
+        if with_neighbours:  # the training prompts and scores, for every fit whose mix reads the neighbour source
+            arrays["neighbour_embeddings"] = with_neighbours[0].neighbour_embeddings_
+            arrays["neighbour_scores"] = with_neighbours[0].neighbour_scores_
         save_arrays(tmp / "router.safetensors", arrays)
         members = save_members(router, tmp)
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -73,8 +76,9 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
 
 
 def save_members(router: Any, tmp: Path) -> list[dict[str, Any]]:
-    """Each member of a seed ensemble (:mod:`finerouter.routing.ensemble`) into ``members/<i>/``: its components
-    and its stage-1 prior (everything else it shares with the router). Returns the manifest's ``members`` list."""
+    """Each member of a seed ensemble (:mod:`finerouter.routing.ensemble`) into ``members/<i>/``: its components,
+    stage-1 prior and calibration (its mixing goes into the manifest's ``members`` list, which this returns;
+    everything else it shares with the router)."""
     from finerouter.routing.ensemble import members_of
 
     entries = []
@@ -82,12 +86,16 @@ def save_members(router: Any, tmp: Path) -> list[dict[str, Any]]:
         folder = tmp / "members" / str(i)
         for name, component in member._fitted_components().items():
             component.save(folder / name)
-        save_arrays(folder / "router.safetensors", {"stage1": member.stage1_})
-        entries.append({"folder": f"members/{i}", "seed": int(member.seed), "n_tasks": member.catalog_.n_tasks})
+        save_arrays(folder / "router.safetensors", {"stage1": member.stage1_, "calibration_x": member.calibration_.x,
+                                                     "calibration_y": member.calibration_.y})  # fmt: skip
+        entries.append({"folder": f"members/{i}", "seed": int(member.seed), "n_tasks": member.catalog_.n_tasks,
+                        "mixing_weights": member.mixing_.to_dict()})  # fmt: skip
     return entries
 
 
-def load_members(router: Any, path: Path, manifest: dict[str, Any], params: dict[str, Any]) -> list[Any]:
+def load_members(
+    router: Any, path: Path, manifest: dict[str, Any], params: dict[str, Any], shared: dict[str, np.ndarray]
+) -> list[Any]:
     """The members of a seed ensemble saved by :func:`save_members` (none for a single fit or an older artifact)."""
     from finerouter.routing.ensemble import share_with_member
 
@@ -98,14 +106,21 @@ def load_members(router: Any, path: Path, manifest: dict[str, Any], params: dict
                               **{**params, "seed": int(entry["seed"]), "ensemble_size": 1})  # fmt: skip
         discovery, catalog, classifier, quality = artifact.load_components(folder, manifest)
         try:
-            stage1 = load_arrays(folder / "router.safetensors")["stage1"].astype(np.float64)
+            arrays = load_arrays(folder / "router.safetensors")
+            member.stage1_ = arrays["stage1"].astype(np.float64)
+            member.calibration_ = Calibration(arrays["calibration_x"].astype(np.float64),
+                                              arrays["calibration_y"].astype(np.float64))  # fmt: skip
+            member.mixing_ = MixingChoice.from_dict(entry["mixing_weights"])
         except ArtifactError:
             raise
         except Exception as exc:  # a corrupt but hash-consistent file
             raise ArtifactError(f"{folder}: could not load the ensemble member ({type(exc).__name__}: {exc})") from exc
         member.discovery_, member.catalog_, member.classifier_, member.quality_ = discovery, catalog, classifier, quality
         member.discovery_labels_ = None if discovery is None else discovery.labels_
-        member.stage1_ = stage1
+        if member.mixing_.uses_neighbours and "neighbour_embeddings" not in shared:
+            raise ArtifactError(f"{folder}: the member's mix reads the neighbour source, and router.safetensors lacks it")
+        member.neighbour_embeddings_ = shared.get("neighbour_embeddings") if member.mixing_.uses_neighbours else None
+        member.neighbour_scores_ = shared.get("neighbour_scores") if member.mixing_.uses_neighbours else None
         share_with_member(member, router)
         members.append(member)
     return members
@@ -151,8 +166,9 @@ def load_router(
     else:
         router.mixing_ = MixingChoice.fixed(router.alpha, 1.0 - router.alpha, 0.0)
     router.out_of_fold_ = None  # the fit's out-of-fold scores are not saved
-    router.neighbour_embeddings_ = arrays.get("neighbour_embeddings")
-    router.neighbour_scores_ = arrays.get("neighbour_scores")
+    own = router.mixing_.uses_neighbours
+    router.neighbour_embeddings_ = arrays.get("neighbour_embeddings") if own else None
+    router.neighbour_scores_ = arrays.get("neighbour_scores") if own else None
     if router.mixing_.uses_neighbours and router.neighbour_embeddings_ is None:
         raise ArtifactError(f"{path}: the router's mix reads the neighbour source, and router.safetensors lacks it")
     router.models_ = list(manifest["models"])
@@ -172,5 +188,5 @@ def load_router(
                 "to record the current probes.",
                 stacklevel=2,
             )
-    router.members_ = load_members(router, path, manifest, params)
+    router.members_ = load_members(router, path, manifest, params, arrays)
     return router

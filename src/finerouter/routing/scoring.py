@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from finerouter.routing.assignment import soft_stage1, uses_soft_prior
 from finerouter.routing.ensemble import average_scores, members_of
 from finerouter.routing.mixing import raw_mix, routing_mix
 from finerouter.routing.neighbours import neighbour_means
@@ -74,7 +75,8 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
         confidence = np.zeros(n, dtype=np.float32)
     stage2 = router.quality_._predict(emb, task).astype(np.float64)
     rows = np.where(task >= 0, task, router.catalog_.n_tasks)
-    stage1 = router.stage1_[rows]
+    soft = uses_soft_prior(router, router.classifier_)
+    stage1 = soft_stage1(router.classifier_, emb, router.stage1_, router.global_prior_) if soft else router.stage1_[rows]
     weights = router.mixing_.vector()
     neighbours = None
     if getattr(router, "neighbour_embeddings_", None) is not None:
@@ -88,7 +90,7 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
                                                           neighbours)
     else:
         w2, w1, wg, wn = weights
-        final = w2 * minmax_rows(stage2) + w1 * stage1_normalised(router)[rows]
+        final = w2 * minmax_rows(stage2) + w1 * (minmax_rows(stage1) if soft else stage1_normalised(router)[rows])
         if wg:
             final += wg * global_normalised(router)
         if wn:

@@ -1,0 +1,127 @@
+"""Router settings compared on dev parts carved from the training data (never the test part).
+
+For each dataset and seed: the harness's 80/20 split by unique prompt (the test part set aside, unused); the
+training part split again 80/20 by unique prompt (seed + 17) into a fit part (optionally cut to ``--train-size``
+prompts, optionally with the pool grown to ``--blend`` models) and a dev part. Each variant is a FineRouter with
+some parameters set, fitted on the fit part, routing the dev part at tolerance 0; the table gives mean ± std
+over seeds, the paired gain over ``default`` and on how many seeds it is above it.
+
+Variants: ``default``, ``soft`` (``stage1_assignment="soft"``), ``ensemble3`` (``ensemble_size=3``),
+``soft_ensemble3``, ``folds5`` (``cv_folds=5``), ``soft_folds5``.
+
+    .venv/bin/python bench/dev_variants.py --datasets routerdc,dcrouter --train-size 1500 --variants default,soft
+    .venv/bin/python bench/dev_variants.py --datasets dcrouter,routerbench_subset --variants default,soft
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parent
+VARIANTS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "soft": {"stage1_assignment": "soft"},
+    "ensemble3": {"ensemble_size": 3},
+    "soft_ensemble3": {"stage1_assignment": "soft", "ensemble_size": 3},
+    "folds5": {"cv_folds": 5},
+    "soft_folds5": {"stage1_assignment": "soft", "cv_folds": 5},
+}
+
+
+def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from finerouter import FineRouter
+    from finerouter.data.dataset import split_indices
+    from finerouter.data.locate import dataset_path
+    from finerouter.data.readers import read_routing_data
+    from finerouter.evaluation.metrics import mean_quality
+
+    data = read_routing_data(dataset_path(name), name=name)
+    if args.blend:
+        from finerouter.evaluation.stress import blend_pool
+
+        data = blend_pool(data, args.blend, seed=0)
+    records = []
+    for seed in args.seeds:
+        train, _ = data.split(args.test_size, seed=seed)
+        fit_i, dev_i = split_indices(train.prompts, train.tasks, 0.2, seed + 17)
+        if args.train_size and args.train_size < fit_i.size:
+            fit_i = np.sort(np.random.default_rng(seed).choice(fit_i, args.train_size, replace=False))
+        fit, dev = train.subset(fit_i), train.subset(dev_i)
+        rec: dict[str, Any] = {"seed": seed, "fit_prompts": fit.n_prompts, "dev_prompts": dev.n_prompts,
+                               "best_single": mean_quality(dev.scores, np.full(dev.n_prompts, int(np.argmax(
+                                   np.nanmean(fit.scores, axis=0))))), "variants": {}}  # fmt: skip
+        emb = None
+        for variant in args.variants:
+            t = time.perf_counter()
+            router = FineRouter(cache_dir=args.cache_dir, seed=seed, **VARIANTS[variant]).fit(fit)
+            seconds = time.perf_counter() - t
+            if emb is None:
+                emb = router.encoder_.encode(dev.prompts)
+            quality = mean_quality(dev.scores, np.argmax(router.score_embeddings(emb).final, axis=1))
+            rec["variants"][variant] = {"quality": quality, "seconds": seconds,
+                                        "mixing": router.fit_summary_["mixing"]["method"]}  # fmt: skip
+            print(f"[{name} seed {seed}] {variant}: {quality:.4f} ({router.fit_summary_['mixing']['method']}, "
+                  f"{seconds:.0f}s; best single {rec['best_single']:.4f})", flush=True)  # fmt: skip
+        records.append(rec)
+    return {"dataset": name, "blend": args.blend, "train_size": args.train_size, "records": records}
+
+
+def table(result: dict[str, Any], variants: list[str]) -> list[str]:
+    recs = result["records"]
+    base = np.array([r["variants"][variants[0]]["quality"] for r in recs])
+    lines = [f"| variant | dev quality (mean ± std) | gain over {variants[0]} (mean ± std) | seeds above | fit s |",
+             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    for v in variants:
+        q = np.array([r["variants"][v]["quality"] for r in recs])
+        d = q - base
+        sd = (lambda x: x.std(ddof=1) if x.size > 1 else 0.0)
+        lines.append(f"| {v} | {q.mean():.4f} ± {sd(q):.4f} | {d.mean():+.4f} ± {sd(d):.4f} | "
+                     f"{(d > 0).sum()}/{d.size} | {np.mean([r['variants'][v]['seconds'] for r in recs]):.0f} |")  # fmt: skip
+    lines += ["", f"best single (chosen on the fit part) {np.mean([r['best_single'] for r in recs]):.4f}"]
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="routerdc,dcrouter,routerbench_subset")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--variants", default="default,soft")
+    ap.add_argument("--train-size", type=int, default=0, help="cut the fit part to this many prompts (0: all)")
+    ap.add_argument("--blend", type=int, default=0, help="grow the pool to this many models (evaluation.stress)")
+    ap.add_argument("--test-size", type=float, default=0.2)
+    ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "dev_variants")
+    args = ap.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = ".venv/bin/python bench/dev_variants.py " + " ".join(sys.argv[1:])
+    report = [f"`{command}`", ""]
+    for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
+        result = run(name, args)
+        tag = name + (f"_blend{args.blend}" if args.blend else "") + (f"_{args.train_size}" if args.train_size else "")
+        tag += "_" + "-".join(args.variants)
+        (args.out / f"{tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+        report += [f"## {tag}", "", *table(result, args.variants), ""]
+        print("\n".join(report[-(len(args.variants) + 6):]), flush=True)
+    path = args.out / "report.md"
+    previous = path.read_text() if path.exists() else "# Router settings on dev parts of the training data\n"
+    path.write_text(previous + "\n" + "\n".join(report) + "\n")
+
+
+if __name__ == "__main__":
+    main()
