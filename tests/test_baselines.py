@@ -248,7 +248,7 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
         r.fit(train, x_train)
     by_name = {r.name: r for r in routers}
     fitted = by_name["finerouter"].router_
-    own_fits = ("label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking")
+    own_fits = ("label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_ensemble", "soft_prior")
     shared = [r for r in routers if r.name not in own_fits]
     assert all(r.router_ is fitted for r in shared)  # one FineRouter fit for the four variants
     assert fitted.refine_task_labels == "auto"
@@ -268,6 +268,12 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
     assert "stack:stage2+stage1" in with_stacking.mixing_.oof_quality
     np.testing.assert_allclose(by_name["with_stacking"].predict_scores(x_test),
                                with_stacking.score_embeddings(x_test).final)
+    ensemble = by_name["with_ensemble"].router_  # a fit of its own: three seeds
+    assert ensemble is not fitted and [m.seed for m in ensemble.members_] == [1, 2]
+    np.testing.assert_allclose(by_name["with_ensemble"].predict_scores(x_test), ensemble.score_embeddings(x_test).final)
+    soft = by_name["soft_prior"].router_
+    assert soft is not fitted and soft.stage1_assignment == "soft" and fitted.stage1_assignment == "hard"
+    np.testing.assert_allclose(by_name["soft_prior"].predict_scores(x_test), soft.score_embeddings(x_test).final)
     assert by_name["finerouter"].kind == "finerouter" and by_name["stage2_only"].kind == "ablation"
     scores = fitted.score_embeddings(x_test)
     np.testing.assert_allclose(by_name["finerouter"].predict_scores(x_test), scores.final)

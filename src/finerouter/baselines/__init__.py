@@ -57,13 +57,15 @@ ROUTERS: dict[str, Callable[..., Router]] = {
     "paper_mixing": _variant("paper_mixing"),
     "with_neighbours": _variant("with_neighbours"),
     "with_stacking": _variant("with_stacking"),
+    "with_ensemble": _variant("with_ensemble"),
+    "soft_prior": _variant("soft_prior"),
     "finerouter": _variant("finerouter"),
 }
 
 #: Routers that wrap FineRouter (need its stack: discovery, classifier, quality estimator).
 FINEROUTER_VARIANTS = (
     "stage1_embedding", "stage1_classifier", "stage2_only", "label_free", "refined", "paper_mixing", "with_neighbours",
-    "with_stacking", "finerouter",
+    "with_stacking", "with_ensemble", "soft_prior", "finerouter",
 )
 
 

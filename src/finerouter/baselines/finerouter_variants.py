@@ -17,6 +17,9 @@ with the same settings share a single fit per training split.
   (``neighbours=True``, :mod:`finerouter.routing.neighbours`).
 * ``with_stacking``: the full router whose cross-validated mixing defaults to the stacked shrinkage mix
   (``stacking=True``, :mod:`finerouter.routing.stacking`).
+* ``with_ensemble``: a seed ensemble of three full routers (``ensemble_size=3``, :mod:`finerouter.routing.ensemble`).
+* ``soft_prior``: the full router with soft task assignment for the stage-1 prior (``stage1_assignment="soft"``,
+  :mod:`finerouter.routing.assignment`).
 
 Stage-1 scores for the cost–quality curve: a task's models in fused-ranking order, scored ``(m - position) /
 (m - 1)`` (so tolerance walks down the task's ranking); "Others" rows use the Others median scores.
@@ -37,11 +40,12 @@ logger = logging.getLogger(__name__)
 
 VARIANTS = (
     "finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free", "refined", "paper_mixing",
-    "with_neighbours", "with_stacking",
+    "with_neighbours", "with_stacking", "with_ensemble", "soft_prior",
 )
 _LABEL_MODE = {"label_free": False, "refined": True}
 #: Variants that are the full router with other settings: their final scores route.
-_FULL = ("finerouter", "label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking")
+_FULL = ("finerouter", "label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_ensemble",
+         "soft_prior")
 
 
 class SharedFineRouter:
@@ -105,6 +109,10 @@ class FineRouterVariant(Router):
             params["neighbours"] = True
         if self.variant == "with_stacking":
             params["stacking"] = True
+        if self.variant == "with_ensemble":
+            params["ensemble_size"] = 3
+        if self.variant == "soft_prior":
+            params["stage1_assignment"] = "soft"
         return params
 
     def fit(self, train: RoutingDataset, embeddings: np.ndarray) -> FineRouterVariant:
