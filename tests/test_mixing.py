@@ -132,6 +132,25 @@ def test_calibration_maps_overconfident_scores_to_observed_rates(rng):
     assert Calibration.fit(np.ones(10), np.zeros(10)).x.size == 0  # nothing to learn from a constant score
 
 
+def test_calibration_is_centred_isotonic_and_keeps_the_raw_ranking(rng):
+    from sklearn.isotonic import IsotonicRegression
+
+    raw = rng.random(4000)
+    truth = (rng.random(4000) < 0.2 + 0.5 * raw).astype(float)
+    cal = Calibration.fit(raw, truth)
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, truth)
+    # the same block values as isotonic regression, placed at each block's mean raw score
+    np.testing.assert_allclose(np.sort(np.unique(cal.y)), np.sort(np.unique(iso.predict(raw))))
+    inside = np.linspace(cal.x[0], cal.x[-1], 400)
+    assert np.all(np.diff(cal(inside)) > 0)  # strictly increasing between the first and last block centre
+    assert np.unique(iso.predict(inside)).size < 0.5 * inside.size  # where the step function ties most of them
+    # two models whose raw scores differ keep their order (the cost-aware rule needs it)
+    a, b = np.array([0.50]), np.array([0.52])
+    assert cal(b)[0] > cal(a)[0]
+    # calibrated as a whole: the mean expected score equals the mean truth within noise
+    assert abs(cal(raw).mean() - truth.mean()) < 0.01
+
+
 def test_raw_mix_fills_missing_sources_with_the_global_prior():
     s2 = np.array([[0.2, np.nan]])
     s1 = np.array([[np.nan, 0.6]])

@@ -355,7 +355,7 @@ def fold_ids(prompts: list[str], tasks: list[str] | None, n_folds: int, seed: in
 
 @dataclass
 class Calibration:
-    """A non-decreasing map from a raw score to the expected true score, fitted by isotonic regression.
+    """A non-decreasing map from a raw score to the expected true score, fitted by centred isotonic regression.
 
     Attributes:
         breakpoints: ``(k,)`` increasing breakpoints of the raw score (``x`` is an alias).
@@ -382,7 +382,12 @@ class Calibration:
 
     @classmethod
     def fit(cls, raw: np.ndarray, truth: np.ndarray) -> Calibration:
-        """Fit on paired ``raw`` predictions and ``truth`` scores (any shape; non-finite pairs are ignored)."""
+        """Fit on paired ``raw`` predictions and ``truth`` scores (any shape; non-finite pairs are ignored) by
+        centred isotonic regression: the isotonic fit's constant blocks, each placed at the mean raw value of its
+        points and joined linearly (flat only beyond the first and last block's centres). A plain isotonic map is
+        a step function: every raw score in a block maps to one value, so two models a block apart in raw score
+        tie exactly and the cost-aware rule (``argmax expected - lambda * cost``) loses the ranking the raw
+        scores had; the centred map keeps it and is calibrated as well (docs/evaluation.md)."""
         from sklearn.isotonic import IsotonicRegression
 
         raw = np.asarray(raw, dtype=np.float64).ravel()
@@ -390,8 +395,15 @@ class Calibration:
         ok = np.isfinite(raw) & np.isfinite(truth)
         if ok.sum() < 2 or np.ptp(raw[ok]) == 0:
             return cls.identity()
-        iso = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw[ok], truth[ok])
-        return cls(np.asarray(iso.X_thresholds_, dtype=np.float64), np.asarray(iso.y_thresholds_, dtype=np.float64))
+        x, y = raw[ok], truth[ok]
+        fitted = IsotonicRegression(increasing=True, out_of_bounds="clip", y_min=0.0, y_max=1.0).fit_transform(x, y)
+        order = np.argsort(x, kind="stable")
+        xs, fs = x[order], fitted[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(fs) != 0) + 1]
+        sizes = np.diff(np.r_[starts, xs.size])
+        centres = np.add.reduceat(xs, starts) / sizes
+        keep = np.r_[True, np.diff(centres) > 0]  # blocks whose centres coincide (ties in raw) keep the first
+        return cls(centres[keep], np.asarray(fs[starts][keep], dtype=np.float64))
 
     def __call__(self, raw: np.ndarray) -> np.ndarray:
         """The expected true score of each ``raw`` value (any shape)."""
