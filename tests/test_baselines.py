@@ -248,7 +248,8 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
         r.fit(train, x_train)
     by_name = {r.name: r for r in routers}
     fitted = by_name["finerouter"].router_
-    own_fits = ("label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_ensemble", "soft_prior")
+    own_fits = ("label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_ensemble", "soft_prior",
+                "soft_ensemble")
     shared = [r for r in routers if r.name not in own_fits]
     assert all(r.router_ is fitted for r in shared)  # one FineRouter fit for the four variants
     assert fitted.refine_task_labels == "auto"
@@ -274,6 +275,8 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
     soft = by_name["soft_prior"].router_
     assert soft is not fitted and soft.stage1_assignment == "soft" and fitted.stage1_assignment == "hard"
     np.testing.assert_allclose(by_name["soft_prior"].predict_scores(x_test), soft.score_embeddings(x_test).final)
+    both = by_name["soft_ensemble"].router_
+    assert both.stage1_assignment == "soft" and all(m.stage1_assignment == "soft" for m in both.members_)
     assert by_name["finerouter"].kind == "finerouter" and by_name["stage2_only"].kind == "ablation"
     scores = fitted.score_embeddings(x_test)
     np.testing.assert_allclose(by_name["finerouter"].predict_scores(x_test), scores.final)

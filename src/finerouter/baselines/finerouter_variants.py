@@ -20,6 +20,7 @@ with the same settings share a single fit per training split.
 * ``with_ensemble``: a seed ensemble of three full routers (``ensemble_size=3``, :mod:`finerouter.routing.ensemble`).
 * ``soft_prior``: the full router with soft task assignment for the stage-1 prior (``stage1_assignment="soft"``,
   :mod:`finerouter.routing.assignment`).
+* ``soft_ensemble``: both (three fits, each with the soft prior).
 
 Stage-1 scores for the cost–quality curve: a task's models in fused-ranking order, scored ``(m - position) /
 (m - 1)`` (so tolerance walks down the task's ranking); "Others" rows use the Others median scores.
@@ -40,12 +41,12 @@ logger = logging.getLogger(__name__)
 
 VARIANTS = (
     "finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free", "refined", "paper_mixing",
-    "with_neighbours", "with_stacking", "with_ensemble", "soft_prior",
+    "with_neighbours", "with_stacking", "with_ensemble", "soft_prior", "soft_ensemble",
 )
 _LABEL_MODE = {"label_free": False, "refined": True}
 #: Variants that are the full router with other settings: their final scores route.
 _FULL = ("finerouter", "label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_ensemble",
-         "soft_prior")
+         "soft_prior", "soft_ensemble")
 
 
 class SharedFineRouter:
@@ -109,9 +110,9 @@ class FineRouterVariant(Router):
             params["neighbours"] = True
         if self.variant == "with_stacking":
             params["stacking"] = True
-        if self.variant == "with_ensemble":
+        if self.variant in ("with_ensemble", "soft_ensemble"):
             params["ensemble_size"] = 3
-        if self.variant == "soft_prior":
+        if self.variant in ("soft_prior", "soft_ensemble"):
             params["stage1_assignment"] = "soft"
         return params
 
