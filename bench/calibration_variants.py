@@ -47,21 +47,19 @@ def step_isotonic(raw: np.ndarray, truth: np.ndarray) -> Any:
 
 
 def run(name: str, seed: int, cache_dir: Path) -> dict[str, Any]:
+    from dev_variants import dev_split, load_pool
+
     from finerouter import FineRouter
-    from finerouter.data.dataset import split_indices
-    from finerouter.data.locate import dataset_path, shared_data_dir
-    from finerouter.data.readers import read_routing_data
+    from finerouter.data.locate import shared_data_dir
     from finerouter.evaluation.metrics import cost_fraction_at_quality, expected_calibration_error, mean_cost, mean_quality
     from finerouter.evaluation.seeds import _lambda_curve
     from finerouter.routing.mixing import Calibration, raw_mix
 
     prices = shared_data_dir() / "dcrouter" / "prices.csv" if name == "dcrouter" else None
-    data = read_routing_data(dataset_path(name), prices=prices, name=name)
+    data = load_pool(name, prices=prices)
     if data.costs is None:
         raise SystemExit(f"{name} has no costs: the cost-aware rule needs them")
-    train, _ = data.split(0.2, seed=seed)
-    fit_i, dev_i = split_indices(train.prompts, train.tasks, 0.2, seed + 17)
-    fit, dev = train.subset(fit_i), train.subset(dev_i)
+    fit, dev = dev_split(data, seed)
     router = FineRouter(cache_dir=cache_dir, seed=seed, prices=prices).fit(fit)
     scores = router.score_embeddings(router.encoder_.encode(dev.prompts))
     oof = router.out_of_fold_

@@ -39,25 +39,39 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    from finerouter import FineRouter
-    from finerouter.data.dataset import split_indices
+def load_pool(name: str, blend: int = 0, prices: Any = None) -> Any:
+    """A shared dataset, its pool grown to ``blend`` models (``evaluation.stress.blend_pool``) when asked."""
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
-    from finerouter.evaluation.metrics import mean_quality
 
-    data = read_routing_data(dataset_path(name), name=name)
-    if args.blend:
+    data = read_routing_data(dataset_path(name), prices=prices, name=name)
+    if blend:
         from finerouter.evaluation.stress import blend_pool
 
-        data = blend_pool(data, args.blend, seed=0)
+        data = blend_pool(data, blend, seed=0)
+    return data
+
+
+def dev_split(data: Any, seed: int, test_size: float = 0.2, train_size: int = 0) -> tuple[Any, Any]:
+    """``(fit, dev)``: the harness's split's training part (the test part set aside), split again 80/20 by unique
+    prompt (seed + 17); the fit part cut to ``train_size`` prompts when that is smaller (0: all)."""
+    from finerouter.data.dataset import split_indices
+
+    train, _ = data.split(test_size, seed=seed)
+    fit_i, dev_i = split_indices(train.prompts, train.tasks, 0.2, seed + 17)
+    if train_size and train_size < fit_i.size:
+        fit_i = np.sort(np.random.default_rng(seed).choice(fit_i, train_size, replace=False))
+    return train.subset(fit_i), train.subset(dev_i)
+
+
+def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from finerouter import FineRouter
+    from finerouter.evaluation.metrics import mean_quality
+
+    data = load_pool(name, args.blend)
     records = []
     for seed in args.seeds:
-        train, _ = data.split(args.test_size, seed=seed)
-        fit_i, dev_i = split_indices(train.prompts, train.tasks, 0.2, seed + 17)
-        if args.train_size and args.train_size < fit_i.size:
-            fit_i = np.sort(np.random.default_rng(seed).choice(fit_i, args.train_size, replace=False))
-        fit, dev = train.subset(fit_i), train.subset(dev_i)
+        fit, dev = dev_split(data, seed, args.test_size, args.train_size)
         rec: dict[str, Any] = {"seed": seed, "fit_prompts": fit.n_prompts, "dev_prompts": dev.n_prompts,
                                "best_single": mean_quality(dev.scores, np.full(dev.n_prompts, int(np.argmax(
                                    np.nanmean(fit.scores, axis=0))))), "variants": {}}  # fmt: skip

@@ -46,23 +46,14 @@ def dev_quality(router: Any, dev: Any, ks: list[int]) -> dict[int, float]:
 
 
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from dev_variants import dev_split, load_pool
+
     from finerouter import FineRouter
-    from finerouter.data.dataset import split_indices
-    from finerouter.data.locate import dataset_path
-    from finerouter.data.readers import read_routing_data
 
-    data = read_routing_data(dataset_path(name), name=name)
-    if args.blend:
-        from finerouter.evaluation.stress import blend_pool
-
-        data = blend_pool(data, args.blend, seed=0)
+    data = load_pool(name, args.blend)
     records = []
     for seed in args.seeds:
-        train, _ = data.split(args.test_size, seed=seed)
-        fit_i, dev_i = split_indices(train.prompts, train.tasks, 0.2, seed + 17)
-        if args.train_size and args.train_size < fit_i.size:
-            fit_i = np.sort(np.random.default_rng(seed).choice(fit_i, args.train_size, replace=False))
-        fit, dev = train.subset(fit_i), train.subset(dev_i)
+        fit, dev = dev_split(data, seed, args.test_size, args.train_size)
         t = time.perf_counter()
         router = FineRouter(cache_dir=args.cache_dir, seed=seed, ensemble_size=max(args.k)).fit(fit)
         seconds = time.perf_counter() - t

@@ -93,6 +93,16 @@ def save_members(router: Any, tmp: Path) -> list[dict[str, Any]]:
     return entries
 
 
+def _read_arrays(folder: Path, what: str) -> dict[str, np.ndarray]:
+    """``folder/router.safetensors``; a corrupt but hash-consistent file is an ArtifactError naming ``what``."""
+    try:
+        return load_arrays(folder / "router.safetensors")
+    except ArtifactError:
+        raise
+    except Exception as exc:
+        raise ArtifactError(f"{folder}: could not load {what} ({type(exc).__name__}: {exc})") from exc
+
+
 def load_members(
     router: Any, path: Path, manifest: dict[str, Any], params: dict[str, Any], shared: dict[str, np.ndarray]
 ) -> list[Any]:
@@ -105,15 +115,13 @@ def load_members(
         member = type(router)(encoder=router.encoder, cache_dir=router.cache_dir,
                               **{**params, "seed": int(entry["seed"]), "ensemble_size": 1})  # fmt: skip
         discovery, catalog, classifier, quality = artifact.load_components(folder, manifest)
+        arrays = _read_arrays(folder, "the ensemble member")
         try:
-            arrays = load_arrays(folder / "router.safetensors")
             member.stage1_ = arrays["stage1"].astype(np.float64)
             member.calibration_ = Calibration(arrays["calibration_x"].astype(np.float64),
                                               arrays["calibration_y"].astype(np.float64))  # fmt: skip
             member.mixing_ = MixingChoice.from_dict(entry["mixing_weights"])
-        except ArtifactError:
-            raise
-        except Exception as exc:  # a corrupt but hash-consistent file
+        except Exception as exc:  # a member entry or file without what a member needs
             raise ArtifactError(f"{folder}: could not load the ensemble member ({type(exc).__name__}: {exc})") from exc
         member.discovery_, member.catalog_, member.classifier_, member.quality_ = discovery, catalog, classifier, quality
         member.discovery_labels_ = None if discovery is None else discovery.labels_
@@ -142,12 +150,7 @@ def load_router(
         params[name] = params.get(name) or None
     router = cls(encoder=encoder, cache_dir=cache_dir, **params)
     discovery, catalog, classifier, quality = artifact.load_components(path, manifest)
-    try:
-        arrays = load_arrays(path / "router.safetensors")
-    except ArtifactError:
-        raise
-    except Exception as exc:  # a corrupt but hash-consistent file
-        raise ArtifactError(f"{path}: could not load the artifact ({type(exc).__name__}: {exc})") from exc
+    arrays = _read_arrays(path, "the artifact")
     router.discovery_, router.catalog_, router.classifier_, router.quality_ = discovery, catalog, classifier, quality
     router.discovery_labels_ = None if discovery is None else discovery.labels_
     router.stage1_ = arrays["stage1"].astype(np.float64)
