@@ -76,14 +76,11 @@ def average_scores(own: Any, others: list[Any]) -> Any:
         return own
     every = [own, *others]
     out = copy.copy(own)
-    for name in ("stage1", "stage2", "final"):
-        stack = np.stack([getattr(s, name) for s in every])
-        if name == "stage1":  # never observed in one fit's task: that fit says nothing there
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                out.stage1 = np.nanmean(stack, axis=0)
-        else:
-            setattr(out, name, stack.mean(axis=0))
+    with warnings.catch_warnings():  # NaN: never observed in one fit's task, so that fit says nothing there
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out.stage1 = np.nanmean([s.stage1 for s in every], axis=0)
+    out.stage2 = np.mean([s.stage2 for s in every], axis=0)
+    out.final = np.mean([s.final for s in every], axis=0)
     if own.expected is not None:
         out.expected = np.mean([s.expected for s in every], axis=0)
     return out

@@ -61,9 +61,7 @@ def score(router: Any, emb: np.ndarray) -> RouterScores:
     """Every score of a fitted router for ``emb``: checked ``(n, d)`` float32 embeddings. The hot path of
     routing: the components are called past their own input checks. A seed ensemble
     (:mod:`finerouter.routing.ensemble`) averages its fits' scores."""
-    own = _score_one(router, emb)
-    members = members_of(router)
-    return average_scores(own, [_score_one(member, emb) for member in members]) if members else own
+    return average_scores(_score_one(router, emb), [_score_one(member, emb) for member in members_of(router)])
 
 
 def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
