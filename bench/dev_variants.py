@@ -6,8 +6,13 @@ prompts, optionally with the pool grown to ``--blend`` models) and a dev part. E
 some parameters set, fitted on the fit part, routing the dev part at tolerance 0; the table gives mean ± std
 over seeds, the paired gain over ``default`` and on how many seeds it is above it.
 
-Variants: ``default``, ``soft`` (``stage1_assignment="soft"``), ``ensemble3`` (``ensemble_size=3``),
-``soft_ensemble3``, ``folds5`` (``cv_folds=5``), ``soft_folds5``.
+Variants: ``default`` (the defaults of the code that runs: every result in ``bench/results/dev_variants/`` was run
+when the default was one fit with hard assignment, before the small-data ``"auto"`` defaults), ``single_fit`` (one
+fit, hard assignment: that old default), and each with one fit and hard assignment unless named: ``soft``
+(``stage1_assignment="soft"``), ``ensemble3`` (``ensemble_size=3``), ``soft_ensemble3``, ``folds5``
+(``cv_folds=5``), ``soft_folds5``, ``stack_nb`` (``stacking=True, neighbours=True``),
+``soft_ensemble3_stack_nb`` (all four). With ``--knn`` the harness's kNN baseline (k tuned on its own dev splits of
+the fit part) is fitted on the same fit part as a reference row.
 
     .venv/bin/python bench/dev_variants.py --datasets routerdc,dcrouter --train-size 1500 --variants default,soft
     .venv/bin/python bench/dev_variants.py --datasets dcrouter,routerbench_subset --variants default,soft
@@ -29,13 +34,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent
+#: One fit with hard assignment: the default before the small-data settings (and the default above 2,000 prompts).
+_ONE = {"ensemble_size": 1, "stage1_assignment": "hard"}
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
-    "soft": {"stage1_assignment": "soft"},
-    "ensemble3": {"ensemble_size": 3},
+    "single_fit": dict(_ONE),
+    "soft": {**_ONE, "stage1_assignment": "soft"},
+    "ensemble3": {**_ONE, "ensemble_size": 3},
     "soft_ensemble3": {"stage1_assignment": "soft", "ensemble_size": 3},
-    "folds5": {"cv_folds": 5},
-    "soft_folds5": {"stage1_assignment": "soft", "cv_folds": 5},
+    "folds5": {**_ONE, "cv_folds": 5},
+    "soft_folds5": {**_ONE, "stage1_assignment": "soft", "cv_folds": 5},
+    "stack_nb": {**_ONE, "stacking": True, "neighbours": True},
+    "soft_ensemble3_stack_nb": {"stage1_assignment": "soft", "ensemble_size": 3, "stacking": True, "neighbours": True},
 }
 
 
@@ -87,6 +97,12 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
                                         "mixing": router.fit_summary_["mixing"]["method"]}  # fmt: skip
             print(f"[{name} seed {seed}] {variant}: {quality:.4f} ({router.fit_summary_['mixing']['method']}, "
                   f"{seconds:.0f}s; best single {rec['best_single']:.4f})", flush=True)  # fmt: skip
+        if args.knn:
+            from finerouter.baselines import make_router
+
+            knn = make_router("knn", seed=seed).fit(fit, router.encoder_.encode(fit.prompts))
+            rec["knn"] = mean_quality(dev.scores, knn.route(emb, tolerance=0.0))
+            print(f"[{name} seed {seed}] knn: {rec['knn']:.4f}", flush=True)
         records.append(rec)
     return {"dataset": name, "blend": args.blend, "train_size": args.train_size, "records": records}
 
@@ -102,6 +118,11 @@ def table(result: dict[str, Any], variants: list[str]) -> list[str]:
         sd = (lambda x: x.std(ddof=1) if x.size > 1 else 0.0)
         lines.append(f"| {v} | {q.mean():.4f} ± {sd(q):.4f} | {d.mean():+.4f} ± {sd(d):.4f} | "
                      f"{(d > 0).sum()}/{d.size} | {np.mean([r['variants'][v]['seconds'] for r in recs]):.0f} |")  # fmt: skip
+    if all("knn" in r for r in recs):
+        q = np.array([r["knn"] for r in recs])
+        d = q - base
+        lines.append(f"| knn (baseline) | {q.mean():.4f} ± {q.std(ddof=1) if q.size > 1 else 0.0:.4f} | "
+                     f"{d.mean():+.4f} ± {d.std(ddof=1) if d.size > 1 else 0.0:.4f} | {(d > 0).sum()}/{d.size} | – |")
     lines += ["", f"best single (chosen on the fit part) {np.mean([r['best_single'] for r in recs]):.4f}"]
     return lines
 
@@ -113,6 +134,7 @@ def main() -> None:
     ap.add_argument("--variants", default="default,soft")
     ap.add_argument("--train-size", type=int, default=0, help="cut the fit part to this many prompts (0: all)")
     ap.add_argument("--blend", type=int, default=0, help="grow the pool to this many models (evaluation.stress)")
+    ap.add_argument("--knn", action="store_true", help="also fit the kNN baseline on each fit part (reference)")
     ap.add_argument("--test-size", type=float, default=0.2)
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "dev_variants")

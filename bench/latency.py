@@ -7,6 +7,7 @@ throughput.
 
     .venv/bin/python bench/latency.py                      # fit on dcrouter (../shared/data), 500 prompts
     .venv/bin/python bench/latency.py --router DIR         # use a saved router instead
+    .venv/bin/python bench/latency.py --train-size 1500    # a small-data router (the default: a 3-fit ensemble)
 
 The router's encoder is the bare (uncached) encoder during timing, so `route` pays the full encoder cost.
 """
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--router", type=Path, default=None, help="saved router directory (default: fit on --data)")
     ap.add_argument("--data", default="dcrouter", help="shared dataset name or a path")
     ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--train-size", type=int, default=0, help="fit on this many training prompts (0: all)")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = library default)")
     args = ap.parse_args()
@@ -48,6 +50,8 @@ def main() -> None:
     path = Path(args.data) if Path(args.data).exists() else dataset_path(args.data)
     data = RoutingDataset.read(path)
     train, test = data.split(test_size=0.2, seed=0)
+    if args.train_size and args.train_size < len(train):
+        train = train.subset(np.sort(np.random.default_rng(0).choice(len(train), args.train_size, replace=False)))
     bare = SentenceTransformerEncoder()
     if args.router is not None:
         router = FineRouter.load(args.router)
@@ -99,7 +103,7 @@ def main() -> None:
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}")
     print(f"prompts: {len(prompts)} from {path.name} test split; encoder {bare.name}; {len(router.models_)} models, "
-          f"{router.catalog_.n_tasks} tasks")
+          f"{router.catalog_.n_tasks} tasks, {1 + len(getattr(router, 'members_', None) or [])} fit(s) averaged")
     print(f"bare encoder           p50 {_pct(enc_t, 50):7.2f} ms   p99 {_pct(enc_t, 99):7.2f} ms")
     print(f"route (single prompt)  p50 {_pct(route_t, 50):7.2f} ms   p99 {_pct(route_t, 99):7.2f} ms")
     print(f"router overhead        p50 {_pct(over_t, 50):7.3f} ms   p99 {_pct(over_t, 99):7.3f} ms   mean {np.mean(over_t) * 1e3:.3f} ms")

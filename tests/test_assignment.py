@@ -68,7 +68,7 @@ def test_the_cross_validation_sees_soft_priors_and_the_setting_survives_saving(s
 
 
 def test_hard_assignment_reads_the_assigned_tasks_row(data):
-    hard = FineRouter(encoder=FakeEncoder(), seed=0, **FAST_SETTINGS).fit(data[0])
+    hard = FineRouter(encoder=FakeEncoder(), seed=0, stage1_assignment="hard", **FAST_SETTINGS).fit(data[0])
     emb = hard.encoder_.encode(data[1].prompts)
     scores = hard.score_embeddings(emb)
     rows = np.where(scores.task >= 0, scores.task, hard.catalog_.n_tasks)

@@ -249,7 +249,7 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
     by_name = {r.name: r for r in routers}
     fitted = by_name["finerouter"].router_
     own_fits = ("label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_ensemble", "soft_prior",
-                "soft_ensemble")
+                "soft_ensemble", "single_fit")
     shared = [r for r in routers if r.name not in own_fits]
     assert all(r.router_ is fitted for r in shared)  # one FineRouter fit for the four variants
     assert fitted.refine_task_labels == "auto"
@@ -271,9 +271,16 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
                                with_stacking.score_embeddings(x_test).final)
     ensemble = by_name["with_ensemble"].router_  # a fit of its own: three seeds
     assert ensemble is not fitted and [m.seed for m in ensemble.members_] == [1, 2]
+    assert ensemble.settings_["stage1_assignment"] == "hard"
     np.testing.assert_allclose(by_name["with_ensemble"].predict_scores(x_test), ensemble.score_embeddings(x_test).final)
     soft = by_name["soft_prior"].router_
-    assert soft is not fitted and soft.stage1_assignment == "soft" and fitted.stage1_assignment == "hard"
+    assert soft is not fitted and soft.stage1_assignment == "soft" and soft.members_ == []
+    assert fitted.stage1_assignment == "auto" and fitted.settings_["stage1_assignment"] == "soft"  # small data
+    assert fitted.settings_["ensemble_size"] == 3 and len(fitted.members_) == 2
+    single = by_name["single_fit"].router_  # the default before the small-data settings: one fit, hard assignment
+    assert single.settings_["ensemble_size"] == 1 and single.settings_["stage1_assignment"] == "hard"
+    assert single.members_ == [] and paper.members_ == []
+    np.testing.assert_allclose(by_name["single_fit"].predict_scores(x_test), single.score_embeddings(x_test).final)
     np.testing.assert_allclose(by_name["soft_prior"].predict_scores(x_test), soft.score_embeddings(x_test).final)
     both = by_name["soft_ensemble"].router_
     assert both.stage1_assignment == "soft" and all(m.stage1_assignment == "soft" for m in both.members_)

@@ -27,7 +27,7 @@ def single(data):
 
 @pytest.fixture(scope="module")
 def trio(data):
-    return FineRouter(encoder=FakeEncoder(), seed=0, ensemble_size=3, **FAST_SETTINGS).fit(data[0])
+    return FineRouter(encoder=FakeEncoder(), seed=0, **{**FAST_SETTINGS, "ensemble_size": 3}).fit(data[0])
 
 
 def test_each_member_is_the_router_fitted_with_the_next_seed(trio, data):
@@ -107,4 +107,4 @@ def test_adding_and_removing_a_model_changes_every_member(trio, data):
 
 def test_ensemble_size_must_be_a_positive_integer(data):
     with pytest.raises(ParameterError, match="ensemble_size"):
-        FineRouter(encoder=FakeEncoder(), ensemble_size=0, **FAST_SETTINGS).fit(data[0])
+        FineRouter(encoder=FakeEncoder(), **{**FAST_SETTINGS, "ensemble_size": 0}).fit(data[0])

@@ -240,12 +240,13 @@ def test_a_router_that_routes_by_the_neighbour_source_saves_loads_and_onboards(t
 
 def test_cv_folds_auto_takes_more_folds_on_small_data_and_the_choice_records_them():
     from finerouter.data.synthetic import make_synthetic_routing_data
-    from finerouter.routing.mixing import SMALL_DATA_PROMPTS, resolve_cv_folds
+    from finerouter.routing.mixing import resolve_cv_folds
+    from finerouter.routing.regime import SMALL_DATA_PROMPTS
     from finerouter.routing.router import FineRouter
     from finerouter.testing import FAST_SETTINGS, FakeEncoder
 
-    assert resolve_cv_folds("auto", SMALL_DATA_PROMPTS - 1) == 5
-    assert resolve_cv_folds("auto", SMALL_DATA_PROMPTS) == 3
+    assert resolve_cv_folds("auto", SMALL_DATA_PROMPTS) == 5
+    assert resolve_cv_folds("auto", SMALL_DATA_PROMPTS + 1) == 3
     assert resolve_cv_folds(4, 10) == 4
     data = make_synthetic_routing_data(n_prompts=150, n_models=3, seed=4)
     router = FineRouter(encoder=FakeEncoder(), seed=0, cv_folds="auto", refine_task_labels=False, **FAST_SETTINGS)

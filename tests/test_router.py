@@ -356,6 +356,8 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     assert not (tmp_path / "router" / "old.txt").exists()  # --force: replaced whatever the folder held
     manifest = json.loads((tmp_path / "router" / "manifest.json").read_text())
     assert manifest["config"]["refine_task_labels"] == "auto"
+    assert manifest["config"]["ensemble_size"] == "auto" and manifest["settings"]["ensemble_size"] == 3  # small data
+    assert "3 fit(s) averaged" in res.output
     assert ("refining the task labels" in res.output) is manifest["fit_summary"]["refined_task_labels"]
     res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), test.prompts[0]])
     assert res.exit_code == 0, res.output
@@ -371,6 +373,8 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     assert all({"prompt", "model", "task_id"} <= set(r) for r in rows)
     res = runner.invoke(app, ["fit", "--data", str(data), "--out", str(tmp_path / "r2"), "--task-labels", "maybe"])
     assert res.exit_code == 2 and "--task-labels must be auto, refine or ignore" in res.output
+    res = runner.invoke(app, ["fit", "--data", str(data), "--out", str(tmp_path / "r2"), "--ensemble-size", "0"])
+    assert res.exit_code == 2 and "--ensemble-size must be auto or a positive integer" in res.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok"}\n{"text": "no prompt"}\n')
     res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), "--input", str(bad), "--output", str(out)])

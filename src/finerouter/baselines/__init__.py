@@ -60,13 +60,14 @@ ROUTERS: dict[str, Callable[..., Router]] = {
     "with_ensemble": _variant("with_ensemble"),
     "soft_prior": _variant("soft_prior"),
     "soft_ensemble": _variant("soft_ensemble"),
+    "single_fit": _variant("single_fit"),
     "finerouter": _variant("finerouter"),
 }
 
 #: Routers that wrap FineRouter (need its stack: discovery, classifier, quality estimator).
 FINEROUTER_VARIANTS = (
     "stage1_embedding", "stage1_classifier", "stage2_only", "label_free", "refined", "paper_mixing", "with_neighbours",
-    "with_stacking", "with_ensemble", "soft_prior", "soft_ensemble", "finerouter",
+    "with_stacking", "with_ensemble", "soft_prior", "soft_ensemble", "single_fit", "finerouter",
 )
 
 

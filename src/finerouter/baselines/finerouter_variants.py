@@ -17,8 +17,12 @@ with the same settings share a single fit per training split.
   (``neighbours=True``, :mod:`finerouter.routing.neighbours`).
 * ``with_stacking``: the full router whose cross-validated mixing defaults to the stacked shrinkage mix
   (``stacking=True``, :mod:`finerouter.routing.stacking`).
-* ``with_ensemble``: a seed ensemble of three full routers (``ensemble_size=3``, :mod:`finerouter.routing.ensemble`).
-* ``soft_prior``: the full router with soft task assignment for the stage-1 prior (``stage1_assignment="soft"``,
+* ``single_fit``: the full router as one fit with hard task assignment (``ensemble_size=1``,
+  ``stage1_assignment="hard"``): the default before the small-data settings (:mod:`finerouter.routing.regime`),
+  and the default's own choice above :data:`~finerouter.routing.regime.SMALL_DATA_PROMPTS` prompts.
+* ``with_ensemble``: a seed ensemble of three full routers with hard assignment (``ensemble_size=3``,
+  :mod:`finerouter.routing.ensemble`).
+* ``soft_prior``: one full router with soft task assignment for the stage-1 prior (``stage1_assignment="soft"``,
   :mod:`finerouter.routing.assignment`).
 * ``soft_ensemble``: both (three fits, each with the soft prior).
 
@@ -41,12 +45,15 @@ logger = logging.getLogger(__name__)
 
 VARIANTS = (
     "finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free", "refined", "paper_mixing",
-    "with_neighbours", "with_stacking", "with_ensemble", "soft_prior", "soft_ensemble",
+    "with_neighbours", "with_stacking", "with_ensemble", "soft_prior", "soft_ensemble", "single_fit",
 )
 _LABEL_MODE = {"label_free": False, "refined": True}
 #: Variants that are the full router with other settings: their final scores route.
 _FULL = ("finerouter", "label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_ensemble",
-         "soft_prior", "soft_ensemble")
+         "soft_prior", "soft_ensemble", "single_fit")
+#: ``(ensemble_size, stage1_assignment)`` of the variants that fix them (the others keep the defaults, "auto").
+_FIT_SHAPE = {"paper_mixing": (1, "hard"), "single_fit": (1, "hard"), "with_ensemble": (3, "hard"),
+              "soft_prior": (1, "soft"), "soft_ensemble": (3, "soft")}
 
 
 class SharedFineRouter:
@@ -104,16 +111,14 @@ class FineRouterVariant(Router):
         params = {"encoder": self.encoder, "prices": self.prices, "seed": self.seed, **self.params}
         if self.variant in _LABEL_MODE:
             params["refine_task_labels"] = _LABEL_MODE[self.variant]
-        if self.variant == "paper_mixing":  # the paper's Eq. 5 on unshrunk task means, no cross-validation
+        if self.variant == "paper_mixing":  # the paper's Eq. 5 on unshrunk task means, no cross-validation, one fit
             params.update(mixing="paper", stage1_shrinkage=False)
         if self.variant == "with_neighbours":
             params["neighbours"] = True
         if self.variant == "with_stacking":
             params["stacking"] = True
-        if self.variant in ("with_ensemble", "soft_ensemble"):
-            params["ensemble_size"] = 3
-        if self.variant in ("soft_prior", "soft_ensemble"):
-            params["stage1_assignment"] = "soft"
+        if self.variant in _FIT_SHAPE:
+            params["ensemble_size"], params["stage1_assignment"] = _FIT_SHAPE[self.variant]
         return params
 
     def fit(self, train: RoutingDataset, embeddings: np.ndarray) -> FineRouterVariant:

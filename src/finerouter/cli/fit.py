@@ -21,6 +21,10 @@ def fit(
         "auto", "--task-labels",
         help="auto (refine the data's coarse 'task' labels only if that routes a dev part better), refine, or ignore (the paper).",
     ),
+    ensemble_size: str = typer.Option(
+        "auto", "--ensemble-size",
+        help="Fits averaged (seeds seed, seed+1, ...): auto (3 on at most 2,000 unique prompts, else 1) or a number; 1 fits fastest.",
+    ),
     rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow reading RouterBench's .pkl (unpickling runs code: only for files you trust)."),
     describe_url: str | None = typer.Option(None, "--describe-url", help="OpenAI-compatible base URL for LLM task descriptions (default: the prompt is its own description)."),
@@ -37,6 +41,8 @@ def fit(
     with cli_errors():
         if task_labels not in _TASK_LABELS:
             raise typer.BadParameter(f"--task-labels must be auto, refine or ignore, got {task_labels!r}")
+        if ensemble_size != "auto" and not (ensemble_size.isdigit() and int(ensemble_size) >= 1):
+            raise typer.BadParameter(f"--ensemble-size must be auto or a positive integer, got {ensemble_size!r}")
         check_save_destination(out, force=force)  # before fitting: a refusal costs no fit
         engine = ray_engine(ray)
         if data.is_dir():  # the gateway's request log: only the answering model's score is observed
@@ -59,6 +65,7 @@ def fit(
         router = FineRouter(
             encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed,
             refine_task_labels=_TASK_LABELS[task_labels], engine=engine,
+            ensemble_size=ensemble_size if ensemble_size == "auto" else int(ensemble_size),
         )
         with err_console.status("fitting FineRouter (embeddings, discovery, classifier, quality estimator)..."):
             router.fit(dataset)
@@ -69,7 +76,8 @@ def fit(
             f"{' refining the task labels' if summary['refined_task_labels'] else ''}, "
             f"{summary['share_in_tasks']:.0%} of prompts in a task, "
             f"{summary['mean_candidates']:.2f} candidates per task of {summary['n_models']} models, "
-            f"costs: {router.cost_model_.kind}, fit {summary['seconds']['total']:.1f}s"
+            f"costs: {router.cost_model_.kind}, {summary['ensemble']['size']} fit(s) averaged, "
+            f"fit {summary['seconds']['total']:.1f}s"
         )
 
 

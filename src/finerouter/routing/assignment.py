@@ -44,7 +44,9 @@ def soft_stage1(classifier: Any, emb: np.ndarray, stage1: np.ndarray, global_pri
 
 def uses_soft_prior(router: Any, classifier: Any) -> bool:
     """Whether ``router`` reads the soft prior (it asks for it, and has a classifier with at least one task)."""
-    return getattr(router, "stage1_assignment", "hard") == "soft" and classifier is not None
+    from finerouter.routing.regime import setting
+
+    return setting(router, "stage1_assignment") == "soft" and classifier is not None
 
 
 __all__ = ["ASSIGNMENTS", "soft_stage1", "task_weights_for", "uses_soft_prior"]

@@ -39,15 +39,17 @@ def member_seed(router: Any, index: int) -> int:
 def fit_members(router: Any, dataset: Any, embeddings: np.ndarray, desc_emb: np.ndarray) -> list[Any]:
     """The ``ensemble_size - 1`` members of a router that has just fitted itself (``encoder_`` and
     ``cost_model_`` are set), each a complete fit on the same rows with its own seed."""
+    from finerouter.routing.regime import setting
+
     members = []
-    for i in range(1, int(router.ensemble_size)):
+    for i in range(1, int(setting(router, "ensemble_size"))):
         t = time.perf_counter()
-        params = {**router.get_params(deep=False), "seed": member_seed(router, i), "ensemble_size": 1,
-                  "encoder": router.encoder_, "describer": None}  # fmt: skip
+        params = {**router.get_params(deep=False), **router.settings_, "seed": member_seed(router, i),
+                  "ensemble_size": 1, "encoder": router.encoder_, "describer": None}  # fmt: skip
         member = type(router)(**params).fit(dataset, embeddings, desc_emb)
         share_with_member(member, router)
         members.append(member)
-        logger.info("ensemble member %d/%d (seed %d): %d tasks, mixing %s (%.1fs)", i + 1, router.ensemble_size,
+        logger.info("ensemble member %d/%d (seed %d): %d tasks, mixing %s (%.1fs)", i + 1, len(members) + 1,
                     member.seed, member.catalog_.n_tasks, member.mixing_.method, time.perf_counter() - t)  # fmt: skip
     return members
 

@@ -313,20 +313,15 @@ def choose_weights(
     return choice
 
 
-#: With ``cv_folds="auto"``, training sets of fewer unique prompts than this get :data:`SMALL_DATA_FOLDS` folds.
-SMALL_DATA_PROMPTS = 2000
-SMALL_DATA_FOLDS = 5
-
-
 def resolve_cv_folds(cv_folds: int | str, n_prompts: int) -> int:
-    """The number of cross-validation folds: ``cv_folds`` itself, or for ``"auto"`` 5 folds below
-    :data:`SMALL_DATA_PROMPTS` unique prompts and 3 from there on. Each fold's router is fitted on
-    ``(k - 1) / k`` of the data, so its held-out quality understates the final router's; at a few hundred prompts,
-    where the learning curve is steep and a fit takes seconds, the understatement is largest and more folds are
-    cheap; at many thousands, 3 folds suffice and each extra fold costs a full fit."""
-    if cv_folds == "auto":
-        return SMALL_DATA_FOLDS if n_prompts < SMALL_DATA_PROMPTS else 3
-    return int(cv_folds)
+    """The number of cross-validation folds: ``cv_folds`` itself, or for ``"auto"`` 5 folds on small data (at most
+    :data:`finerouter.routing.regime.SMALL_DATA_PROMPTS` unique prompts) and 3 above. Each fold's router is fitted
+    on ``(k - 1) / k`` of the data, so its held-out quality understates the final router's; at a few hundred
+    prompts, where the learning curve is steep and a fit takes seconds, the understatement is largest and more
+    folds are cheap; at many thousands, 3 folds suffice and each extra fold costs a full fit."""
+    from finerouter.routing.regime import resolve
+
+    return int(resolve("cv_folds", cv_folds, n_prompts))
 
 
 def fold_ids(prompts: list[str], tasks: list[str] | None, n_folds: int, seed: int) -> np.ndarray:

@@ -29,7 +29,7 @@ from finerouter._validation import (
 from finerouter.base import Component
 from finerouter.engines.embedding import embed_texts
 from finerouter.errors import DataError, ParameterError
-from finerouter.routing import ensemble, fitting
+from finerouter.routing import ensemble, fitting, regime
 from finerouter.routing.components import COMPONENTS, build_component
 from finerouter.routing.artifact import check_save_destination
 from finerouter.routing.costs import CostModel, observed_costs, token_counter_for
@@ -77,7 +77,7 @@ class FineRouter(Component):
             the cross-fitted gain over it is positive (:mod:`finerouter.routing.mixing`;
             ``fit_summary_["mixing"]``).
         cv_folds: folds of the internal cross-validation for ``mixing="cv"`` (each fold refits both stages);
-            ``"auto"``: :func:`finerouter.routing.mixing.resolve_cv_folds` (more folds on small data).
+            ``"auto"``: 5 on small data, 3 above (:mod:`finerouter.routing.regime`).
         stage1_shrinkage: shrink each task's mean score per model toward the model's overall mean in proportion
             to how little the task's data says (empirical Bayes; only with ``stage1_statistic="mean"``).
         neighbours: with ``mixing="cv"``, also offer the cross-validation mixes that weigh a non-parametric
@@ -92,8 +92,11 @@ class FineRouter(Component):
             Off by default: on the shared data it helped only in pools of dozens of models (docs/models.md).
         ensemble_size: fit the router this many times with seeds ``seed, seed + 1, ...`` on the same data and
             route by the mean of the fits' scores (:mod:`finerouter.routing.ensemble`); fitting costs as many fits.
+            ``"auto"`` (default): 3 on small data (at most 2,000 unique prompts), else 1
+            (:mod:`finerouter.routing.regime`; the values used are ``settings_``).
         stage1_assignment: ``"hard"`` (the paper): a prompt's stage-1 prior is its assigned task's; ``"soft"``:
             the task priors weighted by the classifier's probabilities (:mod:`finerouter.routing.assignment`).
+            ``"auto"`` (default): soft on small data, else hard.
         discovery: a :class:`finerouter.discovery.TaskDiscovery` (its parameters are used; it is cloned, never
             fitted in place), or a dict of its parameters as a shorthand (a misspelt key is a ParameterError).
         classifier: a :class:`finerouter.classify.TaskClassifier`, or a dict of its parameters. With None or a
@@ -122,8 +125,8 @@ class FineRouter(Component):
         "stage1_shrinkage": [BOOLEAN],
         "neighbours": [BOOLEAN],
         "stacking": [BOOLEAN],
-        "ensemble_size": [Interval("int", 1, None)],
-        "stage1_assignment": [Options("hard", "soft")],
+        "ensemble_size": [Interval("int", 1, None), Options("auto")],
+        "stage1_assignment": [Options("hard", "soft", "auto")],
         "discovery": _COMPONENT_VALUE,
         "classifier": _COMPONENT_VALUE,
         "quality": _COMPONENT_VALUE,
@@ -144,8 +147,8 @@ class FineRouter(Component):
         stage1_shrinkage: bool = True,
         neighbours: bool = False,
         stacking: bool = False,
-        ensemble_size: int = 1,
-        stage1_assignment: str = "hard",
+        ensemble_size: int | str = "auto",
+        stage1_assignment: str = "auto",
         discovery: Any = None,
         classifier: Any = None,
         quality: Any = None,
@@ -240,6 +243,7 @@ class FineRouter(Component):
             raise DataError(f"{dataset.source}: FineRouter needs at least 10 prompts to fit, got {dataset.n_prompts}")
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
+        self.settings_ = regime.resolve_settings(self, len(set(dataset.prompts)))  # what each "auto" is here
         encoder = self._resolve_encoder()
         prompts = dataset.prompts
         if embeddings is None:
@@ -311,6 +315,7 @@ class FineRouter(Component):
         timings["total"] = time.perf_counter() - t0
         self.fit_summary_ = fitting.fit_summary(dataset, parts, groups is not None, label_choice, mixing, timings)
         self.fit_summary_["ensemble"] = ensemble.summary(self)
+        self.fit_summary_["settings"] = dict(self.settings_)
         logger.info("fit done: %s", self.fit_summary_)
         return self
 
@@ -323,17 +328,13 @@ class FineRouter(Component):
         self._check_fitted()
         emb = self._check_embeddings(embeddings)
         with single_thread_blas(emb.shape[0], force=True):
-            return self._score(emb)
+            return score(self, emb)  # the hot path of routing (finerouter.routing.scoring.score)
 
     def _check_embeddings(self, embeddings: Any) -> np.ndarray:
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[1] != self.n_features_:
             raise DataError(f"embeddings must have shape (n, {self.n_features_}); got {emb.shape}")
         return check_matrix(emb, "embeddings")
-
-    def _score(self, emb: np.ndarray) -> RouterScores:
-        # ``emb``: checked (n, d) float32; the hot path of routing (see finerouter.routing.scoring.score).
-        return score(self, emb)
 
     def estimate_costs(self, prompts: Sequence[str]) -> np.ndarray | None:
         """``(n, m)`` estimated USD cost per prompt and model, or None when costs are unknown."""
@@ -409,7 +410,7 @@ class FineRouter(Component):
     ) -> list[RoutingDecision]:
         request = RoutingRequest.checked(tolerance, allowed_models, max_cost, cost_weight, budget_per_1k, self.models_)
         allowed = request.allowed_mask(self.models_)
-        scores = self._score(self._check_embeddings(embeddings))
+        scores = score(self, self._check_embeddings(embeddings))
         costs = self.cost_model_.estimate(prompts)
         choice = choose(scores, costs, request, allowed)
         return build_decisions(

@@ -66,6 +66,7 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
             "costs": router.cost_model_.to_dict(),
             "encoder": identity,
             "fit_summary": getattr(router, "fit_summary_", {}),
+            "settings": dict(getattr(router, "settings_", None) or {}),
             "provenance": model_provenance(router),
             "files": files,
             "members": members,
@@ -129,6 +130,7 @@ def load_members(
             raise ArtifactError(f"{folder}: the member's mix reads the neighbour source, and router.safetensors lacks it")
         member.neighbour_embeddings_ = shared.get("neighbour_embeddings") if member.mixing_.uses_neighbours else None
         member.neighbour_scores_ = shared.get("neighbour_scores") if member.mixing_.uses_neighbours else None
+        member.settings_ = {**router.settings_, "ensemble_size": 1}
         share_with_member(member, router)
         members.append(member)
     return members
@@ -177,6 +179,7 @@ def load_router(
     router.models_ = list(manifest["models"])
     router.n_features_ = int(manifest["n_features"])
     router.fit_summary_ = manifest.get("fit_summary", {})
+    router.settings_ = dict(manifest.get("settings") or {})  # "auto" resolved at fit (older artifacts: none)
     router.provenance_ = dict(manifest.get("provenance") or {})  # per model: "fitted" or {"added": n_prompts}
     router.encoder_ = artifact.load_encoder(manifest["encoder"], encoder, cache_dir, path)
     router.cost_model_ = CostModel.from_dict(manifest["costs"], token_counter_for(router.encoder_))

@@ -25,10 +25,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-#: ``FineRouter(**FAST_SETTINGS)``: a few training epochs for the task classifier and the quality estimator,
+#: ``FineRouter(**FAST_SETTINGS)``: a few training epochs for the task classifier and the quality estimator, and
+#: one fit where the small-data default would fit three (``ensemble_size=1``; the soft prior stays "auto"),
 #: enough for routing to follow the planted structure of small synthetic data. Shared: do not change it in
 #: place (build a new dict, e.g. ``{**FAST_SETTINGS, "quality": {...}}``).
-FAST_SETTINGS: dict[str, Any] = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
+FAST_SETTINGS: dict[str, Any] = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2},
+                                 "ensemble_size": 1}
 
 # Imported on first use, so ``python -m finerouter.testing.upstreams`` and light users load only what they need.
 _LAZY = {

@@ -1,0 +1,60 @@
+"""Settings that depend on how much data the router is fitted on: what ``"auto"`` means for a parameter.
+
+At a few hundred to a couple of thousand scored prompts a single fit is noisy: which tasks discovery finds, which
+mix the cross-validation keeps and whether it falls back to the best single model all move with the seed (on
+routerdc with 1,500 prompts five seeds routed one test split at 0.501-0.511), and the held-out folds, each fitted on
+a fraction of an already small set, understate the final router. There the router gains from averaging several
+fits (``ensemble_size``), from reading every task's prior in proportion to the classifier's belief rather than the
+one most likely task's (``stage1_assignment="soft"``) and from more folds (``cv_folds``). With many thousands of
+prompts a fit is stable, those settings cost fit time and gain nothing measurable, and the single fit is kept.
+``ensemble_size`` and ``stage1_assignment`` are ``"auto"`` by default; ``cv_folds`` stays 3 unless asked.
+
+``"auto"`` resolves at ``fit`` from the number of unique training prompts (:func:`is_small`); the values a fit used
+are ``router.settings_`` and ``fit_summary_["settings"]``, and an artifact keeps them. docs/models.md has the
+measurements behind each choice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Training sets of at most this many unique prompts are "small" for the ``"auto"`` settings.
+SMALL_DATA_PROMPTS = 2000
+
+#: ``parameter: (value on small data, value otherwise)`` for each parameter that accepts ``"auto"``.
+AUTO_VALUES: dict[str, tuple[Any, Any]] = {
+    "ensemble_size": (3, 1),
+    "stage1_assignment": ("soft", "hard"),
+    "cv_folds": (5, 3),
+}
+
+
+def is_small(n_prompts: int) -> bool:
+    """Whether ``n_prompts`` unique training prompts is small data for the ``"auto"`` settings."""
+    return int(n_prompts) <= SMALL_DATA_PROMPTS
+
+
+def resolve(name: str, value: Any, n_prompts: int) -> Any:
+    """The value parameter ``name`` takes on ``n_prompts`` unique training prompts: ``value`` itself, or for
+    ``"auto"`` the one :data:`AUTO_VALUES` gives for that much data."""
+    if isinstance(value, str) and value == "auto" and name in AUTO_VALUES:
+        small, otherwise = AUTO_VALUES[name]
+        return small if is_small(n_prompts) else otherwise
+    return value
+
+
+def resolve_settings(router: Any, n_prompts: int) -> dict[str, Any]:
+    """Every data-dependent setting of ``router`` resolved for ``n_prompts`` unique training prompts."""
+    return {name: resolve(name, getattr(router, name), n_prompts) for name in AUTO_VALUES}
+
+
+def setting(router: Any, name: str) -> Any:
+    """The value of ``name`` the router was fitted with (``settings_``), else its parameter (an unfitted router, or
+    an artifact saved before the settings were recorded, where no parameter could be ``"auto"``)."""
+    settings = getattr(router, "settings_", None)
+    if settings and name in settings:
+        return settings[name]
+    return getattr(router, name, None)
+
+
+__all__ = ["AUTO_VALUES", "SMALL_DATA_PROMPTS", "is_small", "resolve", "resolve_settings", "setting"]
