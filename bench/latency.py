@@ -8,6 +8,7 @@ throughput.
     .venv/bin/python bench/latency.py                      # fit on dcrouter (../shared/data), 500 prompts
     .venv/bin/python bench/latency.py --router DIR         # use a saved router instead
     .venv/bin/python bench/latency.py --train-size 1500    # a small-data router (the default: a 3-fit ensemble)
+    .venv/bin/python bench/latency.py --train-size 1500 --ensemble-size 1   # the same data, one fit
 
 The router's encoder is the bare (uncached) encoder during timing, so `route` pays the full encoder cost.
 """
@@ -35,6 +36,7 @@ def main() -> None:
     ap.add_argument("--data", default="dcrouter", help="shared dataset name or a path")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--train-size", type=int, default=0, help="fit on this many training prompts (0: all)")
+    ap.add_argument("--ensemble-size", default="auto", help="FineRouter's ensemble_size: auto (default) or a number")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = library default)")
     args = ap.parse_args()
@@ -57,7 +59,8 @@ def main() -> None:
         router = FineRouter.load(args.router)
     else:
         t = time.perf_counter()
-        router = FineRouter(encoder=CachedEncoder(bare, args.cache_dir), seed=0).fit(train)
+        size = args.ensemble_size if args.ensemble_size == "auto" else int(args.ensemble_size)
+        router = FineRouter(encoder=CachedEncoder(bare, args.cache_dir), seed=0, ensemble_size=size).fit(train)
         print(f"fitted on {len(train)} prompts of {path.name} in {time.perf_counter() - t:.1f}s")
     router.encoder_ = bare  # time the real encoder, never the cache
     prompts = (test.prompts * (args.n // max(len(test), 1) + 1))[: args.n]

@@ -113,7 +113,7 @@ def test_instances_and_dicts_give_the_same_router(tmp_path):
     as_instances = FineRouter(
         encoder=FakeEncoder(), seed=3, mixing="paper", refine_task_labels=False,
         classifier=TaskClassifier(threshold=0.0, epochs=5),
-        quality=QualityEstimator(epochs_general=3, epochs_task=2),
+        quality=QualityEstimator(epochs_general=3, epochs_task=2), ensemble_size=1,
     )
     a, b = as_dicts.fit(data), as_instances.fit(data)
     prompts = data.prompts[:40]
