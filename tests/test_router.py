@@ -131,24 +131,33 @@ def test_route_single_and_batch(fitted, synthetic_split):
 
 @pytest.mark.parametrize("n", [1, 3, 40])  # below and above the one-BLAS-thread batch size
 def test_scores_are_the_components_combined(fitted, synthetic_split, n):
-    """The routing hot path (components called past their checks) equals composing the public parts."""
+    """The routing hot path (components called past their checks) equals composing the public parts: each fit's
+    classifier, estimator, (soft) task priors and mix, averaged over the fits of the default small-data ensemble."""
+    from finerouter.routing.assignment import soft_stage1
+    from finerouter.routing.ensemble import members_of
     from finerouter.routing.mixing import mix
     from finerouter.routing.neighbours import neighbour_means
 
     _, test = synthetic_split
     emb = fitted.encoder_.encode(test.prompts[:n])
     scores = fitted.score_embeddings(emb)
-    task, conf = fitted.classifier_.predict(emb)
-    stage2 = fitted.quality_.predict(emb, task)
-    rows = np.where(task >= 0, task, fitted.catalog_.n_tasks)
-    np.testing.assert_array_equal(scores.task, task)
-    np.testing.assert_allclose(scores.confidence, conf)
-    np.testing.assert_allclose(scores.stage2, stage2)
-    neighbours = None
-    if fitted.neighbour_embeddings_ is not None:
-        neighbours = neighbour_means(emb, fitted.neighbour_embeddings_, fitted.neighbour_scores_)
-    expected = mix(fitted.mixing_.vector(), stage2, fitted.stage1_[rows], fitted.global_prior_, neighbours)
-    np.testing.assert_allclose(scores.final, expected, atol=1e-12)
+    fits = [fitted, *members_of(fitted)]
+    assert len(fits) == fitted.settings_["ensemble_size"] == 3 and fitted.settings_["stage1_assignment"] == "soft"
+    finals, stage2s = [], []
+    for fit in fits:
+        task, conf = fit.classifier_.predict(emb)
+        stage2 = fit.quality_.predict(emb, task)
+        stage1 = soft_stage1(fit.classifier_, emb, fit.stage1_, fit.global_prior_)
+        if fit is fitted:
+            np.testing.assert_array_equal(scores.task, task)  # the task a decision names is the router's own
+            np.testing.assert_allclose(scores.confidence, conf)
+        neighbours = None
+        if fit.neighbour_embeddings_ is not None:
+            neighbours = neighbour_means(emb, fit.neighbour_embeddings_, fit.neighbour_scores_)
+        finals.append(mix(fit.mixing_.vector(), stage2, stage1, fit.global_prior_, neighbours))
+        stage2s.append(stage2)
+    np.testing.assert_allclose(scores.stage2, np.mean(stage2s, axis=0), atol=1e-6)
+    np.testing.assert_allclose(scores.final, np.mean(finals, axis=0), atol=1e-9)
     decisions = fitted.route_embeddings(emb, test.prompts[:n])
     assert [d.model for d in decisions] == [fitted.models_[j] for j in scores.final.argmax(axis=1)]
 
