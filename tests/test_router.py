@@ -365,7 +365,8 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     assert not (tmp_path / "router" / "old.txt").exists()  # --force: replaced whatever the folder held
     manifest = json.loads((tmp_path / "router" / "manifest.json").read_text())
     assert manifest["config"]["refine_task_labels"] == "auto"
-    assert manifest["config"]["ensemble_size"] == "auto" and manifest["settings"]["ensemble_size"] == 3  # small data
+    assert manifest["config"]["ensemble_size"] == "auto"
+    assert manifest["fit_summary"]["settings"]["ensemble_size"] == 3  # small data
     assert "3 fit(s) averaged" in res.output
     assert ("refining the task labels" in res.output) is manifest["fit_summary"]["refined_task_labels"]
     res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), test.prompts[0]])

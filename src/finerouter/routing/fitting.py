@@ -29,7 +29,6 @@ from finerouter.routing.mixing import (
 )
 
 from finerouter.routing.neighbours import neighbour_means
-from finerouter.routing.regime import setting
 
 logger = logging.getLogger(__name__)
 
@@ -233,12 +232,12 @@ def cross_validate_mixing(
 
     scores = np.asarray(dataset.scores, dtype=np.float64)
     n, m = scores.shape
-    folds = resolve_cv_folds(setting(router, "cv_folds"), len(set(dataset.prompts)))
+    folds = resolve_cv_folds(router.cv_folds, len(set(dataset.prompts)))
     fold = fold_ids(dataset.prompts, dataset.tasks, folds, router.seed + 104729)
     stage1 = np.full((n, m), np.nan)
     stage2 = np.full((n, m), np.nan)
     global_prior = np.full((n, m), np.nan)
-    neighbours = np.full((n, m), np.nan) if setting(router, "neighbours") else None
+    neighbours = np.full((n, m), np.nan) if router.neighbours else None
     for f in range(folds):
         held = np.flatnonzero(fold == f)
         rest = np.flatnonzero(fold != f)
@@ -274,7 +273,7 @@ def cross_validate_mixing(
         candidates += NEIGHBOUR_MIXES
         held_neighbours = neighbours[done]
     stacks: tuple[tuple[str, ...], ...] = ()
-    if setting(router, "stacking"):  # the stack is the default; with the neighbour source, the stack that reads it too
+    if router.stacking:  # the stack is the default; with the neighbour source, the stack that reads it too
         stacks = (("stage2", "stage1"),) if neighbours is None else (("stage2", "stage1", "neighbours"),)
     choice = choose_weights(
         stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates,

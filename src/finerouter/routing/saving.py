@@ -66,7 +66,6 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
             "costs": router.cost_model_.to_dict(),
             "encoder": identity,
             "fit_summary": getattr(router, "fit_summary_", {}),
-            "settings": dict(getattr(router, "settings_", None) or {}),
             "provenance": model_provenance(router),
             "files": files,
             "members": members,
@@ -179,7 +178,8 @@ def load_router(
     router.models_ = list(manifest["models"])
     router.n_features_ = int(manifest["n_features"])
     router.fit_summary_ = manifest.get("fit_summary", {})
-    router.settings_ = dict(manifest.get("settings") or {})  # "auto" resolved at fit (older artifacts: none)
+    # what each "auto" resolved to at fit, kept in the fit summary (older artifacts: none)
+    router.settings_ = dict(router.fit_summary_.get("settings") or {})
     router.provenance_ = dict(manifest.get("provenance") or {})  # per model: "fitted" or {"added": n_prompts}
     router.encoder_ = artifact.load_encoder(manifest["encoder"], encoder, cache_dir, path)
     router.cost_model_ = CostModel.from_dict(manifest["costs"], token_counter_for(router.encoder_))
