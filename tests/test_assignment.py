@@ -78,3 +78,22 @@ def test_hard_assignment_reads_the_assigned_tasks_row(data):
 def test_an_unknown_assignment_is_refused(data):
     with pytest.raises(ParameterError, match="stage1_assignment"):
         FineRouter(encoder=FakeEncoder(), stage1_assignment="fuzzy", **FAST_SETTINGS).fit(data[0])
+
+
+def test_the_hot_path_computes_the_classifiers_scores_once_per_batch(soft, data, monkeypatch):
+    # the task and the soft weights come from the same logits: one classifier product per batch, not two
+    emb = soft.encoder_.encode(data[1].prompts)
+    before = soft.score_embeddings(emb)
+    classifier = soft.classifier_
+    calls = []
+    original = type(classifier)._raw_scores
+
+    def counted(self, e):
+        calls.append(e.shape[0])
+        return original(self, e)
+
+    monkeypatch.setattr(type(classifier), "_raw_scores", counted)
+    after = soft.score_embeddings(emb)
+    assert calls == [emb.shape[0]]
+    np.testing.assert_array_equal(after.final, before.final)
+    np.testing.assert_array_equal(after.task, before.task)

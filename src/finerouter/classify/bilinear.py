@@ -386,7 +386,11 @@ class TaskClassifier(Component):
 
         The sigmoid is monotone, so the best task is the best raw score and only its probability is computed.
         """
-        logits = self._raw_scores(emb)
+        return self._assign(self._raw_scores(emb))
+
+    def _assign(self, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and confidences from :meth:`_raw_scores` output (a caller that also needs the logits, such as the
+        router's soft prior, computes them once)."""
         n = logits.shape[0]
         if logits.shape[1] == 0:
             return np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=np.float32)

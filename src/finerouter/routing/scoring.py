@@ -66,15 +66,18 @@ def score(router: Any, emb: np.ndarray) -> RouterScores:
 
 def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     n = emb.shape[0]
+    logits = None
     if router.classifier_ is not None:
-        task, confidence = router.classifier_._predict_checked(emb)
+        logits = router.classifier_._raw_scores(emb)  # once: the task and, with soft priors, the task weights
+        task, confidence = router.classifier_._assign(logits)
     else:
         task = np.full(n, -1, dtype=np.int64)
         confidence = np.zeros(n, dtype=np.float32)
     stage2 = router.quality_._predict(emb, task).astype(np.float64)
     rows = np.where(task >= 0, task, router.catalog_.n_tasks)
     soft = uses_soft_prior(router, router.classifier_)
-    stage1 = soft_stage1(router.classifier_, emb, router.stage1_, router.global_prior_) if soft else router.stage1_[rows]
+    stage1 = (soft_stage1(router.classifier_, emb, router.stage1_, router.global_prior_, logits) if soft
+              else router.stage1_[rows])
     weights = router.mixing_.vector()
     neighbours = None
     if getattr(router, "neighbour_embeddings_", None) is not None:
