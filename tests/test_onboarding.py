@@ -17,6 +17,7 @@ from finerouter.data.dataset import RoutingDataset
 from finerouter.data.synthetic import make_synthetic_routing_data
 from finerouter.errors import DataError, ParameterError
 from finerouter.routing.onboarding import assign_tasks
+from finerouter.routing.scoring import reference_models
 from finerouter.routing.suggestions import suggest_prompts
 from finerouter.testing import FAST_SETTINGS, FakeEncoder
 
@@ -208,3 +209,27 @@ def test_cli_add_model_remove_and_suggest_prompts(fitted, tmp_path):
                               "--out", str(tmp_path / "out2"), "--cache-dir", str(tmp_path / "c")])
     assert res.exit_code == 2 and "unknown model 'nope'" in res.output
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("mixing", ["paper", "cv"])
+def test_adding_a_model_that_is_never_best_leaves_every_decision_as_it_was(fitted, mixing):
+    # Routing scores are min-max normalised per prompt over the models the router was fitted with: a hopeless
+    # new model (its scores the worst on every prompt) must not rescale the old models' scores and so change how the
+    # mixing weighs them; with every model in the normalisation it did (routerdc: -0.0005 to -0.004).
+    _, train, test, _ = fitted
+    router = FineRouter(encoder=FakeEncoder(), seed=0, mixing=mixing, stage1_assignment="hard",
+                        **FAST_SETTINGS).fit(train)  # fmt: skip
+    hopeless = RoutingDataset(train.prompts, train.models + ["hopeless"],
+                              np.column_stack([train.scores, np.zeros(train.n_prompts)])).subset(np.arange(120))
+    added = router.add_model("hopeless", hopeless, cost=1e-9)  # the cheapest, too: tolerance cannot pick it either
+    emb = router.encoder_.encode(test.prompts)
+    before, after = router.score_embeddings(emb), added.score_embeddings(emb)
+    np.testing.assert_allclose(after.final[:, :-1], before.final, rtol=0, atol=1e-5)  # float32 adapters, restacked
+    assert (after.final[:, -1] < after.final[:, :-1].max(axis=1)).all()
+    for tolerance in (0.0, 0.2):
+        assert [d.model for d in added.route(test.prompts, tolerance=tolerance)] == \
+            [d.model for d in router.route(test.prompts, tolerance=tolerance)]
+    # as fitted, a router normalises over every model, as the paper does; once a model is added, over the fitted ones
+    assert reference_models(router) is None
+    assert reference_models(added).tolist() == list(range(len(router.models_)))
+    assert reference_models(added.remove_model("hopeless")) is None

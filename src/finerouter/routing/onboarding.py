@@ -20,8 +20,11 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
 - **Costs**: a price for ``X`` (a prices table, per-prompt costs in the data, or a flat cost per prompt), in the
   router's own cost model.
 
-The mixing weights and the calibration stay as they are. The router's ``provenance_`` records, per model,
-``"fitted"`` or ``{"added": n_prompts}``, and is saved in the artifact's manifest.
+The mixing weights and the calibration stay as they are, and so does the scale they were chosen on: once a model
+is added, each prompt's scores are min-max normalised over the fitted models only
+(:func:`finerouter.routing.scoring.reference_models`), the added model placed on that scale, so that a model which
+is never best leaves every decision as it was. The router's ``provenance_`` records, per model, ``"fitted"`` or
+``{"added": n_prompts}``, and is saved in the artifact's manifest.
 """
 
 from __future__ import annotations

@@ -17,13 +17,20 @@ import numpy as np
 from finerouter.errors import DataError, ParameterError
 
 
-def minmax_rows(x: np.ndarray) -> np.ndarray:
+def minmax_rows(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
     """Min-max normalise each row of ``x`` (n, m) to [0, 1] over its finite entries.
 
     A row whose finite entries are all equal maps to 0 (it carries no preference); NaN entries map to 0 too, so a
     model with no information is never preferred by this term.
+
+    ``reference``: column indices whose finite entries alone set each row's minimum and span; every column is
+    mapped by them (so the other columns may fall outside [0, 1]). A router with models added after its fit
+    normalises over its fitted models, so that a new model cannot rescale how the old ones' scores are weighed.
+    A row whose reference entries are all equal is normalised over every column.
     """
     x = np.asarray(x, dtype=np.float64)
+    if reference is not None:
+        return _minmax_rows_over(x, np.asarray(reference, dtype=np.int64))
     finite = np.isfinite(x)
     if finite.all():  # the common case, in fewer operations: a constant row divides 0 by inf
         lo = x.min(axis=1, keepdims=True)
@@ -35,6 +42,16 @@ def minmax_rows(x: np.ndarray) -> np.ndarray:
     span = hi - lo
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), 0.0)
+    return np.where(finite, out, 0.0)
+
+
+def _minmax_rows_over(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(x)
+    sub, ok = x[:, reference], finite[:, reference]
+    lo = np.where(ok, sub, np.inf).min(axis=1, keepdims=True)
+    span = np.where(ok, sub, -np.inf).max(axis=1, keepdims=True) - lo
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), minmax_rows(x))
     return np.where(finite, out, 0.0)
 
 
