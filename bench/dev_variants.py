@@ -11,7 +11,8 @@ when the default was one fit with hard assignment, before the small-data ``"auto
 fit, hard assignment: that old default), and each with one fit and hard assignment unless named: ``soft``
 (``stage1_assignment="soft"``), ``ensemble3`` (``ensemble_size=3``), ``soft_ensemble3``, ``folds5``
 (``cv_folds=5``), ``soft_folds5``, ``stack_nb`` (``stacking=True, neighbours=True``),
-``soft_ensemble3_stack_nb`` (all four). With ``--knn`` the harness's kNN baseline (k tuned on its own dev splits of
+``soft_ensemble3_stack_nb`` (all four); on top of the defaults, discovery made coarser: ``tau03`` / ``tau02``
+(``tau`` 0.3 / 0.2: more graph edges kept), ``resolution05`` (Leiden resolution 0.5: fewer communities). With ``--knn`` the harness's kNN baseline (k tuned on its own dev splits of
 the fit part) is fitted on the same fit part as a reference row.
 
     .venv/bin/python bench/dev_variants.py --datasets routerdc,dcrouter --train-size 1500 --variants default,soft
@@ -46,6 +47,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "soft_folds5": {**_ONE, "stage1_assignment": "soft", "cv_folds": 5},
     "stack_nb": {**_ONE, "stacking": True, "neighbours": True},
     "soft_ensemble3_stack_nb": {"stage1_assignment": "soft", "ensemble_size": 3, "stacking": True, "neighbours": True},
+    # discovery's granularity, on top of the defaults (coarser tasks: more edges kept, or fewer communities)
+    "tau03": {"discovery": {"tau": 0.3}},
+    "tau02": {"discovery": {"tau": 0.2}},
+    "resolution05": {"discovery": {"resolution": 0.5}},
 }
 
 
