@@ -79,8 +79,9 @@ def test_minmax_rows_over_reference_columns():
 
     x = np.array([[0.2, 0.6, 0.0, np.nan], [0.5, 0.5, 0.9, 0.1]])
     out = minmax_rows(x, reference=np.array([0, 1]))
-    # row 0: the reference spans [0.2, 0.6]; the others are placed on that scale, NaN still maps to 0
-    np.testing.assert_allclose(out[0], [0.0, 1.0, -0.5, 0.0])
+    # row 0: the reference spans [0.2, 0.6]; the others are placed on that scale, clipped to [0, 1]; NaN maps to 0
+    np.testing.assert_allclose(out[0], [0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_allclose(minmax_rows(np.array([[0.2, 0.6, 0.4, 0.9]]), reference=[0, 1]), [[0.0, 1.0, 0.5, 1.0]])
     # row 1: the reference is constant, so the row is normalised over every column
     np.testing.assert_allclose(out[1], minmax_rows(x[1:])[0])
     np.testing.assert_array_equal(minmax_rows(x, reference=np.arange(4)), minmax_rows(x))

@@ -24,9 +24,10 @@ def minmax_rows(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarra
     model with no information is never preferred by this term.
 
     ``reference``: column indices whose finite entries alone set each row's minimum and span; every column is
-    mapped by them (so the other columns may fall outside [0, 1]). A router with models added after its fit
-    normalises over its fitted models, so that a new model cannot rescale how the old ones' scores are weighed.
-    A row whose reference entries are all equal is normalised over every column.
+    mapped by them and clipped to [0, 1] (a column above the reference's best ties it, one below its worst ties
+    that). A router with models added after its fit normalises over its fitted models, so that a new model cannot
+    rescale how the old ones' scores are weighed, nor outweigh them in one source by more than the best fitted
+    model can. A row whose reference entries are all equal is normalised over every column.
     """
     x = np.asarray(x, dtype=np.float64)
     if reference is not None:
@@ -51,7 +52,7 @@ def _minmax_rows_over(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
     lo = np.where(ok, sub, np.inf).min(axis=1, keepdims=True)
     span = np.where(ok, sub, -np.inf).max(axis=1, keepdims=True) - lo
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), minmax_rows(x))
+        out = np.where(span > 0, np.clip((x - lo) / np.where(span > 0, span, 1.0), 0.0, 1.0), minmax_rows(x))
     return np.where(finite, out, 0.0)
 
 
