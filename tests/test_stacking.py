@@ -7,6 +7,7 @@ import pytest
 
 from finerouter.errors import ParameterError
 from finerouter.routing.mixing import CANDIDATE_MIXES, MixingChoice, choose_weights, raw_mix, routing_mix
+from finerouter.routing.policy import minmax_rows
 from finerouter.routing.stacking import fit_stack
 
 
@@ -108,6 +109,11 @@ def test_routing_mix_raw_is_the_normalised_raw_estimate_and_keeps_its_argmax(rng
     assert scores.min() >= 0.0 and scores.max() <= 1.0
     with pytest.raises(ParameterError, match="scale must be"):
         routing_mix(w, "log", stage2, stage1, g[0])
+    # over reference columns (a router with added models): each source normalised over them, under either scale
+    ref = np.arange(stage2.shape[1] - 1)
+    np.testing.assert_array_equal(routing_mix(w, "raw", stage2, stage1, g[0], reference=ref), minmax_rows(raw, ref))
+    expected = 0.4 * minmax_rows(stage2, ref) + 0.2 * minmax_rows(stage1, ref) + 0.4 * minmax_rows(g[:1], ref)
+    np.testing.assert_allclose(routing_mix(w, "normalised", stage2, stage1, g[0], reference=ref), expected)
 
 
 def test_mixing_choice_round_trips_its_scale_and_old_dicts_default_to_normalised():

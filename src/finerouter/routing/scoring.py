@@ -10,7 +10,7 @@ import numpy as np
 
 from finerouter.routing.assignment import soft_stage1, uses_soft_prior
 from finerouter.routing.ensemble import average_scores, members_of
-from finerouter.routing.mixing import raw_mix
+from finerouter.routing.mixing import raw_mix, routing_mix
 from finerouter.routing.neighbours import neighbour_means
 from finerouter.routing.policy import minmax_rows
 
@@ -98,7 +98,8 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     if router.mixing_.scale == "raw":
         # a stack routes by the raw mix the expected scores calibrate (the same weights): computed once
         same = np.array_equal(weights, estimate_weights)
-        final = minmax_rows(raw if same else raw_mix(weights, stage2, stage1, router.global_prior_, neighbours), ref)
+        final = minmax_rows(raw, ref) if same else routing_mix(weights, "raw", stage2, stage1, router.global_prior_,
+                                                               neighbours, ref)
     else:
         w2, w1, wg, wn = weights
         final = w2 * minmax_rows(stage2, ref) + w1 * (minmax_rows(stage1, ref) if soft
