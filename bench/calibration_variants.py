@@ -11,7 +11,11 @@ lambda-curve does). Compared:
 * ``isotonic``: a plain isotonic map (a step function: raw scores in one block tie exactly);
 * ``centred``: centred isotonic regression (:meth:`finerouter.routing.mixing.Calibration.fit`, the default);
 * ``isotonic+eps``: the step function with ties broken by ``1e-6 * raw``;
-* ``raw``: the uncalibrated raw mix.
+* ``raw``: the uncalibrated raw mix;
+* ``per_model``: centred isotonic regression fitted for each model on its own column;
+* ``router``: the router's own expected scores (``centred`` for one fit; with ``--ensemble-size k`` the mean of
+  the k fits' calibrated scores, while the other columns pass the k fits' mean stage-1 and stage-2 scores through
+  the first fit's mix and calibrations, which were fitted on that fit's own out-of-fold scores).
 
 Reported per seed: the cost (share of the best single model's) at which the curve first reaches the best single
 model's dev quality (the best single model chosen on the fit part), the curve's top quality, and the expected
@@ -46,7 +50,7 @@ def step_isotonic(raw: np.ndarray, truth: np.ndarray) -> Any:
     return lambda x: np.interp(x, iso.X_thresholds_, iso.y_thresholds_)
 
 
-def run(name: str, seed: int, cache_dir: Path) -> dict[str, Any]:
+def run(name: str, seed: int, cache_dir: Path, ensemble_size: int | str = "auto") -> dict[str, Any]:
     from dev_variants import dev_split, load_pool
 
     from finerouter import FineRouter
@@ -60,16 +64,19 @@ def run(name: str, seed: int, cache_dir: Path) -> dict[str, Any]:
     if data.costs is None:
         raise SystemExit(f"{name} has no costs: the cost-aware rule needs them")
     fit, dev = dev_split(data, seed)
-    router = FineRouter(cache_dir=cache_dir, seed=seed, prices=prices).fit(fit)
+    router = FineRouter(cache_dir=cache_dir, seed=seed, prices=prices, ensemble_size=ensemble_size).fit(fit)
     scores = router.score_embeddings(router.encoder_.encode(dev.prompts))
     oof = router.out_of_fold_
     weights = router.mixing_.estimate_vector()
-    raw_oof = raw_mix(weights, oof.stage2, oof.stage1, oof.global_prior, oof.neighbours).ravel()
+    raw_oof_m = raw_mix(weights, oof.stage2, oof.stage1, oof.global_prior, oof.neighbours)
     raw_dev = raw_mix(weights, scores.stage2, scores.stage1, router.global_prior_, None)
-    truth = oof.truth.ravel()
+    raw_oof, truth = raw_oof_m.ravel(), oof.truth.ravel()
     step = step_isotonic(raw_oof, truth)
+    per_model = np.column_stack([Calibration.fit(raw_oof_m[:, j], oof.truth[:, j])(raw_dev[:, j])
+                                 for j in range(raw_dev.shape[1])])  # fmt: skip
     variants = {"isotonic": step(raw_dev), "centred": Calibration.fit(raw_oof, truth)(raw_dev),
-                "isotonic+eps": step(raw_dev) + 1e-6 * raw_dev, "raw": raw_dev}  # fmt: skip
+                "isotonic+eps": step(raw_dev) + 1e-6 * raw_dev, "raw": raw_dev,
+                "per_model": per_model, "router": scores.expected}  # fmt: skip
     route_costs = router.estimate_costs(dev.prompts)
     best = int(np.argmax(np.nanmean(fit.scores, axis=0)))
     q_best = mean_quality(dev.scores, np.full(dev.n_prompts, best))
@@ -90,16 +97,18 @@ def main() -> None:
     ap.add_argument("--datasets", default="dcrouter,routerbench_subset")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
+    ap.add_argument("--ensemble-size", default="auto", help="the router's ensemble_size (an int or auto)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "calibration_variants")
     args = ap.parse_args()
-    labels = ("isotonic", "centred", "isotonic+eps", "raw")
+    labels = ("isotonic", "centred", "isotonic+eps", "raw", "per_model", "router")
     lines = [f"`.venv/bin/python bench/calibration_variants.py {' '.join(sys.argv[1:])}`", "",
              "Cost at best-single quality (share of its cost; `never` = not reached) / expected calibration error:", "",
              "| dataset | seed | mixing | " + " | ".join(labels) + " |", "|---|---:|---|" + "---|" * len(labels)]  # fmt: skip
     results = []
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-            rec = run(name, seed, args.cache_dir)
+            size = args.ensemble_size if args.ensemble_size == "auto" else int(args.ensemble_size)
+            rec = run(name, seed, args.cache_dir, size)
             rec["dataset"] = name
             results.append(rec)
             cells = []
