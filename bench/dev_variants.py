@@ -2,7 +2,7 @@
 
 For each dataset and seed: the harness's 80/20 split by unique prompt (the test part set aside, unused); the
 training part split again 80/20 by unique prompt (seed + 17) into a fit part (optionally cut to ``--train-size``
-prompts, optionally with the pool grown to ``--blend`` models) and a dev part. Each variant is a FineRouter with
+prompts, optionally with the pool grown to ``--blend`` models or enlarged 5x by ``--enlarge``) and a dev part. Each variant is a FineRouter with
 some parameters set, fitted on the fit part, routing the dev part at tolerance 0; the table gives mean ± std
 over seeds, the paired gain over ``default`` and on how many seeds it is above it.
 
@@ -54,8 +54,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def load_pool(name: str, blend: int = 0, prices: Any = None) -> Any:
-    """A shared dataset, its pool grown to ``blend`` models (``evaluation.stress.blend_pool``) when asked."""
+def load_pool(name: str, blend: int = 0, prices: Any = None, enlarge: bool = False) -> Any:
+    """A shared dataset, its pool grown to ``blend`` models (``evaluation.stress.blend_pool``) or enlarged 5x with
+    near-duplicates and dominated variants (``evaluation.stress.enlarge_pool``, as ``bench/stress.py``'s
+    ``pool/<size>`` settings) when asked."""
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
 
@@ -64,6 +66,10 @@ def load_pool(name: str, blend: int = 0, prices: Any = None) -> Any:
         from finerouter.evaluation.stress import blend_pool
 
         data = blend_pool(data, blend, seed=0)
+    if enlarge:
+        from finerouter.evaluation.stress import enlarge_pool
+
+        data = enlarge_pool(data, seed=0)
     return data
 
 
@@ -83,7 +89,7 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from finerouter import FineRouter
     from finerouter.evaluation.metrics import mean_quality
 
-    data = load_pool(name, args.blend)
+    data = load_pool(name, args.blend, enlarge=args.enlarge)
     records = []
     for seed in args.seeds:
         fit, dev = dev_split(data, seed, args.test_size, args.train_size)
@@ -109,7 +115,8 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
             rec["knn"] = mean_quality(dev.scores, knn.route(emb, tolerance=0.0))
             print(f"[{name} seed {seed}] knn: {rec['knn']:.4f}", flush=True)
         records.append(rec)
-    return {"dataset": name, "blend": args.blend, "train_size": args.train_size, "records": records}
+    return {"dataset": name, "blend": args.blend, "enlarge": args.enlarge, "train_size": args.train_size,
+            "records": records}
 
 
 def table(result: dict[str, Any], variants: list[str]) -> list[str]:
@@ -139,6 +146,7 @@ def main() -> None:
     ap.add_argument("--variants", default="default,soft")
     ap.add_argument("--train-size", type=int, default=0, help="cut the fit part to this many prompts (0: all)")
     ap.add_argument("--blend", type=int, default=0, help="grow the pool to this many models (evaluation.stress)")
+    ap.add_argument("--enlarge", action="store_true", help="enlarge the pool 5x (evaluation.stress.enlarge_pool)")
     ap.add_argument("--knn", action="store_true", help="also fit the kNN baseline on each fit part (reference)")
     ap.add_argument("--test-size", type=float, default=0.2)
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
@@ -154,7 +162,8 @@ def main() -> None:
     report = [f"`{command}`", ""]
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         result = run(name, args)
-        tag = name + (f"_blend{args.blend}" if args.blend else "") + (f"_{args.train_size}" if args.train_size else "")
+        tag = name + (f"_blend{args.blend}" if args.blend else "") + ("_pool" if args.enlarge else "") + (
+            f"_{args.train_size}" if args.train_size else "")
         tag += "_" + "-".join(args.variants)
         (args.out / f"{tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
         report += [f"## {tag}", "", *table(result, args.variants), ""]
