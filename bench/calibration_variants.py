@@ -104,10 +104,10 @@ def main() -> None:
     lines = [f"`.venv/bin/python bench/calibration_variants.py {' '.join(sys.argv[1:])}`", "",
              "Cost at best-single quality (share of its cost; `never` = not reached) / expected calibration error:", "",
              "| dataset | seed | mixing | " + " | ".join(labels) + " |", "|---|---:|---|" + "---|" * len(labels)]  # fmt: skip
+    size = args.ensemble_size if args.ensemble_size == "auto" else int(args.ensemble_size)
     results = []
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
-            size = args.ensemble_size if args.ensemble_size == "auto" else int(args.ensemble_size)
             rec = run(name, seed, args.cache_dir, size)
             rec["dataset"] = name
             results.append(rec)

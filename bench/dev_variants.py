@@ -2,9 +2,9 @@
 
 For each dataset and seed: the harness's 80/20 split by unique prompt (the test part set aside, unused); the
 training part split again 80/20 by unique prompt (seed + 17) into a fit part (optionally cut to ``--train-size``
-prompts, optionally with the pool grown to ``--blend`` models or enlarged 5x by ``--enlarge``) and a dev part. Each variant is a FineRouter with
-some parameters set, fitted on the fit part, routing the dev part at tolerance 0; the table gives mean ± std
-over seeds, the paired gain over ``default`` and on how many seeds it is above it.
+prompts, optionally with the pool grown to ``--blend`` models or enlarged 5x by ``--enlarge``) and a dev part. Each
+variant is a FineRouter with some parameters set, fitted on the fit part, routing the dev part at tolerance 0; the
+table gives mean ± std over seeds, the paired gain over ``default`` and on how many seeds it is above it.
 
 Variants: ``default`` (the defaults of the code that runs: every result in ``bench/results/dev_variants/`` was run
 when the default was one fit with hard assignment, before the small-data ``"auto"`` defaults), ``single_fit`` (one
