@@ -1,4 +1,5 @@
-"""Soft task assignment for the stage-1 prior (finerouter.routing.assignment, ``stage1_assignment="soft"``)."""
+"""Soft task assignment for the stage-1 prior (finerouter.routing.assignment, ``stage1_assignment="soft"``), and the
+cross-validated choice between the soft and the hard prior (``"cv"``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 from finerouter import FineRouter
 from finerouter.data.synthetic import make_synthetic_routing_data
 from finerouter.errors import ParameterError
-from finerouter.routing.assignment import soft_stage1, task_weights_for
+from finerouter.routing.assignment import choose_assignment, effective_quality, soft_stage1, task_weights_for
+from finerouter.routing.mixing import MixingChoice
 from finerouter.testing import FAST_SETTINGS, FakeEncoder
 
 
@@ -97,3 +99,71 @@ def test_the_hot_path_computes_the_classifiers_scores_once_per_batch(soft, data,
     assert calls == [emb.shape[0]]
     np.testing.assert_array_equal(after.final, before.final)
     np.testing.assert_array_equal(after.task, before.task)
+
+
+def _choice(method: str, selected: float, best_single: float) -> MixingChoice:
+    weights = {"stage2": 0.5, "stage1": 0.5, "global": 0.0, "neighbours": 0.0}
+    return MixingChoice(weights, method, {"selected": selected, "best_single": best_single})
+
+
+def test_the_choice_compares_what_each_assignment_would_route_like_and_ties_keep_the_hard_prior():
+    # a fallback stands for the best single model's quality, not for the selection it rejected
+    assert effective_quality(_choice("fallback", 0.9, 0.6)) == 0.6
+    assert effective_quality(_choice("cv", 0.7, 0.6)) == 0.7
+    assert choose_assignment({"hard": _choice("cv", 0.70, 0.6), "soft": _choice("cv", 0.71, 0.6)}) == "soft"
+    assert choose_assignment({"hard": _choice("cv", 0.70, 0.6), "soft": _choice("fallback", 0.75, 0.6)}) == "hard"
+    assert choose_assignment({"hard": _choice("fallback", 0.5, 0.6), "soft": _choice("fallback", 0.5, 0.6)}) == "hard"
+    assert choose_assignment({"hard": _choice("cv", 0.70, 0.6), "soft": _choice("cv", 0.70, 0.6)}) == "hard"
+    assert choose_assignment({"soft": _choice("fallback", 0.5, 0.6)}) == "soft"
+
+
+def test_cv_assignment_fits_both_priors_out_of_fold_keeps_the_better_and_routes_with_it(data, soft, tmp_path):
+    hard = FineRouter(encoder=FakeEncoder(), seed=0, stage1_assignment="hard", **FAST_SETTINGS).fit(data[0])
+    cv = FineRouter(encoder=FakeEncoder(), seed=0, stage1_assignment="cv", **FAST_SETTINGS).fit(data[0])
+    mixing = cv.mixing_
+    assert set(mixing.assignment_quality) == {"hard", "soft"} and mixing.assignment in ("hard", "soft")
+    # each quality is what the router with that assignment alone found (same folds, same fits)
+    assert mixing.assignment_quality["hard"] == pytest.approx(effective_quality(hard.mixing_))
+    assert mixing.assignment_quality["soft"] == pytest.approx(effective_quality(soft.mixing_))
+    assert mixing.assignment == choose_assignment({"hard": hard.mixing_, "soft": soft.mixing_})
+    same = soft if mixing.assignment == "soft" else hard
+    assert mixing.weights == same.mixing_.weights and hard.mixing_.assignment == "hard"
+    emb = cv.encoder_.encode(data[1].prompts)
+    np.testing.assert_allclose(cv.score_embeddings(emb).final, same.score_embeddings(emb).final, atol=1e-9)
+    assert cv.fit_summary_["mixing"]["assignment"] == mixing.assignment
+    loaded = FineRouter.load(cv.save(tmp_path / "cv"), encoder=FakeEncoder())
+    assert loaded.mixing_.assignment == mixing.assignment and loaded.stage1_assignment == "cv"
+    np.testing.assert_allclose(loaded.score_embeddings(emb).final, cv.score_embeddings(emb).final, atol=1e-9)
+
+
+def test_each_assignment_can_win_the_choice(data, monkeypatch):
+    # the choice follows the out-of-fold evidence: make each assignment's quality the higher in turn
+    import finerouter.routing.fitting as fitting
+
+    emb = FakeEncoder().encode(data[1].prompts)
+    for winner in ("hard", "soft"):
+        monkeypatch.setattr(fitting, "effective_quality", lambda c: 0.0)  # the recorded qualities, not the choice
+        monkeypatch.setattr(fitting, "choose_assignment", lambda choices, w=winner: w)
+        router = FineRouter(encoder=FakeEncoder(), seed=0, stage1_assignment="cv", **FAST_SETTINGS).fit(data[0])
+        assert router.mixing_.assignment == winner
+        scores = router.score_embeddings(emb)
+        rows = np.where(scores.task >= 0, scores.task, router.catalog_.n_tasks)
+        assert np.allclose(scores.stage1, router.stage1_[rows]) == (winner == "hard")
+
+
+def test_an_old_artifact_without_the_choice_routes_with_its_setting(soft):
+    from finerouter.routing.assignment import assignment_of
+
+    old = MixingChoice.from_dict({k: v for k, v in soft.mixing_.to_dict().items()
+                                  if k not in ("assignment", "assignment_quality")})
+    assert old.assignment is None
+    soft.mixing_, kept = old, soft.mixing_
+    try:
+        assert assignment_of(soft) == "soft"
+    finally:
+        soft.mixing_ = kept
+
+
+def test_paper_mixing_has_no_cross_validation_so_cv_means_the_hard_prior(data):
+    router = FineRouter(encoder=FakeEncoder(), seed=0, stage1_assignment="cv", mixing="paper").fit(data[0])
+    assert router.mixing_.method == "fixed" and router.mixing_.assignment == "hard"

@@ -275,7 +275,7 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
     np.testing.assert_allclose(by_name["with_ensemble"].predict_scores(x_test), ensemble.score_embeddings(x_test).final)
     soft = by_name["soft_prior"].router_
     assert soft is not fitted and soft.stage1_assignment == "soft" and soft.members_ == []
-    assert fitted.stage1_assignment == "auto" and fitted.settings_["stage1_assignment"] == "soft"  # small data
+    assert fitted.stage1_assignment == "auto" and fitted.settings_["stage1_assignment"] == "cv"  # small data
     assert fitted.settings_["ensemble_size"] == 3 and len(fitted.members_) == 2
     single = by_name["single_fit"].router_  # the default before the small-data settings: one fit, hard assignment
     assert single.settings_["ensemble_size"] == 1 and single.settings_["stage1_assignment"] == "hard"

@@ -132,7 +132,8 @@ def test_route_single_and_batch(fitted, synthetic_split):
 @pytest.mark.parametrize("n", [1, 3, 40])  # below and above the one-BLAS-thread batch size
 def test_scores_are_the_components_combined(fitted, synthetic_split, n):
     """The routing hot path (components called past their checks) equals composing the public parts: each fit's
-    classifier, estimator, (soft) task priors and mix, averaged over the fits of the default small-data ensemble."""
+    classifier, estimator, task priors (soft or hard, as each fit's cross-validation chose) and mix, averaged over the
+    fits of the default small-data ensemble."""
     from finerouter.routing.assignment import soft_stage1
     from finerouter.routing.ensemble import members_of
     from finerouter.routing.mixing import mix
@@ -142,12 +143,14 @@ def test_scores_are_the_components_combined(fitted, synthetic_split, n):
     emb = fitted.encoder_.encode(test.prompts[:n])
     scores = fitted.score_embeddings(emb)
     fits = [fitted, *members_of(fitted)]
-    assert len(fits) == fitted.settings_["ensemble_size"] == 3 and fitted.settings_["stage1_assignment"] == "soft"
+    assert len(fits) == fitted.settings_["ensemble_size"] == 3 and fitted.settings_["stage1_assignment"] == "cv"
     finals, stage2s = [], []
     for fit in fits:
         task, conf = fit.classifier_.predict(emb)
         stage2 = fit.quality_.predict(emb, task)
-        stage1 = soft_stage1(fit.classifier_, emb, fit.stage1_, fit.global_prior_)
+        rows = np.where(task >= 0, task, fit.catalog_.n_tasks)
+        stage1 = soft_stage1(fit.classifier_, emb, fit.stage1_, fit.global_prior_) \
+            if fit.mixing_.assignment == "soft" else fit.stage1_[rows]
         if fit is fitted:
             np.testing.assert_array_equal(scores.task, task)  # the task a decision names is the router's own
             np.testing.assert_allclose(scores.confidence, conf)

@@ -24,7 +24,8 @@ with the same settings share a single fit per training split.
   :mod:`finerouter.routing.ensemble`).
 * ``soft_prior``: one full router with soft task assignment for the stage-1 prior (``stage1_assignment="soft"``,
   :mod:`finerouter.routing.assignment`).
-* ``soft_ensemble``: both (three fits, each with the soft prior).
+* ``soft_ensemble``: both (three fits, each with the soft prior): the small-data default before the default let the
+  cross-validation choose between the soft and the hard prior (``stage1_assignment="cv"``).
 
 Stage-1 scores for the cost–quality curve: a task's models in fused-ranking order, scored ``(m - position) /
 (m - 1)`` (so tolerance walks down the task's ranking); "Others" rows use the Others median scores.

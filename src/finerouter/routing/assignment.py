@@ -10,7 +10,15 @@ weighted by the classifier's sigmoid probabilities (normalised to sum to 1),
     stage1(x) = sum_t p_t(x) * prior_t / sum_t p_t(x),
 
 which is the hard prior when one task's probability dominates and a blend near borders. The task a decision
-names is still the most likely one. Measured in docs/models.md.
+names is still the most likely one.
+
+Which of the two routes better depends on the pool: in pools of dozens of near-identical models the soft prior
+averages their task priors so far that the out-of-fold gain of routing looks like noise and the router falls back to
+the best single model, while on small data of a few distinct models it gains. ``stage1_assignment="cv"`` (the
+small-data default) lets the mixing cross-validation decide: it computes both priors out of fold (the same fold fits,
+so the second costs one matrix product per fold), chooses the mixing weights for each, and keeps the one whose
+cross-fitted routing quality is higher (:func:`choose_assignment`; ties keep the paper's hard prior). The choice is
+``mixing_.assignment``. Measured in docs/models.md.
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-ASSIGNMENTS = ("hard", "soft")
+ASSIGNMENTS = ("hard", "soft", "cv")
 
 
 def task_weights_for(classifier: Any, emb: np.ndarray) -> np.ndarray:
@@ -49,11 +57,48 @@ def soft_stage1(classifier: Any, emb: np.ndarray, stage1: np.ndarray, global_pri
     return weights @ priors
 
 
-def uses_soft_prior(router: Any, classifier: Any) -> bool:
-    """Whether ``router`` reads the soft prior (it asks for it, and has a classifier with at least one task)."""
+def assignment_of(router: Any) -> str:
+    """The stage-1 assignment a fitted ``router`` routes with: the one its mixing cross-validation chose
+    (``mixing_.assignment``), else the one it was fitted with (``settings_``; an artifact saved before the choice
+    existed), else its parameter. ``"cv"`` without a choice (no cross-validation ran) is the paper's ``"hard"``."""
     from finerouter.routing.regime import setting
 
-    return setting(router, "stage1_assignment") == "soft" and classifier is not None
+    mixing = getattr(router, "mixing_", None)
+    chosen = getattr(mixing, "assignment", None)
+    value = chosen if chosen else setting(router, "stage1_assignment")
+    return "soft" if value == "soft" else "hard"
 
 
-__all__ = ["ASSIGNMENTS", "soft_stage1", "task_weights_for", "task_weights_from_logits", "uses_soft_prior"]
+def uses_soft_prior(router: Any, classifier: Any) -> bool:
+    """Whether fitted ``router`` reads the soft prior (:func:`assignment_of` is soft, and it has a classifier with at
+    least one task)."""
+    return assignment_of(router) == "soft" and classifier is not None
+
+
+def effective_quality(choice: Any) -> float:
+    """The out-of-fold routing quality a :class:`~finerouter.routing.mixing.MixingChoice` stands for: its
+    cross-fitted selection's when it routes, the best single model's when it fell back."""
+    key = "selected" if choice.method == "cv" else "best_single"
+    return float(choice.oof_quality.get(key, float("-inf")))
+
+
+def choose_assignment(choices: dict[str, Any]) -> str:
+    """The assignment (``"hard"`` or ``"soft"``) whose mixing choice has the higher :func:`effective_quality`;
+    ``"hard"`` unless the soft one is strictly higher (or the only one)."""
+    if "hard" not in choices:
+        return "soft"
+    if "soft" not in choices:
+        return "hard"
+    return "soft" if effective_quality(choices["soft"]) > effective_quality(choices["hard"]) else "hard"
+
+
+__all__ = [
+    "ASSIGNMENTS",
+    "assignment_of",
+    "choose_assignment",
+    "effective_quality",
+    "soft_stage1",
+    "task_weights_for",
+    "task_weights_from_logits",
+    "uses_soft_prior",
+]

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from finerouter.routing.assignment import soft_stage1, uses_soft_prior
+from finerouter.routing.assignment import choose_assignment, effective_quality, soft_stage1
 from finerouter.routing.mixing import (
     CANDIDATE_MIXES,
     NEIGHBOUR_MIXES,
@@ -215,6 +215,16 @@ def choose_refinement(
     return refine, quality
 
 
+def fixed_mixing(router: Any) -> tuple[MixingChoice, Calibration]:
+    """``mixing="paper"``: the paper's Eq. 5 with the router's ``alpha``, no calibration, and the stage-1 assignment
+    asked for (``"cv"``, with no cross-validation to choose, is the paper's hard prior)."""
+    from finerouter.routing.regime import setting
+
+    choice = MixingChoice.fixed(router.alpha, 1.0 - router.alpha, 0.0)
+    choice.assignment = "soft" if setting(router, "stage1_assignment") == "soft" else "hard"
+    return choice, Calibration.identity()
+
+
 def cross_validate_mixing(
     router: Any, dataset: Any, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray, descriptions: list[str],
     groups: list[str] | None,
@@ -227,14 +237,21 @@ def cross_validate_mixing(
     weights from these scores (with ``neighbours``, also among mixes that weigh each model's mean score on the
     prompt's nearest training prompts of the other folds); an isotonic calibration of the mixed estimate is fitted
     on the same scores.
+
+    The stage-1 prior is computed out of fold as the router's ``stage1_assignment`` asks: hard, soft, or with
+    ``"cv"`` both, each getting its own weights; the one that routes the held-out folds better (cross-fitted) is kept
+    (:func:`finerouter.routing.assignment.choose_assignment`) and is ``MixingChoice.assignment``.
     """
+    from finerouter.routing.regime import setting
     from finerouter.evaluation.metrics import expected_calibration_error
 
     scores = np.asarray(dataset.scores, dtype=np.float64)
     n, m = scores.shape
     folds = resolve_cv_folds(router.cv_folds, len(set(dataset.prompts)))
     fold = fold_ids(dataset.prompts, dataset.tasks, folds, router.seed + 104729)
-    stage1 = np.full((n, m), np.nan)
+    requested = setting(router, "stage1_assignment")
+    wanted = {"hard": ("hard",), "soft": ("soft",)}.get(requested, ("hard", "soft"))
+    stage1s = {name: np.full((n, m), np.nan) for name in wanted}
     stage2 = np.full((n, m), np.nan)
     global_prior = np.full((n, m), np.nan)
     neighbours = np.full((n, m), np.nan) if router.neighbours else None
@@ -255,8 +272,9 @@ def cross_validate_mixing(
         else:
             task = np.full(held.size, -1, dtype=np.int64)
         rows = np.where(task >= 0, task, parts.discovery.catalog_.n_tasks)
-        stage1[held] = soft_stage1(parts.classifier, emb, parts.stage1, parts.global_prior) \
-            if uses_soft_prior(router, parts.classifier) else parts.stage1[rows]
+        for name, stage1 in stage1s.items():  # without a classifier (no task) the soft prior is the hard one
+            stage1[held] = soft_stage1(parts.classifier, emb, parts.stage1, parts.global_prior) \
+                if name == "soft" and parts.classifier is not None else parts.stage1[rows]
         stage2[held] = parts.quality._predict(emb, task)
         global_prior[held] = parts.global_prior[None, :]
         if neighbours is not None:
@@ -264,8 +282,8 @@ def cross_validate_mixing(
     done = np.isfinite(global_prior).any(axis=1)
     if not done.any():  # no fold could be fitted: no evidence that routing helps
         logger.info("mixing: too few prompts for cross-validation; routing like the best single model")
-        return MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 1.0, "neighbours": 0.0}, "fallback"), \
-            Calibration.identity()
+        return MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 1.0, "neighbours": 0.0}, "fallback",
+                            assignment=wanted[0]), Calibration.identity()
     alpha = float(router.alpha)
     candidates = ((alpha, 1.0 - alpha, 0.0),) + tuple(c for c in CANDIDATE_MIXES[1:] if c != (alpha, 1 - alpha, 0))
     held_neighbours = None
@@ -275,11 +293,20 @@ def cross_validate_mixing(
     stacks: tuple[tuple[str, ...], ...] = ()
     if router.stacking:  # the stack is the default; with the neighbour source, the stack that reads it too
         stacks = (("stage2", "stage1"),) if neighbours is None else (("stage2", "stage1", "neighbours"),)
-    choice = choose_weights(
-        stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates,
-        neighbours=held_neighbours, stacks=stacks, stack_first=True,
-    )
-    choice.folds = folds
+    choices = {
+        name: choose_weights(
+            stage2[done], stage1[done], global_prior[done], scores[done], fold[done], candidates=candidates,
+            neighbours=held_neighbours, stacks=stacks, stack_first=True,
+        )
+        for name, stage1 in stage1s.items()
+    }
+    assignment = choose_assignment(choices)
+    choice, stage1 = choices[assignment], stage1s[assignment]
+    choice.folds, choice.assignment = folds, assignment
+    if len(choices) > 1:
+        choice.assignment_quality = {name: effective_quality(c) for name, c in choices.items()}
+        logger.info("stage-1 assignment: out-of-fold routing quality %s -> %s",
+                    {k: round(v, 4) for k, v in choice.assignment_quality.items()}, assignment)
     router.out_of_fold_ = OutOfFold(
         stage2[done], stage1[done], global_prior[done], held_neighbours, scores[done], fold[done]
     )
@@ -300,6 +327,7 @@ __all__ = [
     "fit_classifier",
     "fit_parts",
     "fit_summary",
+    "fixed_mixing",
     "stage1_matrix",
     "stage1_prior",
 ]

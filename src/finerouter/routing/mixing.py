@@ -86,6 +86,11 @@ class MixingChoice:
             prompt, the paper's Eq. 5 family) or ``"raw"`` (the sources on the score scale, a stacked shrinkage
             mix of :mod:`finerouter.routing.stacking`; the global weight may then be negative).
         folds: the cross-validation's number of folds (None: not cross-validated).
+        assignment: the stage-1 assignment the router routes with, ``"hard"`` or ``"soft"``
+            (:mod:`finerouter.routing.assignment`; None: an artifact saved before it was recorded, which routes with
+            its ``stage1_assignment`` setting).
+        assignment_quality: with ``stage1_assignment="cv"``, each assignment's out-of-fold routing quality (its
+            cross-fitted selection's, or the best single model's where it fell back) that the choice was made on.
     """
 
     weights: dict[str, float]
@@ -98,6 +103,8 @@ class MixingChoice:
     estimate_weights: dict[str, float] | None = None
     scale: str = "normalised"
     folds: int | None = None
+    assignment: str | None = None
+    assignment_quality: dict[str, float] | None = None
 
     def vector(self) -> np.ndarray:
         """``(4,)`` weights in :data:`SOURCES` order."""

@@ -4,8 +4,9 @@ At a few hundred to a couple of thousand scored prompts a single fit is noisy: w
 mix the cross-validation keeps and whether it falls back to the best single model all move with the seed (on
 routerdc with 1,500 prompts five seeds routed one test split at 0.501-0.511), and the held-out folds, each fitted on
 a fraction of an already small set, understate the final router. There the router gains from averaging several
-fits (``ensemble_size``), from reading every task's prior in proportion to the classifier's belief rather than the
-one most likely task's (``stage1_assignment="soft"``) and from more folds (``cv_folds``). With many thousands of
+fits (``ensemble_size``), from more folds (``cv_folds``) and, except in pools of many near-identical models, from
+reading every task's prior in proportion to the classifier's belief rather than the one most likely task's: there
+``stage1_assignment`` lets the cross-validation choose between the soft and the hard prior (``"cv"``). With many thousands of
 prompts a fit is stable, those settings cost fit time and gain nothing measurable, and the single fit is kept.
 ``ensemble_size`` and ``stage1_assignment`` are ``"auto"`` by default; ``cv_folds`` stays 3 unless asked.
 
@@ -24,7 +25,7 @@ SMALL_DATA_PROMPTS = 2000
 #: ``parameter: (value on small data, value otherwise)`` for each parameter that accepts ``"auto"``.
 AUTO_VALUES: dict[str, tuple[Any, Any]] = {
     "ensemble_size": (3, 1),
-    "stage1_assignment": ("soft", "hard"),
+    "stage1_assignment": ("cv", "hard"),
     "cv_folds": (5, 3),
 }
 

@@ -35,7 +35,6 @@ from finerouter.routing.artifact import check_save_destination
 from finerouter.routing.costs import CostModel, observed_costs, token_counter_for
 from finerouter.routing.decision import RoutingDecision
 from finerouter.routing.decisions import RoutingRequest, build_decisions, choose
-from finerouter.routing.mixing import Calibration, MixingChoice
 from finerouter.routing.scoring import RouterScores, score
 
 logger = logging.getLogger(__name__)
@@ -95,8 +94,9 @@ class FineRouter(Component):
             ``"auto"`` (default): 3 on small data (at most 2,000 unique prompts), else 1
             (:mod:`finerouter.routing.regime`; the values used are ``settings_``).
         stage1_assignment: ``"hard"`` (the paper): a prompt's stage-1 prior is its assigned task's; ``"soft"``:
-            the task priors weighted by the classifier's probabilities (:mod:`finerouter.routing.assignment`).
-            ``"auto"`` (default): soft on small data, else hard.
+            the task priors weighted by the classifier's probabilities; ``"cv"``: the one that routes the mixing
+            cross-validation's held-out folds better (:mod:`finerouter.routing.assignment`; the one used is
+            ``mixing_.assignment``). ``"auto"`` (default): cv on small data, else hard.
         discovery: a :class:`finerouter.discovery.TaskDiscovery` (its parameters are used; it is cloned, never
             fitted in place), or a dict of its parameters as a shorthand (a misspelt key is a ParameterError).
         classifier: a :class:`finerouter.classify.TaskClassifier`, or a dict of its parameters. With None or a
@@ -126,7 +126,7 @@ class FineRouter(Component):
         "neighbours": [BOOLEAN],
         "stacking": [BOOLEAN],
         "ensemble_size": [Interval("int", 1, None), Options("auto")],
-        "stage1_assignment": [Options("hard", "soft", "auto")],
+        "stage1_assignment": [Options("hard", "soft", "cv", "auto")],
         "discovery": _COMPONENT_VALUE,
         "classifier": _COMPONENT_VALUE,
         "quality": _COMPONENT_VALUE,
@@ -289,7 +289,7 @@ class FineRouter(Component):
                 self, dataset, encoder, embeddings, desc_emb, descriptions, groups
             )
         else:
-            mixing, calibration = MixingChoice.fixed(self.alpha, 1.0 - self.alpha, 0.0), Calibration.identity()
+            mixing, calibration = fitting.fixed_mixing(self)
         timings["mixing_cv"] = time.perf_counter() - t
 
         self.encoder_ = encoder
