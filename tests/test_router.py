@@ -370,7 +370,9 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     assert manifest["config"]["refine_task_labels"] == "auto"
     assert manifest["config"]["ensemble_size"] == "auto"
     assert manifest["fit_summary"]["settings"]["ensemble_size"] == 3  # small data
-    assert "3 fit(s) averaged" in res.output
+    said = " ".join(res.output.split())  # the console may wrap the line
+    chosen = [m["assignment"] for m in manifest["fit_summary"]["ensemble"]["mixing"]]
+    assert set(chosen) <= {"hard", "soft"} and f"3 fit(s) averaged (stage-1 priors: {', '.join(chosen)})" in said
     assert ("refining the task labels" in res.output) is manifest["fit_summary"]["refined_task_labels"]
     res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), test.prompts[0]])
     assert res.exit_code == 0, res.output

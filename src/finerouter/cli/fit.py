@@ -76,7 +76,8 @@ def fit(
             f"{' refining the task labels' if summary['refined_task_labels'] else ''}, "
             f"{summary['share_in_tasks']:.0%} of prompts in a task, "
             f"{summary['mean_candidates']:.2f} candidates per task of {summary['n_models']} models, "
-            f"costs: {router.cost_model_.kind}, {summary['ensemble']['size']} fit(s) averaged, "
+            f"costs: {router.cost_model_.kind}, {summary['ensemble']['size']} fit(s) averaged (stage-1 priors: "
+            f"{', '.join(str(m['assignment']) for m in summary['ensemble']['mixing'])}), "
             f"fit {summary['seconds']['total']:.1f}s"
         )
 

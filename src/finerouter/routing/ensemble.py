@@ -98,11 +98,13 @@ def with_members(out: Any, members: list[Any]) -> Any:
 
 
 def summary(router: Any) -> dict[str, Any]:
-    """``fit_summary_["ensemble"]``: the size, each fit's seed, number of tasks and mixing."""
+    """``fit_summary_["ensemble"]``: the size, each fit's seed, number of tasks and mixing (method, weights and
+    stage-1 assignment)."""
     every = [router, *members_of(router)]
     return {"size": len(every), "seeds": [int(r.seed) for r in every],
             "n_tasks": [int(r.catalog_.n_tasks) for r in every],
-            "mixing": [{"method": r.mixing_.method, "weights": dict(r.mixing_.weights)} for r in every]}  # fmt: skip
+            "mixing": [{"method": r.mixing_.method, "weights": dict(r.mixing_.weights),
+                        "assignment": r.mixing_.assignment} for r in every]}  # fmt: skip
 
 
 __all__ = ["average_scores", "fit_members", "member_seed", "members_of", "share_with_member", "summary",
