@@ -242,8 +242,8 @@ def cross_validate_mixing(
     ``"cv"`` both, each getting its own weights; the one that routes the held-out folds better (cross-fitted) is kept
     (:func:`finerouter.routing.assignment.choose_assignment`) and is ``MixingChoice.assignment``.
     """
-    from finerouter.routing.regime import setting
     from finerouter.evaluation.metrics import expected_calibration_error
+    from finerouter.routing.regime import setting
 
     scores = np.asarray(dataset.scores, dtype=np.float64)
     n, m = scores.shape
