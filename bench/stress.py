@@ -56,8 +56,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             "headroom_mean": rec["headroom_mean"],
             "seeds_at_least_best_single": int(sum(a >= b - 1e-12 for a, b in zip(q, ref))),
             "n_seeds": len(q),
+            "quality_per_seed": [float(x) for x in q],
+            "best_single_per_seed": [float(x) for x in ref],
             "fit_seconds_mean": rec.get("fit_seconds_mean"),
             "mixing": [i.get("mixing") for i in rec["per_seed"].get("info", []) if isinstance(i, dict)] or None,
+            "fits": [i.get("fits") for i in rec["per_seed"].get("info", []) if isinstance(i, dict)] or None,
         }
     return out
 

@@ -395,7 +395,9 @@ def test_finerouter_is_the_default_reference_and_its_variants_share_a_fit():
     assert {"finerouter", "best_single", "oracle"} <= set(r)
     assert r["finerouter"]["kind"] == "finerouter" and r["stage2_only"]["kind"] == "ablation"
     assert r["finerouter"]["fit_seconds_mean"] == r["stage2_only"]["fit_seconds_mean"]  # one shared fit
-    assert r["finerouter"]["per_seed"]["info"][0]["n_tasks"] >= 1
+    info = r["finerouter"]["per_seed"]["info"][0]
+    assert info["n_tasks"] >= 1 and info["mixing"]["assignment"] in ("hard", "soft")
+    assert len(info["fits"]) == 3 and info["fits"][0]["assignment"] == info["mixing"]["assignment"]  # small data
     assert res["comparisons"]["reference"] == "finerouter"
     assert set(res["comparisons"]["against"]) == {"best_single", "oracle", "stage2_only"}
     assert r["finerouter"]["quality_mean"] <= r["oracle"]["quality_mean"]

@@ -236,7 +236,11 @@ def _router_info(router: Any) -> dict[str, Any]:
         info["mean_candidates"] = summary.get("mean_candidates")
         mixing = summary.get("mixing")
         if isinstance(mixing, dict):
-            info["mixing"] = {"weights": mixing.get("weights"), "method": mixing.get("method")}
+            info["mixing"] = {"weights": mixing.get("weights"), "method": mixing.get("method"),
+                              "assignment": mixing.get("assignment")}
+        fits = (summary.get("ensemble") or {}).get("mixing")
+        if isinstance(fits, list):  # each fit's mixing method and stage-1 assignment (the router's own first)
+            info["fits"] = [{"method": f.get("method"), "assignment": f.get("assignment")} for f in fits]
     return info
 
 
