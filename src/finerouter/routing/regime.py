@@ -5,9 +5,10 @@ mix the cross-validation keeps and whether it falls back to the best single mode
 routerdc with 1,500 prompts five seeds routed one test split at 0.501-0.511), and the held-out folds, each fitted on
 a fraction of an already small set, understate the final router. There the router gains from averaging several
 fits (``ensemble_size``), from more folds (``cv_folds``) and, except in pools of many near-identical models, from
-reading every task's prior in proportion to the classifier's belief rather than the one most likely task's: there
-``stage1_assignment`` lets the cross-validation choose between the soft and the hard prior (``"cv"``). With many thousands of
-prompts a fit is stable, those settings cost fit time and gain nothing measurable, and the single fit is kept.
+reading every task's prior in proportion to the classifier's belief rather than the one most likely task's; since
+which prior wins depends on the pool, ``stage1_assignment="cv"`` lets each fit's cross-validation choose. With many
+thousands of prompts a fit is stable, those settings cost fit time and gain nothing measurable, and the single fit
+is kept.
 ``ensemble_size`` and ``stage1_assignment`` are ``"auto"`` by default; ``cv_folds`` stays 3 unless asked.
 
 ``"auto"`` resolves at ``fit`` from the number of unique training prompts (:func:`is_small`); the values a fit used
