@@ -65,8 +65,13 @@ def assignment_of(router: Any) -> str:
 
     mixing = getattr(router, "mixing_", None)
     chosen = getattr(mixing, "assignment", None)
-    value = chosen if chosen else setting(router, "stage1_assignment")
-    return "soft" if value == "soft" else "hard"
+    return chosen if chosen else unchosen(setting(router, "stage1_assignment"))
+
+
+def unchosen(requested: Any) -> str:
+    """The assignment a router that asks for ``requested`` routes with where no cross-validation chose: ``"soft"``
+    if it asked for it, else the paper's ``"hard"`` (``"cv"`` included)."""
+    return "soft" if requested == "soft" else "hard"
 
 
 def uses_soft_prior(router: Any, classifier: Any) -> bool:
@@ -100,5 +105,6 @@ __all__ = [
     "soft_stage1",
     "task_weights_for",
     "task_weights_from_logits",
+    "unchosen",
     "uses_soft_prior",
 ]

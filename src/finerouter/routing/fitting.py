@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from finerouter.routing.assignment import choose_assignment, effective_quality, soft_stage1
+from finerouter.routing.assignment import choose_assignment, effective_quality, soft_stage1, unchosen
 from finerouter.routing.mixing import (
     CANDIDATE_MIXES,
     NEIGHBOUR_MIXES,
@@ -221,7 +221,7 @@ def fixed_mixing(router: Any) -> tuple[MixingChoice, Calibration]:
     from finerouter.routing.regime import setting
 
     choice = MixingChoice.fixed(router.alpha, 1.0 - router.alpha, 0.0)
-    choice.assignment = "soft" if setting(router, "stage1_assignment") == "soft" else "hard"
+    choice.assignment = unchosen(setting(router, "stage1_assignment"))
     return choice, Calibration.identity()
 
 
@@ -283,7 +283,7 @@ def cross_validate_mixing(
     if not done.any():  # no fold could be fitted: no evidence that routing helps
         logger.info("mixing: too few prompts for cross-validation; routing like the best single model")
         return MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 1.0, "neighbours": 0.0}, "fallback",
-                            assignment=wanted[0]), Calibration.identity()
+                            assignment=unchosen(requested)), Calibration.identity()
     alpha = float(router.alpha)
     candidates = ((alpha, 1.0 - alpha, 0.0),) + tuple(c for c in CANDIDATE_MIXES[1:] if c != (alpha, 1 - alpha, 0))
     held_neighbours = None

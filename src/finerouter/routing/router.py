@@ -29,7 +29,7 @@ from finerouter._validation import (
 from finerouter.base import Component
 from finerouter.engines.embedding import embed_texts
 from finerouter.errors import DataError, ParameterError
-from finerouter.routing import ensemble, fitting, regime
+from finerouter.routing import assignment, ensemble, fitting, regime
 from finerouter.routing.components import COMPONENTS, build_component
 from finerouter.routing.artifact import check_save_destination
 from finerouter.routing.costs import CostModel, observed_costs, token_counter_for
@@ -126,7 +126,7 @@ class FineRouter(Component):
         "neighbours": [BOOLEAN],
         "stacking": [BOOLEAN],
         "ensemble_size": [Interval("int", 1, None), Options("auto")],
-        "stage1_assignment": [Options("hard", "soft", "cv", "auto")],
+        "stage1_assignment": [Options(*assignment.ASSIGNMENTS, "auto")],
         "discovery": _COMPONENT_VALUE,
         "classifier": _COMPONENT_VALUE,
         "quality": _COMPONENT_VALUE,
