@@ -68,8 +68,23 @@ def evaluate(router: Any, test: Any, x: str) -> dict[str, float]:
     return out
 
 
-def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
+def fitted(args: argparse.Namespace, key: str, train: Any, seed: int) -> Any:
+    """FineRouter fitted on ``train`` with ``seed``; with ``--routers-dir``, the router an earlier run saved there
+    under ``key`` (each is saved after fitting), so that re-running the bench after a change to ``add_model`` or to
+    routing refits nothing. The fitting code must be the same in both runs (the saved routers are what it fitted);
+    the refit times reported are then loading times."""
     from finerouter import FineRouter
+
+    path = None if args.routers_dir is None else args.routers_dir / key
+    if path is not None and (path / "manifest.json").exists():
+        return FineRouter.load(path, cache_dir=args.cache_dir)
+    router = FineRouter(cache_dir=args.cache_dir, seed=seed).fit(train)
+    if path is not None:
+        router.save(path)
+    return router
+
+
+def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
     from finerouter.routing.suggestions import suggest_prompts
@@ -83,14 +98,15 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if args.test_limit and args.test_limit < test.n_prompts:
             test = test.subset(np.sort(np.random.default_rng(seed + 1).choice(test.n_prompts, args.test_limit, replace=False)))
         t = time.perf_counter()
-        refit = FineRouter(cache_dir=args.cache_dir, seed=seed).fit(train)
+        refit = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_refit", train, seed)
         refit_seconds = time.perf_counter() - t
         print(f"[{name} seed {seed}] refit with all {data.n_models} models on {train.n_prompts} prompts: {refit_seconds:.0f}s",
               flush=True)  # fmt: skip
         for x in held_out_models(data, args.held_out):
             rest = [m for m in data.models if m != x]
             t = time.perf_counter()
-            without = FineRouter(cache_dir=args.cache_dir, seed=seed).fit(train.select_models(rest))
+            without = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_without_{x.replace('/', '_')}",
+                             train.select_models(rest), seed)
             without_seconds = time.perf_counter() - t
             rec: dict[str, Any] = {"seed": seed, "model": x, "train_prompts": train.n_prompts,
                                    "refit_seconds": refit_seconds, "without_seconds": without_seconds,
@@ -170,6 +186,8 @@ def main() -> None:
     ap.add_argument("--test-limit", type=int, default=0, help="route at most this many test prompts (0: all)")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "onboarding")
+    ap.add_argument("--routers-dir", type=Path, default=None,
+                    help="save the refit and never-knew routers here, and load them from here when present")
     args = ap.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.n = [int(s) for s in args.n.split(",") if s.strip()]
