@@ -140,17 +140,18 @@ def mix(
     """``(n, m)`` final scores: ``weights`` (``(4,)``, or ``(3,)`` without neighbours) times the min-max
     normalised ``stage2`` ``(n, m)``, ``stage1`` ``(n, m)``, ``global_prior`` ``(m,)`` and ``neighbours``
     ``(n, m)`` (NaN entries normalise to 0; over the ``reference`` columns of
-    :func:`~finerouter.routing.policy.minmax_rows` when given)."""
+    :func:`~finerouter.routing.policy.minmax_rows` when given, unclipped: a caller with added models clips their
+    per-prompt sources first, :func:`~finerouter.routing.policy.clip_to_reference`)."""
     from finerouter.routing.policy import minmax_rows
 
     w2, w1, wg, wn = (float(w) for w in _four(weights))
-    out = w2 * minmax_rows(stage2, reference) + w1 * minmax_rows(stage1, reference)
+    out = w2 * minmax_rows(stage2, reference, clip=False) + w1 * minmax_rows(stage1, reference, clip=False)
     if wg:
-        out += wg * minmax_rows(np.asarray(global_prior, dtype=np.float64).reshape(1, -1), reference)
+        out += wg * minmax_rows(np.asarray(global_prior, dtype=np.float64).reshape(1, -1), reference, clip=False)
     if wn:
         if neighbours is None:
             raise ParameterError("mix: the weights use the neighbour source, and no neighbour scores were given")
-        out += wn * minmax_rows(neighbours, reference)
+        out += wn * minmax_rows(neighbours, reference, clip=False)
     return out
 
 
@@ -161,14 +162,15 @@ def routing_mix(
     """``(n, m)`` routing scores in [0, 1] per prompt: :func:`mix` for ``scale="normalised"``; for ``"raw"`` the
     score-scale mix (:func:`raw_mix`, a stacked shrinkage estimate) min-max normalised per prompt, so that a
     ``tolerance`` means the same share of the prompt's spread under either scale (over the ``reference`` columns
-    of :func:`~finerouter.routing.policy.minmax_rows` when given)."""
+    of :func:`~finerouter.routing.policy.minmax_rows` when given, unclipped as in :func:`mix`: an added model may
+    then score beyond [0, 1])."""
     if scale == "normalised":
         return mix(weights, stage2, stage1, global_prior, neighbours, reference)
     if scale != "raw":
         raise ParameterError(f"routing_mix: scale must be 'normalised' or 'raw'; got {scale!r}")
     from finerouter.routing.policy import minmax_rows
 
-    return minmax_rows(raw_mix(weights, stage2, stage1, global_prior, neighbours), reference)
+    return minmax_rows(raw_mix(weights, stage2, stage1, global_prior, neighbours), reference, clip=False)
 
 
 def _tie_break_bonus(global_prior: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from finerouter.errors import DataError, ParameterError
 
 
-def minmax_rows(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+def minmax_rows(x: np.ndarray, reference: np.ndarray | None = None, *, clip: bool = True) -> np.ndarray:
     """Min-max normalise each row of ``x`` (n, m) to [0, 1] over its finite entries.
 
     A row whose finite entries are all equal maps to 0 (it carries no preference); NaN entries map to 0 too, so a
@@ -27,11 +27,13 @@ def minmax_rows(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarra
     mapped by them and clipped to [0, 1] (a column above the reference's best ties it, one below its worst ties
     that). A router with models added after its fit normalises over its fitted models, so that a new model cannot
     rescale how the old ones' scores are weighed, nor outweigh them in one source by more than the best fitted
-    model can. A row whose reference entries are all equal is normalised over every column.
+    model can. A row whose reference entries are all equal is normalised over every column. ``clip=False`` leaves
+    the other columns unclipped (above 1 or below 0 where they lie beyond the reference's range): for the priors,
+    where an added model's value is a paired, shrunk estimate that may well lie beyond every fitted model's.
     """
     x = np.asarray(x, dtype=np.float64)
     if reference is not None:
-        return _minmax_rows_over(x, np.asarray(reference, dtype=np.int64))
+        return _minmax_rows_over(x, np.asarray(reference, dtype=np.int64), clip)
     finite = np.isfinite(x)
     if finite.all():  # the common case, in fewer operations: a constant row divides 0 by inf
         lo = x.min(axis=1, keepdims=True)
@@ -46,14 +48,35 @@ def minmax_rows(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarra
     return np.where(finite, out, 0.0)
 
 
-def _minmax_rows_over(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def _minmax_rows_over(x: np.ndarray, reference: np.ndarray, clip: bool = True) -> np.ndarray:
     finite = np.isfinite(x)
     sub, ok = x[:, reference], finite[:, reference]
     lo = np.where(ok, sub, np.inf).min(axis=1, keepdims=True)
     span = np.where(ok, sub, -np.inf).max(axis=1, keepdims=True) - lo
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(span > 0, np.clip((x - lo) / np.where(span > 0, span, 1.0), 0.0, 1.0), minmax_rows(x))
+        scaled = (x - lo) / np.where(span > 0, span, 1.0)
+        out = np.where(span > 0, np.clip(scaled, 0.0, 1.0) if clip else scaled, minmax_rows(x))
     return np.where(finite, out, 0.0)
+
+
+def clip_to_reference(x: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+    """``x`` (n, m) with each row's columns outside ``reference`` clipped to the range of that row's finite
+    ``reference`` entries (a row without any keeps its values; NaN stays NaN). None: ``x`` itself. A router with
+    added models clips their per-prompt sources (stage 2, neighbours) this way: an added model's few-prompt
+    estimate may then tie the best fitted model's on a prompt, never outshine it (see
+    :func:`~finerouter.routing.scoring.reference_models`)."""
+    if reference is None:
+        return x
+    x = np.asarray(x, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.int64)
+    sub = x[:, reference]
+    ok = np.isfinite(sub)
+    have = ok.any(axis=1, keepdims=True)
+    lo = np.where(have, np.where(ok, sub, np.inf).min(axis=1, keepdims=True), -np.inf)
+    hi = np.where(have, np.where(ok, sub, -np.inf).max(axis=1, keepdims=True), np.inf)
+    out = np.clip(x, lo, hi)
+    out[:, reference] = sub
+    return out
 
 
 def combine_scores(stage2: np.ndarray, stage1: np.ndarray, alpha: float) -> np.ndarray:

@@ -12,7 +12,7 @@ from finerouter.routing.assignment import soft_stage1, uses_soft_prior
 from finerouter.routing.ensemble import average_scores, members_of
 from finerouter.routing.mixing import raw_mix, routing_mix
 from finerouter.routing.neighbours import neighbour_means
-from finerouter.routing.policy import minmax_rows
+from finerouter.routing.policy import clip_to_reference, minmax_rows
 
 
 @dataclass
@@ -43,7 +43,11 @@ def reference_models(router: Any) -> np.ndarray | None:
     """The columns each prompt's scores are min-max normalised over (:func:`minmax_rows`'s ``reference``): None
     (every model) for a router as fitted; once models were added (``provenance_``), the fitted models still there,
     so that an added model is placed on the scale the mixing weights were chosen on and never rescales the others
-    (adding a model that is never chosen leaves every decision as it was). None when fewer than 2 fitted remain."""
+    (adding a model that is never chosen leaves every decision as it was). None when fewer than 2 fitted remain.
+    On that scale the per-prompt sources (stage 2, neighbours) are clipped to the fitted models' range, while the
+    priors (stage 1, global) are not: an added model's priors are paired estimates, its mean difference from the
+    fitted models on the same prompts, shrunk by the task's evidence, so one better than every fitted model (a new
+    frontier model) ranks above them there instead of tying the best and losing the tie to a cheaper model."""
     provenance = getattr(router, "provenance_", None) or {}
     fitted = [j for j, m in enumerate(router.models_) if provenance.get(m, "fitted") == "fitted"]
     return None if len(fitted) == len(router.models_) or len(fitted) < 2 else np.asarray(fitted, dtype=np.int64)
@@ -53,7 +57,7 @@ def stage1_normalised(router: Any) -> np.ndarray:
     """``minmax_rows(stage1_)``, cached: normalising a task's row once equals normalising it per prompt."""
     cached = getattr(router, "_stage1_norm", None)
     if cached is None or cached[0] is not router.stage1_:
-        cached = (router.stage1_, minmax_rows(router.stage1_, reference_models(router)))
+        cached = (router.stage1_, minmax_rows(router.stage1_, reference_models(router), clip=False))
         router._stage1_norm = cached
     return cached[1]
 
@@ -62,7 +66,8 @@ def global_normalised(router: Any) -> np.ndarray:
     """``(m,)`` ``minmax_rows`` of the global prior (cached)."""
     cached = getattr(router, "_global_norm", None)
     if cached is None or cached[0] is not router.global_prior_:
-        cached = (router.global_prior_, minmax_rows(router.global_prior_.reshape(1, -1), reference_models(router))[0])
+        cached = (router.global_prior_,
+                  minmax_rows(router.global_prior_.reshape(1, -1), reference_models(router), clip=False)[0])
         router._global_norm = cached
     return cached[1]
 
@@ -93,21 +98,24 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     if getattr(router, "neighbour_embeddings_", None) is not None:
         neighbours = neighbour_means(emb, router.neighbour_embeddings_, router.neighbour_scores_)
     estimate_weights = router.mixing_.estimate_vector()
-    raw = raw_mix(estimate_weights, stage2, stage1, router.global_prior_, neighbours)
     ref = reference_models(router)
+    # added models: their per-prompt sources clipped to the fitted models' range, their priors not (reference_models)
+    s2 = clip_to_reference(stage2, ref)
+    nb = None if neighbours is None else clip_to_reference(neighbours, ref)
+    raw = raw_mix(estimate_weights, s2, stage1, router.global_prior_, nb)
     if router.mixing_.scale == "raw":
         # a stack routes by the raw mix the expected scores calibrate (the same weights): computed once
         same = np.array_equal(weights, estimate_weights)
-        final = minmax_rows(raw, ref) if same else routing_mix(weights, "raw", stage2, stage1, router.global_prior_,
-                                                               neighbours, ref)
+        final = minmax_rows(raw, ref, clip=False) if same else routing_mix(
+            weights, "raw", s2, stage1, router.global_prior_, nb, ref)
     else:
         w2, w1, wg, wn = weights
-        final = w2 * minmax_rows(stage2, ref) + w1 * (minmax_rows(stage1, ref) if soft
-                                                      else stage1_normalised(router)[rows])
+        final = w2 * minmax_rows(s2, ref, clip=False) + w1 * (minmax_rows(stage1, ref, clip=False) if soft
+                                                              else stage1_normalised(router)[rows])
         if wg:
             final += wg * global_normalised(router)
         if wn:
-            final += wn * minmax_rows(neighbours, ref)
+            final += wn * minmax_rows(nb, ref, clip=False)
     expected = router.calibration_(raw)
     return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64), expected)
 
