@@ -79,17 +79,13 @@ def test_minmax_rows_over_reference_columns():
 
     x = np.array([[0.2, 0.6, 0.0, np.nan], [0.5, 0.5, 0.9, 0.1]])
     out = minmax_rows(x, reference=np.array([0, 1]))
-    # row 0: the reference spans [0.2, 0.6]; the others are placed on that scale, clipped to [0, 1]; NaN maps to 0
-    np.testing.assert_allclose(out[0], [0.0, 1.0, 0.0, 0.0])
-    np.testing.assert_allclose(minmax_rows(np.array([[0.2, 0.6, 0.4, 0.9]]), reference=[0, 1]), [[0.0, 1.0, 0.5, 1.0]])
+    # row 0: the reference spans [0.2, 0.6]; the others are placed on that scale, unclipped; NaN maps to 0
+    np.testing.assert_allclose(out[0], [0.0, 1.0, -0.5, 0.0])
+    np.testing.assert_allclose(minmax_rows(np.array([[0.2, 0.6, 0.4, 0.9, 0.0]]), reference=[0, 1]),
+                               [[0.0, 1.0, 0.5, 1.75, -0.5]])
     # row 1: the reference is constant, so the row is normalised over every column
     np.testing.assert_allclose(out[1], minmax_rows(x[1:])[0])
     np.testing.assert_array_equal(minmax_rows(x, reference=np.arange(4)), minmax_rows(x))
-    # clip=False: the same scale, the other columns left beyond it (the priors of an added model)
-    np.testing.assert_allclose(minmax_rows(np.array([[0.2, 0.6, 0.4, 0.9, 0.0]]), reference=[0, 1], clip=False),
-                               [[0.0, 1.0, 0.5, 1.75, -0.5]])
-    np.testing.assert_allclose(minmax_rows(x, reference=[0, 1], clip=False)[0], [0.0, 1.0, -0.5, 0.0])  # NaN: 0
-    np.testing.assert_allclose(minmax_rows(x, reference=[0, 1], clip=False)[1], out[1])
 
 
 def test_clip_to_reference_clips_the_other_columns_to_each_rows_reference_range():
@@ -101,6 +97,7 @@ def test_clip_to_reference_clips_the_other_columns_to_each_rows_reference_range(
     np.testing.assert_allclose(out[1], [0.5, np.nan, np.nan, 0.5])  # NaN stays NaN; one finite reference entry
     np.testing.assert_allclose(out[2], x[2])  # no finite reference entry: unchanged
     assert clip_to_reference(x, None) is x
-    # clipping the source first, then normalising unclipped, is normalising with the clip
+    # clipped first, the other columns normalise into [0, 1]: at best they tie the reference's best
     y = np.array([[0.2, 0.6, 0.4, 0.9, 0.0], [0.1, 0.3, 0.5, -1.0, 0.2]])
-    np.testing.assert_allclose(minmax_rows(clip_to_reference(y, [0, 1]), [0, 1], clip=False), minmax_rows(y, [0, 1]))
+    np.testing.assert_allclose(minmax_rows(clip_to_reference(y, [0, 1]), [0, 1]),
+                               np.clip(minmax_rows(y, [0, 1]), 0.0, 1.0))

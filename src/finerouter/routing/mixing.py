@@ -145,13 +145,13 @@ def mix(
     from finerouter.routing.policy import minmax_rows
 
     w2, w1, wg, wn = (float(w) for w in _four(weights))
-    out = w2 * minmax_rows(stage2, reference, clip=False) + w1 * minmax_rows(stage1, reference, clip=False)
+    out = w2 * minmax_rows(stage2, reference) + w1 * minmax_rows(stage1, reference)
     if wg:
-        out += wg * minmax_rows(np.asarray(global_prior, dtype=np.float64).reshape(1, -1), reference, clip=False)
+        out += wg * minmax_rows(np.asarray(global_prior, dtype=np.float64).reshape(1, -1), reference)
     if wn:
         if neighbours is None:
             raise ParameterError("mix: the weights use the neighbour source, and no neighbour scores were given")
-        out += wn * minmax_rows(neighbours, reference, clip=False)
+        out += wn * minmax_rows(neighbours, reference)
     return out
 
 
@@ -170,7 +170,7 @@ def routing_mix(
         raise ParameterError(f"routing_mix: scale must be 'normalised' or 'raw'; got {scale!r}")
     from finerouter.routing.policy import minmax_rows
 
-    return minmax_rows(raw_mix(weights, stage2, stage1, global_prior, neighbours), reference, clip=False)
+    return minmax_rows(raw_mix(weights, stage2, stage1, global_prior, neighbours), reference)
 
 
 def _tie_break_bonus(global_prior: np.ndarray) -> np.ndarray:

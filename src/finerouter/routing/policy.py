@@ -17,23 +17,22 @@ import numpy as np
 from finerouter.errors import DataError, ParameterError
 
 
-def minmax_rows(x: np.ndarray, reference: np.ndarray | None = None, *, clip: bool = True) -> np.ndarray:
+def minmax_rows(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
     """Min-max normalise each row of ``x`` (n, m) to [0, 1] over its finite entries.
 
     A row whose finite entries are all equal maps to 0 (it carries no preference); NaN entries map to 0 too, so a
     model with no information is never preferred by this term.
 
     ``reference``: column indices whose finite entries alone set each row's minimum and span; every column is
-    mapped by them and clipped to [0, 1] (a column above the reference's best ties it, one below its worst ties
-    that). A router with models added after its fit normalises over its fitted models, so that a new model cannot
-    rescale how the old ones' scores are weighed, nor outweigh them in one source by more than the best fitted
-    model can. A row whose reference entries are all equal is normalised over every column. ``clip=False`` leaves
-    the other columns unclipped (above 1 or below 0 where they lie beyond the reference's range): for the priors,
-    where an added model's value is a paired, shrunk estimate that may well lie beyond every fitted model's.
+    mapped by them, the others unclipped (above 1 or below 0 where they lie beyond the reference's range; clip the
+    input first with :func:`clip_to_reference` to tie them to it instead). A router with models added after its
+    fit normalises over its fitted models, so that a new model cannot rescale how the old ones' scores are
+    weighed (:func:`~finerouter.routing.scoring.reference_models`). A row whose reference entries are all equal is
+    normalised over every column.
     """
     x = np.asarray(x, dtype=np.float64)
     if reference is not None:
-        return _minmax_rows_over(x, np.asarray(reference, dtype=np.int64), clip)
+        return _minmax_rows_over(x, np.asarray(reference, dtype=np.int64))
     finite = np.isfinite(x)
     if finite.all():  # the common case, in fewer operations: a constant row divides 0 by inf
         lo = x.min(axis=1, keepdims=True)
@@ -48,14 +47,13 @@ def minmax_rows(x: np.ndarray, reference: np.ndarray | None = None, *, clip: boo
     return np.where(finite, out, 0.0)
 
 
-def _minmax_rows_over(x: np.ndarray, reference: np.ndarray, clip: bool = True) -> np.ndarray:
+def _minmax_rows_over(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
     finite = np.isfinite(x)
     sub, ok = x[:, reference], finite[:, reference]
     lo = np.where(ok, sub, np.inf).min(axis=1, keepdims=True)
     span = np.where(ok, sub, -np.inf).max(axis=1, keepdims=True) - lo
     with np.errstate(invalid="ignore", divide="ignore"):
-        scaled = (x - lo) / np.where(span > 0, span, 1.0)
-        out = np.where(span > 0, np.clip(scaled, 0.0, 1.0) if clip else scaled, minmax_rows(x))
+        out = np.where(span > 0, (x - lo) / np.where(span > 0, span, 1.0), minmax_rows(x))
     return np.where(finite, out, 0.0)
 
 

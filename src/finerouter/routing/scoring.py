@@ -57,7 +57,7 @@ def stage1_normalised(router: Any) -> np.ndarray:
     """``minmax_rows(stage1_)``, cached: normalising a task's row once equals normalising it per prompt."""
     cached = getattr(router, "_stage1_norm", None)
     if cached is None or cached[0] is not router.stage1_:
-        cached = (router.stage1_, minmax_rows(router.stage1_, reference_models(router), clip=False))
+        cached = (router.stage1_, minmax_rows(router.stage1_, reference_models(router)))
         router._stage1_norm = cached
     return cached[1]
 
@@ -67,7 +67,7 @@ def global_normalised(router: Any) -> np.ndarray:
     cached = getattr(router, "_global_norm", None)
     if cached is None or cached[0] is not router.global_prior_:
         cached = (router.global_prior_,
-                  minmax_rows(router.global_prior_.reshape(1, -1), reference_models(router), clip=False)[0])
+                  minmax_rows(router.global_prior_.reshape(1, -1), reference_models(router))[0])
         router._global_norm = cached
     return cached[1]
 
@@ -106,16 +106,16 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     if router.mixing_.scale == "raw":
         # a stack routes by the raw mix the expected scores calibrate (the same weights): computed once
         same = np.array_equal(weights, estimate_weights)
-        final = minmax_rows(raw, ref, clip=False) if same else routing_mix(
+        final = minmax_rows(raw, ref) if same else routing_mix(
             weights, "raw", s2, stage1, router.global_prior_, nb, ref)
     else:
         w2, w1, wg, wn = weights
-        final = w2 * minmax_rows(s2, ref, clip=False) + w1 * (minmax_rows(stage1, ref, clip=False) if soft
+        final = w2 * minmax_rows(s2, ref) + w1 * (minmax_rows(stage1, ref) if soft
                                                               else stage1_normalised(router)[rows])
         if wg:
             final += wg * global_normalised(router)
         if wn:
-            final += wn * minmax_rows(nb, ref, clip=False)
+            final += wn * minmax_rows(nb, ref)
     expected = router.calibration_(raw)
     return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64), expected)
 
