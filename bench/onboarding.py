@@ -68,20 +68,26 @@ def evaluate(router: Any, test: Any, x: str) -> dict[str, float]:
     return out
 
 
-def fitted(args: argparse.Namespace, key: str, train: Any, seed: int) -> Any:
-    """FineRouter fitted on ``train`` with ``seed``; with ``--routers-dir``, the router an earlier run saved there
-    under ``key`` (each is saved after fitting), so that re-running the bench after a change to ``add_model`` or to
-    routing refits nothing. The fitting code must be the same in both runs (the saved routers are what it fitted);
-    the refit times reported are then loading times."""
+def fitted(args: argparse.Namespace, key: str, train: Any, seed: int) -> tuple[Any, float | None]:
+    """FineRouter fitted on ``train`` with ``seed``, and the seconds its fit took; with ``--routers-dir``, the router
+    an earlier run saved there under ``key`` (each is saved after fitting), so that re-running the bench after a
+    change to ``add_model`` or to routing refits nothing. The fitting code must be the same in both runs (the saved
+    routers are what it fitted). A loaded router's fit time is the one recorded beside it when it was fitted
+    (``KEY.seconds.json``), None where none was."""
     from finerouter import FineRouter
 
     path = None if args.routers_dir is None else args.routers_dir / key
+    timing = None if args.routers_dir is None else args.routers_dir / f"{key}.seconds.json"
     if path is not None and (path / "manifest.json").exists():
-        return FineRouter.load(path, cache_dir=args.cache_dir)
+        seconds = json.loads(timing.read_text())["fit_seconds"] if timing is not None and timing.exists() else None
+        return FineRouter.load(path, cache_dir=args.cache_dir), seconds
+    t = time.perf_counter()
     router = FineRouter(cache_dir=args.cache_dir, seed=seed).fit(train)
+    seconds = time.perf_counter() - t
     if path is not None:
         router.save(path)
-    return router
+        timing.write_text(json.dumps({"fit_seconds": seconds}) + "\n")
+    return router, seconds
 
 
 def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -97,17 +103,14 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             train = train.subset(np.sort(np.random.default_rng(seed).choice(train.n_prompts, args.train_size, replace=False)))
         if args.test_limit and args.test_limit < test.n_prompts:
             test = test.subset(np.sort(np.random.default_rng(seed + 1).choice(test.n_prompts, args.test_limit, replace=False)))
-        t = time.perf_counter()
-        refit = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_refit", train, seed)
-        refit_seconds = time.perf_counter() - t
-        print(f"[{name} seed {seed}] refit with all {data.n_models} models on {train.n_prompts} prompts: {refit_seconds:.0f}s",
+        refit, refit_seconds = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_refit", train, seed)
+        took = "loaded, fit time not recorded" if refit_seconds is None else f"{refit_seconds:.0f}s"
+        print(f"[{name} seed {seed}] refit with all {data.n_models} models on {train.n_prompts} prompts: {took}",
               flush=True)  # fmt: skip
         for x in held_out_models(data, args.held_out):
             rest = [m for m in data.models if m != x]
-            t = time.perf_counter()
-            without = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_without_{x.replace('/', '_')}",
-                             train.select_models(rest), seed)
-            without_seconds = time.perf_counter() - t
+            without, without_seconds = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_without_{x.replace('/', '_')}",
+                                              train.select_models(rest), seed)
             rec: dict[str, Any] = {"seed": seed, "model": x, "train_prompts": train.n_prompts,
                                    "refit_seconds": refit_seconds, "without_seconds": without_seconds,
                                    "refit": evaluate(refit, test, x), "without": evaluate(without, test, x), "added": {}}  # fmt: skip
@@ -135,6 +138,12 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "records": records}  # fmt: skip
 
 
+def mean_known(values: list[float | None]) -> float | None:
+    """Mean of the values that were measured (fits loaded from ``--routers-dir`` without a recorded time are None)."""
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
 def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (chooser, N): means over held-out models and seeds."""
     recs = result["records"]
@@ -152,7 +161,7 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "without": float(without.mean()), "added_minus_refit": float((added - refit).mean()),
             "x_recall_added": float(recall_added), "x_recall_refit": float(recall_refit),
             "add_seconds": float(np.mean([r["added"][key]["seconds"] for r in have])),
-            "refit_seconds": float(np.mean([r["refit_seconds"] for r in have])),
+            "refit_seconds": mean_known([r["refit_seconds"] for r in have]),
         })  # fmt: skip
     return rows
 
@@ -162,13 +171,14 @@ def report(results: list[dict[str, Any]], command: str) -> str:
     for result in results:
         lines += [f"## {result['dataset']}", "",
                   "held out: " + ", ".join(sorted({r['model'] for r in result['records']})), "",
-                  "| prompts chosen by / N | runs | added | refit | never knew X | added − refit | X picked where truly "
-                  "best: added / refit | seconds to add / refit |", "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+                  ("| prompts chosen by / N | runs | added | refit | never knew X | added − refit | X picked where truly "
+                   "best: added / refit | seconds to add / refit |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for row in summary_rows(result):
+            refit_time = "not recorded" if row["refit_seconds"] is None else f"{row['refit_seconds']:.0f}"
             lines.append(
                 f"| {row['setting']} | {row['runs']} | {row['added']:.4f} | {row['refit']:.4f} | {row['without']:.4f} | "
                 f"{row['added_minus_refit']:+.4f} | {row['x_recall_added']:.3f} / {row['x_recall_refit']:.3f} | "
-                f"{row['add_seconds']:.1f} / {row['refit_seconds']:.0f} |"
+                f"{row['add_seconds']:.1f} / {refit_time} |"
             )
         lines.append("")
     return "\n".join(lines)

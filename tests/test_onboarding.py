@@ -251,3 +251,31 @@ def test_an_added_model_better_than_every_fitted_one_is_chosen(fitted, mixing):
     assert added.global_prior_[-1] > router.global_prior_.max()
     chosen = [d.model for d in added.route(test.prompts)]
     assert np.mean([c == "frontier" for c in chosen]) >= 0.8
+
+
+def test_a_routing_router_falls_back_to_an_added_model_that_leads_by_more_than_routing_gains(fitted):
+    # Cross-validated mixing that routes was chosen because routing gains `gain` over the best fitted model; a new
+    # model leading that model by more is better alone on that evidence, and a refit would fall back to it
+    # (RouterBench subset: every refit with GPT-4 routes to GPT-4 alone; the old mix chose it on 40% to 100%).
+    _, train, test, _ = fitted
+    router = FineRouter(encoder=FakeEncoder(), seed=0, mixing="cv", stage1_assignment="hard",
+                        **FAST_SETTINGS).fit(train)  # fmt: skip
+    assert router.mixing_.method == "cv" and router.mixing_.gain > 0  # routing pays on the planted tasks
+    best = int(np.argmax(router.global_prior_))
+
+    def added_with(lead):
+        column = np.clip(train.scores[:, best] + lead, 0, 1)
+        data = RoutingDataset(train.prompts, train.models + ["new"], np.column_stack([train.scores, column]))
+        return router.add_model("new", data.subset(np.arange(150)), cost=1.0)
+
+    frontier = added_with(router.mixing_.gain + 0.1)
+    change = frontier.fit_summary_["model_changes"][-1]
+    assert frontier.mixing_.method == "fallback" and frontier.mixing_.vector().tolist() == [0, 0, 1, 0]
+    assert change["fell_back_to_new_model"]["lead"] > change["fell_back_to_new_model"]["routing_gain"]
+    assert {d.model for d in frontier.route(test.prompts)} == {"new"}
+    assert frontier.mixing_.estimate_weights == (router.mixing_.estimate_weights or router.mixing_.weights)
+    assert router.mixing_.method == "cv"  # the original router is left as it was
+    # a lead below the routing gain keeps the mix: routing still pays more than the new model alone
+    close = added_with(router.mixing_.gain / 4)
+    assert close.mixing_ is router.mixing_ and "fell_back_to_new_model" not in close.fit_summary_["model_changes"][-1]
+    assert len({d.model for d in close.route(test.prompts)}) > 1

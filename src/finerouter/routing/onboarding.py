@@ -20,8 +20,10 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
 - **Costs**: a price for ``X`` (a prices table, per-prompt costs in the data, or a flat cost per prompt), in the
   router's own cost model.
 
-The mixing weights and the calibration stay as they are, and so does the scale they were chosen on: once a model
-is added, each prompt's scores are min-max normalised over the fitted models only
+The mixing weights and the calibration stay as they are, with one exception (:func:`mixing_after_adding`): a router
+whose cross-validation chose to route falls back to the best single model, now the added one, when the added
+model's lead over the best fitted model exceeds the gain routing was estimated to bring over that model. The scale
+the weights were chosen on stays too: once a model is added, each prompt's scores are min-max normalised over the fitted models only
 (:func:`finerouter.routing.scoring.reference_models`), the added model placed on that scale, so that a model which
 is never best leaves every decision as it was. The router's ``provenance_`` records, per model, ``"fitted"`` or
 ``{"added": n_prompts}``, and is saved in the artifact's manifest.
@@ -150,6 +152,33 @@ def updated_candidates(
         candidates.append([all_models[j] for j in cands])
         coverage.append(cov_t)
     return rankings, candidates, coverage, counts
+
+
+# ---------------------------------------------------------------------------------------------------- mixing
+def mixing_after_adding(router: Any, global_prior: np.ndarray) -> tuple[Any, dict[str, float] | None]:
+    """The mixing a router routes with once a model was added (the last entry of ``global_prior``), and why it
+    changed (None: unchanged).
+
+    A router whose cross-validation chose to route (``mixing_.method == "cv"``) did so because routing among its
+    models was estimated to gain ``mixing_.gain`` over their best single model. A new model whose global prior leads
+    that model's by more is, on that evidence, better alone than the old routing: the router then falls back to the
+    best single model, now the new one, as a refit would (adding GPT-4 back to a RouterBench-subset router fitted
+    without it: every refit falls back to GPT-4, while the old mix chose it on 40% to 100% of test prompts). Its expected
+    scores (the calibrated raw mix) stay as they were. A router that already falls back routes by the global prior,
+    where the new model wins when it leads; fixed weights (``mixing="paper"``) are the user's and stay."""
+    mixing = router.mixing_
+    if mixing is None or mixing.method != "cv" or mixing.gain is None:
+        return mixing, None
+    lead = float(global_prior[-1] - np.nanmax(router.global_prior_))
+    if not lead > mixing.gain:
+        return mixing, None
+    from finerouter.routing.mixing import SOURCES
+
+    choice = dataclasses.replace(
+        mixing, weights={s: float(s == "global") for s in SOURCES}, method="fallback", scale="normalised",
+        estimate_weights=mixing.estimate_weights or dict(mixing.weights),
+    )  # fmt: skip
+    return choice, {"lead": round(lead, 4), "routing_gain": round(float(mixing.gain), 4)}
 
 
 # ---------------------------------------------------------------------------------------------------- costs
@@ -355,7 +384,13 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
              "candidate_rules": rules, "warm_start": models[fit.warm_start], "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     logger.info("added model %r from %d prompts: candidate in %d of %d tasks (%.1fs)", name, len(new.prompts),
                 len(new_tasks), catalog.n_tasks, event["seconds"])  # fmt: skip
+    mixing, why = mixing_after_adding(router, global_prior)
+    if why is not None:
+        event["fell_back_to_new_model"] = why
+        logger.info("the router falls back to %r alone: it leads the best fitted model by %.4f, more than the %.4f "
+                    "routing was estimated to gain", name, why["lead"], why["routing_gain"])  # fmt: skip
     out = _with_parts(router, all_models, new_catalog, quality, stage1, global_prior, cost_model, provenance, event)
+    out.mixing_ = mixing
     members = [add_model(member, name, data, cost, seed=None if seed is None else seed + i)
                for i, member in enumerate(members_of(router), start=1)]  # fmt: skip
     return with_members(out, members)
@@ -398,5 +433,5 @@ def remove_model(router: Any, name: str) -> Any:
 
 __all__ = [
     "MIN_PROMPTS", "MIN_TASK_PROMPTS", "NewModelScores", "add_model", "assign_tasks", "extended_cost_model",
-    "model_provenance", "new_model_scores", "remove_model", "task_weights",
+    "mixing_after_adding", "model_provenance", "new_model_scores", "remove_model", "task_weights",
 ]  # fmt: skip
