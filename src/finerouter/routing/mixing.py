@@ -91,6 +91,9 @@ class MixingChoice:
             its ``stage1_assignment`` setting).
         assignment_quality: with ``stage1_assignment="cv"``, each assignment's out-of-fold routing quality (its
             cross-fitted selection's, or the best single model's where it fell back) that the choice was made on.
+        replaced: when adding a model made a routing router fall back to it
+            (:func:`finerouter.routing.onboarding.mixing_after_adding`), ``{"model": name, "mixing": the choice it
+            replaced, as a dict}``, so that retiring that model restores the choice; else None.
     """
 
     weights: dict[str, float]
@@ -105,6 +108,7 @@ class MixingChoice:
     folds: int | None = None
     assignment: str | None = None
     assignment_quality: dict[str, float] | None = None
+    replaced: dict[str, Any] | None = None
 
     def vector(self) -> np.ndarray:
         """``(4,)`` weights in :data:`SOURCES` order."""

@@ -155,7 +155,7 @@ def updated_candidates(
 
 
 # ---------------------------------------------------------------------------------------------------- mixing
-def mixing_after_adding(router: Any, global_prior: np.ndarray) -> tuple[Any, dict[str, float] | None]:
+def mixing_after_adding(router: Any, name: str, global_prior: np.ndarray) -> tuple[Any, dict[str, float] | None]:
     """The mixing a router routes with once a model was added (the last entry of ``global_prior``), and why it
     changed (None: unchanged).
 
@@ -164,8 +164,10 @@ def mixing_after_adding(router: Any, global_prior: np.ndarray) -> tuple[Any, dic
     that model's by more is, on that evidence, better alone than the old routing: the router then falls back to the
     best single model, now the new one, as a refit would (adding GPT-4 back to a RouterBench-subset router fitted
     without it: every refit falls back to GPT-4, while the old mix chose it on 40% to 100% of test prompts). Its expected
-    scores (the calibrated raw mix) stay as they were. A router that already falls back routes by the global prior,
-    where the new model wins when it leads; fixed weights (``mixing="paper"``) are the user's and stay."""
+    scores (the calibrated raw mix) stay as they were, and the choice it replaced is kept (``replaced``):
+    :func:`remove_model` restores it when ``name`` is retired. A router that already falls back routes by the
+    global prior, where the new model wins when it leads; fixed weights (``mixing="paper"``) are the user's and
+    stay."""
     mixing = router.mixing_
     if mixing is None or mixing.method != "cv" or mixing.gain is None:
         return mixing, None
@@ -177,6 +179,7 @@ def mixing_after_adding(router: Any, global_prior: np.ndarray) -> tuple[Any, dic
     choice = dataclasses.replace(
         mixing, weights={s: float(s == "global") for s in SOURCES}, method="fallback", scale="normalised",
         estimate_weights=mixing.estimate_weights or dict(mixing.weights),
+        replaced={"model": name, "mixing": mixing.to_dict()},
     )  # fmt: skip
     return choice, {"lead": round(lead, 4), "routing_gain": round(float(mixing.gain), 4)}
 
@@ -384,7 +387,7 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
              "candidate_rules": rules, "warm_start": models[fit.warm_start], "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     logger.info("added model %r from %d prompts: candidate in %d of %d tasks (%.1fs)", name, len(new.prompts),
                 len(new_tasks), catalog.n_tasks, event["seconds"])  # fmt: skip
-    mixing, why = mixing_after_adding(router, global_prior)
+    mixing, why = mixing_after_adding(router, name, global_prior)
     if why is not None:
         event["fell_back_to_new_model"] = why
         logger.info("the router falls back to %r alone: it leads the best fitted model by %.4f, more than the %.4f "
@@ -400,7 +403,8 @@ def remove_model(router: Any, name: str) -> Any:
     """A new router: ``router`` without model ``name`` (priors, candidates, adapters, costs), never routed to again.
 
     A task whose only candidate was ``name`` takes the next model of its fused ranking (with its general adapter
-    as task adapter). ``router`` is not modified. ParameterError for a model the router does not know, or when
+    as task adapter). Where adding ``name`` made the router fall back to it (:func:`mixing_after_adding`), the
+    mixing it replaced is restored. ``router`` is not modified. ParameterError for a model the router does not know, or when
     fewer than 2 models would remain.
     """
     from finerouter.quality.onboarding import rebuild_estimator
@@ -426,8 +430,15 @@ def remove_model(router: Any, name: str) -> Any:
         if getattr(cost_model, attr, None) is not None:
             setattr(cost_model, attr, np.delete(getattr(cost_model, attr), j, axis=0))
     provenance = {m: p for m, p in model_provenance(router).items() if m != name}
+    event: dict[str, Any] = {"removed": name}
     out = _with_parts(router, kept, catalog, quality, np.delete(router.stage1_, j, axis=1),
-                      np.delete(router.global_prior_, j), cost_model, provenance, {"removed": name})  # fmt: skip
+                      np.delete(router.global_prior_, j), cost_model, provenance, event)  # fmt: skip
+    replaced = getattr(router.mixing_, "replaced", None)
+    if replaced is not None and replaced.get("model") == name:  # adding it made the router fall back to it
+        from finerouter.routing.mixing import MixingChoice
+
+        out.mixing_ = MixingChoice.from_dict(replaced["mixing"])
+        event["restored_mixing"] = out.mixing_.method
     return with_members(out, [remove_model(member, name) for member in members_of(router)])
 
 
