@@ -16,7 +16,8 @@ from finerouter.cli.main import app
 from finerouter.data.dataset import RoutingDataset
 from finerouter.data.synthetic import make_synthetic_routing_data
 from finerouter.errors import DataError, ParameterError
-from finerouter.routing.onboarding import assign_tasks, mixing_after_adding
+from finerouter.routing.onboarding import assign_tasks
+from finerouter.routing.onboarding_mixing import mixing_after_adding
 from finerouter.routing.scoring import reference_models
 from finerouter.routing.suggestions import suggest_prompts
 from finerouter.testing import FAST_SETTINGS, FakeEncoder

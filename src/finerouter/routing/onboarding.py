@@ -20,7 +20,7 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
 - **Costs**: a price for ``X`` (a prices table, per-prompt costs in the data, or a flat cost per prompt), in the
   router's own cost model.
 
-The mixing weights and the calibration stay as they are, with one exception (:func:`mixing_after_adding`): a router
+The mixing weights and the calibration stay as they are, with one exception (:mod:`finerouter.routing.onboarding_mixing`): a router
 whose cross-validation chose to route falls back to the best single model, now the added one, when the added
 model's lead over the best fitted model exceeds the gain routing was estimated to bring over that model by a
 standard error. The scale
@@ -48,6 +48,7 @@ from finerouter.routing.onboarding_data import (
     NewModelScores,
     new_model_scores,
 )
+from finerouter.routing.onboarding_mixing import task_weights
 
 logger = logging.getLogger(__name__)
 
@@ -96,12 +97,6 @@ def new_prior_column(router: Any, new: NewModelScores, tasks: np.ndarray) -> np.
         if (tasks == t).any():
             out[t if t >= 0 else n_tasks] = float(stat(scores[tasks == t]))
     return out
-
-
-def task_weights(catalog: Any) -> np.ndarray:
-    """``(T+1,)`` each task's share of the training prompts (row ``T``: Others)."""
-    sizes = np.array([t.size for t in catalog.tasks] + [catalog.others.size], dtype=np.float64)
-    return sizes / sizes.sum() if sizes.sum() > 0 else np.full(sizes.size, 1.0 / sizes.size)
 
 
 # ---------------------------------------------------------------------------------------------------- candidates
@@ -153,70 +148,6 @@ def updated_candidates(
         candidates.append([all_models[j] for j in cands])
         coverage.append(cov_t)
     return rankings, candidates, coverage, counts
-
-
-# ---------------------------------------------------------------------------------------------------- mixing
-def lead_over_best(router: Any, new: NewModelScores, tasks: np.ndarray) -> tuple[float, float]:
-    """``(lead, standard error)``: the new model's mean score minus the router's best single model's (by global
-    prior), over the training prompts' mix of tasks.
-
-    Paired where the data carries that model's scores on at least :data:`MIN_PROMPTS` of the prompts (prompt
-    difficulty cancels), else against its global prior. Each prompt is weighted by its task's share of the training
-    prompts over the task's share of the new prompts, so that prompts chosen to cover the tasks (``suggest-prompts``
-    over-samples small ones) estimate the lead on the traffic the router was fitted on."""
-    best = int(np.nanargmax(router.global_prior_))
-    diff = new.scores - new.others[:, best]
-    rows = np.isfinite(diff)
-    if rows.sum() < MIN_PROMPTS:
-        diff, rows = new.scores - float(router.global_prior_[best]), np.ones(new.scores.size, dtype=bool)
-    diff = diff[rows]
-    n_tasks = router.catalog_.n_tasks
-    group = np.where(tasks[rows] >= 0, tasks[rows], n_tasks)
-    sample_share = np.bincount(group, minlength=n_tasks + 1) / group.size
-    weight = task_weights(router.catalog_)[group] / sample_share[group]
-    weight = weight / weight.sum()
-    lead = float(weight @ diff)
-    return lead, float(np.sqrt(np.sum(weight**2 * (diff - lead) ** 2)))
-
-
-#: How many standard errors (of the lead and the routing gain together) the new model's lead over the best fitted
-#: model must exceed the gain routing was estimated to bring before the router falls back to it alone.
-FALLBACK_SE = 1.0
-
-
-def mixing_after_adding(router: Any, name: str, global_prior: np.ndarray, lead: tuple[float, float]
-                        ) -> tuple[Any, dict[str, float] | None]:  # fmt: skip
-    """The mixing a router routes with once a model was added (the last entry of ``global_prior``; ``lead``:
-    :func:`lead_over_best`), and why it changed (None: unchanged).
-
-    A router whose cross-validation chose to route (``mixing_.method == "cv"``) did so because routing among its
-    models was estimated to gain ``mixing_.gain`` over their best single model. A new model that leads that model by
-    more, by :data:`FALLBACK_SE` standard errors of the difference, is on that evidence better alone than the old
-    routing: the router then falls back to the best single model, now the new one, as a refit would (adding GPT-4
-    back to a RouterBench-subset router fitted without it: every refit falls back to GPT-4, while the old mix chose
-    it on 40% to 100% of test prompts). The margin guards against a lead estimated from a few dozen prompts (on
-    routerdc, point estimates of 0.04 for a true lead of 0.01 made routers that gain 0.03 fall back and lose it).
-    Its expected scores (the calibrated raw mix) stay as they were, and the choice it replaced is kept
-    (``replaced``): :func:`remove_model` restores it when ``name`` is retired. A router that already falls back
-    routes by the global prior, where the new model wins when it leads; fixed weights (``mixing="paper"``) are the
-    user's and stay."""
-    mixing = router.mixing_
-    if mixing is None or mixing.method != "cv" or mixing.gain is None:
-        return mixing, None
-    value, se = lead
-    margin = FALLBACK_SE * float(np.hypot(se, mixing.gain_se or 0.0))
-    # routing by the global prior must then pick the new model
-    if not (value - mixing.gain > margin and global_prior[-1] > np.nanmax(router.global_prior_)):
-        return mixing, None
-    from finerouter.routing.mixing import SOURCES
-
-    choice = dataclasses.replace(
-        mixing, weights={s: float(s == "global") for s in SOURCES}, method="fallback", scale="normalised",
-        estimate_weights=mixing.estimate_weights or dict(mixing.weights),
-        replaced={"model": name, "mixing": mixing.to_dict()},
-    )  # fmt: skip
-    return choice, {"lead": round(value, 4), "lead_se": round(se, 4), "routing_gain": round(float(mixing.gain), 4),
-                    "routing_gain_se": round(float(mixing.gain_se or 0.0), 4)}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- costs
@@ -422,6 +353,8 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
              "candidate_rules": rules, "warm_start": models[fit.warm_start], "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     logger.info("added model %r from %d prompts: candidate in %d of %d tasks (%.1fs)", name, len(new.prompts),
                 len(new_tasks), catalog.n_tasks, event["seconds"])  # fmt: skip
+    from finerouter.routing.onboarding_mixing import lead_over_best, mixing_after_adding
+
     mixing, why = mixing_after_adding(router, name, global_prior, lead_over_best(router, new, tasks))
     if why is not None:
         event["fell_back_to_new_model"] = why
@@ -439,7 +372,8 @@ def remove_model(router: Any, name: str) -> Any:
     """A new router: ``router`` without model ``name`` (priors, candidates, adapters, costs), never routed to again.
 
     A task whose only candidate was ``name`` takes the next model of its fused ranking (with its general adapter
-    as task adapter). Where adding ``name`` made the router fall back to it (:func:`mixing_after_adding`), the
+    as task adapter). Where adding ``name`` made the router fall back to it
+    (:func:`~finerouter.routing.onboarding_mixing.mixing_after_adding`), the
     mixing it replaced is restored. ``router`` is not modified. ParameterError for a model the router does not know, or when
     fewer than 2 models would remain.
     """
@@ -479,6 +413,5 @@ def remove_model(router: Any, name: str) -> Any:
 
 
 __all__ = [
-    "FALLBACK_SE", "MIN_PROMPTS", "MIN_TASK_PROMPTS", "NewModelScores", "add_model", "assign_tasks",
-    "extended_cost_model", "lead_over_best", "mixing_after_adding", "model_provenance", "new_model_scores", "remove_model", "task_weights",
+    "MIN_PROMPTS", "MIN_TASK_PROMPTS", "NewModelScores", "add_model", "assign_tasks", "extended_cost_model", "model_provenance", "new_model_scores", "remove_model", "task_weights",
 ]  # fmt: skip
