@@ -92,8 +92,8 @@ class MixingChoice:
         assignment_quality: with ``stage1_assignment="cv"``, each assignment's out-of-fold routing quality (its
             cross-fitted selection's, or the best single model's where it fell back) that the choice was made on.
         replaced: when adding a model made a routing router fall back to it
-            (:func:`finerouter.routing.onboarding_mixing.mixing_after_adding`), ``{"model": name, "mixing": the choice it
-            replaced, as a dict}``, so that retiring that model restores the choice; else None.
+            (:func:`finerouter.routing.onboarding_mixing.mixing_after_adding`), ``{"model": name, "mixing": the
+            choice it replaced, as a dict}``, so that retiring that model restores the choice; else None.
     """
 
     weights: dict[str, float]

@@ -20,11 +20,11 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
 - **Costs**: a price for ``X`` (a prices table, per-prompt costs in the data, or a flat cost per prompt), in the
   router's own cost model.
 
-The mixing weights and the calibration stay as they are, with one exception (:mod:`finerouter.routing.onboarding_mixing`): a router
-whose cross-validation chose to route falls back to the best single model, now the added one, when the added
-model's lead over the best fitted model exceeds the gain routing was estimated to bring over that model by a
-standard error. The scale
-the weights were chosen on stays too: once a model is added, each prompt's scores are min-max normalised over the fitted models only
+The mixing weights and the calibration stay as they are, with one exception
+(:mod:`finerouter.routing.onboarding_mixing`): a router whose cross-validation chose to route falls back to the
+best single model, now the added one, when the added model's lead over the best fitted model exceeds the gain
+routing was estimated to bring over that model by a standard error. The scale the weights were chosen on stays
+too: once a model is added, each prompt's scores are min-max normalised over the fitted models only
 (:func:`finerouter.routing.scoring.reference_models`), the added model placed on that scale, so that a model which
 is never best leaves every decision as it was. The router's ``provenance_`` records, per model, ``"fitted"`` or
 ``{"added": n_prompts}``, and is saved in the artifact's manifest.
@@ -48,7 +48,7 @@ from finerouter.routing.onboarding_data import (
     NewModelScores,
     new_model_scores,
 )
-from finerouter.routing.onboarding_mixing import task_weights
+from finerouter.routing.onboarding_mixing import lead_over_best, mixing_after_adding, task_weights
 
 logger = logging.getLogger(__name__)
 
@@ -353,14 +353,12 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
              "candidate_rules": rules, "warm_start": models[fit.warm_start], "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     logger.info("added model %r from %d prompts: candidate in %d of %d tasks (%.1fs)", name, len(new.prompts),
                 len(new_tasks), catalog.n_tasks, event["seconds"])  # fmt: skip
-    from finerouter.routing.onboarding_mixing import lead_over_best, mixing_after_adding
-
     mixing, why = mixing_after_adding(router, name, global_prior, lead_over_best(router, new, tasks))
     if why is not None:
         event["fell_back_to_new_model"] = why
         logger.info("the router falls back to %r alone: it leads the best fitted model by %.4f ± %.4f, more than the "
-                    "%.4f ± %.4f routing was estimated to gain", name, why["lead"], why["lead_se"], why["routing_gain"],
-                    why["routing_gain_se"])  # fmt: skip
+                    "%.4f ± %.4f routing was estimated to gain", name, why["lead"], why["lead_se"],
+                    why["routing_gain"], why["routing_gain_se"])  # fmt: skip
     out = _with_parts(router, all_models, new_catalog, quality, stage1, global_prior, cost_model, provenance, event)
     out.mixing_ = mixing
     members = [add_model(member, name, data, cost, seed=None if seed is None else seed + i)
@@ -373,9 +371,9 @@ def remove_model(router: Any, name: str) -> Any:
 
     A task whose only candidate was ``name`` takes the next model of its fused ranking (with its general adapter
     as task adapter). Where adding ``name`` made the router fall back to it
-    (:func:`~finerouter.routing.onboarding_mixing.mixing_after_adding`), the
-    mixing it replaced is restored. ``router`` is not modified. ParameterError for a model the router does not know, or when
-    fewer than 2 models would remain.
+    (:func:`~finerouter.routing.onboarding_mixing.mixing_after_adding`), the mixing it replaced is restored.
+    ``router`` is not modified. ParameterError for a model the router does not know, or when fewer than 2 models
+    would remain.
     """
     from finerouter.quality.onboarding import rebuild_estimator
 
@@ -401,17 +399,20 @@ def remove_model(router: Any, name: str) -> Any:
             setattr(cost_model, attr, np.delete(getattr(cost_model, attr), j, axis=0))
     provenance = {m: p for m, p in model_provenance(router).items() if m != name}
     event: dict[str, Any] = {"removed": name}
-    out = _with_parts(router, kept, catalog, quality, np.delete(router.stage1_, j, axis=1),
-                      np.delete(router.global_prior_, j), cost_model, provenance, event)  # fmt: skip
-    replaced = getattr(router.mixing_, "replaced", None)
+    mixing = router.mixing_
+    replaced = getattr(mixing, "replaced", None)
     if replaced is not None and replaced.get("model") == name:  # adding it made the router fall back to it
         from finerouter.routing.mixing import MixingChoice
 
-        out.mixing_ = MixingChoice.from_dict(replaced["mixing"])
-        event["restored_mixing"] = out.mixing_.method
+        mixing = MixingChoice.from_dict(replaced["mixing"])
+        event["restored_mixing"] = mixing.method
+    out = _with_parts(router, kept, catalog, quality, np.delete(router.stage1_, j, axis=1),
+                      np.delete(router.global_prior_, j), cost_model, provenance, event)  # fmt: skip
+    out.mixing_ = mixing
     return with_members(out, [remove_model(member, name) for member in members_of(router)])
 
 
 __all__ = [
-    "MIN_PROMPTS", "MIN_TASK_PROMPTS", "NewModelScores", "add_model", "assign_tasks", "extended_cost_model", "model_provenance", "new_model_scores", "remove_model", "task_weights",
+    "MIN_PROMPTS", "MIN_TASK_PROMPTS", "NewModelScores", "add_model", "assign_tasks", "extended_cost_model",
+    "model_provenance", "new_model_scores", "remove_model", "task_weights",
 ]  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from finerouter.routing.mixing import SOURCES
 from finerouter.routing.onboarding_data import MIN_PROMPTS, NewModelScores
 
 
@@ -69,8 +70,6 @@ def mixing_after_adding(router: Any, name: str, global_prior: np.ndarray, lead: 
     # routing by the global prior must then pick the new model
     if not (value - mixing.gain > margin and global_prior[-1] > np.nanmax(router.global_prior_)):
         return mixing, None
-    from finerouter.routing.mixing import SOURCES
-
     choice = dataclasses.replace(
         mixing, weights={s: float(s == "global") for s in SOURCES}, method="fallback", scale="normalised",
         estimate_weights=mixing.estimate_weights or dict(mixing.weights),
