@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent
 _ONE = {"ensemble_size": 1, "stage1_assignment": "hard"}
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},
+    "no_label": {"label_prior": False},  # without the data's labels as a stage-1 candidate (routing/label_prior.py)
     "single_fit": dict(_ONE),
     "soft": {**_ONE, "stage1_assignment": "soft"},
     "ensemble3": {**_ONE, "ensemble_size": 3},
@@ -105,8 +106,10 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 emb = router.encoder_.encode(dev.prompts)
             quality = mean_quality(dev.scores, np.argmax(router.score_embeddings(emb).final, axis=1))
             rec["variants"][variant] = {"quality": quality, "seconds": seconds,
-                                        "mixing": router.fit_summary_["mixing"]["method"]}  # fmt: skip
+                                        "mixing": router.fit_summary_["mixing"]["method"],
+                                        "assignment": router.mixing_.assignment}  # fmt: skip
             print(f"[{name} seed {seed}] {variant}: {quality:.4f} ({router.fit_summary_['mixing']['method']}, "
+                  f"{router.mixing_.assignment}, "
                   f"{seconds:.0f}s; best single {rec['best_single']:.4f})", flush=True)  # fmt: skip
         if args.knn:
             from finerouter.baselines import make_router

@@ -119,7 +119,8 @@ def test_the_choice_compares_what_each_assignment_would_route_like_and_ties_keep
 
 def test_cv_assignment_fits_both_priors_out_of_fold_keeps_the_better_and_routes_with_it(data, soft, tmp_path):
     hard = FineRouter(encoder=FakeEncoder(), seed=0, stage1_assignment="hard", **FAST_SETTINGS).fit(data[0])
-    cv = FineRouter(encoder=FakeEncoder(), seed=0, stage1_assignment="cv", **FAST_SETTINGS).fit(data[0])
+    cv = FineRouter(encoder=FakeEncoder(), seed=0, stage1_assignment="cv", label_prior=False,
+                    **FAST_SETTINGS).fit(data[0])  # the data's labels as a third prior: tests/test_label_prior.py
     mixing = cv.mixing_
     assert set(mixing.assignment_quality) == {"hard", "soft"} and mixing.assignment in ("hard", "soft")
     # each quality is what the router with that assignment alone found (same folds, same fits)

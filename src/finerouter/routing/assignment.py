@@ -87,18 +87,25 @@ def effective_quality(choice: Any) -> float:
     return float(choice.oof_quality.get(key, float("-inf")))
 
 
+#: The order in which tied assignments are preferred: the paper's hard prior first.
+PREFERENCE = ("hard", "soft", "label")
+
+
 def choose_assignment(choices: dict[str, Any]) -> str:
-    """The assignment (``"hard"`` or ``"soft"``) whose mixing choice has the higher :func:`effective_quality`;
-    ``"hard"`` unless the soft one is strictly higher (or the only one)."""
-    if "hard" not in choices:
-        return "soft"
-    if "soft" not in choices:
-        return "hard"
-    return "soft" if effective_quality(choices["soft"]) > effective_quality(choices["hard"]) else "hard"
+    """The assignment (``"hard"``, ``"soft"`` or ``"label"``, :mod:`finerouter.routing.label_prior`) whose mixing
+    choice has the highest :func:`effective_quality`; a tie goes to the first in :data:`PREFERENCE` (the paper's
+    hard prior before the soft one, the tasks before the labels)."""
+    names = [n for n in PREFERENCE if n in choices]
+    best = names[0]
+    for name in names[1:]:
+        if effective_quality(choices[name]) > effective_quality(choices[best]):
+            best = name
+    return best
 
 
 __all__ = [
     "ASSIGNMENTS",
+    "PREFERENCE",
     "assignment_of",
     "choose_assignment",
     "effective_quality",

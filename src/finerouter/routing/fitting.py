@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from finerouter.routing.assignment import choose_assignment, effective_quality, soft_stage1, unchosen
+from finerouter.routing.label_prior import LabelPrior, out_of_fold_label_prior, usable_labels
 from finerouter.routing.mixing import (
     CANDIDATE_MIXES,
     NEIGHBOUR_MIXES,
@@ -215,6 +216,36 @@ def choose_refinement(
     return refine, quality
 
 
+def label_names(router: Any, dataset: Any) -> list[str]:
+    """The labels of ``dataset`` the label prior would use (:mod:`finerouter.routing.label_prior`); empty when the
+    router does not offer it (``label_prior=False``, or a ``stage1_assignment`` of ``"hard"`` or ``"soft"`` asked
+    for by name rather than ``"auto"`` or ``"cv"``) or the data has fewer than two usable labels."""
+    offered = getattr(router, "label_prior", False) and router.stage1_assignment in ("auto", "cv")
+    return usable_labels(dataset.tasks) if offered else []
+
+
+def final_label_prior(router: Any, dataset: Any, embeddings: np.ndarray, mixing: MixingChoice) -> LabelPrior | None:
+    """The label prior fitted on all the training data when the mixing cross-validation chose it, else None."""
+    if mixing.assignment != "label":
+        return None
+    return LabelPrior.fit(embeddings, dataset.tasks, np.asarray(dataset.scores, dtype=np.float64), router.seed)
+
+
+def task_label_groups(router: Any, dataset: Any, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray,
+                      descriptions: list[str]) -> tuple[list[str] | None, dict[str, Any]]:
+    """``(groups, label_choice)``: the coarse labels discovery refines (None: label-free) as ``refine_task_labels``
+    asks (``"auto"``: :func:`choose_refinement`), and the record of that choice for ``fit_summary_``."""
+    label_choice: dict[str, Any] = {"mode": router.refine_task_labels}
+    if dataset.tasks is None or router.refine_task_labels is False:
+        refine = False
+    elif router.refine_task_labels is True:
+        refine = True
+    else:
+        refine, dev_quality = choose_refinement(router, dataset, encoder, embeddings, desc_emb, descriptions)
+        label_choice["dev_quality"] = dev_quality
+    return (dataset.tasks if refine else None), label_choice
+
+
 def fixed_mixing(router: Any) -> tuple[MixingChoice, Calibration]:
     """``mixing="paper"``: the paper's Eq. 5 with the router's ``alpha``, no calibration, and the stage-1 assignment
     asked for (``"cv"``, with no cross-validation to choose, is the paper's hard prior)."""
@@ -251,6 +282,8 @@ def cross_validate_mixing(
     fold = fold_ids(dataset.prompts, dataset.tasks, folds, router.seed + 104729)
     requested = setting(router, "stage1_assignment")
     wanted = {"hard": ("hard",), "soft": ("soft",)}.get(requested, ("hard", "soft"))
+    if label_names(router, dataset):  # the data's own labels: one more stage-1 candidate (label_prior)
+        wanted += ("label",)
     stage1s = {name: np.full((n, m), np.nan) for name in wanted}
     stage2 = np.full((n, m), np.nan)
     global_prior = np.full((n, m), np.nan)
@@ -275,6 +308,10 @@ def cross_validate_mixing(
         for name, stage1 in stage1s.items():  # without a classifier (no task) the soft prior is the hard one
             stage1[held] = soft_stage1(parts.classifier, emb, parts.stage1, parts.global_prior) \
                 if name == "soft" and parts.classifier is not None else parts.stage1[rows]
+        if "label" in stage1s:  # a fold without usable labels keeps the hard prior there
+            held_labels = out_of_fold_label_prior(embeddings, dataset.tasks, scores, rest, held, router.seed)
+            if held_labels is not None:
+                stage1s["label"][held] = held_labels
         stage2[held] = parts.quality._predict(emb, task)
         global_prior[held] = parts.global_prior[None, :]
         if neighbours is not None:
@@ -326,8 +363,11 @@ __all__ = [
     "discover",
     "fit_classifier",
     "fit_parts",
+    "final_label_prior",
     "fit_summary",
     "fixed_mixing",
+    "label_names",
     "stage1_matrix",
     "stage1_prior",
+    "task_label_groups",
 ]

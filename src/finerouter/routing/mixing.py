@@ -87,8 +87,8 @@ class MixingChoice:
             mix of :mod:`finerouter.routing.stacking`; the global weight may then be negative).
         folds: the cross-validation's number of folds (None: not cross-validated).
         assignment: the stage-1 assignment the router routes with, ``"hard"`` or ``"soft"``
-            (:mod:`finerouter.routing.assignment`; None: an artifact saved before it was recorded, which routes with
-            its ``stage1_assignment`` setting).
+            (:mod:`finerouter.routing.assignment`) or ``"label"`` (:mod:`finerouter.routing.label_prior`); None:
+            an artifact saved before it was recorded, which routes with its ``stage1_assignment`` setting.
         assignment_quality: with ``stage1_assignment="cv"``, each assignment's out-of-fold routing quality (its
             cross-fitted selection's, or the best single model's where it fell back) that the choice was made on.
         replaced: when adding a model made a routing router fall back to it

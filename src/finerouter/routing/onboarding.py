@@ -43,6 +43,7 @@ import numpy as np
 
 from finerouter.errors import ParameterError
 from finerouter.routing.ensemble import members_of, with_members
+from finerouter.routing.label_prior import new_label_column
 from finerouter.routing.onboarding_data import (
     MIN_PROMPTS,
     NewModelScores,
@@ -361,6 +362,9 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
                     why["routing_gain"], why["routing_gain_se"])  # fmt: skip
     out = _with_parts(router, all_models, new_catalog, quality, stage1, global_prior, cost_model, provenance, event)
     out.mixing_ = mixing
+    if getattr(router, "label_prior_", None) is not None:  # the labels' prior gets the new model's column too
+        out.label_prior_ = router.label_prior_.with_column(
+            new_label_column(router.label_prior_, new.scores, new.others, emb, MIN_PROMPTS))
     members = [add_model(member, name, data, cost, seed=None if seed is None else seed + i)
                for i, member in enumerate(members_of(router), start=1)]  # fmt: skip
     return with_members(out, members)
@@ -409,6 +413,8 @@ def remove_model(router: Any, name: str) -> Any:
     out = _with_parts(router, kept, catalog, quality, np.delete(router.stage1_, j, axis=1),
                       np.delete(router.global_prior_, j), cost_model, provenance, event)  # fmt: skip
     out.mixing_ = mixing
+    if getattr(router, "label_prior_", None) is not None:
+        out.label_prior_ = router.label_prior_.without(j)
     return with_members(out, [remove_model(member, name) for member in members_of(router)])
 
 

@@ -97,6 +97,10 @@ class FineRouter(Component):
             the task priors weighted by the classifier's probabilities; ``"cv"``: the one that routes the mixing
             cross-validation's held-out folds better (:mod:`finerouter.routing.assignment`; the one used is
             ``mixing_.assignment``). ``"auto"`` (default): cv on small data, else hard.
+        label_prior: with ``mixing="cv"``, ``stage1_assignment`` ``"auto"`` or ``"cv"`` and coarse ``task`` labels
+            in the data, also offer the label prior (a classifier of the label from the prompt, times each label's
+            shrunk mean scores) as a stage-1 candidate, kept if it routes the held-out folds better than the task
+            priors (:mod:`finerouter.routing.label_prior`; ``mixing_.assignment == "label"``, ``label_prior_``).
         discovery: a :class:`finerouter.discovery.TaskDiscovery` (its parameters are used; it is cloned, never
             fitted in place), or a dict of its parameters as a shorthand (a misspelt key is a ParameterError).
         classifier: a :class:`finerouter.classify.TaskClassifier`, or a dict of its parameters. With None or a
@@ -127,6 +131,7 @@ class FineRouter(Component):
         "stacking": [BOOLEAN],
         "ensemble_size": [Interval("int", 1, None), Options("auto")],
         "stage1_assignment": [Options(*assignment.ASSIGNMENTS, "auto")],
+        "label_prior": [BOOLEAN],
         "discovery": _COMPONENT_VALUE,
         "classifier": _COMPONENT_VALUE,
         "quality": _COMPONENT_VALUE,
@@ -149,6 +154,7 @@ class FineRouter(Component):
         stacking: bool = False,
         ensemble_size: int | str = "auto",
         stage1_assignment: str = "auto",
+        label_prior: bool = True,
         discovery: Any = None,
         classifier: Any = None,
         quality: Any = None,
@@ -169,6 +175,7 @@ class FineRouter(Component):
         self.stacking = stacking
         self.ensemble_size = ensemble_size
         self.stage1_assignment = stage1_assignment
+        self.label_prior = label_prior
         self.discovery = discovery
         self.classifier = classifier
         self.quality = quality
@@ -264,17 +271,9 @@ class FineRouter(Component):
         if description_embeddings is None:
             description_embeddings = embeddings
         desc_emb = np.asarray(description_embeddings, dtype=np.float32)
-        label_choice: dict[str, Any] = {"mode": self.refine_task_labels}
         t = time.perf_counter()
-        if dataset.tasks is None or self.refine_task_labels is False:
-            refine = False
-        elif self.refine_task_labels is True:
-            refine = True
-        else:
-            refine, dev_quality = fitting.choose_refinement(self, dataset, encoder, embeddings, desc_emb, descriptions)
-            label_choice["dev_quality"] = dev_quality
+        groups, label_choice = fitting.task_label_groups(self, dataset, encoder, embeddings, desc_emb, descriptions)
         timings["label_choice"] = time.perf_counter() - t
-        groups = dataset.tasks if refine else None
 
         parts = fitting.fit_parts(self, encoder, embeddings, desc_emb, dataset.scores, dataset.models, prompts,
                                   descriptions, groups, summarize=True)
@@ -299,6 +298,7 @@ class FineRouter(Component):
         self.classifier_ = parts.classifier
         self.quality_, self.stage1_, self.global_prior_ = parts.quality, parts.stage1, parts.global_prior
         self.mixing_, self.calibration_ = mixing, calibration
+        self.label_prior_ = fitting.final_label_prior(self, dataset, embeddings, mixing)  # when the CV chose it
         # the training prompts and their scores, kept only when the chosen mix reads the neighbour source
         self.neighbour_embeddings_ = embeddings if mixing.uses_neighbours else None
         self.neighbour_scores_ = np.asarray(dataset.scores, dtype=np.float32) if mixing.uses_neighbours else None

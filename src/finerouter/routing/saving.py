@@ -45,6 +45,7 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
         if with_neighbours:  # the training prompts and scores, for every fit whose mix reads the neighbour source
             arrays["neighbour_embeddings"] = with_neighbours[0].neighbour_embeddings_
             arrays["neighbour_scores"] = with_neighbours[0].neighbour_scores_
+        arrays.update(_label_arrays(router))
         save_arrays(tmp / "router.safetensors", arrays)
         members = save_members(router, tmp)
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -61,6 +62,7 @@ def save_router(router: Any, path: str | Path, *, force: bool = False) -> Path:
             "config": params,
             "models": router.models_,
             "mixing_weights": router.mixing_.to_dict(),
+            "label_prior_labels": _label_names(router),
             "n_features": router.n_features_,
             "n_tasks": router.catalog_.n_tasks,
             "costs": router.cost_model_.to_dict(),
@@ -87,10 +89,37 @@ def save_members(router: Any, tmp: Path) -> list[dict[str, Any]]:
         for name, component in member._fitted_components().items():
             component.save(folder / name)
         save_arrays(folder / "router.safetensors", {"stage1": member.stage1_, "calibration_x": member.calibration_.x,
-                                                     "calibration_y": member.calibration_.y})  # fmt: skip
+                                                     "calibration_y": member.calibration_.y, **_label_arrays(member)})  # fmt: skip
         entries.append({"folder": f"members/{i}", "seed": int(member.seed), "n_tasks": member.catalog_.n_tasks,
-                        "mixing_weights": member.mixing_.to_dict()})  # fmt: skip
+                        "mixing_weights": member.mixing_.to_dict(), "label_prior_labels": _label_names(member)})  # fmt: skip
     return entries
+
+
+def _label_arrays(router: Any) -> dict[str, np.ndarray]:
+    prior = getattr(router, "label_prior_", None)
+    return {} if prior is None else prior.to_arrays()
+
+
+def _label_names(router: Any) -> list[str] | None:
+    prior = getattr(router, "label_prior_", None)
+    return None if prior is None else list(prior.labels)
+
+
+def _load_label_prior(router: Any, labels: Any, arrays: dict[str, np.ndarray], folder: Path) -> None:
+    """Set ``router.label_prior_`` from the saved labels and arrays (None without); an ArtifactError when the mixing
+    reads the label prior and the artifact lacks it, or its arrays do not fit."""
+    from finerouter.errors import DataError
+    from finerouter.routing.label_prior import LabelPrior
+
+    router.label_prior_ = None
+    if labels is None:
+        if router.mixing_.assignment == "label":
+            raise ArtifactError(f"{folder}: the router's mix reads the label prior, and the manifest lacks its labels")
+        return
+    try:
+        router.label_prior_ = LabelPrior.from_arrays(labels, arrays)
+    except DataError as exc:
+        raise ArtifactError(f"{folder}: {exc}") from None
 
 
 def _read_arrays(folder: Path, what: str) -> dict[str, np.ndarray]:
@@ -123,6 +152,7 @@ def load_members(
             member.mixing_ = MixingChoice.from_dict(entry["mixing_weights"])
         except Exception as exc:  # a member entry or file without what a member needs
             raise ArtifactError(f"{folder}: could not load the ensemble member ({type(exc).__name__}: {exc})") from exc
+        _load_label_prior(member, entry.get("label_prior_labels"), arrays, folder)
         member.discovery_, member.catalog_, member.classifier_, member.quality_ = discovery, catalog, classifier, quality
         member.discovery_labels_ = None if discovery is None else discovery.labels_
         if member.mixing_.uses_neighbours and "neighbour_embeddings" not in shared:
@@ -170,6 +200,7 @@ def load_router(
     else:
         router.mixing_ = MixingChoice.fixed(router.alpha, 1.0 - router.alpha, 0.0)
     router.out_of_fold_ = None  # the fit's out-of-fold scores are not saved
+    _load_label_prior(router, manifest.get("label_prior_labels"), arrays, path)
     own = router.mixing_.uses_neighbours
     router.neighbour_embeddings_ = arrays.get("neighbour_embeddings") if own else None
     router.neighbour_scores_ = arrays.get("neighbour_scores") if own else None

@@ -90,9 +90,15 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
         confidence = np.zeros(n, dtype=np.float32)
     stage2 = router.quality_._predict(emb, task).astype(np.float64)
     rows = np.where(task >= 0, task, router.catalog_.n_tasks)
-    soft = uses_soft_prior(router, router.classifier_)
-    stage1 = (soft_stage1(router.classifier_, emb, router.stage1_, router.global_prior_, logits) if soft
-              else router.stage1_[rows])
+    label_prior = getattr(router, "label_prior_", None)  # the data's labels as the prior (label_prior.py)
+    if label_prior is not None:
+        stage1 = label_prior.prior(emb)
+    elif uses_soft_prior(router, router.classifier_):
+        stage1 = soft_stage1(router.classifier_, emb, router.stage1_, router.global_prior_, logits)
+    else:
+        stage1 = None
+    per_prompt = stage1 is not None  # else each task's row, normalised once (stage1_normalised)
+    stage1 = router.stage1_[rows] if stage1 is None else stage1
     weights = router.mixing_.vector()
     neighbours = None
     if getattr(router, "neighbour_embeddings_", None) is not None:
@@ -110,7 +116,7 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
             weights, "raw", s2, stage1, router.global_prior_, nb, ref)
     else:
         w2, w1, wg, wn = weights
-        final = w2 * minmax_rows(s2, ref) + w1 * (minmax_rows(stage1, ref) if soft
+        final = w2 * minmax_rows(s2, ref) + w1 * (minmax_rows(stage1, ref) if per_prompt
                                                               else stage1_normalised(router)[rows])
         if wg:
             final += wg * global_normalised(router)
