@@ -80,6 +80,29 @@ def test_the_label_prior_is_kept_only_when_it_routes_the_held_out_folds_strictly
     assert choose_assignment({"hard": _choice(0.70), "label": _choice(0.70)}) == "hard"
 
 
+def test_with_per_prompt_evidence_the_label_prior_must_win_by_a_standard_error():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 2, 400).astype(float)
+
+    def choice(scores):
+        c = _choice(float(scores.mean()))
+        c.effective_scores = scores
+        return c
+
+    noisy = base.copy()
+    noisy[rng.choice(400, 8, replace=False)] = 1.0  # a few more right answers, many more changed ones
+    flip = rng.choice(np.flatnonzero(base == 1), 30, replace=False)
+    noisy[flip] = 0.0
+    noisy[rng.choice(np.flatnonzero(base == 0), 34, replace=False)] = 1.0
+    assert noisy.mean() > base.mean()
+    diff = noisy - base
+    assert diff.mean() < diff.std(ddof=1) / np.sqrt(400)  # higher, but within a standard error
+    assert choose_assignment({"hard": choice(base), "label": choice(noisy)}) == "hard"
+    clear = base.copy()
+    clear[np.flatnonzero(base == 0)[:40]] = 1.0
+    assert choose_assignment({"hard": choice(base), "label": choice(clear)}) == "label"
+
+
 @pytest.fixture(scope="module")
 def data():
     return make_synthetic_routing_data(240, n_models=4, seed=5).split(0.25, seed=0)

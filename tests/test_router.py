@@ -372,7 +372,8 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     assert manifest["fit_summary"]["settings"]["ensemble_size"] == 3  # small data
     said = " ".join(res.output.split())  # the console may wrap the line
     chosen = [m["assignment"] for m in manifest["fit_summary"]["ensemble"]["mixing"]]
-    assert set(chosen) <= {"hard", "soft"} and f"3 fit(s) averaged (stage-1 priors: {', '.join(chosen)})" in said
+    assert manifest["config"]["label_prior"] is True
+    assert set(chosen) <= {"hard", "soft", "label"} and f"3 fit(s) averaged (stage-1 priors: {', '.join(chosen)})" in said
     assert ("refining the task labels" in res.output) is manifest["fit_summary"]["refined_task_labels"]
     res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), test.prompts[0]])
     assert res.exit_code == 0, res.output
@@ -386,6 +387,12 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == test.prompts[:7]
     assert all({"prompt", "model", "task_id"} <= set(r) for r in rows)
+    res = runner.invoke(app, ["fit", "--data", str(data), "--out", str(tmp_path / "plain"), "--cache-dir",
+                              str(embedding_cache_dir), "--task-labels", "ignore", "--ensemble-size", "1"])
+    assert res.exit_code == 0, res.output  # ignore: the paper, no labels read anywhere (nor the label prior)
+    manifest = json.loads((tmp_path / "plain" / "manifest.json").read_text())
+    assert manifest["config"]["refine_task_labels"] is False and manifest["config"]["label_prior"] is False
+    assert manifest["label_prior_labels"] is None
     res = runner.invoke(app, ["fit", "--data", str(data), "--out", str(tmp_path / "r2"), "--task-labels", "maybe"])
     assert res.exit_code == 2 and "--task-labels must be auto, refine or ignore" in res.output
     res = runner.invoke(app, ["fit", "--data", str(data), "--out", str(tmp_path / "r2"), "--ensemble-size", "0"])

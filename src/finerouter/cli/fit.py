@@ -19,7 +19,7 @@ def fit(
     seed: int = typer.Option(0, "--seed"),
     task_labels: str = typer.Option(
         "auto", "--task-labels",
-        help="auto (refine the data's coarse 'task' labels only if that routes a dev part better), refine, or ignore (the paper).",
+        help="auto (refine the data's coarse 'task' labels, or route by a prior predicted from them, only where that routes held-out data better), refine, or ignore (the paper).",
     ),
     ensemble_size: str = typer.Option(
         "auto", "--ensemble-size",
@@ -64,7 +64,7 @@ def fit(
             )
         router = FineRouter(
             encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed,
-            refine_task_labels=_TASK_LABELS[task_labels], engine=engine,
+            refine_task_labels=_TASK_LABELS[task_labels], label_prior=task_labels != "ignore", engine=engine,
             ensemble_size=ensemble_size if ensemble_size == "auto" else int(ensemble_size),
         )
         with err_console.status("fitting FineRouter (embeddings, discovery, classifier, quality estimator)..."):

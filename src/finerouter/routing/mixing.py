@@ -321,6 +321,9 @@ def choose_weights(
         {s: float(w) for s, w in zip(SOURCES, weights)}, method, oof, gain, se if np.isfinite(se) else None, n,
         estimate_weights={s: float(w) for s, w in zip(SOURCES, chosen_weights)}, scale=scale,
     )
+    # per prompt, the true score of what the choice routes to out of fold (not saved: a plain attribute, not a
+    # field): the evidence finerouter.routing.assignment.choose_assignment weighs between stage-1 priors
+    choice.effective_scores = selected if method == "cv" else gained[single]
     logger.info(
         "mixing: %s %s weights %s (out-of-fold quality %s; cross-fitted gain over best single %.4f ± %.4f)",
         method, scale, choice.weights, {k: round(v, 4) for k, v in oof.items()}, gain, se,
