@@ -80,12 +80,13 @@ def test_the_label_prior_is_kept_only_when_it_routes_the_held_out_folds_strictly
     assert choose_assignment({"hard": _choice(0.70), "label": _choice(0.70)}) == "hard"
 
 
-def test_with_per_prompt_evidence_the_label_prior_must_win_by_a_standard_error():
+def test_to_overturn_a_fallback_the_label_prior_must_win_by_a_standard_error():
     rng = np.random.default_rng(0)
     base = rng.integers(0, 2, 400).astype(float)
 
-    def choice(scores):
+    def choice(scores, method="fallback"):
         c = _choice(float(scores.mean()))
+        c.method, c.oof_quality["best_single"] = method, float(scores.mean())
         c.effective_scores = scores
         return c
 
@@ -97,10 +98,12 @@ def test_with_per_prompt_evidence_the_label_prior_must_win_by_a_standard_error()
     assert noisy.mean() > base.mean()
     diff = noisy - base
     assert diff.mean() < diff.std(ddof=1) / np.sqrt(400)  # higher, but within a standard error
-    assert choose_assignment({"hard": choice(base), "label": choice(noisy)}) == "hard"
+    assert choose_assignment({"hard": choice(base), "label": choice(noisy, "cv")}) == "hard"
     clear = base.copy()
     clear[np.flatnonzero(base == 0)[:40]] = 1.0
-    assert choose_assignment({"hard": choice(base), "label": choice(clear)}) == "label"
+    assert choose_assignment({"hard": choice(base), "label": choice(clear, "cv")}) == "label"
+    # where the task priors route, the better routing wins without a margin
+    assert choose_assignment({"hard": choice(base, "cv"), "label": choice(noisy, "cv")}) == "label"
 
 
 @pytest.fixture(scope="module")
