@@ -42,6 +42,20 @@ def test_the_prior_is_the_label_probabilities_times_each_labels_shrunk_means():
     assert (prior.prior(emb).argmax(axis=1) == y).all()
 
 
+def test_two_labels_give_the_binary_models_probabilities():
+    emb, labels, scores = clusters()
+    two = np.array(labels) != "c"
+    prior = LabelPrior.fit(emb[two], list(np.array(labels)[two]), scores[two])
+    assert prior.coef.shape == (2, emb.shape[1]) and prior.intercept.shape == (2,)
+    from sklearn.linear_model import LogisticRegression
+
+    from finerouter.routing.label_prior import LABEL_C
+
+    ref = LogisticRegression(C=LABEL_C, max_iter=1000, random_state=0).fit(emb[two], np.array(labels)[two])
+    np.testing.assert_allclose(prior.weights(emb[two]), ref.predict_proba(emb[two]), atol=1e-4)
+    assert prior.prior(emb[two]).shape == (int(two.sum()), 3)
+
+
 def test_labels_need_two_classes_of_enough_prompts():
     assert usable_labels(None) == []
     assert usable_labels(["a"] * 50) == []

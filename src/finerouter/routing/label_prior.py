@@ -70,7 +70,10 @@ class LabelPrior:
         means = shrink_task_means(np.asarray(scores, dtype=np.float64)[keep], y[keep], len(names))[: len(names)]
         overall = np.nanmean(np.where(np.isfinite(means), means, np.nan), axis=0)
         means = np.where(np.isfinite(means), means, np.nan_to_num(overall, nan=0.0)[None, :])
-        return cls(names, clf.coef_.astype(np.float32), clf.intercept_.astype(np.float32), means)
+        coef, intercept = clf.coef_, clf.intercept_
+        if len(names) == 2:  # sklearn's binary model is one logit for class 1: softmax over (0, z) is its sigmoid
+            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
+        return cls(names, coef.astype(np.float32), intercept.astype(np.float32), means)
 
     def weights(self, embeddings: np.ndarray) -> np.ndarray:
         """``(n, L)`` the classifier's label probabilities."""
