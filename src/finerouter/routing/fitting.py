@@ -310,8 +310,7 @@ def cross_validate_mixing(
                 if name == "soft" and parts.classifier is not None else parts.stage1[rows]
         if "label" in stage1s:  # a fold without usable labels keeps the hard prior there
             held_labels = out_of_fold_label_prior(embeddings, dataset.tasks, scores, rest, held, router.seed)
-            if held_labels is not None:
-                stage1s["label"][held] = held_labels
+            stage1s["label"][held] = parts.stage1[rows] if held_labels is None else held_labels
         stage2[held] = parts.quality._predict(emb, task)
         global_prior[held] = parts.global_prior[None, :]
         if neighbours is not None:
