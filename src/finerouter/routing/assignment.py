@@ -122,12 +122,13 @@ def _label_wins(label: Any, tasks: Any) -> bool:
     gain = effective_quality(label) - effective_quality(tasks)
     if tasks.method == "cv" or gain <= 0:  # the tasks route: the better routing wins
         return gain > 0
+    from finerouter.routing.mixing import _paired_standard_error
+
     a, b = getattr(label, "effective_scores", None), getattr(tasks, "effective_scores", None)
     if a is None or b is None or len(a) != len(b) or len(a) < 2:
-        return gain > 0
+        return True
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    se = float(diff.std(ddof=1) / np.sqrt(diff.size))
-    return gain > 0 and float(diff.mean()) > LABEL_MARGIN_SE * se
+    return float(diff.mean()) > LABEL_MARGIN_SE * _paired_standard_error(diff)
 
 
 __all__ = [

@@ -68,8 +68,8 @@ class LabelPrior:
         clf = LogisticRegression(C=LABEL_C, max_iter=1000, random_state=seed)
         clf.fit(np.asarray(embeddings, dtype=np.float64)[keep], y[keep])
         means = shrink_task_means(np.asarray(scores, dtype=np.float64)[keep], y[keep], len(names))[: len(names)]
-        overall = np.nanmean(np.where(np.isfinite(means), means, np.nan), axis=0)
-        means = np.where(np.isfinite(means), means, np.nan_to_num(overall, nan=0.0)[None, :])
+        overall = np.nan_to_num(np.nanmean(means, axis=0), nan=0.0)  # a model never scored: 0, as at routing
+        means = np.where(np.isfinite(means), means, overall[None, :])
         coef, intercept = clf.coef_, clf.intercept_
         if len(names) == 2:  # sklearn's binary model is one logit for class 1: softmax over (0, z) is its sigmoid
             coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
