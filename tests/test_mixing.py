@@ -53,6 +53,16 @@ def test_choose_weights_keeps_the_default_mix_unless_another_is_clearly_better(r
     assert choice.method == "cv" and (choice.weights["stage2"], choice.weights["stage1"]) == (0.5, 0.5)
 
 
+def test_choose_weights_routes_by_the_prior_alone_when_stage2_only_adds_noise(rng):
+    # stage 1 knows each prompt's best model; stage 2 is noise: every mix that weighs it loses prompts
+    stage2, stage1, global_prior, truth, fold = _oof(rng, n=3000, signal=0.3)
+    noise = rng.normal(0, 1.0, stage2.shape)
+    choice = choose_weights(noise, stage2, global_prior, truth, fold)
+    assert choice.method == "cv"
+    assert (choice.weights["stage2"], choice.weights["stage1"]) == (0.0, 1.0)
+    assert (0.0, 1.0, 0.0) in CANDIDATE_MIXES
+
+
 def test_choose_weights_needs_the_best_single_candidate(rng):
     with pytest.raises(ParameterError, match="'candidates' parameter of choose_weights.*best single"):
         choose_weights(*_oof(rng), candidates=((0.5, 0.5, 0.0),))

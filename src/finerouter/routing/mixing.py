@@ -39,11 +39,13 @@ SOURCES = ("stage2", "stage1", "global", "neighbours")
 
 
 #: The candidate mixes ``(stage2, stage1, global)``: the paper's Eq. 5 first (the default), then mixes that lean
-#: on the global prior, and the best single model last.
+#: on one stage (the stage-1 prior alone too: where the prior is the data's own labels, Stage 2 may add only noise),
+#: then on the global prior, and the best single model last.
 CANDIDATE_MIXES = (
     (0.5, 0.5, 0.0),
     (0.75, 0.25, 0.0),
     (0.25, 0.75, 0.0),
+    (0.0, 1.0, 0.0),
     (0.4, 0.4, 0.2),
     (0.25, 0.25, 0.5),
     (0.0, 0.0, 1.0),
