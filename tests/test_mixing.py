@@ -265,3 +265,20 @@ def test_cv_folds_auto_takes_more_folds_on_small_data_and_the_choice_records_the
     assert set(np.unique(router.out_of_fold_.fold)) == set(range(5))
     with pytest.raises(ParameterError, match="cv_folds"):
         FineRouter(cv_folds="many").fit(data)
+
+
+def test_paired_shift_cancels_prompt_difficulty_and_needs_complete_prompts(rng):
+    from finerouter.routing.shrinkage import paired_shift
+
+    n = 400
+    labels = np.repeat([0, 1], n // 2)
+    difficulty = rng.uniform(0.0, 0.8, n)  # moves every model alike
+    others = np.clip(difficulty[:, None] + rng.normal(0, 0.02, (n, 3)), 0, 1)
+    scores = others.mean(axis=1) + np.where(labels == 0, 0.1, -0.1)
+    shift = paired_shift(scores, others, labels, 2, min_prompts=5)
+    np.testing.assert_allclose(shift[:2], [0.1, -0.1], atol=0.01)
+    assert abs(shift[2]) < 0.01  # no prompt in Others: every prompt, whose mean difference is 0
+    others[5:] = np.nan  # five prompts scored by every other model: too few for 6, enough for 5
+    assert paired_shift(scores, others, labels, 2, min_prompts=6) is None
+    assert paired_shift(scores, others, labels, 2, min_prompts=5) is not None
+    assert paired_shift(scores, np.empty((n, 0)), labels, 2, min_prompts=5) is None

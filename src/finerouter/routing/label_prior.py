@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from finerouter.errors import DataError
-from finerouter.routing.shrinkage import shrink_task_means
+from finerouter.routing.shrinkage import paired_shift, shrink_task_means
 
 #: A label needs at least this many training prompts to be one of the prior's classes.
 MIN_LABEL_PROMPTS = 5
@@ -144,11 +144,9 @@ def new_label_column(prior: LabelPrior, scores: np.ndarray, others: np.ndarray, 
     per-label means, shrunk toward its overall mean."""
     labels = prior.predict(embeddings)
     n_labels = len(prior.labels)
-    complete = np.isfinite(others).all(axis=1) if others.size else np.zeros(len(scores), dtype=bool)
-    if complete.sum() >= min_prompts:
-        diff = scores[complete] - others[complete].mean(axis=1)
-        shift = shrink_task_means(diff[:, None], labels[complete], n_labels)[:n_labels, 0]
-        return np.clip(prior.means.mean(axis=1) + shift, 0.0, 1.0)
+    shift = paired_shift(scores, others, labels, n_labels, min_prompts)
+    if shift is not None:
+        return np.clip(prior.means.mean(axis=1) + shift[:n_labels], 0.0, 1.0)
     return shrink_task_means(np.asarray(scores, dtype=np.float64)[:, None], labels, n_labels)[:n_labels, 0]
 
 

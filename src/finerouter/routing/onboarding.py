@@ -76,15 +76,16 @@ def new_prior_column(router: Any, new: NewModelScores, tasks: np.ndarray) -> np.
     median.
     """
     from finerouter.routing.mixing import shrink_task_means
+    from finerouter.routing.shrinkage import paired_shift
 
     n_tasks = router.catalog_.n_tasks
     scores = new.scores
     complete = np.isfinite(new.others).all(axis=1)
     if router.stage1_statistic == "mean" and complete.sum() >= MIN_PROMPTS:
-        diff = scores[complete] - new.others[complete].mean(axis=1)
         if router.stage1_shrinkage:
-            shift = shrink_task_means(diff[:, None], tasks[complete], n_tasks)[:, 0]
+            shift = paired_shift(scores, new.others, tasks, n_tasks, MIN_PROMPTS)
         else:
+            diff = scores[complete] - new.others[complete].mean(axis=1)
             shift = np.full(n_tasks + 1, float(diff.mean()))
             for t in range(-1, n_tasks):
                 if (tasks[complete] == t).any():

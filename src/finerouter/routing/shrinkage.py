@@ -55,4 +55,26 @@ def shrink_task_means(scores: np.ndarray, labels: np.ndarray, n_groups: int) -> 
     return np.where(np.isfinite(mu)[None, :], shrunk, np.nan)
 
 
-__all__ = ["shrink_task_means"]
+def paired_shift(scores: np.ndarray, others: np.ndarray, labels: np.ndarray, n_groups: int,
+                 min_prompts: int) -> np.ndarray | None:
+    """``(n_groups + 1,)`` a new model's mean difference from the other models on the same prompts, per group,
+    shrunk toward its overall difference (:func:`shrink_task_means`; row ``n_groups``: label -1); None when fewer
+    than ``min_prompts`` prompts carry every other model's score.
+
+    Prompt difficulty cancels in the difference, so it is far less noisy than the new model's own mean, and a choice
+    of prompts that over-samples easy or hard groups does not bias it. What an added model's task and label priors
+    are built from (:mod:`finerouter.routing.onboarding`, :mod:`finerouter.routing.label_prior`).
+
+    Args:
+        scores: ``(n,)`` the new model's scores; others: ``(n, m)`` the other models' on the same prompts (NaN: not
+            scored); labels: ``(n,)`` each prompt's group in ``[-1, n_groups)``.
+    """
+    others = np.asarray(others, dtype=np.float64)
+    complete = np.isfinite(others).all(axis=1) if others.size else np.zeros(len(scores), dtype=bool)
+    if complete.sum() < max(min_prompts, 1):
+        return None
+    diff = np.asarray(scores, dtype=np.float64)[complete] - others[complete].mean(axis=1)
+    return shrink_task_means(diff[:, None], np.asarray(labels)[complete], n_groups)[:, 0]
+
+
+__all__ = ["paired_shift", "shrink_task_means"]
