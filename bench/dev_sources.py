@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dev_variants import dev_split, load_pool  # noqa: E402
+from dev_variants import dev_split, load_pool
 
 MIXED = ("stage2", "label", "hard", "nb20", "nb40")
 
@@ -64,8 +64,10 @@ def sources(name: str, seed: int, train_size: int, cache_dir: Path) -> dict[str,
 
 
 def quality(truth: np.ndarray, score: np.ndarray) -> float:
-    pick = np.argmax(score, axis=1)
-    return float(np.mean(np.nan_to_num(truth[np.arange(len(pick)), pick])))
+    """Mean true score of each prompt's top-scored model (a missing score counts 0), as the harness measures it."""
+    from finerouter.evaluation.metrics import mean_quality
+
+    return mean_quality(truth, np.argmax(score, axis=1))
 
 
 def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -97,8 +99,8 @@ def report(result: dict[str, Any]) -> list[str]:
         w = c["weights"]
         lines.append(f"| {r['seed']} | " + " | ".join(f"{r['alone'][k]:.4f}" for k in keys)
                      + f" | {c['assignment']}, {c['method']}, stage2 {w['stage2']:.2f} / stage1 {w['stage1']:.2f} |")
-    lines += ["", "Best normalised mixes on the dev parts (optimistic: scored where chosen); gain over the best "
-              "single model per seed:", "", "| " + " | ".join(MIXED) + " | gains | mean |",
+    lines += ["", ("Best normalised mixes on the dev parts (optimistic: scored where chosen); gain over the best "
+                   "single model per seed:"), "", "| " + " | ".join(MIXED) + " | gains | mean |",
               "|" + "---:|" * len(MIXED) + "---|---:|"]
     for t in result["top_mixes"]:
         g = t["gains"]
