@@ -11,7 +11,13 @@ from finerouter.data.dataset import RoutingDataset
 from finerouter.data.synthetic import make_synthetic_routing_data
 from finerouter.errors import DataError
 from finerouter.routing.assignment import choose_assignment
-from finerouter.routing.label_prior import MIN_LABEL_PROMPTS, LabelPrior, new_label_column, usable_labels
+from finerouter.routing.label_prior import (
+    MIN_LABEL_PROMPTS,
+    LabelPrior,
+    given_or_predicted,
+    new_label_column,
+    usable_labels,
+)
 from finerouter.routing.mixing import MixingChoice
 from finerouter.routing.shrinkage import shrink_task_means
 from finerouter.testing import FAST_SETTINGS, FakeEncoder
@@ -81,6 +87,29 @@ def test_a_column_added_and_removed_and_the_arrays_checked():
         LabelPrior.from_arrays(["a", "b"], prior.to_arrays())
     with pytest.raises(DataError, match="needs 3 values"):
         prior.with_column(np.zeros(2))
+
+
+def test_an_added_models_label_column_reads_the_datas_own_labels_where_it_has_them():
+    emb, labels, scores = clusters()
+    prior = LabelPrior.fit(emb, labels, scores)
+    rng = np.random.default_rng(1)
+    # 300 prompts whose embeddings say little of their label (one cluster's centre plus noise): the classifier's
+    # guesses are mostly one label, but the data knows each prompt's own
+    n = 300
+    own = rng.choice(["a", "b", "c"], n)
+    noisy = (np.eye(3, emb.shape[1])[0] * 4.0 + rng.normal(0, 0.3, (n, emb.shape[1]))).astype(np.float32)
+    others = rng.uniform(0.3, 0.7, (n, 3))
+    new = others.mean(axis=1) + np.where(own == "c", 0.3, -0.1)  # 0.4 better on "c" than elsewhere
+    given = new_label_column(prior, new, others, noisy, 10, labels=list(own))
+    shift = given - prior.means.mean(axis=1)
+    np.testing.assert_allclose(shift, [-0.1, -0.1, 0.3], atol=1e-6)  # a constant difference per label: not shrunk
+    guessed = new_label_column(prior, new, others, noisy, 10)
+    assert guessed[2] - guessed[0] < 0.2  # from guessed labels the lead on "c" is blurred
+    # a label the prior does not know, or none, is the classifier's guess
+    idx = given_or_predicted(prior, noisy[:3], ["c", "zzz", None])
+    assert idx[0] == 2 and list(idx[1:]) == list(prior.predict(noisy[1:3]))
+    with pytest.raises(DataError, match="2 labels for 3 prompts"):
+        given_or_predicted(prior, noisy[:3], ["a", "b"])
 
 
 def _choice(selected: float) -> MixingChoice:

@@ -299,3 +299,20 @@ def test_a_routing_router_falls_back_to_an_added_model_that_leads_by_more_than_r
     prior = np.r_[router.global_prior_, router.global_prior_.max() + gain + 0.03]
     assert mixing_after_adding(router, "new", prior, (gain + 0.03, 0.05))[0] is router.mixing_
     assert gain_se < 0.03 and mixing_after_adding(router, "new", prior, (gain + 0.03, 0.001))[0].method == "fallback"
+
+
+def test_the_new_models_data_brings_its_prompts_labels_from_a_dataset_or_a_table(tmp_path):
+    from finerouter.routing.onboarding_data import new_model_scores
+
+    prompts = [f"prompt {i}" for i in range(12)]
+    labels = ["maths" if i % 3 else "code" for i in range(12)]
+    scores = np.column_stack([np.linspace(0, 1, 12), np.full(12, 0.5)])
+    scores[0, 0] = np.nan  # a prompt the new model was not scored on is dropped with its label
+    data = RoutingDataset(prompts, ["new", "old"], scores, tasks=labels)
+    new = new_model_scores(data, "new", ["old"])
+    assert new.labels == labels[1:] and new.prompts == prompts[1:]
+    path = tmp_path / "new.csv"
+    data.to_frame().to_csv(path, index=False)
+    assert new_model_scores(path, "new", ["old"]).labels == labels[1:]
+    unlabelled = RoutingDataset(prompts, ["new", "old"], scores)
+    assert new_model_scores(unlabelled, "new", ["old"]).labels is None

@@ -126,6 +126,19 @@ class LabelPrior:
         return cls([str(v) for v in labels], coef, intercept, means)
 
 
+def given_or_predicted(prior: LabelPrior, embeddings: np.ndarray, labels: Sequence[str | None] | None) -> np.ndarray:
+    """``(n,)`` each prompt's label index: its own label where ``labels`` names one of the prior's, else the
+    classifier's most likely one."""
+    predicted = prior.predict(embeddings)
+    if labels is None:
+        return predicted
+    if len(labels) != len(predicted):
+        raise DataError(f"{len(labels)} labels for {len(predicted)} prompts")
+    index = {n: i for i, n in enumerate(prior.labels)}
+    given = np.array([index.get(str(v), -1) if v is not None else -1 for v in labels], dtype=np.int64)
+    return np.where(given >= 0, given, predicted)
+
+
 def out_of_fold_label_prior(
     embeddings: np.ndarray, labels: Sequence[str], scores: np.ndarray, rest: np.ndarray, held: np.ndarray, seed: int
 ) -> np.ndarray | None:
@@ -135,14 +148,16 @@ def out_of_fold_label_prior(
 
 
 def new_label_column(prior: LabelPrior, scores: np.ndarray, others: np.ndarray, embeddings: np.ndarray,
-                     min_prompts: int) -> np.ndarray:
+                     min_prompts: int, labels: Sequence[str | None] | None = None) -> np.ndarray:
     """``(L,)`` an added model's label prior from its ``(n,)`` scores on prompts with ``(n, d)`` embeddings.
 
     As for its task priors (:func:`finerouter.routing.onboarding.new_prior_column`): with at least ``min_prompts``
     prompts that carry every other model's score (``others`` ``(n, m)``), the fitted models' mean label prior plus
-    the new model's shrunk mean difference from them on the same prompts per predicted label; else its own
-    per-label means, shrunk toward its overall mean."""
-    labels = prior.predict(embeddings)
+    the new model's shrunk mean difference from them on the same prompts per label; else its own per-label means,
+    shrunk toward its overall mean. A prompt's label is its own where ``labels`` gives one the prior knows (the
+    fitted models' means were taken over the true labels too), else the classifier's most likely label: a predicted
+    label is wrong on a share of prompts, which blurs the new model's per-label differences toward its average."""
+    labels = given_or_predicted(prior, embeddings, labels)
     n_labels = len(prior.labels)
     shift = paired_shift(scores, others, labels, n_labels, min_prompts)
     if shift is not None:
@@ -150,4 +165,4 @@ def new_label_column(prior: LabelPrior, scores: np.ndarray, others: np.ndarray, 
     return shrink_task_means(np.asarray(scores, dtype=np.float64)[:, None], labels, n_labels)[:n_labels, 0]
 
 
-__all__ = ["LABEL_C", "MIN_LABEL_PROMPTS", "LabelPrior", "new_label_column", "out_of_fold_label_prior", "usable_labels"]
+__all__ = ["LABEL_C", "MIN_LABEL_PROMPTS", "LabelPrior", "given_or_predicted", "new_label_column", "out_of_fold_label_prior", "usable_labels"]

@@ -365,7 +365,7 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
     out.mixing_ = mixing
     if getattr(router, "label_prior_", None) is not None:  # the labels' prior gets the new model's column too
         out.label_prior_ = router.label_prior_.with_column(
-            new_label_column(router.label_prior_, new.scores, new.others, emb, MIN_PROMPTS))
+            new_label_column(router.label_prior_, new.scores, new.others, emb, MIN_PROMPTS, new.labels))
     members = [add_model(member, name, data, cost, seed=None if seed is None else seed + i)
                for i, member in enumerate(members_of(router), start=1)]  # fmt: skip
     return with_members(out, members)

@@ -26,6 +26,7 @@ class NewModelScores:
         costs: ``(n,)`` its per-prompt USD costs (NaN where unknown), or None.
         others: ``(n, m)`` the router's models' scores on the same prompts (NaN where absent), in its model order.
         source: where the data came from, for messages.
+        labels: ``(n,)`` each prompt's coarse task label where the data has them (a label prior reads them), or None.
     """
 
     prompts: list[str]
@@ -33,11 +34,14 @@ class NewModelScores:
     costs: np.ndarray | None
     others: np.ndarray
     source: str
+    labels: list[str] | None = None
 
 
-def _read_table(path: str | os.PathLike[str], name: str) -> tuple[list[str], list[str], np.ndarray, np.ndarray | None]:
-    """``(prompts, models, scores (n, m), costs (n, m) or None)`` of a routing table in any registered layout,
-    repeated prompts averaged; unlike :func:`~finerouter.data.readers.read_routing_data`, one model is enough."""
+def _read_table(
+    path: str | os.PathLike[str], name: str
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray | None, list[str] | None]:
+    """``(prompts, models, scores (n, m), costs (n, m) or None, labels (n,) or None)`` of a routing table in any
+    registered layout, repeated prompts averaged (a prompt's first row gives its label); unlike :func:`~finerouter.data.readers.read_routing_data`, one model is enough."""
     import pandas as pd
 
     from finerouter.data.checks import check_costs, check_scores
@@ -81,7 +85,12 @@ def _read_table(path: str | os.PathLike[str], name: str) -> tuple[list[str], lis
         j = models.index(_PLACEHOLDER)
         models, scores = models[:j] + models[j + 1 :], np.delete(scores, j, axis=1)
         costs = None if costs is None else np.delete(costs, j, axis=1)
-    return [str(p) for p in uniques], models, scores, costs
+    labels = None
+    if table.tasks is not None:
+        first = np.full(n, len(group), dtype=np.int64)
+        np.minimum.at(first, group, np.arange(len(group), dtype=np.int64))
+        labels = [str(table.tasks[i]) for i in first]
+    return [str(p) for p in uniques], models, scores, costs, labels
 
 
 def new_model_scores(data: Any, name: str, models: list[str]) -> NewModelScores:
@@ -91,9 +100,10 @@ def new_model_scores(data: Any, name: str, models: list[str]) -> NewModelScores:
 
     if isinstance(data, RoutingDataset):
         prompts, cols, scores, costs, source = data.prompts, data.models, data.scores, data.costs, data.source
+        labels = data.tasks
     elif isinstance(data, (str, os.PathLike)):
         source = os.fspath(data)
-        prompts, cols, scores, costs = _read_table(data, name)
+        prompts, cols, scores, costs, labels = _read_table(data, name)
     else:
         raise ParameterError(
             f"The 'data' parameter of add_model must be a RoutingDataset or a table path. Got {type(data).__name__}."
@@ -113,6 +123,7 @@ def new_model_scores(data: Any, name: str, models: list[str]) -> NewModelScores:
     return NewModelScores(
         prompts=[prompts[i] for i in keep], scores=np.asarray(scores[keep, j], dtype=np.float64),
         costs=None if costs is None else np.asarray(costs[keep, j], dtype=np.float64), others=others, source=source,
+        labels=None if labels is None else [str(labels[i]) for i in keep],
     )  # fmt: skip
 
 
