@@ -316,3 +316,31 @@ def test_the_new_models_data_brings_its_prompts_labels_from_a_dataset_or_a_table
     assert new_model_scores(path, "new", ["old"]).labels == labels[1:]
     unlabelled = RoutingDataset(prompts, ["new", "old"], scores)
     assert new_model_scores(unlabelled, "new", ["old"]).labels is None
+
+
+def test_the_new_prior_column_with_the_unshrunk_mean_and_the_median():
+    from types import SimpleNamespace
+
+    from finerouter.routing.onboarding import new_prior_column
+    from finerouter.routing.onboarding_data import NewModelScores
+
+    tasks = np.array([0, 0, 0, 1, 1, -1] * 2)
+    others = np.tile([[0.2, 0.4], [0.4, 0.6], [0.6, 0.8], [0.1, 0.1], [0.3, 0.3], [0.5, 0.5]], (2, 1))
+    scores = np.array([0.5, 0.7, 1.0, 0.0, 0.4, 0.9] * 2)
+    stage1 = np.array([[0.5, 0.5], [0.2, 0.2], [0.6, 0.4]])  # mean prior per task row: 0.5, 0.2, 0.5
+
+    def router(statistic, shrinkage):
+        return SimpleNamespace(catalog_=SimpleNamespace(n_tasks=2), stage1_statistic=statistic,
+                               stage1_shrinkage=shrinkage, stage1_=stage1)  # fmt: skip
+
+    new = NewModelScores([f"p{i}" for i in range(12)], scores, None, others, "test")
+    # paired, unshrunk: the task's mean prior plus the mean difference from the other models there
+    paired = new_prior_column(router("mean", False), new, tasks)
+    np.testing.assert_allclose(paired, [0.5 + 0.7 / 3, 0.2 + 0.0, 0.5 + 0.4])
+    # without the other models' scores: the new model's own per-task mean or median
+    alone = NewModelScores(new.prompts, scores, None, np.full_like(others, np.nan), "test")
+    np.testing.assert_allclose(new_prior_column(router("mean", False), alone, tasks), [2.2 / 3, 0.2, 0.9])
+    np.testing.assert_allclose(new_prior_column(router("median", False), alone, tasks), [0.7, 0.2, 0.9])
+    # a task none of the prompts fell into gets the overall value
+    np.testing.assert_allclose(new_prior_column(router("median", False), alone, np.where(tasks == 1, 0, tasks)),
+                               [0.5, float(np.median(scores)), 0.9])  # fmt: skip

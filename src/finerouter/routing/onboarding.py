@@ -85,19 +85,19 @@ def new_prior_column(router: Any, new: NewModelScores, tasks: np.ndarray) -> np.
         if router.stage1_shrinkage:
             shift = paired_shift(scores, new.others, tasks, n_tasks, MIN_PROMPTS)
         else:
-            diff = scores[complete] - new.others[complete].mean(axis=1)
-            shift = np.full(n_tasks + 1, float(diff.mean()))
-            for t in range(-1, n_tasks):
-                if (tasks[complete] == t).any():
-                    shift[t if t >= 0 else n_tasks] = float(diff[tasks[complete] == t].mean())
+            shift = _per_task(scores[complete] - new.others[complete].mean(axis=1), tasks[complete], n_tasks, np.mean)
         return np.clip(np.nanmean(router.stage1_, axis=1) + shift, 0.0, 1.0)
     if router.stage1_statistic == "mean" and router.stage1_shrinkage:
         return shrink_task_means(scores[:, None], tasks, n_tasks)[:, 0]
-    stat = np.mean if router.stage1_statistic == "mean" else np.median
-    out = np.full(n_tasks + 1, float(stat(scores)))
+    return _per_task(scores, tasks, n_tasks, np.mean if router.stage1_statistic == "mean" else np.median)
+
+
+def _per_task(values: np.ndarray, tasks: np.ndarray, n_tasks: int, stat: Any) -> np.ndarray:
+    """``(T+1,)`` ``stat`` of ``values`` per task (row ``T``: Others), unshrunk; a task without values: over all."""
+    out = np.full(n_tasks + 1, float(stat(values)))
     for t in range(-1, n_tasks):
         if (tasks == t).any():
-            out[t if t >= 0 else n_tasks] = float(stat(scores[tasks == t]))
+            out[t if t >= 0 else n_tasks] = float(stat(values[tasks == t]))
     return out
 
 
