@@ -1,0 +1,87 @@
+"""Why an added model is picked less often than by the refit: each fit of the ensemble, side by side.
+
+For one dataset, seed and held-out model X, on the fits `bench/onboarding.py --routers-dir DIR` saved (the refit
+with every model, the router fitted without X; the same split and training cut): X is added to the latter from N
+prompts chosen by `suggest_prompts` (as the bench does), and for the refit and the added router it prints, per fit
+of the ensemble, the stage-1 prior it routes with, its mixing weights and method, and the share of test prompts on
+which each score source alone and the fit's routing score put X first; then each router's test quality and share
+routed to X; and, where both routers route some fit by the label prior, X's column of it per label beside the best
+other model's, with X's mean paired difference from the other models per label on the N prompts and on the whole
+training part.
+
+    .venv/bin/python bench/onboarding_members.py --dataset routerdc --seed 0 \\
+        --model HuggingFaceH4/zephyr-7b-beta --routers-dir /work/routers_lp
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--train-size", type=int, default=1500)
+    ap.add_argument("--test-size", type=float, default=0.2)
+    ap.add_argument("--routers-dir", type=Path, required=True)
+    ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
+    args = ap.parse_args()
+
+    from finerouter import FineRouter
+    from finerouter.data.locate import dataset_path
+    from finerouter.data.readers import read_routing_data
+    from finerouter.evaluation.metrics import mean_quality
+    from finerouter.routing.ensemble import members_of
+    from finerouter.routing.suggestions import suggest_prompts
+
+    name, seed, x = args.dataset, args.seed, args.model
+    data = read_routing_data(dataset_path(name), name=name)
+    train, test = data.split(args.test_size, seed=seed)  # as bench/onboarding.py splits and cuts
+    if args.train_size and args.train_size < train.n_prompts:
+        train = train.subset(np.sort(np.random.default_rng(seed).choice(train.n_prompts, args.train_size, replace=False)))
+    stem = f"{name}_s{seed}_n{train.n_prompts}"
+    refit = FineRouter.load(args.routers_dir / f"{stem}_refit", cache_dir=args.cache_dir)
+    without = FineRouter.load(args.routers_dir / f"{stem}_without_{x.replace('/', '_')}", cache_dir=args.cache_dir)
+    sample = train.subset(np.sort(suggest_prompts(without, args.n, train.prompts, seed=seed)))
+    added = without.add_model(x, sample)
+    emb = refit.encoder_.encode(test.prompts)
+    print(f"{name}, seed {seed}, X = {x}, added from {sample.n_prompts} suggested prompts; {test.n_prompts} test prompts")
+    for label, router in (("refit", refit), ("added", added)):
+        j = router.models_.index(x)
+        for k, fit in enumerate([router, *members_of(router)]):
+            s = fit.score_embeddings(emb)
+            first = [float(np.mean(np.argmax(np.nan_to_num(v, nan=-np.inf), axis=1) == j)) for v in (s.stage1, s.stage2, s.final)]
+            m = fit.mixing_
+            print(f"  {label} fit {k}: prior {m.assignment}, {m.method}, weights "
+                  f"{ {a: round(b, 2) for a, b in m.weights.items() if b} }, gain {m.gain or 0:+.4f} ± {m.gain_se or 0:.4f}; "
+                  f"X first by stage 1 {first[0]:.2f}, stage 2 {first[1]:.2f}, routing score {first[2]:.2f}")  # fmt: skip
+        picks = np.array([data.models.index(d.model) for d in router.route(test.prompts)])
+        print(f"  {label}: test quality {mean_quality(test.scores, picks):.4f}, routed to X {np.mean(picks == data.models.index(x)):.2f}")
+    if refit.label_prior_ is not None and added.label_prior_ is not None:
+        lr, la = refit.label_prior_, added.label_prior_
+        rest_r = [refit.models_.index(m) for m in refit.models_ if m != x]
+        rest_a = [added.models_.index(m) for m in added.models_ if m != x]
+        jx_train, jx_sample = train.models.index(x), sample.models.index(x)
+
+        def paired(ds, jx, label):
+            rows = np.array(ds.tasks) == label
+            diff = ds.scores[rows, jx] - np.nanmean(np.delete(ds.scores[rows], jx, axis=1), axis=1)
+            return int(rows.sum()), float(np.nanmean(diff)) if rows.any() else float("nan")
+
+        print("  label prior: label | X's column, refit / added | best other model's | X − others on the N prompts "
+              "(prompts) | on the training part")
+        for i, label in enumerate(lr.labels):
+            n_s, d_s = paired(sample, jx_sample, label)
+            _, d_t = paired(train, jx_train, label)
+            print(f"    {label:<22} {lr.means[i, refit.models_.index(x)]:.3f} / {la.means[i, -1]:.3f} | "
+                  f"{lr.means[i, rest_r].max():.3f} / {la.means[i, rest_a].max():.3f} | {d_s:+.3f} ({n_s}) | {d_t:+.3f}")
+
+
+if __name__ == "__main__":
+    main()
