@@ -6,6 +6,8 @@ quality and in the share of the prompts where the held-out model is truly best o
 pairs where the quality rose / fell, and after − refit.
 
     .venv/bin/python bench/onboarding_compare.py --before OUT_A/dcrouter.json --after OUT_B/dcrouter.json
+
+Several files per side (e.g. one run per seed) are pooled: ``--before A0/d.json A1/d.json --after B0/d.json B1/d.json``.
 """
 
 from __future__ import annotations
@@ -50,13 +52,21 @@ def paired(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]
     return rows
 
 
+def pooled(paths: list[Path]) -> dict[str, Any]:
+    """The records of several runs of one dataset as one run."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    if len({r["dataset"] for r in runs}) != 1:
+        raise SystemExit(f"the files hold different datasets: {sorted({r['dataset'] for r in runs})}")
+    return {"dataset": runs[0]["dataset"], "records": [rec for r in runs for rec in r["records"]]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", type=Path, required=True, help="a <dataset>.json of bench/onboarding.py")
-    ap.add_argument("--after", type=Path, required=True, help="the same dataset's json from the changed code")
+    ap.add_argument("--before", type=Path, nargs="+", required=True, help="<dataset>.json files of bench/onboarding.py")
+    ap.add_argument("--after", type=Path, nargs="+", required=True, help="the same runs' files from the changed code")
     args = ap.parse_args()
-    before, after = (json.loads(p.read_text()) for p in (args.before, args.after))
-    print(f"{after['dataset']}: after = {args.after}, before = {args.before}")
+    before, after = pooled(args.before), pooled(args.after)
+    print(f"{after['dataset']}: after = {' '.join(map(str, args.after))}; before = {' '.join(map(str, args.before))}")
     print("| setting | pairs | added − refit, before → after | after − before (± SE) | rose / fell | "
           "X picked where truly best, before → after (refit) |")
     print("|---|---:|---:|---:|---:|---:|")
