@@ -58,8 +58,10 @@ def main() -> None:
             s = fit.score_embeddings(emb)
             first = [float(np.mean(np.argmax(np.nan_to_num(v, nan=-np.inf), axis=1) == j)) for v in (s.stage1, s.stage2, s.final)]
             m = fit.mixing_
+            best_mix = {a: round(b, 2) for a, b in (m.estimate_weights or m.weights).items() if b}
             print(f"  {label} fit {k}: prior {m.assignment}, {m.method}, weights "
-                  f"{ {a: round(b, 2) for a, b in m.weights.items() if b} }, gain {m.gain or 0:+.4f} ± {m.gain_se or 0:.4f}; "
+                  f"{ {a: round(b, 2) for a, b in m.weights.items() if b} } (best routing mix {best_mix}), "
+                  f"gain {m.gain or 0:+.4f} ± {m.gain_se or 0:.4f}; "
                   f"X first by stage 1 {first[0]:.2f}, stage 2 {first[1]:.2f}, routing score {first[2]:.2f}")  # fmt: skip
         picks = np.array([data.models.index(d.model) for d in router.route(test.prompts)])
         print(f"  {label}: test quality {mean_quality(test.scores, picks):.4f}, routed to X {np.mean(picks == data.models.index(x)):.2f}")
