@@ -165,4 +165,7 @@ def new_label_column(prior: LabelPrior, scores: np.ndarray, others: np.ndarray, 
     return shrink_task_means(np.asarray(scores, dtype=np.float64)[:, None], labels, n_labels)[:n_labels, 0]
 
 
-__all__ = ["LABEL_C", "MIN_LABEL_PROMPTS", "LabelPrior", "given_or_predicted", "new_label_column", "out_of_fold_label_prior", "usable_labels"]
+__all__ = [
+    "LABEL_C", "MIN_LABEL_PROMPTS", "LabelPrior", "given_or_predicted", "new_label_column", "out_of_fold_label_prior",
+    "usable_labels",
+]

@@ -41,7 +41,8 @@ def _read_table(
     path: str | os.PathLike[str], name: str
 ) -> tuple[list[str], list[str], np.ndarray, np.ndarray | None, list[str] | None]:
     """``(prompts, models, scores (n, m), costs (n, m) or None, labels (n,) or None)`` of a routing table in any
-    registered layout, repeated prompts averaged (a prompt's first row gives its label); unlike :func:`~finerouter.data.readers.read_routing_data`, one model is enough."""
+    registered layout, repeated prompts averaged (a prompt's first row gives its label); unlike
+    :func:`~finerouter.data.readers.read_routing_data`, one model is enough."""
     import pandas as pd
 
     from finerouter.data.checks import check_costs, check_scores
