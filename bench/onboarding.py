@@ -90,6 +90,15 @@ def fitted(args: argparse.Namespace, key: str, train: Any, seed: int) -> tuple[A
     return router, seconds
 
 
+def split_and_cut(data: Any, seed: int, test_size: float, train_size: int) -> tuple[Any, Any]:
+    """``(train, test)``: the 80/20 split by unique prompt of ``seed``, the training part cut to ``train_size``
+    prompts at random (0: all)."""
+    train, test = data.split(test_size, seed=seed)
+    if train_size and train_size < train.n_prompts:
+        train = train.subset(np.sort(np.random.default_rng(seed).choice(train.n_prompts, train_size, replace=False)))
+    return train, test
+
+
 def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
@@ -98,9 +107,7 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     data = read_routing_data(dataset_path(name), name=name)
     records: list[dict[str, Any]] = []
     for seed in args.seeds:
-        train, test = data.split(args.test_size, seed=seed)
-        if args.train_size and args.train_size < train.n_prompts:
-            train = train.subset(np.sort(np.random.default_rng(seed).choice(train.n_prompts, args.train_size, replace=False)))
+        train, test = split_and_cut(data, seed, args.test_size, args.train_size)
         if args.test_limit and args.test_limit < test.n_prompts:
             test = test.subset(np.sort(np.random.default_rng(seed + 1).choice(test.n_prompts, args.test_limit, replace=False)))
         refit, refit_seconds = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_refit", train, seed)

@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     args = ap.parse_args()
 
+    from onboarding import split_and_cut  # bench/onboarding.py, beside this script
+
     from finerouter import FineRouter
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
@@ -42,9 +44,7 @@ def main() -> None:
 
     name, seed, x = args.dataset, args.seed, args.model
     data = read_routing_data(dataset_path(name), name=name)
-    train, test = data.split(args.test_size, seed=seed)  # as bench/onboarding.py splits and cuts
-    if args.train_size and args.train_size < train.n_prompts:
-        train = train.subset(np.sort(np.random.default_rng(seed).choice(train.n_prompts, args.train_size, replace=False)))
+    train, test = split_and_cut(data, seed, args.test_size, args.train_size)  # as bench/onboarding.py does
     stem = f"{name}_s{seed}_n{train.n_prompts}"
     refit = FineRouter.load(args.routers_dir / f"{stem}_refit", cache_dir=args.cache_dir)
     without = FineRouter.load(args.routers_dir / f"{stem}_without_{x.replace('/', '_')}", cache_dir=args.cache_dir)

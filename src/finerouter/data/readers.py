@@ -37,7 +37,14 @@ LAYOUTS = (AUTO, *layout_names())
 DUPLICATE_POLICIES = ("merge", "error")
 
 
-def _mean_per_key(key: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+def first_rows(group: np.ndarray, n_groups: int) -> np.ndarray:
+    """``(n_groups,)`` the index of each group's first row, for ``(rows,)`` group ids in ``[0, n_groups)``."""
+    first = np.full(n_groups, len(group), dtype=np.int64)
+    np.minimum.at(first, group, np.arange(len(group), dtype=np.int64))
+    return first
+
+
+def mean_per_key(key: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     """``(size,)`` mean of the finite ``values`` sharing each ``key`` in ``[0, size)``; NaN where none is finite."""
     finite = np.isfinite(values)
     sums = np.bincount(key[finite], weights=values[finite], minlength=size)
@@ -110,14 +117,13 @@ def read_routing_data(
     n_models = len(table.models)
     key = group[table.row] * n_models + table.model
     size = n_groups * n_models
-    scores = _mean_per_key(key, table.score, size).reshape(n_groups, n_models)
-    costs = None if table.cost is None else _mean_per_key(key, table.cost, size).reshape(n_groups, n_models)
+    scores = mean_per_key(key, table.score, size).reshape(n_groups, n_models)
+    costs = None if table.cost is None else mean_per_key(key, table.cost, size).reshape(n_groups, n_models)
     if table.cell_per_row:
         merged = len(table.row) - len(np.unique(key))
     else:
         merged = rows_read - n_groups
-    first = np.full(n_groups, rows_read, dtype=np.int64)
-    np.minimum.at(first, group, np.arange(rows_read, dtype=np.int64))
+    first = first_rows(group, n_groups)
 
     def firsts(values: list[str] | None) -> list[str] | None:
         return None if values is None else [values[i] for i in first]
@@ -186,4 +192,6 @@ def _apply_prices(
     return costs
 
 
-__all__ = ["DUPLICATE_POLICIES", "LAYOUTS", "detect_layout", "load_frame", "read_routing_data"]
+__all__ = [
+    "DUPLICATE_POLICIES", "LAYOUTS", "detect_layout", "first_rows", "load_frame", "mean_per_key", "read_routing_data",
+]

@@ -49,6 +49,7 @@ def _read_table(
     from finerouter.data.files import load_frame
     from finerouter.data.layouts import detect_layout, get_layout
     from finerouter.data.layouts.long import LONG_ALIASES
+    from finerouter.data.readers import first_rows, mean_per_key
     from finerouter.data.table import check_table_shape
 
     where = os.fspath(path)
@@ -73,24 +74,15 @@ def _read_table(
     key = group[table.row] * m + table.model
 
     def mean(values: np.ndarray) -> np.ndarray:
-        ok = np.isfinite(values)
-        sums = np.bincount(key[ok], weights=values[ok], minlength=n * m)
-        counts = np.bincount(key[ok], minlength=n * m)
-        out = np.full(n * m, np.nan)
-        np.divide(sums, counts, out=out, where=counts > 0)
-        return out.reshape(n, m)
+        return mean_per_key(key, np.asarray(values, dtype=np.float64), n * m).reshape(n, m)
 
-    costs = None if table.cost is None else mean(np.asarray(table.cost, dtype=np.float64))
-    scores, models = mean(np.asarray(table.score, dtype=np.float64)), list(table.models)
+    costs = None if table.cost is None else mean(table.cost)
+    scores, models = mean(table.score), list(table.models)
     if _PLACEHOLDER in models:
         j = models.index(_PLACEHOLDER)
         models, scores = models[:j] + models[j + 1 :], np.delete(scores, j, axis=1)
         costs = None if costs is None else np.delete(costs, j, axis=1)
-    labels = None
-    if table.tasks is not None:
-        first = np.full(n, len(group), dtype=np.int64)
-        np.minimum.at(first, group, np.arange(len(group), dtype=np.int64))
-        labels = [str(table.tasks[i]) for i in first]
+    labels = None if table.tasks is None else [str(table.tasks[i]) for i in first_rows(group, n)]
     return [str(p) for p in uniques], models, scores, costs, labels
 
 
