@@ -10,6 +10,10 @@ stratified by task, N seeds) in these settings:
 * ``blend<M>/<size>``: the pool grown to ``--blend-models`` models (55 by default) by
   :func:`finerouter.evaluation.stress.blend_pool` (per-prompt mixtures of two real models with a share of their
   answers failed: a spread of strengths, a handful near the best and most far behind), at ``--blend-sizes``.
+* ``judge<M>/<size>`` (``judge<M>-nolabels/<size>`` with ``--judge-drop-labels``): the same kind of pool scored
+  as an LLM judge would, by :func:`finerouter.evaluation.stress.judge_pool` (continuous scores in [0, 1] with
+  per-answer noise; no ties), at ``--judge-sizes``; with ``--judge-drop-labels`` without the benchmark labels,
+  as chat prompts come.
 
 Prints, per setting, each router's mean quality ± std over seeds, its share of the best-single -> oracle
 headroom, and on how many seeds it routed at least as well as the best single model; writes
@@ -69,22 +73,26 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from finerouter.data.locate import dataset_path, shared_data_dir
     from finerouter.data.readers import read_routing_data
     from finerouter.evaluation.runner import embed_dataset, run_evaluation
-    from finerouter.evaluation.stress import blend_pool, enlarge_pool
+    from finerouter.evaluation.stress import blend_pool, enlarge_pool, judge_pool
 
     prices = shared_data_dir() / "dcrouter" / "prices.csv" if name == "dcrouter" else None
     data = read_routing_data(dataset_path(name), prices=prices, name=name)
     emb, encoder = embed_dataset(data, None, args.cache_dir)
     settings = [("base", s) for s in _sizes(args.sizes)] + [("pool", s) for s in _sizes(args.pool_sizes)]
     settings += [("blend", s) for s in _sizes(args.blend_sizes)]
-    pooled = blended = None
+    settings += [("judge", s) for s in _sizes(args.judge_sizes)]
+    pooled = blended = judged = None
     out: dict[str, Any] = {"dataset": name, "n_prompts": data.n_prompts, "seeds": args.seeds, "settings": {}}
     for pool, size in settings:
         if pool == "pool" and pooled is None:
             pooled = enlarge_pool(data, seed=0)
         if pool == "blend" and blended is None:
             blended = blend_pool(data, n_models=args.blend_models, seed=0)
-        d = {"pool": pooled, "blend": blended}.get(pool) or data
-        label = f"blend{args.blend_models}" if pool == "blend" else pool
+        if pool == "judge" and judged is None:
+            judged = judge_pool(data, n_models=args.blend_models, drop_labels=args.judge_drop_labels, seed=0)
+        d = {"pool": pooled, "blend": blended, "judge": judged}.get(pool) or data
+        label = {"blend": f"blend{args.blend_models}",
+                 "judge": f"judge{args.blend_models}{'-nolabels' if args.judge_drop_labels else ''}"}.get(pool, pool)
         key = f"{label}/{'all' if size is None else size}"
         t = time.perf_counter()
         res = run_evaluation(
@@ -141,7 +149,9 @@ def main() -> None:
     ap.add_argument("--sizes", default="500,1000,2000,all", help="training sizes for the real pool")
     ap.add_argument("--pool-sizes", default="500,1000,2000,all", help="training sizes for the enlarged pool")
     ap.add_argument("--blend-sizes", default="", help="training sizes for the blended pool (e.g. 800)")
-    ap.add_argument("--blend-models", type=int, default=55, help="models in the blended pool")
+    ap.add_argument("--blend-models", type=int, default=55, help="models in the blended and judged pools")
+    ap.add_argument("--judge-sizes", default="", help="training sizes for the judge-scored pool (e.g. 800)")
+    ap.add_argument("--judge-drop-labels", action="store_true", help="the judge-scored pool without task labels")
     ap.add_argument("--routers", default=",".join(ROUTERS))
     ap.add_argument("--seeds", default="5", help="a number of seeds (0..N-1) or a comma-separated list of seeds")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))

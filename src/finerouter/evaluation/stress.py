@@ -17,6 +17,16 @@ the per-prompt mixture of two real models (on each prompt one of the two's real 
 share of its answers failed (score 0; the share drawn per blend between 0 and ``max_drop``). So the added models
 have real per-prompt structure and a spread of means: a handful within a few points of the best, most far behind,
 as in a pool of dozens of chat models of different strengths.
+
+:func:`judge_pool` builds that pool as an LLM judge would score it: ``n_models`` in all, every score continuous in
+[0, 1] instead of mostly 0/1. Each model's *latent* quality on a prompt is a real model's score (the real models) or
+a weighted average ``w * a + (1 - w) * b`` of two real models' scores with a share of answers failed (latent 0; the
+blends, as in :func:`blend_pool`); the judge then reports a Beta-distributed score whose mean is
+``floor + (1 - 2 * floor) * latent`` and whose concentration is ``concentration``: a right answer gets a high score
+that varies from answer to answer, a wrong one a low score that does too, and partially right answers land in
+between. So the pool keeps the real per-prompt structure, the spread of strengths (a handful near the best, most far
+behind), and adds the per-answer noise of judge scores, which no router can learn and which makes every ranking
+a strict one (no ties). A NaN (unevaluated) score stays NaN; a blend costs ``w * cost_a + (1 - w) * cost_b``.
 """
 
 from __future__ import annotations
@@ -119,4 +129,59 @@ def blend_pool(
     )
 
 
-__all__ = ["blend_pool", "enlarge_pool"]
+def judge_pool(
+    data: RoutingDataset,
+    n_models: int = 55,
+    max_drop: float = 0.6,
+    floor: float = 0.1,
+    concentration: float = 8.0,
+    drop_labels: bool = False,
+    seed: int = 0,
+) -> RoutingDataset:
+    """``data`` as judge-scored continuous scores, with blends added until the pool holds ``n_models``.
+
+    See the module docstring. The real models keep their names (their scores become judge scores of their real
+    ones); blend ``k`` is named ``"<a>+<b>~judge<k>"``. ``drop_labels=True`` also drops the data's coarse task
+    labels, as in a pool of chat models scored on users' prompts, which carry no benchmark label.
+    """
+    owner = "judge_pool"
+    n_models = check_int(n_models, "n_models", owner, low=data.n_models)
+    max_drop = check_float(max_drop, "max_drop", owner, low=0.0, high=1.0)
+    floor = check_float(floor, "floor", owner, low=0.0, high=0.49)
+    concentration = check_float(concentration, "concentration", owner, low=0.1)
+    rng = np.random.default_rng(seed)
+    scores = np.asarray(data.scores, dtype=np.float64)
+    costs = None if data.costs is None else np.asarray(data.costs, dtype=np.float64)
+    n, m = scores.shape
+    names = list(data.models)
+    latent, new_costs = [scores], [] if costs is None else [costs]
+    for k in range(n_models - m):
+        a, b = rng.choice(m, size=2, replace=m < 2)
+        w = rng.uniform(0.0, 1.0)
+        mixed = w * scores[:, a] + (1.0 - w) * scores[:, b]
+        failed = rng.random(n) < rng.uniform(0.0, max_drop)
+        latent.append(np.where(failed & np.isfinite(mixed), 0.0, mixed)[:, None])
+        if costs is not None:
+            new_costs.append((w * costs[:, a] + (1.0 - w) * costs[:, b])[:, None])
+        names.append(f"{data.models[a]}+{data.models[b]}~judge{k + 1}")
+    mean = floor + (1.0 - 2.0 * floor) * np.clip(np.concatenate(latent, axis=1), 0.0, 1.0)
+    known = np.isfinite(mean)
+    judged = np.full(mean.shape, np.nan)
+    mu = mean[known]
+    judged[known] = rng.beta(mu * concentration, (1.0 - mu) * concentration)
+    return RoutingDataset(
+        prompts=list(data.prompts),
+        models=names,
+        scores=judged,
+        costs=None if costs is None else np.concatenate(new_costs, axis=1),
+        tasks=None if data.tasks is None or drop_labels else list(data.tasks),
+        ids=None if data.ids is None else list(data.ids),
+        name=f"{data.name}+judge{len(names)}",
+        source=data.source,
+        meta={**data.meta, "judge_pool": {"n_models": n_models, "max_drop": max_drop, "floor": floor,
+                                          "concentration": concentration, "drop_labels": drop_labels,
+                                          "seed": seed}},
+    )
+
+
+__all__ = ["blend_pool", "enlarge_pool", "judge_pool"]
