@@ -2,7 +2,8 @@
 
 For each dataset and seed: the harness's 80/20 split by unique prompt (the test part set aside, unused); the
 training part split again 80/20 by unique prompt (seed + 17) into a fit part (optionally cut to ``--train-size``
-prompts, optionally with the pool grown to ``--blend`` models or enlarged 5x by ``--enlarge``) and a dev part. Each
+prompts, optionally with the pool grown to ``--blend`` models, enlarged 5x by ``--enlarge``, or judge-scored by
+``--judge`` models, ``--drop-labels`` without the task labels) and a dev part. Each
 variant is a FineRouter with some parameters set, fitted on the fit part, routing the dev part at tolerance 0; the
 table gives mean ± std over seeds, the paired gain over ``default`` and on how many seeds it is above it.
 
@@ -55,10 +56,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def load_pool(name: str, blend: int = 0, prices: Any = None, enlarge: bool = False) -> Any:
-    """A shared dataset, its pool grown to ``blend`` models (``evaluation.stress.blend_pool``) or enlarged 5x with
+def load_pool(name: str, blend: int = 0, prices: Any = None, enlarge: bool = False, judge: int = 0,
+              drop_labels: bool = False) -> Any:
+    """A shared dataset, its pool grown to ``blend`` models (``evaluation.stress.blend_pool``), enlarged 5x with
     near-duplicates and dominated variants (``evaluation.stress.enlarge_pool``, as ``bench/stress.py``'s
-    ``pool/<size>`` settings) when asked."""
+    ``pool/<size>`` settings), or grown to ``judge`` judge-scored models (``evaluation.stress.judge_pool``, without
+    the task labels with ``drop_labels``) when asked."""
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
 
@@ -71,6 +74,10 @@ def load_pool(name: str, blend: int = 0, prices: Any = None, enlarge: bool = Fal
         from finerouter.evaluation.stress import enlarge_pool
 
         data = enlarge_pool(data, seed=0)
+    if judge:
+        from finerouter.evaluation.stress import judge_pool
+
+        data = judge_pool(data, judge, drop_labels=drop_labels, seed=0)
     return data
 
 
@@ -90,7 +97,7 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from finerouter import FineRouter
     from finerouter.evaluation.metrics import mean_quality
 
-    data = load_pool(name, args.blend, enlarge=args.enlarge)
+    data = load_pool(name, args.blend, enlarge=args.enlarge, judge=args.judge, drop_labels=args.drop_labels)
     records = []
     for seed in args.seeds:
         fit, dev = dev_split(data, seed, args.test_size, args.train_size)
@@ -118,7 +125,8 @@ def run(name: str, args: argparse.Namespace) -> dict[str, Any]:
             rec["knn"] = mean_quality(dev.scores, knn.route(emb, tolerance=0.0))
             print(f"[{name} seed {seed}] knn: {rec['knn']:.4f}", flush=True)
         records.append(rec)
-    return {"dataset": name, "blend": args.blend, "enlarge": args.enlarge, "train_size": args.train_size,
+    return {"dataset": name, "blend": args.blend, "enlarge": args.enlarge, "judge": args.judge,
+            "drop_labels": args.drop_labels, "train_size": args.train_size,
             "records": records}
 
 
@@ -150,6 +158,8 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=0, help="cut the fit part to this many prompts (0: all)")
     ap.add_argument("--blend", type=int, default=0, help="grow the pool to this many models (evaluation.stress)")
     ap.add_argument("--enlarge", action="store_true", help="enlarge the pool 5x (evaluation.stress.enlarge_pool)")
+    ap.add_argument("--judge", type=int, default=0, help="a judge-scored pool of this many models (evaluation.stress)")
+    ap.add_argument("--drop-labels", action="store_true", help="with --judge: drop the data's task labels")
     ap.add_argument("--knn", action="store_true", help="also fit the kNN baseline on each fit part (reference)")
     ap.add_argument("--test-size", type=float, default=0.2)
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
@@ -165,7 +175,8 @@ def main() -> None:
     report = [f"`{command}`", ""]
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
         result = run(name, args)
-        tag = name + (f"_blend{args.blend}" if args.blend else "") + ("_pool" if args.enlarge else "") + (
+        tag = name + (f"_blend{args.blend}" if args.blend else "") + ("_pool" if args.enlarge else "")
+        tag += (f"_judge{args.judge}" if args.judge else "") + ("_nolabels" if args.drop_labels else "") + (
             f"_{args.train_size}" if args.train_size else "")
         tag += "_" + "-".join(args.variants)
         (args.out / f"{tag}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
