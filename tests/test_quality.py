@@ -377,3 +377,32 @@ def test_early_stopping_keeps_the_best_phase_1_epoch():
     best_epoch = int(np.argmin(dev)) + 1
     assert est.n_epochs_general_ - best_epoch == 2
     assert est.dev_mse_general_ == min(dev)
+
+
+def test_phase_one_can_early_stop_on_dev_routing_quality():
+    """``stop_on="routing"`` keeps the phase-1 epoch whose top-ranked model scores best on the dev rows; epoch 0
+    (the per-model mean predictor, which routes like the best single model) stays unless an epoch beats it."""
+    from finerouter._training import stratified_dev_split
+
+    emb, scores, cluster, cands = planted()
+    est = QualityEstimator(epochs_general=12, epochs_task=0, batch_size=64, seed=0, stop_on="routing", **SMALL)
+    est.fit(emb[:500], scores[:500], cluster[:500], cands)
+    history = est.history_general_
+    assert all("dev_routing_quality" in h for h in history)
+    _, dev = stratified_dev_split(cluster[:500], 0.1, 0)
+    y, obs = scores[dev], ~np.isnan(scores[dev])
+    keep = obs.any(axis=1)
+    routed = lambda pred: float(np.mean(y[keep][np.arange(keep.sum()), np.where(obs, pred, -np.inf)[keep].argmax(1)]))
+    kept = routed(est.predict_general(emb[:500][dev]))
+    best_epoch = max(history, key=lambda h: h["dev_routing_quality"])
+    assert kept == pytest.approx(best_epoch["dev_routing_quality"], abs=1e-6)  # the best epoch's weights are kept
+    assert kept > routed(np.broadcast_to(np.nanmean(scores[:500], axis=0), y.shape))  # and it beat the mean predictor
+    assert np.mean(est.predict(emb[500:], cluster[500:]).argmax(axis=1) == cluster[500:] % 5) > 0.9
+    # on scores the embeddings say nothing about, no epoch routes the dev rows better than the per-model means
+    rng = np.random.default_rng(3)
+    flat = np.where(rng.random(scores.shape) < np.array([0.2, 0.3, 0.8, 0.4, 0.5]), 1.0, 0.0)[:500]
+    noise = QualityEstimator(epochs_general=12, epochs_task=0, batch_size=64, seed=0, stop_on="routing", **SMALL)
+    noise.fit(emb[:500], flat, cluster[:500], cands)
+    assert np.all(noise.predict(emb[500:]).argmax(axis=1) == 2)  # the best single model, everywhere
+    with pytest.raises(ParameterError, match="stop_on"):
+        QualityEstimator(stop_on="loss").fit(emb[:50], scores[:50])

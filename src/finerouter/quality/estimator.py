@@ -43,7 +43,7 @@ from finerouter._training import (
     stratified_dev_split,
     torch_threads_for,
 )
-from finerouter._validation import Constraint, Interval, check_is_fitted
+from finerouter._validation import Constraint, Interval, Options, check_is_fitted
 from finerouter.base import Component
 from finerouter.errors import ArtifactError, DataError
 from finerouter.quality.inference import StackedAdapters
@@ -82,6 +82,9 @@ class QualityEstimator(Component):
         weight_decay: L2 penalty (both phases).
         patience: epochs without dev improvement before a phase stops (per task in phase 2).
         dev_fraction: share of training rows, stratified by task, held out for early stopping; 0 = none.
+        stop_on: what phase 1 early-stops on: ``"mse"`` (the dev MSE, the paper's loss) or ``"routing"`` (the dev
+            routing quality: the mean true score of the model the predictions rank first; it must beat the
+            per-model mean predictor, which routes like the best single model). Phase 2 stops on MSE either way.
         seed: seeds initialisation, the dev split and batch order. None: 0; inside FineRouter, the router's seed.
         device: torch device used for training ("cpu", "cuda"...); inference is numpy.
 
@@ -101,6 +104,7 @@ class QualityEstimator(Component):
         "epochs_general": [Interval("int", 0, None)],
         "epochs_task": [Interval("int", 0, None)],
         **TRAINING_PARAMETER_CONSTRAINTS,
+        "stop_on": [Options("mse", "routing")],
     }
 
     def __init__(
@@ -116,6 +120,7 @@ class QualityEstimator(Component):
         dev_fraction: float = 0.1,
         seed: int | None = None,
         device: str = "cpu",
+        stop_on: str = "mse",
     ) -> None:
         self.model_dim = model_dim
         self.hidden = hidden
@@ -128,6 +133,7 @@ class QualityEstimator(Component):
         self.dev_fraction = dev_fraction
         self.seed = seed
         self.device = device
+        self.stop_on = stop_on
 
     @staticmethod
     def _check_candidates(candidates: Any, n_models: int) -> list[list[int]]:
@@ -202,6 +208,7 @@ class QualityEstimator(Component):
             patience=int(self.patience),
             seed=resolved_seed(self.seed),
             device=resolve_device(self.device, _OWNER),
+            stop_on=str(self.stop_on),
         )
 
         self.n_features_in_ = d

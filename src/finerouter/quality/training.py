@@ -48,6 +48,7 @@ class TrainingSettings:
     patience: int
     seed: int
     device: Any
+    stop_on: str = "mse"  # phase 1's early stopping: "mse" (dev MSE) or "routing" (dev routing quality)
 
 
 @dataclass
@@ -193,6 +194,11 @@ def train_general_adapters(
         emb: (n, d) float32 embeddings; y: (n, m) scores (NaN = unobserved); observed: (n, m) bool.
         train_idx, dev_idx: row indices; without dev rows, every epoch runs and the last one is kept.
 
+    The best epoch is the one with the lowest dev MSE (``settings.stop_on == "mse"``) or the highest dev routing
+    quality (``"routing"``: the mean true score of the model each dev prompt's predictions rank first, among its
+    observed models; epoch 0, the per-model mean predictor, routes like the best single model, and a later epoch
+    must route the dev rows strictly better to replace it).
+
     Returns:
         the weights of the best dev epoch (keys as :func:`init_general_weights`), the per-epoch history.
     """
@@ -237,13 +243,35 @@ def train_general_adapters(
                 count += float(n_obs)
         return total / max(count, 1.0)
 
+    dev_routed = dev_idx[observed[dev_idx].any(axis=1)] if dev_idx.size else dev_idx
+
+    def dev_routing_quality() -> float | None:
+        """Mean true score of each dev prompt's top-predicted observed model (None without dev rows)."""
+        if dev_routed.size == 0:
+            return None
+        picked = []
+        with torch.no_grad():
+            for start in range(0, dev_routed.size, _DEV_BLOCK_ROWS):
+                rows = dev_routed[start : start + _DEV_BLOCK_ROWS]
+                pred = forward(torch.from_numpy(rows).to(device)).cpu().numpy()
+                pred = np.where(observed[rows], pred, -np.inf)
+                picked.append(y[rows, np.argmax(pred, axis=1)])
+        return float(np.mean(np.concatenate(picked)))
+
     def snapshot() -> dict[str, Any]:
         return {k: v.detach().clone() for k, v in params.items()}
 
     # Rows with no observed score teach nothing; leave them out of the batches.
     train_rows = train_idx[observed[train_idx].any(axis=1)]
-    stopper = EarlyStopping(settings.patience, monitor="dev_mse", min_delta=_MIN_DEV_IMPROVEMENT)
-    stopper.start(dev_mse(), snapshot)
+    by_routing = settings.stop_on == "routing"
+    if by_routing:
+        stopper = EarlyStopping(settings.patience, monitor="dev_routing_quality", mode="max")
+        monitored = dev_routing_quality
+    else:
+        stopper = EarlyStopping(settings.patience, monitor="dev_mse", min_delta=_MIN_DEV_IMPROVEMENT)
+        monitored = dev_mse
+    dev_mse_by_epoch = [dev_mse()]
+    stopper.start(dev_mse_by_epoch[0] if not by_routing else monitored(), snapshot)
     batch_size = settings.batch_size
     for epoch in range(1, settings.epochs_general + 1):
         perm = rng.permutation(train_rows)
@@ -260,15 +288,20 @@ def train_general_adapters(
             total += float(sse.detach())
             count += float(n_obs)
         epoch_dev = dev_mse()
+        dev_mse_by_epoch.append(epoch_dev)
         train_mse = total / max(count, 1.0)
-        result.history.append(
-            {"epoch": epoch, "train_mse": train_mse, "dev_mse": float("nan") if epoch_dev is None else epoch_dev}
-        )
+        record = {"epoch": epoch, "train_mse": train_mse, "dev_mse": float("nan") if epoch_dev is None else epoch_dev}
+        value = epoch_dev
+        if by_routing:
+            value = monitored()
+            record["dev_routing_quality"] = float("nan") if value is None else value
+        result.history.append(record)
         result.n_epochs = epoch
-        logger.debug("QualityEstimator general epoch %d train %.5f dev %s", epoch, train_mse, epoch_dev)
-        if stopper.update(epoch, epoch_dev, snapshot):
+        logger.debug("QualityEstimator general epoch %d train %.5f dev %s", epoch, train_mse, value)
+        if stopper.update(epoch, value, snapshot):
             break
-    result.dev_mse = float(stopper.best_value) if dev_idx.size else float("nan")
+    best_mse = dev_mse_by_epoch[int(stopper.best_epoch)]
+    result.dev_mse = float(best_mse) if dev_idx.size and best_mse is not None else float("nan")
     result.weights = {k: v.cpu().numpy() for k, v in stopper.best_state.items()}
     logger.info("QualityEstimator phase 1: %d epochs, dev MSE %.5f", result.n_epochs, result.dev_mse)
     return result
