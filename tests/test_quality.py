@@ -406,3 +406,27 @@ def test_phase_one_can_early_stop_on_dev_routing_quality():
     assert np.all(noise.predict(emb[500:]).argmax(axis=1) == 2)  # the best single model, everywhere
     with pytest.raises(ParameterError, match="stop_on"):
         QualityEstimator(stop_on="loss").fit(emb[:50], scores[:50])
+
+
+def test_phase_two_can_early_stop_each_task_on_its_dev_routing_quality():
+    """With ``stop_on="routing"`` a task keeps trained adapters only where they route its dev prompts strictly
+    better than the general copy; on planted tasks the estimator still learns them."""
+    emb, scores, cluster, cands = planted(n=800)
+    # phase 1 kept at the per-model means (no epoch): only the task adapters can learn each task's best model
+    common = dict(epochs_general=0, epochs_task=10, batch_size=64, seed=0, **SMALL)
+    est = QualityEstimator(stop_on="routing", **common).fit(emb[:700], scores[:700], cluster[:700], cands)
+    assert all("dev_routing_quality_mean_over_tasks" in h for h in est.history_task_)
+    by_mse = QualityEstimator(**common).fit(emb[:700], scores[:700], cluster[:700], cands)
+    assert all("dev_mse_mean_over_tasks" in h for h in by_mse.history_task_)
+    general_best = np.argmax(np.nanmean(scores[:700], axis=0))
+    routed = lambda e: float(np.mean(e.predict(emb[700:], cluster[700:]).argmax(1) == cluster[700:] % 5))
+    assert est.tasks_specialised_ >= 3  # the tasks whose best model is not the overall best gained routing
+    assert routed(est) > 0.9 and routed(by_mse) > 0.9
+    assert np.mean(cluster[700:] % 5 == general_best) < 0.5  # the copies alone would route most prompts wrongly
+    # a task whose adapters never route better than the general copy keeps the copy: columns equal to general
+    frozen = QualityEstimator(stop_on="routing", **{**common, "epochs_general": 15})
+    frozen.fit(emb[:700], scores[:700], cluster[:700], cands)
+    kept = frozen.predict(emb[700:], cluster[700:])
+    general = frozen.predict_general(emb[700:])
+    same = [np.allclose(kept[cluster[700:] == t], general[cluster[700:] == t], atol=1e-5) for t in range(4)]
+    assert sum(same) == 4 - frozen.tasks_specialised_

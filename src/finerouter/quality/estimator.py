@@ -82,9 +82,10 @@ class QualityEstimator(Component):
         weight_decay: L2 penalty (both phases).
         patience: epochs without dev improvement before a phase stops (per task in phase 2).
         dev_fraction: share of training rows, stratified by task, held out for early stopping; 0 = none.
-        stop_on: what phase 1 early-stops on: ``"mse"`` (the dev MSE, the paper's loss) or ``"routing"`` (the dev
-            routing quality: the mean true score of the model the predictions rank first; it must beat the
-            per-model mean predictor, which routes like the best single model). Phase 2 stops on MSE either way.
+        stop_on: what both phases early-stop on: ``"mse"`` (the dev MSE, the paper's loss) or ``"routing"`` (the
+            dev routing quality: the mean true score of the model the predictions rank first; in phase 1 it must
+            beat the per-model mean predictor, which routes like the best single model; in phase 2, per task,
+            the general copy's routing of the task's dev prompts).
         seed: seeds initialisation, the dev split and batch order. None: 0; inside FineRouter, the router's seed.
         device: torch device used for training ("cpu", "cuda"...); inference is numpy.
 

@@ -1,7 +1,8 @@
 """Training of the quality estimator's adapters (torch): the two phases and the row-wise lazy Adam.
 
 Both phases minimise the MSE over observed scores only (NaN = unobserved contributes neither loss nor gradient)
-and early-stop on the dev rows (:class:`~finerouter._training.EarlyStopping`):
+and early-stop on the dev rows (:class:`~finerouter._training.EarlyStopping`), on their MSE or, with
+``stop_on="routing"``, on how well the predictions route them (the true score of the model ranked first):
 
 1. :func:`train_general_adapters`: model embeddings + general adapters, on all training rows;
 2. :func:`train_task_adapters`: task adapters only, each on the rows labelled with its task, every adapter
@@ -306,10 +307,11 @@ def train_task_adapters(
     slot_task_t = torch.from_numpy(layout.slot_task).to(device)
     n_tasks = int(layout.task_sizes.size)
 
-    def unit_squared_error(
+    def unit_predictions(
         rows_np: np.ndarray, slots_np: np.ndarray, leaves: list[Any] | None = None, inverse: Any = None
-    ) -> tuple[Any, Any]:
-        """Per-unit summed squared error and observed count: (U,), (U,).
+    ) -> tuple[Any, Any, Any, Any]:
+        """Each unit's adapter on its rows: predictions (U, c), the rows (padding clamped to 0), the valid mask
+        and the model column of each (U, c) entry.
 
         ``leaves``: the step's gathered adapter weights, one row per distinct slot (``inverse`` maps units to
         them when a slot appears twice); None reads the weights from ``params``.
@@ -327,7 +329,13 @@ def train_task_adapters(
             w1, b1, w2, b2 = (leaf.index_select(0, inverse) for leaf in leaves)
         hidden = torch.relu(torch.bmm(x, w1) + b1[:, None, :])  # (U, c, h)
         pred = torch.bmm(hidden, w2[:, :, None]).squeeze(-1) + b2[:, None]  # (U, c)
-        cols = slot_model_t[slots][:, None].expand_as(safe_rows)
+        return pred, safe_rows, valid, slot_model_t[slots][:, None].expand_as(safe_rows)
+
+    def unit_squared_error(
+        rows_np: np.ndarray, slots_np: np.ndarray, leaves: list[Any] | None = None, inverse: Any = None
+    ) -> tuple[Any, Any]:
+        """Per-unit summed squared error and observed count: (U,), (U,) (arguments as :func:`unit_predictions`)."""
+        pred, safe_rows, valid, cols = unit_predictions(rows_np, slots_np, leaves, inverse)
         mask = observed_t[safe_rows, cols] * valid
         err = (pred - scores_t[safe_rows, cols]) * mask
         return (err * err).sum(dim=1), mask.sum(dim=1)
@@ -347,13 +355,51 @@ def train_task_adapters(
         mse = torch.where(count > 0, sse / count.clamp(min=1), torch.full_like(sse, float("inf")))
         return mse.cpu().numpy()
 
+    by_routing = settings.stop_on == "routing"
+    if by_routing and dev_idx.size:
+        # The dev rows' predictions outside their task's candidates are the general adapters': fixed in phase 2.
+        x_dev = emb[dev_idx].astype(np.float32)
+        w1p = general["w1_prompt"]
+        hidden_dev = np.maximum(
+            (x_dev @ w1p.reshape(d, -1)).reshape(dev_idx.size, w1p.shape[1], h) + general_hidden_bias, 0.0
+        )
+        dev_general = (hidden_dev * general["w2"]).sum(axis=-1) + general["b2"]
+        dev_position = np.full(emb.shape[0], -1, dtype=np.int64)
+        dev_position[dev_idx] = np.arange(dev_idx.size)
+        dev_observed = observed[dev_idx]
+        dev_task = np.where(dev_observed.any(axis=1), labels[dev_idx], -1)
+
+    def dev_task_routing() -> np.ndarray:
+        """(T,) mean true score of the model each task's dev prompts rank first (task adapters for its candidates,
+        general adapters for the rest); NaN where a task has no dev prompt with an observed score."""
+        pred = dev_general.copy()
+        step = max(1, _DEV_BLOCK_BYTES // (4 * d * h))
+        with torch.no_grad():
+            for start in range(0, dev_slots.size, step):
+                p, rows, valid, cols = unit_predictions(dev_rows[start : start + step], dev_slots[start : start + step])
+                keep = valid.cpu().numpy()
+                pred[dev_position[rows.cpu().numpy()[keep]], cols.cpu().numpy()[keep]] = p.cpu().numpy()[keep]
+        picked = y[dev_idx, np.argmax(np.where(dev_observed, pred, -np.inf), axis=1)]
+        sel = dev_task >= 0
+        total = np.bincount(dev_task[sel], weights=picked[sel], minlength=n_tasks)
+        count = np.bincount(dev_task[sel], minlength=n_tasks)
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
     # Early stopping is per task: a task's adapters are kept from their best dev epoch, and a task with
-    # no dev observation keeps the general copy (no evidence that specialising helps it).
+    # no dev observation keeps the general copy (no evidence that specialising helps it). With stop_on="routing"
+    # an epoch improves a task when its dev prompts are routed strictly better than by the task's best epoch so far
+    # (the general copy first).
     has_dev = dev_idx.size > 0
-    stopper = EarlyStopping(settings.patience, monitor="dev_mse per task", min_delta=_MIN_DEV_IMPROVEMENT,
-                            restore_best=False)  # fmt: skip
+    if by_routing:
+        stopper = EarlyStopping(settings.patience, monitor="dev routing quality per task", mode="max",
+                                restore_best=False)  # fmt: skip
+        dev_monitored = dev_task_routing
+    else:
+        stopper = EarlyStopping(settings.patience, monitor="dev_mse per task", min_delta=_MIN_DEV_IMPROVEMENT,
+                                restore_best=False)  # fmt: skip
+        dev_monitored = dev_task_mse
     if has_dev:
-        stopper.start(dev_task_mse())
+        stopper.start(dev_monitored())
     best = [p.clone() for p in params] if has_dev else params
     for epoch in range(1, settings.epochs_task + 1):
         if epoch > 1:  # new chunks each epoch: rows meet different batch-mates
@@ -387,18 +433,19 @@ def train_task_adapters(
             result.history.append({"epoch": epoch, "train_mse": train_mse})
             result.n_epochs = epoch
             continue
-        stop = stopper.update(epoch, dev_task_mse())
+        stop = stopper.update(epoch, dev_monitored())
         improved = stopper.improved
         if improved.any():
             improved_slots = torch.nonzero(torch.from_numpy(improved).to(device)[slot_task_t], as_tuple=True)[0]
             for best_param, param in zip(best, params, strict=True):
                 best_param.index_copy_(0, improved_slots, param.index_select(0, improved_slots))
-        best_mse = torch.from_numpy(stopper.best_value)
-        finite = torch.isfinite(best_mse)
-        mean_dev = float(best_mse[finite].mean()) if bool(finite.any()) else float("nan")
+        best_value = np.asarray(stopper.best_value, dtype=np.float64)
+        finite = np.isfinite(best_value)
+        mean_dev = float(best_value[finite].mean()) if finite.any() else float("nan")
         n_improved = int(improved.sum())
+        monitored_key = "dev_routing_quality_mean_over_tasks" if by_routing else "dev_mse_mean_over_tasks"
         result.history.append(
-            {"epoch": epoch, "train_mse": train_mse, "dev_mse_mean_over_tasks": mean_dev, "tasks_improved": n_improved}
+            {"epoch": epoch, "train_mse": train_mse, monitored_key: mean_dev, "tasks_improved": n_improved}
         )
         result.n_epochs = epoch
         logger.debug("QualityEstimator task epoch %d train %.5f, %d tasks improved", epoch, train_mse, n_improved)
