@@ -14,7 +14,8 @@ fit, hard assignment: that old default), and each with one fit and hard assignme
 (``cv_folds=5``), ``soft_folds5``, ``stack_nb`` (``stacking=True, neighbours=True``),
 ``soft_ensemble3_stack_nb`` (all four); on top of the defaults, discovery made coarser: ``tau03`` / ``tau02``
 (``tau`` 0.3 / 0.2: more graph edges kept), ``resolution05`` (Leiden resolution 0.5: fewer communities);
-``stop_routing``: Stage 2's phase 1 early-stopped on dev routing quality (``quality={"stop_on": "routing"}``). With ``--knn`` the harness's kNN baseline (k tuned on its own dev splits of
+``stop_routing``: Stage 2 early-stopped on dev routing quality (``quality={"stop_on": "routing"}``);
+``neighbours``: the neighbour source among the mixing candidates (``neighbours=True``). With ``--knn`` the harness's kNN baseline (k tuned on its own dev splits of
 the fit part) is fitted on the same fit part as a reference row.
 
     .venv/bin/python bench/dev_variants.py --datasets routerdc,dcrouter --train-size 1500 --variants default,soft
@@ -56,6 +57,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "resolution05": {"discovery": {"resolution": 0.5}},
     # Stage 2's phase 1 early-stopped on dev routing quality instead of dev MSE (QualityEstimator(stop_on=...))
     "stop_routing": {"quality": {"stop_on": "routing"}},
+    # the neighbour source (routing/neighbours.py) among the mixing candidates, on top of the defaults
+    "neighbours": {"neighbours": True},
 }
 
 

@@ -206,6 +206,29 @@ def test_neighbour_means_average_the_nearest_prompts_observed_scores(rng):
     assert default_k(10) == 5 and default_k(100) == 5 and default_k(2500) == 25 and default_k(10**6) == 40
 
 
+def test_the_number_of_neighbours_is_the_one_that_routes_the_training_prompts_best_left_one_out(rng):
+    from finerouter.routing.neighbours import choose_k
+
+    # 8 tight clusters of 60 prompts; in cluster c model c % 4 is best by 0.2 in expectation, every answer noisy:
+    # many neighbours average the noise away, and a cluster holds 59 others, so the choice is 40 of the grid
+    centres = rng.normal(size=(8, 16))
+    cluster = np.repeat(np.arange(8), 60)
+    emb = centres[cluster] + 0.05 * rng.normal(size=(480, 16))
+    emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
+    mean = np.full((8, 4), 0.5)
+    mean[np.arange(8), np.arange(8) % 4] = 0.7
+    noisy = np.clip(mean[cluster] + rng.normal(0, 0.35, (480, 4)), 0, 1)
+    assert choose_k(emb, noisy, grid=(1, 5, 40, 160)) == 40
+    # noiseless scores that change along one direction: a few nearest neighbours, not a wide average
+    t = np.linspace(0, 1, 300)
+    line = np.column_stack([np.cos(t), np.sin(t), np.zeros(300)]).astype(np.float32)
+    exact = np.column_stack([np.sin(12 * t), np.cos(12 * t)])
+    assert choose_k(line, exact, grid=(1, 5, 40, 160)) in (1, 5)
+    # the leave-one-out evaluation never reads a prompt's own scores: a prompt's scores alone decide nothing
+    lone = rng.random((300, 2))
+    assert choose_k(line, lone, grid=(1,)) == 1 and choose_k(line[:2], lone[:2]) == 5  # too few prompts: default_k
+
+
 def test_the_neighbour_source_is_chosen_only_with_evidence(rng):
     """A neighbour mix replaces the default only when the held-out folds show it routes better."""
     stage2, stage1, global_prior, truth, fold = _oof(rng, signal=0.0)

@@ -156,7 +156,7 @@ def test_scores_are_the_components_combined(fitted, synthetic_split, n):
             np.testing.assert_allclose(scores.confidence, conf)
         neighbours = None
         if fit.neighbour_embeddings_ is not None:
-            neighbours = neighbour_means(emb, fit.neighbour_embeddings_, fit.neighbour_scores_)
+            neighbours = neighbour_means(emb, fit.neighbour_embeddings_, fit.neighbour_scores_, fit.mixing_.neighbour_k)
         finals.append(mix(fit.mixing_.vector(), stage2, stage1, fit.global_prior_, neighbours))
         stage2s.append(stage2)
     np.testing.assert_allclose(scores.stage2, np.mean(stage2s, axis=0), atol=1e-6)

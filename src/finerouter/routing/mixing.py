@@ -96,6 +96,10 @@ class MixingChoice:
         replaced: when adding a model made a routing router fall back to it
             (:func:`finerouter.routing.onboarding_mixing.mixing_after_adding`), ``{"model": name, "mixing": the
             choice it replaced, as a dict}``, so that retiring that model restores the choice; else None.
+        neighbour_k: the number of neighbours the neighbour source averages over
+            (:func:`finerouter.routing.neighbours.choose_k` on the training data); None: not chosen (no neighbour
+            source, or an artifact saved before it was), which routes with :func:`~finerouter.routing.neighbours.
+            default_k`.
     """
 
     weights: dict[str, float]
@@ -111,6 +115,7 @@ class MixingChoice:
     assignment: str | None = None
     assignment_quality: dict[str, float] | None = None
     replaced: dict[str, Any] | None = None
+    neighbour_k: int | None = None
 
     def vector(self) -> np.ndarray:
         """``(4,)`` weights in :data:`SOURCES` order."""

@@ -12,6 +12,8 @@ import numpy as np
 
 #: Query rows per block of the similarity matrix (bounds memory to ``block x n_reference`` floats).
 _BLOCK_ROWS = 1024
+#: The numbers of neighbours :func:`choose_k` weighs (each capped at the training prompts less one).
+K_GRID = (5, 10, 20, 40, 80, 160)
 
 
 def default_k(n_reference: int) -> int:
@@ -57,4 +59,44 @@ def neighbour_means(
     return out
 
 
-__all__ = ["default_k", "neighbour_means"]
+def choose_k(reference: np.ndarray, reference_scores: np.ndarray, grid: tuple[int, ...] = K_GRID) -> int:
+    """The number of neighbours that routes the training prompts best, each by its neighbours but itself.
+
+    Leave-one-out: for every training prompt, each model's mean observed score over its ``k`` nearest *other*
+    training prompts (the overall mean where none observed the model); the prompt is routed to the highest of its
+    observed models and scores that model's true score. The ``k`` of ``grid`` (capped at ``n - 1``) with the
+    highest mean is returned (ties: the smallest). How many neighbours a prompt needs depends on the data, not on
+    its size alone: judge scores with per-answer noise and dozens of models need many more to average the noise
+    away than 0/1 scores of a few models (:func:`default_k` is the fallback for fewer than 3 prompts).
+    """
+    reference = np.asarray(reference, dtype=np.float32)
+    scores = np.asarray(reference_scores, dtype=np.float64)
+    n = reference.shape[0]
+    ks = sorted({min(int(k), n - 1) for k in grid if int(k) >= 1})
+    if n < 3 or not ks:
+        return default_k(n)
+    k_max = ks[-1]
+    observed = np.isfinite(scores)
+    filled = np.where(observed, scores, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overall = filled.sum(axis=0) / observed.sum(axis=0)
+    totals = np.zeros(len(ks))
+    for start in range(0, n, _BLOCK_ROWS):
+        rows = np.arange(start, min(start + _BLOCK_ROWS, n))
+        sims = reference[rows] @ reference.T
+        sims[np.arange(rows.size), rows] = -np.inf  # never one's own neighbour
+        top = np.argpartition(-sims, k_max - 1, axis=1)[:, :k_max]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1), axis=1)
+        sums = np.cumsum(filled[top], axis=1)  # (b, k_max, m): sums over the first k neighbours
+        counts = np.cumsum(observed[top], axis=1)
+        own = observed[rows]
+        routable = own.any(axis=1)
+        for j, k in enumerate(ks):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = np.where(counts[:, k - 1] > 0, sums[:, k - 1] / np.maximum(counts[:, k - 1], 1), overall)
+            pick = np.argmax(np.where(own, np.nan_to_num(means, nan=-np.inf), -np.inf), axis=1)
+            totals[j] += scores[rows, pick][routable].sum()
+    return int(ks[int(np.argmax(totals))])
+
+
+__all__ = ["K_GRID", "choose_k", "default_k", "neighbour_means"]

@@ -102,7 +102,8 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     weights = router.mixing_.vector()
     neighbours = None
     if getattr(router, "neighbour_embeddings_", None) is not None:
-        neighbours = neighbour_means(emb, router.neighbour_embeddings_, router.neighbour_scores_)
+        neighbours = neighbour_means(emb, router.neighbour_embeddings_, router.neighbour_scores_,
+                                     router.mixing_.neighbour_k)
     estimate_weights = router.mixing_.estimate_vector()
     ref = reference_models(router)
     # added models: their per-prompt sources clipped to the fitted models' range, their priors not (reference_models)
