@@ -116,17 +116,9 @@ def blend_pool(
         if costs is not None:
             new_costs.append(np.where(take_a, costs[:, a], costs[:, b])[:, None])
         names.append(f"{data.models[a]}+{data.models[b]}~blend{k + 1}")
-    return RoutingDataset(
-        prompts=list(data.prompts),
-        models=names,
-        scores=np.concatenate(new_scores, axis=1),
-        costs=None if costs is None else np.concatenate(new_costs, axis=1),
-        tasks=None if data.tasks is None else list(data.tasks),
-        ids=None if data.ids is None else list(data.ids),
-        name=f"{data.name}+blend{len(names)}",
-        source=data.source,
-        meta={**data.meta, "blended_pool": {"n_models": n_models, "max_drop": max_drop, "seed": seed}},
-    )
+    return _grown_pool(data, names, np.concatenate(new_scores, axis=1),
+                       None if costs is None else np.concatenate(new_costs, axis=1), "blend",
+                       {"blended_pool": {"n_models": n_models, "max_drop": max_drop, "seed": seed}})
 
 
 def judge_pool(
@@ -169,19 +161,23 @@ def judge_pool(
     judged = np.full(mean.shape, np.nan)
     mu = mean[known]
     judged[known] = rng.beta(mu * concentration, (1.0 - mu) * concentration)
+    settings = {"n_models": n_models, "max_drop": max_drop, "floor": floor, "concentration": concentration,
+                "drop_labels": drop_labels, "seed": seed}
+    return _grown_pool(data, names, judged, None if costs is None else np.concatenate(new_costs, axis=1), "judge",
+                       {"judge_pool": settings}, keep_labels=not drop_labels)
+
+
+def _grown_pool(
+    data: RoutingDataset, names: list[str], scores: np.ndarray, costs: np.ndarray | None, kind: str,
+    meta: dict, keep_labels: bool = True,
+) -> RoutingDataset:
+    """``data``'s prompts with a new pool: ``names`` and their ``scores`` / ``costs``, named ``<name>+<kind><m>``."""
     return RoutingDataset(
-        prompts=list(data.prompts),
-        models=names,
-        scores=judged,
-        costs=None if costs is None else np.concatenate(new_costs, axis=1),
-        tasks=None if data.tasks is None or drop_labels else list(data.tasks),
-        ids=None if data.ids is None else list(data.ids),
-        name=f"{data.name}+judge{len(names)}",
-        source=data.source,
-        meta={**data.meta, "judge_pool": {"n_models": n_models, "max_drop": max_drop, "floor": floor,
-                                          "concentration": concentration, "drop_labels": drop_labels,
-                                          "seed": seed}},
-    )
+        prompts=list(data.prompts), models=names, scores=scores, costs=costs,
+        tasks=None if data.tasks is None or not keep_labels else list(data.tasks),
+        ids=None if data.ids is None else list(data.ids), name=f"{data.name}+{kind}{len(names)}",
+        source=data.source, meta={**data.meta, **meta},
+    )  # fmt: skip
 
 
 __all__ = ["blend_pool", "enlarge_pool", "judge_pool"]
