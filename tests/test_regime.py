@@ -38,10 +38,39 @@ def test_auto_resolves_by_the_number_of_unique_prompts_and_explicit_values_are_k
     assert regime.setting(router, "ensemble_size") == "auto"  # not fitted: the parameter itself
 
 
+def test_the_neighbour_source_is_offered_where_discovery_finds_little_task_structure():
+    assert FineRouter().neighbours == "auto"
+    assert regime.resolve_neighbours("auto", 0.98) is True and regime.resolve_neighbours("auto", 0.5) is True
+    assert regime.resolve_neighbours("auto", 0.13) is False and regime.resolve_neighbours("auto", 0.0) is False
+    assert regime.resolve_neighbours(True, 0.0) is True and regime.resolve_neighbours(False, 1.0) is False
+
+
+def test_a_fit_whose_discovery_finds_no_task_offers_the_neighbour_source(data):
+    from finerouter.data.dataset import RoutingDataset
+
+    train, _ = data
+    # judge-like scores of 30 models, every answer's score drawn at random: no two prompts rank the models alike
+    # enough for the ranking filter, so every prompt is in Others
+    rng = np.random.default_rng(0)
+    noisy = RoutingDataset(prompts=list(train.prompts), models=[f"m{j}" for j in range(30)],
+                           scores=rng.beta(4, 4, (train.n_prompts, 30)), name="judge-like")
+    router = FineRouter(encoder=FakeEncoder(), seed=0, **FAST_SETTINGS).fit(noisy)
+    assert 1.0 - router.catalog_.share_in_tasks >= 0.5 and router.settings_["neighbours"] is True
+    assert router.out_of_fold_.neighbours is not None  # the cross-validation weighed the neighbour source
+    assert (router.neighbour_embeddings_ is not None) == router.mixing_.uses_neighbours
+    off = FineRouter(encoder=FakeEncoder(), seed=0, neighbours=False, **FAST_SETTINGS).fit(noisy)
+    assert off.settings_["neighbours"] is False and off.out_of_fold_.neighbours is None
+    # on the structured data most prompts are in tasks, and "auto" leaves the source out
+    structured = FineRouter(encoder=FakeEncoder(), seed=0, **FAST_SETTINGS).fit(train)
+    assert structured.catalog_.share_in_tasks > 0.5 and structured.settings_["neighbours"] is False
+
+
 def test_a_small_fit_uses_and_records_the_small_data_settings(data, tmp_path):
     train, test = data
     router = FineRouter(encoder=FakeEncoder(), seed=0, **{**FAST_SETTINGS, **AUTO}).fit(train)
     expected = {name: v[0] for name, v in regime.AUTO_VALUES.items()}
+    # the neighbour source: offered by "auto" where discovery left most prompts in Others
+    expected["neighbours"] = 1.0 - router.catalog_.share_in_tasks >= regime.WEAK_TASKS_OTHERS_SHARE
     assert router.settings_ == expected and router.fit_summary_["settings"] == expected
     assert router.fit_summary_["ensemble"]["size"] == expected["ensemble_size"]
     assert router.fit_summary_["mixing"]["folds"] == expected["cv_folds"]
@@ -63,12 +92,12 @@ def test_a_small_fit_uses_and_records_the_small_data_settings(data, tmp_path):
 def test_a_large_fit_is_a_single_fit_with_the_paper_settings(data, monkeypatch):
     monkeypatch.setattr(regime, "SMALL_DATA_PROMPTS", 20)  # 150 prompts are "large" against this threshold
     router = FineRouter(encoder=FakeEncoder(), seed=0, **{**FAST_SETTINGS, **AUTO}).fit(data[0])
-    assert router.settings_ == {"ensemble_size": 1, "stage1_assignment": "hard", "cv_folds": 3}
+    assert router.settings_ == {"ensemble_size": 1, "stage1_assignment": "hard", "cv_folds": 3, "neighbours": False}
     assert members_of(router) == [] and router.fit_summary_["mixing"]["folds"] == 3
 
 
 @pytest.mark.parametrize("name, value", [("ensemble_size", "many"), ("stage1_assignment", "sometimes"),
-                                         ("stacking", "auto"), ("neighbours", "auto")])  # fmt: skip
+                                         ("stacking", "auto"), ("neighbours", "sometimes")])  # fmt: skip
 def test_other_values_than_auto_are_refused(name, value, data):
     with pytest.raises(ParameterError, match=name):
         FineRouter(encoder=FakeEncoder(), **{name: value}).fit(data[0])

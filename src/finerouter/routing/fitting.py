@@ -287,7 +287,7 @@ def cross_validate_mixing(
     stage1s = {name: np.full((n, m), np.nan) for name in wanted}
     stage2 = np.full((n, m), np.nan)
     global_prior = np.full((n, m), np.nan)
-    neighbours = np.full((n, m), np.nan) if router.neighbours else None
+    neighbours = np.full((n, m), np.nan) if setting(router, "neighbours") else None
     for f in range(folds):
         held = np.flatnonzero(fold == f)
         rest = np.flatnonzero(fold != f)

@@ -11,6 +11,11 @@ thousands of prompts a fit is stable, those settings cost fit time and gain noth
 is kept.
 ``ensemble_size`` and ``stage1_assignment`` are ``"auto"`` by default; ``cv_folds`` stays 3 unless asked.
 
+``neighbours="auto"`` (the default) depends on what discovery found rather than on the data's size
+(:func:`resolve_neighbours`): where most training prompts fall in no task, Stage 1 holds no task structure (judge
+scores of dozens of models rank every prompt's models so differently that almost no graph edge passes the ranking
+filter: ``bench/ranking_agreement.py``), and the neighbour source is offered to the mixing in its place.
+
 ``"auto"`` resolves at ``fit`` from the number of unique training prompts (:func:`is_small`); the values a fit used
 are ``router.settings_`` and ``fit_summary_["settings"]``, and an artifact keeps them. docs/models.md has the
 measurements behind each choice.
@@ -29,6 +34,19 @@ AUTO_VALUES: dict[str, tuple[Any, Any]] = {
     "stage1_assignment": ("cv", "hard"),
     "cv_folds": (5, 3),
 }
+
+
+#: With ``neighbours="auto"``, the neighbour source is offered when at least this share of the training prompts is in
+#: "Others" (no discovered task).
+WEAK_TASKS_OTHERS_SHARE = 0.5
+
+
+def resolve_neighbours(value: Any, others_share: float) -> bool:
+    """Whether the mixing offers the neighbour source: ``value`` itself, or for ``"auto"`` whether discovery left
+    at least :data:`WEAK_TASKS_OTHERS_SHARE` of the training prompts in "Others"."""
+    if isinstance(value, str) and value == "auto":
+        return bool(others_share >= WEAK_TASKS_OTHERS_SHARE)
+    return bool(value)
 
 
 def is_small(n_prompts: int) -> bool:
@@ -59,4 +77,7 @@ def setting(router: Any, name: str) -> Any:
     return getattr(router, name, None)
 
 
-__all__ = ["AUTO_VALUES", "SMALL_DATA_PROMPTS", "is_small", "resolve", "resolve_settings", "setting"]
+__all__ = [
+    "AUTO_VALUES", "SMALL_DATA_PROMPTS", "WEAK_TASKS_OTHERS_SHARE", "is_small", "resolve", "resolve_neighbours",
+    "resolve_settings", "setting",
+]  # fmt: skip

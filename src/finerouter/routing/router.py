@@ -16,16 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from finerouter._training import check_matrix, single_thread_blas
-from finerouter._validation import (
-    BOOLEAN,
-    Constraint,
-    HasMethods,
-    InstanceOf,
-    Interval,
-    NoneValue,
-    Options,
-    check_is_fitted,
-)
+from finerouter._validation import BOOLEAN, Constraint, HasMethods, InstanceOf, Interval, NoneValue, Options
+from finerouter._validation import check_is_fitted
 from finerouter.base import Component
 from finerouter.engines.embedding import embed_texts
 from finerouter.errors import DataError, ParameterError
@@ -82,8 +74,8 @@ class FineRouter(Component):
         neighbours: with ``mixing="cv"``, also offer the cross-validation mixes that weigh a non-parametric
             source: each model's mean score on the prompt's nearest training prompts
             (:mod:`finerouter.routing.neighbours`). Chosen only if the held-out folds route better with it; then
-            the router keeps its training embeddings and scores (``neighbour_embeddings_``) to compute it. Off by
-            default until it is measured on every shared dataset (docs/models.md).
+            the router keeps its training embeddings and scores (``neighbour_embeddings_``) to compute it. ``"auto"``:
+            offered where discovery left most prompts in Others (:func:`finerouter.routing.regime.resolve_neighbours`).
         stacking: with ``mixing="cv"``, make the stacked shrinkage mix the default candidate: each source's deviation
             from the global prior weighted on the score scale by non-negative least squares on the out-of-fold
             scores (:mod:`finerouter.routing.stacking`); the normalised mixes replace it only if they route the
@@ -127,7 +119,7 @@ class FineRouter(Component):
         "mixing": [Options("cv", "paper")],
         "cv_folds": [Interval("int", 2, None), Options("auto")],
         "stage1_shrinkage": [BOOLEAN],
-        "neighbours": [BOOLEAN],
+        "neighbours": [BOOLEAN, Options("auto")],
         "stacking": [BOOLEAN],
         "ensemble_size": [Interval("int", 1, None), Options("auto")],
         "stage1_assignment": [Options(*assignment.ASSIGNMENTS, "auto")],
@@ -150,7 +142,7 @@ class FineRouter(Component):
         mixing: str = "cv",
         cv_folds: int | str = 3,
         stage1_shrinkage: bool = True,
-        neighbours: bool = False,
+        neighbours: bool | str = "auto",
         stacking: bool = False,
         ensemble_size: int | str = "auto",
         stage1_assignment: str = "auto",
@@ -278,6 +270,7 @@ class FineRouter(Component):
         parts = fitting.fit_parts(self, encoder, embeddings, desc_emb, dataset.scores, dataset.models, prompts,
                                   descriptions, groups, summarize=True)
         discovery, catalog = parts.discovery, parts.discovery.catalog_
+        self.settings_["neighbours"] = regime.resolve_neighbours(self.neighbours, 1.0 - catalog.share_in_tasks)
         timings.update(parts.seconds)
         logger.info("discovered %d tasks (%.1fs)", catalog.n_tasks, timings["discovery"])
 
