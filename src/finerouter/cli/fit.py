@@ -78,6 +78,7 @@ def fit(
             f"{summary['mean_candidates']:.2f} candidates per task of {summary['n_models']} models, "
             f"costs: {router.cost_model_.kind}, {summary['ensemble']['size']} fit(s) averaged (stage-1 priors: "
             f"{', '.join(str(m['assignment']) for m in summary['ensemble']['mixing'])}), "
+            f"{'neighbour source offered (most prompts in no task), ' if router.settings_.get('neighbours') else ''}"
             f"fit {summary['seconds']['total']:.1f}s"
         )
 
