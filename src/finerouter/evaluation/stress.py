@@ -97,12 +97,8 @@ def blend_pool(
     Blend ``k`` is named ``"<a>+<b>~blend<k>"``; on a prompt where it takes model ``a``'s score it also costs what
     ``a`` costs there. A NaN (unevaluated) score stays NaN. The real models keep their columns, first.
     """
-    owner = "blend_pool"
-    n_models = check_int(n_models, "n_models", owner, low=data.n_models)
-    max_drop = check_float(max_drop, "max_drop", owner, low=0.0, high=1.0)
+    n_models, max_drop, scores, costs = _checked_growth(data, n_models, max_drop, "blend_pool")
     rng = np.random.default_rng(seed)
-    scores = np.asarray(data.scores, dtype=np.float64)
-    costs = None if data.costs is None else np.asarray(data.costs, dtype=np.float64)
     n, m = scores.shape
     names = list(data.models)
     new_scores, new_costs = [scores], [] if costs is None else [costs]
@@ -136,14 +132,10 @@ def judge_pool(
     ones); blend ``k`` is named ``"<a>+<b>~judge<k>"``. ``drop_labels=True`` also drops the data's coarse task
     labels, as in a pool of chat models scored on users' prompts, which carry no benchmark label.
     """
-    owner = "judge_pool"
-    n_models = check_int(n_models, "n_models", owner, low=data.n_models)
-    max_drop = check_float(max_drop, "max_drop", owner, low=0.0, high=1.0)
-    floor = check_float(floor, "floor", owner, low=0.0, high=0.49)
-    concentration = check_float(concentration, "concentration", owner, low=0.1)
+    n_models, max_drop, scores, costs = _checked_growth(data, n_models, max_drop, "judge_pool")
+    floor = check_float(floor, "floor", "judge_pool", low=0.0, high=0.49)
+    concentration = check_float(concentration, "concentration", "judge_pool", low=0.1)
     rng = np.random.default_rng(seed)
-    scores = np.asarray(data.scores, dtype=np.float64)
-    costs = None if data.costs is None else np.asarray(data.costs, dtype=np.float64)
     n, m = scores.shape
     names = list(data.models)
     latent, new_costs = [scores], [] if costs is None else [costs]
@@ -165,6 +157,16 @@ def judge_pool(
                 "drop_labels": drop_labels, "seed": seed}
     return _grown_pool(data, names, judged, None if costs is None else np.concatenate(new_costs, axis=1), "judge",
                        {"judge_pool": settings}, keep_labels=not drop_labels)
+
+
+def _checked_growth(
+    data: RoutingDataset, n_models: int, max_drop: float, owner: str
+) -> tuple[int, float, np.ndarray, np.ndarray | None]:
+    """``n_models`` and ``max_drop`` checked for ``owner``, and ``data``'s scores and costs as float64 arrays."""
+    n_models = check_int(n_models, "n_models", owner, low=data.n_models)
+    max_drop = check_float(max_drop, "max_drop", owner, low=0.0, high=1.0)
+    costs = None if data.costs is None else np.asarray(data.costs, dtype=np.float64)
+    return n_models, max_drop, np.asarray(data.scores, dtype=np.float64), costs
 
 
 def _grown_pool(
