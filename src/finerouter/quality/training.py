@@ -50,7 +50,7 @@ class TrainingSettings:
     patience: int
     seed: int
     device: Any
-    stop_on: str = "mse"  # phase 1's early stopping: "mse" (dev MSE) or "routing" (dev routing quality)
+    stop_on: str = "mse"  # both phases' early stopping: "mse" (dev MSE) or "routing" (dev routing quality)
 
 
 @dataclass
@@ -205,7 +205,7 @@ def train_general_adapters(
         stopper = EarlyStopping(settings.patience, monitor="dev_mse", min_delta=_MIN_DEV_IMPROVEMENT)
         monitored = dev_mse
     dev_mse_by_epoch = [dev_mse()]
-    stopper.start(dev_mse_by_epoch[0] if not by_routing else monitored(), snapshot)
+    stopper.start(monitored() if by_routing else dev_mse_by_epoch[0], snapshot)
     batch_size = settings.batch_size
     for epoch in range(1, settings.epochs_general + 1):
         perm = rng.permutation(train_rows)
