@@ -262,7 +262,7 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
     assert paper is not fitted and paper.mixing_.method == "fixed" and paper.stage1_shrinkage is False
     np.testing.assert_allclose(by_name["paper_mixing"].predict_scores(x_test), paper.score_embeddings(x_test).final)
     with_neighbours = by_name["with_neighbours"].router_  # a fit of its own, the neighbour source offered
-    assert with_neighbours is not fitted and with_neighbours.neighbours is True and fitted.neighbours is False
+    assert with_neighbours is not fitted and with_neighbours.neighbours is True and fitted.neighbours == "auto"
     assert (with_neighbours.neighbour_embeddings_ is not None) == with_neighbours.mixing_.uses_neighbours
     with_stacking = by_name["with_stacking"].router_  # a fit of its own, the stacked mix as the default candidate
     assert with_stacking is not fitted and with_stacking.stacking is True and fitted.stacking is False
