@@ -50,6 +50,15 @@ class StackedAdapters:
         self.task_w2 = np.ascontiguousarray(task["w2"], dtype=f32)  # (A, h)
         self.task_b2 = np.ascontiguousarray(task["b2"], dtype=f32)  # (A,)
 
+    @classmethod
+    def general_only(cls, general: dict[str, np.ndarray]) -> StackedAdapters:
+        """The general adapters alone (no task adapter), for :meth:`predict_general`."""
+        d, m, h = np.shape(general["w1_prompt"])
+        f32 = np.float32
+        task = {"w1": np.zeros((0, d, h), f32), "b1": np.zeros((0, h), f32), "w2": np.zeros((0, h), f32),
+                "b2": np.zeros(0, f32)}  # fmt: skip
+        return cls(general, task, AdapterLayout.build([], m))
+
     def general_block(self, x: np.ndarray, first: int, stop: int) -> np.ndarray:
         """General adapters of models ``first..stop-1``: (r, d) -> (r, stop - first), from a column block of the
         stacked first layer."""

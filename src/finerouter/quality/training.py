@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from finerouter._training import EarlyStopping, import_torch
+from finerouter.quality.inference import StackedAdapters
 from finerouter.quality.lazy_adam import LazyRowAdam
 from finerouter.quality.layout import AdapterLayout
 
@@ -160,52 +161,49 @@ def train_general_adapters(
         # An elementwise product + sum: far cheaper than a bmm of (m, B, h) x (m, h, 1) on CPU.
         return (hidden * params["w2"]).sum(dim=-1) + params["b2"]
 
-    def squared_error(rows: Any) -> tuple[Any, Any]:
-        """Summed squared error over the observed scores of ``rows``, and their count."""
+    def squared_error(rows: Any, pred: Any = None) -> tuple[Any, Any]:
+        """Summed squared error over the observed scores of ``rows``, and their count (``pred``: their
+        predictions, when already computed)."""
         mask = observed_t[rows]
-        err = (forward(rows) - scores_t[rows]) * mask
+        err = ((forward(rows) if pred is None else pred) - scores_t[rows]) * mask
         return (err * err).sum(), mask.sum()
 
-    def dev_mse() -> float | None:
+    by_routing = settings.stop_on == "routing"
+
+    def dev_metrics() -> tuple[float | None, float | None]:
+        """One pass over the dev rows: their MSE over observed scores and, with ``stop_on="routing"``, the mean
+        true score of each dev prompt's top-predicted observed model (None without dev rows to measure)."""
         if dev_idx.size == 0:
-            return None
-        total, count = 0.0, 0.0
+            return None, None
+        total, count, picked = 0.0, 0.0, []
         with torch.no_grad():
             for start in range(0, dev_idx.size, _DEV_BLOCK_ROWS):
-                sse, n_obs = squared_error(torch.from_numpy(dev_idx[start : start + _DEV_BLOCK_ROWS]).to(device))
+                rows = dev_idx[start : start + _DEV_BLOCK_ROWS]
+                rows_t = torch.from_numpy(rows).to(device)
+                pred = forward(rows_t)
+                sse, n_obs = squared_error(rows_t, pred)
                 total += float(sse)
                 count += float(n_obs)
-        return total / max(count, 1.0)
-
-    dev_routed = dev_idx[observed[dev_idx].any(axis=1)] if dev_idx.size else dev_idx
-
-    def dev_routing_quality() -> float | None:
-        """Mean true score of each dev prompt's top-predicted observed model (None without dev rows)."""
-        if dev_routed.size == 0:
-            return None
-        picked = []
-        with torch.no_grad():
-            for start in range(0, dev_routed.size, _DEV_BLOCK_ROWS):
-                rows = dev_routed[start : start + _DEV_BLOCK_ROWS]
-                pred = forward(torch.from_numpy(rows).to(device)).cpu().numpy()
-                pred = np.where(observed[rows], pred, -np.inf)
-                picked.append(y[rows, np.argmax(pred, axis=1)])
-        return float(np.mean(np.concatenate(picked)))
+                if by_routing:
+                    seen = observed[rows]
+                    routed = seen.any(axis=1)
+                    ranked = np.where(seen, pred.cpu().numpy(), -np.inf)[routed]
+                    picked.append(y[rows[routed], np.argmax(ranked, axis=1)])
+        routing = np.concatenate(picked) if picked else np.empty(0)
+        return total / max(count, 1.0), float(np.mean(routing)) if routing.size else None
 
     def snapshot() -> dict[str, Any]:
         return {k: v.detach().clone() for k, v in params.items()}
 
     # Rows with no observed score teach nothing; leave them out of the batches.
     train_rows = train_idx[observed[train_idx].any(axis=1)]
-    by_routing = settings.stop_on == "routing"
     if by_routing:
         stopper = EarlyStopping(settings.patience, monitor="dev_routing_quality", mode="max")
-        monitored = dev_routing_quality
     else:
         stopper = EarlyStopping(settings.patience, monitor="dev_mse", min_delta=_MIN_DEV_IMPROVEMENT)
-        monitored = dev_mse
-    dev_mse_by_epoch = [dev_mse()]
-    stopper.start(monitored() if by_routing else dev_mse_by_epoch[0], snapshot)
+    start_mse, start_routing = dev_metrics()
+    dev_mse_by_epoch = [start_mse]
+    stopper.start(start_routing if by_routing else start_mse, snapshot)
     batch_size = settings.batch_size
     for epoch in range(1, settings.epochs_general + 1):
         perm = rng.permutation(train_rows)
@@ -221,13 +219,13 @@ def train_general_adapters(
             optimizer.step()
             total += float(sse.detach())
             count += float(n_obs)
-        epoch_dev = dev_mse()
+        epoch_dev, epoch_routing = dev_metrics()
         dev_mse_by_epoch.append(epoch_dev)
         train_mse = total / max(count, 1.0)
         record = {"epoch": epoch, "train_mse": train_mse, "dev_mse": float("nan") if epoch_dev is None else epoch_dev}
         value = epoch_dev
         if by_routing:
-            value = monitored()
+            value = epoch_routing
             record["dev_routing_quality"] = float("nan") if value is None else value
         result.history.append(record)
         result.n_epochs = epoch
@@ -358,12 +356,7 @@ def train_task_adapters(
     by_routing = settings.stop_on == "routing"
     if by_routing and dev_idx.size:
         # The dev rows' predictions outside their task's candidates are the general adapters': fixed in phase 2.
-        x_dev = emb[dev_idx].astype(np.float32)
-        w1p = general["w1_prompt"]
-        hidden_dev = np.maximum(
-            (x_dev @ w1p.reshape(d, -1)).reshape(dev_idx.size, w1p.shape[1], h) + general_hidden_bias, 0.0
-        )
-        dev_general = (hidden_dev * general["w2"]).sum(axis=-1) + general["b2"]
+        dev_general = StackedAdapters.general_only(general).predict_general(np.asarray(emb[dev_idx], np.float32))
         dev_position = np.full(emb.shape[0], -1, dtype=np.int64)
         dev_position[dev_idx] = np.arange(dev_idx.size)
         dev_observed = observed[dev_idx]

@@ -16,6 +16,20 @@ _BLOCK_ROWS = 1024
 K_GRID = (5, 10, 20, 40, 80, 160)
 
 
+def _filled(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(observed, scores with 0 for NaN, each model's overall mean (NaN if never observed))``."""
+    observed = np.isfinite(scores)
+    filled = np.where(observed, scores, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return observed, filled, filled.sum(axis=0) / observed.sum(axis=0)
+
+
+def _means(sums: np.ndarray, counts: np.ndarray, overall: np.ndarray) -> np.ndarray:
+    """Each model's mean over the neighbours that observed it; its overall mean where none did."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), overall[None, :])
+
+
 def default_k(n_reference: int) -> int:
     """The number of neighbours for ``n_reference`` training prompts: about half the square root, in [5, 40]
     (more neighbours average away more noise; too many blur the prompt's own kind)."""
@@ -41,10 +55,7 @@ def neighbour_means(
     scores = np.asarray(reference_scores, dtype=np.float64)
     n = reference.shape[0]
     k = min(default_k(n) if k is None else int(k), n)
-    observed = np.isfinite(scores)
-    filled = np.where(observed, scores, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        overall = filled.sum(axis=0) / observed.sum(axis=0)
+    observed, filled, overall = _filled(scores)
     out = np.empty((queries.shape[0], scores.shape[1]), dtype=np.float64)
     for start in range(0, queries.shape[0], _BLOCK_ROWS):
         sims = queries[start : start + _BLOCK_ROWS] @ reference.T  # (b, n)
@@ -52,10 +63,7 @@ def neighbour_means(
             top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         else:
             top = np.broadcast_to(np.arange(n), (sims.shape[0], n))
-        counts = observed[top].sum(axis=1)  # (b, m)
-        sums = filled[top].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start : start + sims.shape[0]] = np.where(counts > 0, sums / np.maximum(counts, 1), overall[None, :])
+        out[start : start + sims.shape[0]] = _means(filled[top].sum(axis=1), observed[top].sum(axis=1), overall)
     return out
 
 
@@ -76,10 +84,7 @@ def choose_k(reference: np.ndarray, reference_scores: np.ndarray, grid: tuple[in
     if n < 3 or not ks:
         return default_k(n)
     k_max = ks[-1]
-    observed = np.isfinite(scores)
-    filled = np.where(observed, scores, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        overall = filled.sum(axis=0) / observed.sum(axis=0)
+    observed, filled, overall = _filled(scores)
     totals = np.zeros(len(ks))
     for start in range(0, n, _BLOCK_ROWS):
         rows = np.arange(start, min(start + _BLOCK_ROWS, n))
@@ -92,8 +97,7 @@ def choose_k(reference: np.ndarray, reference_scores: np.ndarray, grid: tuple[in
         own = observed[rows]
         routable = own.any(axis=1)
         for j, k in enumerate(ks):
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = np.where(counts[:, k - 1] > 0, sums[:, k - 1] / np.maximum(counts[:, k - 1], 1), overall)
+            means = _means(sums[:, k - 1], counts[:, k - 1], overall)
             pick = np.argmax(np.where(own, np.nan_to_num(means, nan=-np.inf), -np.inf), axis=1)
             totals[j] += scores[rows, pick][routable].sum()
     return int(ks[int(np.argmax(totals))])
