@@ -12,6 +12,7 @@ from finerouter.data.synthetic import make_synthetic_routing_data
 from finerouter.errors import ParameterError
 from finerouter.routing import regime
 from finerouter.routing.ensemble import members_of
+from finerouter.routing.mixing import NEIGHBOURS_ALONE, SOURCES
 from finerouter.routing.scoring import _score_one
 from finerouter.testing import FAST_SETTINGS, FakeEncoder
 
@@ -43,6 +44,7 @@ def test_the_neighbour_source_is_offered_where_discovery_finds_little_task_struc
     assert regime.resolve_neighbours("auto", 0.98) is True and regime.resolve_neighbours("auto", 0.5) is True
     assert regime.resolve_neighbours("auto", 0.13) is False and regime.resolve_neighbours("auto", 0.0) is False
     assert regime.resolve_neighbours(True, 0.0) is True and regime.resolve_neighbours(False, 1.0) is False
+    assert regime.weak_tasks(0.5) is True and regime.weak_tasks(0.49) is False
 
 
 def test_a_fit_whose_discovery_finds_no_task_offers_the_neighbour_source(data):
@@ -58,11 +60,19 @@ def test_a_fit_whose_discovery_finds_no_task_offers_the_neighbour_source(data):
     assert 1.0 - router.catalog_.share_in_tasks >= 0.5 and router.settings_["neighbours"] is True
     assert router.out_of_fold_.neighbours is not None  # the cross-validation weighed the neighbour source
     assert (router.neighbour_embeddings_ is not None) == router.mixing_.uses_neighbours
+    # ... as its default mix: no task structure, so the prompt's neighbours stand in for its task
+    alone = dict(zip(SOURCES, map(float, NEIGHBOURS_ALONE)))
+    assert router.mixing_.default == alone and router.fit_summary_["mixing"]["default"] == alone
     off = FineRouter(encoder=FakeEncoder(), seed=0, neighbours=False, **FAST_SETTINGS).fit(noisy)
     assert off.settings_["neighbours"] is False and off.out_of_fold_.neighbours is None
+    assert off.mixing_.default == {"stage2": 0.5, "stage1": 0.5, "global": 0.0, "neighbours": 0.0}  # Eq. 5
     # on the structured data most prompts are in tasks, and "auto" leaves the source out
     structured = FineRouter(encoder=FakeEncoder(), seed=0, **FAST_SETTINGS).fit(train)
     assert structured.catalog_.share_in_tasks > 0.5 and structured.settings_["neighbours"] is False
+    # offered there by the user, it is a candidate, and Eq. 5 stays the default
+    asked = FineRouter(encoder=FakeEncoder(), seed=0, neighbours=True, **FAST_SETTINGS).fit(train)
+    assert asked.out_of_fold_.neighbours is not None and asked.mixing_.default["neighbours"] == 0.0
+    assert asked.mixing_.default["stage2"] == asked.mixing_.default["stage1"] == 0.5
 
 
 def test_a_small_fit_uses_and_records_the_small_data_settings(data, tmp_path):

@@ -78,9 +78,21 @@ def fit(
             f"{summary['mean_candidates']:.2f} candidates per task of {summary['n_models']} models, "
             f"costs: {router.cost_model_.kind}, {summary['ensemble']['size']} fit(s) averaged (stage-1 priors: "
             f"{', '.join(str(m['assignment']) for m in summary['ensemble']['mixing'])}), "
-            f"{'neighbour source offered (most prompts in no task), ' if router.settings_.get('neighbours') else ''}"
+            f"{_neighbour_note(router.settings_.get('neighbours'), 1.0 - summary['share_in_tasks'])}"
             f"fit {summary['seconds']['total']:.1f}s"
         )
+
+
+def _neighbour_note(offered: bool, others_share: float) -> str:
+    """What ``fit`` says about the neighbour source: offered to the mixing, and as its default mix where discovery
+    left most prompts in no task (:func:`finerouter.routing.regime.weak_tasks`)."""
+    from finerouter.routing.regime import weak_tasks
+
+    if not offered:
+        return ""
+    if weak_tasks(others_share):
+        return f"neighbour source offered as the default mix ({others_share:.0%} of prompts in no task), "
+    return "neighbour source offered, "
 
 
 _TASK_LABELS = {"auto": "auto", "refine": True, "ignore": False}

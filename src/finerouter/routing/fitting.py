@@ -20,6 +20,7 @@ from finerouter.routing.label_prior import LabelPrior, out_of_fold_label_prior, 
 from finerouter.routing.mixing import (
     CANDIDATE_MIXES,
     NEIGHBOUR_MIXES,
+    NEIGHBOURS_ALONE,
     Calibration,
     MixingChoice,
     choose_weights,
@@ -258,7 +259,7 @@ def fixed_mixing(router: Any) -> tuple[MixingChoice, Calibration]:
 
 def cross_validate_mixing(
     router: Any, dataset: Any, encoder: Any, embeddings: np.ndarray, desc_emb: np.ndarray, descriptions: list[str],
-    groups: list[str] | None,
+    groups: list[str] | None, neighbours_first: bool = False,
 ) -> tuple[MixingChoice, Calibration]:
     """``mixing="cv"``: out-of-fold stage-1, stage-2 and global scores on the training data, then the weights.
 
@@ -267,7 +268,9 @@ def cross_validate_mixing(
     task texts) and score the held-out prompts. :func:`finerouter.routing.mixing.choose_weights` picks the
     weights from these scores (with ``neighbours``, also among mixes that weigh each model's mean score on the
     prompt's nearest training prompts of the other folds); an isotonic calibration of the mixed estimate is fitted
-    on the same scores.
+    on the same scores. The default mix, kept unless another routes the held-out folds better by a standard error,
+    is the paper's Eq. 5, or with ``neighbours_first`` (discovery found no task structure:
+    :func:`finerouter.routing.regime.weak_tasks`) the neighbour source alone.
 
     The stage-1 prior is computed out of fold as the router's ``stage1_assignment`` asks: hard, soft, or with
     ``"cv"`` both, each getting its own weights; the one that routes the held-out folds better (cross-fitted) is kept
@@ -324,8 +327,9 @@ def cross_validate_mixing(
     alpha = float(router.alpha)
     candidates = ((alpha, 1.0 - alpha, 0.0),) + tuple(c for c in CANDIDATE_MIXES[1:] if c != (alpha, 1 - alpha, 0))
     held_neighbours = None
-    if neighbours is not None:
-        candidates += NEIGHBOUR_MIXES
+    if neighbours is not None:  # the neighbour source alone leads where Stage 1 found no task (docs/models.md)
+        rest = tuple(c for c in NEIGHBOUR_MIXES if c != NEIGHBOURS_ALONE)
+        candidates = (NEIGHBOURS_ALONE, *candidates, *rest) if neighbours_first else candidates + NEIGHBOUR_MIXES
         held_neighbours = neighbours[done]
     stacks: tuple[tuple[str, ...], ...] = ()
     if router.stacking:  # the stack is the default; with the neighbour source, the stack that reads it too

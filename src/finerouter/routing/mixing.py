@@ -50,12 +50,14 @@ CANDIDATE_MIXES = (
     (0.25, 0.25, 0.5),
     (0.0, 0.0, 1.0),
 )
+#: The neighbour source alone: the default mix where discovery found no task structure.
+NEIGHBOURS_ALONE = (0.0, 0.0, 0.0, 1.0)
 #: Mixes with the neighbour source ``(stage2, stage1, global, neighbours)``, candidates when it is available.
 NEIGHBOUR_MIXES = (
     (0.35, 0.3, 0.0, 0.35),
     (0.25, 0.25, 0.0, 0.5),
     (0.0, 0.25, 0.25, 0.5),
-    (0.0, 0.0, 0.0, 1.0),
+    NEIGHBOURS_ALONE,
 )
 
 
@@ -100,6 +102,9 @@ class MixingChoice:
             (:func:`finerouter.routing.neighbours.choose_k` on the training data); None: not chosen (no neighbour
             source, or an artifact saved before it was), which routes with :func:`~finerouter.routing.neighbours.
             default_k`.
+        default: the weights of the default mix the others had to beat by ``min_gain_se`` standard errors
+            (:func:`choose_weights`' first candidate); None for ``"fixed"`` and artifacts saved before it was
+            recorded.
     """
 
     weights: dict[str, float]
@@ -116,6 +121,7 @@ class MixingChoice:
     assignment_quality: dict[str, float] | None = None
     replaced: dict[str, Any] | None = None
     neighbour_k: int | None = None
+    default: dict[str, float] | None = None
 
     def vector(self) -> np.ndarray:
         """``(4,)`` weights in :data:`SOURCES` order."""
@@ -327,6 +333,7 @@ def choose_weights(
     choice = MixingChoice(
         {s: float(w) for s, w in zip(SOURCES, weights)}, method, oof, gain, se if np.isfinite(se) else None, n,
         estimate_weights={s: float(w) for s, w in zip(SOURCES, chosen_weights)}, scale=scale,
+        default={s: float(w) for s, w in zip(SOURCES, ordered[0][0])},
     )
     # per prompt, the true score of what the choice routes to out of fold (not saved: a plain attribute, not a
     # field): the evidence finerouter.routing.assignment.choose_assignment weighs between stage-1 priors
@@ -454,7 +461,7 @@ def raw_mix(
 
 
 __all__ = [
-    "CANDIDATE_MIXES", "Calibration", "MixingChoice", "NEIGHBOUR_MIXES", "SOURCES", "choose_weights",
+    "CANDIDATE_MIXES", "Calibration", "MixingChoice", "NEIGHBOUR_MIXES", "NEIGHBOURS_ALONE", "SOURCES", "choose_weights",
     "expected_calibration_error",
     "fold_ids", "mix", "raw_mix", "resolve_cv_folds", "shrink_task_means",
 ]

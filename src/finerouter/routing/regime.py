@@ -12,9 +12,11 @@ is kept.
 ``ensemble_size`` and ``stage1_assignment`` are ``"auto"`` by default; ``cv_folds`` stays 3 unless asked.
 
 ``neighbours="auto"`` (the default) depends on what discovery found rather than on the data's size
-(:func:`resolve_neighbours`): where most training prompts fall in no task, Stage 1 holds no task structure (judge
-scores of dozens of models rank every prompt's models so differently that almost no graph edge passes the ranking
-filter: ``bench/ranking_agreement.py``), and the neighbour source is offered to the mixing in its place.
+(:func:`resolve_neighbours`): where most training prompts fall in no task (:func:`weak_tasks`), Stage 1 holds no
+task structure (judge scores of dozens of models rank every prompt's models so differently that almost no graph
+edge passes the ranking filter: ``bench/ranking_agreement.py``), and the neighbour source is offered to the mixing in
+its place, as the cross-validation's default mix (each prompt's nearest training prompts stand in for the task it
+has none of; :func:`finerouter.routing.fitting.cross_validate_mixing`).
 
 ``"auto"`` resolves at ``fit`` from the number of unique training prompts (:func:`is_small`); the values a fit used
 are ``router.settings_`` and ``fit_summary_["settings"]``, and an artifact keeps them. docs/models.md has the
@@ -41,11 +43,17 @@ AUTO_VALUES: dict[str, tuple[Any, Any]] = {
 WEAK_TASKS_OTHERS_SHARE = 0.5
 
 
+def weak_tasks(others_share: float) -> bool:
+    """Whether discovery found no task structure to speak of: at least :data:`WEAK_TASKS_OTHERS_SHARE` of the
+    training prompts are in "Others"."""
+    return bool(others_share >= WEAK_TASKS_OTHERS_SHARE)
+
+
 def resolve_neighbours(value: Any, others_share: float) -> bool:
-    """Whether the mixing offers the neighbour source: ``value`` itself, or for ``"auto"`` whether discovery left
-    at least :data:`WEAK_TASKS_OTHERS_SHARE` of the training prompts in "Others"."""
+    """Whether the mixing offers the neighbour source: ``value`` itself, or for ``"auto"``
+    :func:`weak_tasks`."""
     if isinstance(value, str) and value == "auto":
-        return bool(others_share >= WEAK_TASKS_OTHERS_SHARE)
+        return weak_tasks(others_share)
     return bool(value)
 
 
@@ -79,5 +87,5 @@ def setting(router: Any, name: str) -> Any:
 
 __all__ = [
     "AUTO_VALUES", "SMALL_DATA_PROMPTS", "WEAK_TASKS_OTHERS_SHARE", "is_small", "resolve", "resolve_neighbours",
-    "resolve_settings", "setting",
+    "resolve_settings", "setting", "weak_tasks",
 ]  # fmt: skip
