@@ -9,6 +9,7 @@ left and every prompt is "Others": Stage 1 is then the global prior.
 
     .venv/bin/python bench/ranking_agreement.py
     .venv/bin/python bench/ranking_agreement.py --settings dcrouter,dcrouter:judge55
+    .venv/bin/python bench/ranking_agreement.py --settings dcrouter:blend55,routerdc:enlarge   # the other stress pools
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 SETTINGS = "dcrouter,routerdc,routerbench_subset,dcrouter:judge55,routerdc:judge55"
 
 
-def agreement(name: str, judge: int, n_sample: int, tau: float, cache_dir: Path) -> dict[str, float]:
+def agreement(name: str, pool: str, n_sample: int, tau: float, cache_dir: Path) -> dict[str, float]:
     from dev_variants import load_pool
     from finerouter.discovery.ranking import rank_models
     from finerouter.discovery.rbo import chance_corrected_rbo, extrapolated_rbo
     from finerouter.evaluation.runner import embed_dataset
 
-    data = load_pool(name, judge=judge, drop_labels=bool(judge))
+    judge = int(pool.removeprefix("judge")) if pool.startswith("judge") else 0
+    blend = int(pool.removeprefix("blend")) if pool.startswith("blend") else 0
+    data = load_pool(name, blend=blend, enlarge=pool == "enlarge", judge=judge, drop_labels=bool(judge))
     rng = np.random.default_rng(0)
     idx = rng.choice(data.n_prompts, min(data.n_prompts, n_sample), replace=False)
     ranks = rank_models(data.scores[idx])
@@ -63,7 +66,8 @@ def agreement(name: str, judge: int, n_sample: int, tau: float, cache_dir: Path)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--settings", default=SETTINGS, help="dataset or dataset:judge<M>, comma-separated")
+    ap.add_argument("--settings", default=SETTINGS,
+                    help="dataset or dataset:judge<M> / dataset:blend<M> / dataset:enlarge, comma-separated")
     ap.add_argument("--sample", type=int, default=2000)
     ap.add_argument("--tau", type=float, default=0.4)
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
@@ -72,8 +76,7 @@ def main() -> None:
           f">= {args.tau} | tasks found on 800 prompts (Others) |\n|---|---:|---|---|---|")
     for setting in [s.strip() for s in args.settings.split(",") if s.strip()]:
         name, _, pool = setting.partition(":")
-        judge = int(pool.removeprefix("judge")) if pool else 0
-        r = agreement(name, judge, args.sample, args.tau, args.cache_dir)
+        r = agreement(name, pool, args.sample, args.tau, args.cache_dir)
         print(f"| {setting} | {r['models']} | {r['random_median']:.3f} / {r['random_q90']:.3f} / "
               f"{r['random_share_at_tau']:.3f} | {r['knn_median']:.3f} / {r['knn_q90']:.3f} / "
               f"{r['knn_share_at_tau']:.3f} | {r['tasks']} ({r['others_share']:.0%}) |", flush=True)

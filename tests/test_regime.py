@@ -111,3 +111,11 @@ def test_a_large_fit_is_a_single_fit_with_the_paper_settings(data, monkeypatch):
 def test_other_values_than_auto_are_refused(name, value, data):
     with pytest.raises(ParameterError, match=name):
         FineRouter(encoder=FakeEncoder(), **{name: value}).fit(data[0])
+
+
+def test_fit_says_where_the_neighbour_source_is_offered_and_where_it_leads():
+    from finerouter.cli.fit import _neighbour_note
+
+    assert _neighbour_note(False, 0.98) == ""
+    assert "default mix (98% of prompts in no task)" in _neighbour_note(True, 0.98)
+    assert _neighbour_note(True, 0.1) == "neighbour source offered, "

@@ -375,6 +375,8 @@ def test_cli_fit_and_route(tmp_path, synthetic_split, embedding_cache_dir):
     assert manifest["config"]["label_prior"] is True
     assert set(chosen) <= {"hard", "soft", "label"} and f"3 fit(s) averaged (stage-1 priors: {', '.join(chosen)})" in said
     assert ("refining the task labels" in res.output) is manifest["fit_summary"]["refined_task_labels"]
+    others = 1.0 - manifest["fit_summary"]["share_in_tasks"]  # the structured data: most prompts in tasks
+    assert others < 0.5 and "neighbour source" not in said
     res = runner.invoke(app, ["route", "--router", str(tmp_path / "router"), test.prompts[0]])
     assert res.exit_code == 0, res.output
     decision = json.loads(res.stdout)
