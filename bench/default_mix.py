@@ -100,7 +100,8 @@ def table(result: dict[str, Any]) -> list[str]:
         gains = np.array([r["orders"][name] - r["best_single"] for r in recs])
         se = gains.std(ddof=1) / np.sqrt(gains.size) if gains.size > 1 else float("nan")
         falls = sum(f["methods"][name] == "fallback" for r in recs for f in r["fits"])
-        lines.append(f"| {name} | {np.mean([r['orders'][name] for r in recs]):.4f} | {gains.mean():+.4f} ± {se:.4f} | "
+        quality_mean = np.mean([r["orders"][name] for r in recs])
+        lines.append(f"| {name} | {quality_mean:.4f} | {gains.mean():+.4f} ± {se:.4f} | "
                      f"{int((gains >= -1e-12).sum())}/{gains.size} | {falls}/{sum(len(r['fits']) for r in recs)} |")
     lines += ["", "per seed, gain over best single: " + "; ".join(
         f"seed {r['seed']}: " + ", ".join(f"{k} {v - r['best_single']:+.4f}" for k, v in r["orders"].items())

@@ -103,8 +103,8 @@ class MixingChoice:
             source, or an artifact saved before it was), which routes with :func:`~finerouter.routing.neighbours.
             default_k`.
         default: the weights of the default mix the others had to beat by ``min_gain_se`` standard errors
-            (:func:`choose_weights`' first candidate); None for ``"fixed"`` and artifacts saved before it was
-            recorded.
+            (:func:`choose_weights`' first candidate); None where no cross-validation chose (``"fixed"``, too
+            few prompts) and in artifacts saved before it was recorded.
     """
 
     weights: dict[str, float]
@@ -461,7 +461,7 @@ def raw_mix(
 
 
 __all__ = [
-    "CANDIDATE_MIXES", "Calibration", "MixingChoice", "NEIGHBOUR_MIXES", "NEIGHBOURS_ALONE", "SOURCES", "choose_weights",
-    "expected_calibration_error",
+    "CANDIDATE_MIXES", "Calibration", "MixingChoice", "NEIGHBOUR_MIXES", "NEIGHBOURS_ALONE", "SOURCES",
+    "choose_weights", "expected_calibration_error",
     "fold_ids", "mix", "raw_mix", "resolve_cv_folds", "shrink_task_means",
 ]
