@@ -75,7 +75,8 @@ class FineRouter(Component):
             source: each model's mean score on the prompt's nearest training prompts
             (:mod:`finerouter.routing.neighbours`). Chosen only if the held-out folds route better with it; then
             the router keeps its training embeddings and scores (``neighbour_embeddings_``) to compute it. ``"auto"``:
-            offered where discovery left most prompts in Others (:func:`finerouter.routing.regime.resolve_neighbours`).
+            offered where discovery left most prompts in Others, and there as the mixing's default (Eq. 5 must beat
+            it; :func:`finerouter.routing.regime.weak_tasks`, ``mixing_.default``).
         stacking: with ``mixing="cv"``, make the stacked shrinkage mix the default candidate: each source's deviation
             from the global prior weighted on the score scale by non-negative least squares on the out-of-fold
             scores (:mod:`finerouter.routing.stacking`); the normalised mixes replace it only if they route the
