@@ -62,13 +62,13 @@ def run_seed(data: Any, seed: int, args: argparse.Namespace) -> dict[str, Any]:
                            "best_single": quality(dev.scores, np.full(dev.n_prompts, best)), "fits": []}  # fmt: skip
     finals: dict[str, list[np.ndarray]] = {name: [] for name in ORDERS}
     t = time.perf_counter()
+    emb = neighbours = None  # the dev prompts' embeddings and neighbour scores: the same for every fit
     for i in range(args.fits):
         router = FineRouter(cache_dir=args.cache_dir, seed=seed + i, ensemble_size=1, stage1_assignment="cv",
                             cv_folds=5).fit(fit)  # fmt: skip
-        emb = router.encoder_.encode(dev.prompts)
+        emb = router.encoder_.encode(dev.prompts) if emb is None else emb
         oof, own = router.out_of_fold_, _score_one(router, emb)
-        neighbours = None
-        if oof.neighbours is not None:
+        if oof.neighbours is not None and neighbours is None:
             from finerouter.routing.neighbours import choose_k, neighbour_means
 
             ref = router.encoder_.encode(fit.prompts)

@@ -271,8 +271,8 @@ class FineRouter(Component):
         parts = fitting.fit_parts(self, encoder, embeddings, desc_emb, dataset.scores, dataset.models, prompts,
                                   descriptions, groups, summarize=True)
         discovery, catalog = parts.discovery, parts.discovery.catalog_
-        self.settings_["neighbours"] = regime.resolve_neighbours(self.neighbours, 1.0 - catalog.share_in_tasks)
-        weak = regime.weak_tasks(1.0 - catalog.share_in_tasks)  # no task structure: the neighbour source leads
+        others = 1.0 - catalog.share_in_tasks  # no task structure (weak_tasks): the neighbour source is offered, first
+        self.settings_["neighbours"] = regime.resolve_neighbours(self.neighbours, others)
         timings.update(parts.seconds)
         logger.info("discovered %d tasks (%.1fs)", catalog.n_tasks, timings["discovery"])
 
@@ -280,7 +280,7 @@ class FineRouter(Component):
         self.out_of_fold_ = None  # the cross-validation's out-of-fold scores (fitting.OutOfFold; not saved)
         if self.mixing == "cv":
             mixing, calibration = fitting.cross_validate_mixing(
-                self, dataset, encoder, embeddings, desc_emb, descriptions, groups, neighbours_first=weak
+                self, dataset, encoder, embeddings, desc_emb, descriptions, groups, neighbours_first=regime.weak_tasks(others)
             )
         else:
             mixing, calibration = fitting.fixed_mixing(self)
