@@ -22,8 +22,9 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
 
 The mixing weights and the calibration stay as they are, with one exception
 (:mod:`finerouter.routing.onboarding_mixing`): a router whose cross-validation chose to route falls back to the
-best single model, now the added one, when the added model's lead over the best fitted model exceeds the gain
-routing was estimated to bring over that model by a standard error. The scale the weights were chosen on stays
+best single model, now the added one, when the added model's lead over the best fitted model, on the prompts where
+routing with it would not choose it, exceeds the gain routing was estimated to bring over that model by a standard
+error. The scale the weights were chosen on stays
 too: once a model is added, each prompt's scores are min-max normalised over the fitted models only
 (:func:`finerouter.routing.scoring.reference_models`), the added model placed on that scale, so that a model which
 is never best leaves every decision as it was. The router's ``provenance_`` records, per model, ``"fitted"`` or
@@ -50,6 +51,7 @@ from finerouter.routing.onboarding_data import (
     new_model_scores,
 )
 from finerouter.routing.onboarding_mixing import lead_over_best, mixing_after_adding, task_weights
+from finerouter.routing.scoring import score
 
 logger = logging.getLogger(__name__)
 
@@ -355,17 +357,22 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
              "candidate_rules": rules, "warm_start": models[fit.warm_start], "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     logger.info("added model %r from %d prompts: candidate in %d of %d tasks (%.1fs)", name, len(new.prompts),
                 len(new_tasks), catalog.n_tasks, event["seconds"])  # fmt: skip
-    mixing, why = mixing_after_adding(router, name, global_prior, lead_over_best(router, new, tasks))
-    if why is not None:
-        event["fell_back_to_new_model"] = why
-        logger.info("the router falls back to %r alone: it leads the best fitted model by %.4f ± %.4f, more than the "
-                    "%.4f ± %.4f routing was estimated to gain", name, why["lead"], why["lead_se"],
-                    why["routing_gain"], why["routing_gain_se"])  # fmt: skip
     out = _with_parts(router, all_models, new_catalog, quality, stage1, global_prior, cost_model, provenance, event)
-    out.mixing_ = mixing
     if getattr(router, "label_prior_", None) is not None:  # the labels' prior gets the new model's column too
         out.label_prior_ = router.label_prior_.with_column(
             new_label_column(router.label_prior_, new.scores, new.others, emb, MIN_PROMPTS, new.labels))
+    picked = None
+    if router.mixing_ is not None and router.mixing_.method == "cv":  # else no fallback to weigh (onboarding_mixing)
+        out.members_ = []  # this fit alone (its members are added below): where would its mix choose the new model?
+        picked = np.argmax(score(out, emb).final, axis=1) == len(models)
+    mixing, why = mixing_after_adding(router, name, global_prior, lead_over_best(router, new, tasks, picked))
+    if why is not None:
+        event["fell_back_to_new_model"] = why
+        logger.info("the router falls back to %r alone: where routing would not choose it, it leads the best fitted "
+                    "model by %.4f ± %.4f (task-weighted, over every new prompt), more than the %.4f ± %.4f routing "
+                    "was estimated to gain", name, why["lead"], why["lead_se"], why["routing_gain"],
+                    why["routing_gain_se"])  # fmt: skip
+    out.mixing_ = mixing
     members = [add_model(member, name, data, cost, seed=None if seed is None else seed + i)
                for i, member in enumerate(members_of(router), start=1)]  # fmt: skip
     return with_members(out, members)
