@@ -102,9 +102,15 @@ def split_and_cut(data: Any, seed: int, test_size: float, train_size: int) -> tu
 def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
+    from finerouter.routing.ensemble import members_of
     from finerouter.routing.suggestions import suggest_prompts
 
     data = read_routing_data(dataset_path(name), name=name)
+    if args.judge:  # the held-out data's regime: dozens of judge-scored models (bench/stress.py's judge pools)
+        from finerouter.evaluation.stress import judge_pool
+
+        data = judge_pool(data, args.judge, drop_labels=args.judge_drop_labels, seed=0)
+        name = f"{name}_judge{args.judge}{'-nolabels' if args.judge_drop_labels else ''}"
     records: list[dict[str, Any]] = []
     for seed in args.seeds:
         train, test = split_and_cut(data, seed, args.test_size, args.train_size)
@@ -134,8 +140,11 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     added = without.add_model(x, sample)
                     seconds = time.perf_counter() - t
                     result = evaluate(added, test, x)
+                    every = [added, *members_of(added)]  # each fit of an ensemble decides for itself
                     result.update(seconds=seconds, n_prompts=int(sample.n_prompts),
-                                  change=added.fit_summary_["model_changes"][-1])  # fmt: skip
+                                  change=added.fit_summary_["model_changes"][-1], fits=len(every),
+                                  fits_falling_back_to_x=sum("fell_back_to_new_model" in f.fit_summary_[
+                                      "model_changes"][-1] for f in every))  # fmt: skip
                     rec["added"][f"{chooser}/{n}"] = result
                     print(f"  {x}: {chooser} N={n}: quality {result['quality']:.4f} (refit {rec['refit']['quality']:.4f}, "
                           f"without {rec['without']['quality']:.4f}), x recall {result['x_recall']:.3f} "
@@ -203,6 +212,9 @@ def main() -> None:
     ap.add_argument("--test-limit", type=int, default=0, help="route at most this many test prompts (0: all)")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "onboarding")
+    ap.add_argument("--judge", type=int, default=0,
+                    help="grow each dataset to this many judge-scored models first (evaluation.stress.judge_pool; 0: as is)")
+    ap.add_argument("--judge-drop-labels", action="store_true", help="the judge-scored pool without task labels")
     ap.add_argument("--routers-dir", type=Path, default=None,
                     help="save the refit and never-knew routers here, and load them from here when present")
     args = ap.parse_args()

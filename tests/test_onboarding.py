@@ -382,3 +382,50 @@ def test_a_new_model_that_routing_would_choose_where_it_leads_does_not_make_the_
     assert np.mean(chosen[on_weak] == "specialist") >= 0.8
     assert np.mean(chosen[~on_weak] == "specialist") <= 0.2 and len(set(chosen[~on_weak])) > 1
     assert np.mean(chosen == "specialist") < 0.8  # not routed like the new model alone
+
+
+def test_an_added_model_joins_the_neighbour_source_with_its_scores_on_the_training_prompts(tmp_path):
+    # Where discovery finds no task (judge-scored pools of dozens of models) fits route by the prompt's neighbours.
+    # An added model's neighbour column holds its scores on the training prompts it was scored on (its prior on the
+    # others), unclipped: it is chosen near where it is truly best, not only where its overall prior leads.
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.mixing import MixingChoice
+    from finerouter.routing.onboarding import scores_on_training_prompts
+
+    data = make_synthetic_routing_data(n_prompts=240, n_models=4, seed=5)
+    data = data.subset(np.unique(data.prompts, return_index=True)[1])  # each prompt once (its rows are one prompt)
+    tasks = np.asarray(data.tasks)
+    home = Counter(tasks.tolist()).most_common(1)[0][0]
+    fitted_scores = np.where((tasks == home)[:, None], 0.5 * data.scores, data.scores)  # mediocre on that kind
+    data = RoutingDataset(data.prompts, data.models, fitted_scores, tasks=data.tasks)
+    router = FineRouter(encoder=FakeEncoder(), seed=0, neighbours=True, refine_task_labels=False, **FAST_SETTINGS)
+    router.fit(data)
+    router.mixing_ = MixingChoice({"stage2": 0.0, "stage1": 0.0, "global": 0.0, "neighbours": 1.0}, "fixed")
+    router.neighbour_embeddings_ = router.encoder_.encode(data.prompts)
+    router.neighbour_scores_ = data.scores.astype(np.float32)
+    local = np.where(tasks == home, 0.99, 0.01)  # best by far on one kind of prompt, worst elsewhere
+    scored = np.arange(0, data.n_prompts, 2)  # scored on every other training prompt
+    new = RoutingDataset(data.prompts, data.models + ["local"], np.column_stack([data.scores, local])).subset(scored)
+    emb = router.encoder_.encode(new.prompts)
+    observed = scores_on_training_prompts(router, emb, new.scores[:, -1])
+    assert np.allclose(observed[scored], local[scored]) and np.isnan(np.delete(observed, scored)).all()
+    added = router.add_model("local", new, cost=1.0)
+    column = added.neighbour_scores_[:, -1]
+    assert np.allclose(column[scored], local[scored])
+    # on the others: the fitted models' mean score there plus its overall difference from them (paired)
+    paired = np.clip(data.scores.mean(axis=1) + added.global_prior_[-1] - router.global_prior_.mean(), 0, 1)
+    assert np.allclose(np.delete(column, scored), np.delete(paired, scored), atol=1e-6)
+    assert added.global_prior_[-1] < router.global_prior_.max()  # it does not lead overall
+    unscored = np.setdiff1d(np.arange(data.n_prompts), scored)  # the other half: its neighbours were scored
+    chosen = np.array([d.model for d in added.route([data.prompts[i] for i in unscored], tolerance=0.0)])
+    at_home = tasks[unscored] == home
+    assert np.mean(chosen[at_home] == "local") >= 0.6  # 0.82; as a constant column at its prior, clipped: 0
+    assert np.mean(chosen[~at_home] == "local") <= 0.05
+    # saved and loaded, the column and the decisions stay
+    loaded = FineRouter.load(added.save(tmp_path / "added"))
+    assert np.array_equal(loaded.neighbour_scores_, added.neighbour_scores_)
+    assert [d.model for d in loaded.route(data.prompts[:20])] == [d.model for d in added.route(data.prompts[:20])]
+    # prompts the router was not trained on are not in the neighbour source: the column is its prior there
+    assert scores_on_training_prompts(router, router.encoder_.encode(["a prompt never seen"]), np.array([0.5])).size \
+        == data.n_prompts and np.isnan(scores_on_training_prompts(
+            router, router.encoder_.encode(["a prompt never seen"]), np.array([0.5]))).all()

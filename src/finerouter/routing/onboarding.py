@@ -17,6 +17,10 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
   ranking where its mean reciprocal rank there places it, and the set grows (``X`` wins prompts no candidate
   won) or shrinks (``X`` takes the wins of weaker candidates). Elsewhere, ``X`` joins a task's candidates when
   the task has new prompts and its stage-1 prior there beats a current candidate's; the others stay.
+- **Neighbour source** (fits that route by it, where discovery found no task): ``X``'s column holds its scores on
+  the training prompts among its new prompts (:func:`scores_on_training_prompts`) and, on the others, the router's
+  models' mean score there plus ``X``'s overall difference from them, so ``X``'s neighbour mean weighs its own
+  scores by how many of the prompt's neighbours it was scored on.
 - **Costs**: a price for ``X`` (a prices table, per-prompt costs in the data, or a flat cost per prompt), in the
   router's own cost model.
 
@@ -38,6 +42,7 @@ import dataclasses
 import logging
 import os
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -271,9 +276,35 @@ def _catalog_with(catalog: Any, models: list[str], rankings: list[list[str]], ca
     return TaskCatalog(models, tasks, others, dim=catalog.dim, n_prompts=catalog.n_prompts, info=catalog.info)
 
 
+#: How close (cosine) a new prompt's embedding must be to a training prompt's to be the same prompt.
+SAME_PROMPT_COSINE = 1.0 - 1e-5
+
+
+def scores_on_training_prompts(router: Any, emb: np.ndarray, scores: np.ndarray) -> np.ndarray | None:
+    """``(n_train,)`` the new model's score on each training prompt the neighbour source keeps
+    (``neighbour_embeddings_``), where one of its new prompts (``emb`` ``(n, d)``, ``scores`` ``(n,)``) is that
+    prompt (the same embedding; a prompt given twice averaged), NaN elsewhere; None when the router keeps none."""
+    reference = getattr(router, "neighbour_embeddings_", None)
+    if reference is None:
+        return None
+    sums = np.zeros(reference.shape[0])
+    counts = np.zeros(reference.shape[0])
+    ok = np.isfinite(scores)
+    values = np.where(ok, scores, 0.0)
+    for start in range(0, emb.shape[0], 256):
+        block = slice(start, start + 256)
+        same = ((emb[block] @ reference.T) >= SAME_PROMPT_COSINE) & ok[block, None]  # (b, n_train)
+        sums += values[block] @ same
+        counts += same.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)
+
+
 def _with_parts(router: Any, models: list[str], catalog: Any, quality: Any, stage1: np.ndarray,
-                global_prior: np.ndarray, cost_model: Any, provenance: dict[str, Any], event: dict[str, Any]) -> Any:
-    """A shallow copy of ``router`` with new per-model parts (the original is left as it was)."""
+                global_prior: np.ndarray, cost_model: Any, provenance: dict[str, Any], event: dict[str, Any],
+                observed: np.ndarray | None = None) -> Any:
+    """A shallow copy of ``router`` with new per-model parts (the original is left as it was). ``observed``: the
+    added model's scores on the neighbour source's training prompts (:func:`scores_on_training_prompts`)."""
     out = copy.copy(router)
     for cache in ("_stage1_norm", "_global_norm"):
         out.__dict__.pop(cache, None)
@@ -284,11 +315,17 @@ def _with_parts(router: Any, models: list[str], catalog: Any, quality: Any, stag
     out.stage1_, out.global_prior_, out.cost_model_ = stage1, global_prior, cost_model
     if getattr(router, "neighbour_scores_", None) is not None:  # the neighbour source: a column per model
         old = {m: j for j, m in enumerate(router.models_)}
+        known = np.full(router.neighbour_scores_.shape[0], np.nan) if observed is None else observed
+        with warnings.catch_warnings():  # a training prompt none of the router's models was scored on: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            row_mean = np.nanmean(router.neighbour_scores_.astype(np.float64), axis=1)
         out.neighbour_scores_ = np.column_stack([
             router.neighbour_scores_[:, old[m]] if m in old
-            else np.full(router.neighbour_scores_.shape[0], global_prior[k], dtype=np.float32)
+            else np.where(np.isfinite(known), known, np.clip(
+                row_mean + global_prior[k] - np.nanmean(router.global_prior_), 0.0, 1.0)).astype(np.float32)
             for k, m in enumerate(models)
-        ])  # an added model: its overall prior on every training prompt (neutral among neighbours)
+        ])  # an added model: its scores on the training prompts it was scored on; on the others the router's models'
+        # mean there plus its overall difference from them (paired, as its priors: the prompt's difficulty stays)
     out.provenance_ = provenance
     out.out_of_fold_ = None  # the fit's out-of-fold scores cover the old pool only
     out.fit_summary_ = copy.deepcopy(getattr(router, "fit_summary_", {}))
@@ -357,7 +394,9 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
              "candidate_rules": rules, "warm_start": models[fit.warm_start], "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     logger.info("added model %r from %d prompts: candidate in %d of %d tasks (%.1fs)", name, len(new.prompts),
                 len(new_tasks), catalog.n_tasks, event["seconds"])  # fmt: skip
-    out = _with_parts(router, all_models, new_catalog, quality, stage1, global_prior, cost_model, provenance, event)
+    observed = scores_on_training_prompts(router, emb, new.scores)
+    out = _with_parts(router, all_models, new_catalog, quality, stage1, global_prior, cost_model, provenance, event,
+                      observed)
     if getattr(router, "label_prior_", None) is not None:  # the labels' prior gets the new model's column too
         out.label_prior_ = router.label_prior_.with_column(
             new_label_column(router.label_prior_, new.scores, new.others, emb, MIN_PROMPTS, new.labels))

@@ -60,8 +60,8 @@ def _minmax_rows_over(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
 def clip_to_reference(x: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
     """``x`` (n, m) with each row's columns outside ``reference`` clipped to the range of that row's finite
     ``reference`` entries (a row without any keeps its values; NaN stays NaN). None: ``x`` itself. A router with
-    added models clips their per-prompt sources (stage 2, neighbours) this way: an added model's few-prompt
-    estimate may then tie the best fitted model's on a prompt, never outshine it (see
+    added models clips their stage-2 estimates this way: an added model's few-prompt adapter may then tie the best
+    fitted model's estimate on a prompt, never outshine it (see
     :func:`~finerouter.routing.scoring.reference_models`)."""
     if reference is None:
         return x

@@ -44,10 +44,13 @@ def reference_models(router: Any) -> np.ndarray | None:
     (every model) for a router as fitted; once models were added (``provenance_``), the fitted models still there,
     so that an added model is placed on the scale the mixing weights were chosen on and never rescales the others
     (adding a model that is never chosen leaves every decision as it was). None when fewer than 2 fitted remain.
-    On that scale the per-prompt sources (stage 2, neighbours) are clipped to the fitted models' range, while the
-    priors (stage 1, global) are not: an added model's priors are paired estimates, its mean difference from the
-    fitted models on the same prompts, shrunk by the task's evidence, so one better than every fitted model (a new
-    frontier model) ranks above them there instead of tying the best and losing the tie to a cheaper model."""
+    On that scale an added model's stage-2 estimates (adapters trained on a few hundred prompts) are clipped to the
+    fitted models' range, while its priors (stage 1, global) and neighbour means are not: its priors are paired
+    estimates, its mean difference from the fitted models on the same prompts, shrunk by the task's evidence, so one
+    better than every fitted model (a new frontier model) ranks above them there instead of tying the best and
+    losing the tie to a cheaper model; its neighbour means are over its own scores on the prompt's nearest training
+    prompts, where it was not scored the other models' mean there plus its overall difference from them
+    (:func:`finerouter.routing.onboarding.add_model`)."""
     provenance = getattr(router, "provenance_", None) or {}
     fitted = [j for j, m in enumerate(router.models_) if provenance.get(m, "fitted") == "fitted"]
     return None if len(fitted) == len(router.models_) or len(fitted) < 2 else np.asarray(fitted, dtype=np.int64)
@@ -106,9 +109,10 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
                                      router.mixing_.neighbour_k)
     estimate_weights = router.mixing_.estimate_vector()
     ref = reference_models(router)
-    # added models: their per-prompt sources clipped to the fitted models' range, their priors not (reference_models)
+    # added models: their stage-2 estimates clipped to the fitted models' range; their priors and neighbour means
+    # not (reference_models)
     s2 = clip_to_reference(stage2, ref)
-    nb = None if neighbours is None else clip_to_reference(neighbours, ref)
+    nb = neighbours
     raw = raw_mix(estimate_weights, s2, stage1, router.global_prior_, nb)
     if router.mixing_.scale == "raw":
         # a stack routes by the raw mix the expected scores calibrate (the same weights): computed once
