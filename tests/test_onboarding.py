@@ -386,8 +386,9 @@ def test_a_new_model_that_routing_would_choose_where_it_leads_does_not_make_the_
 
 def test_an_added_model_joins_the_neighbour_source_with_its_scores_on_the_training_prompts(tmp_path):
     # Where discovery finds no task (judge-scored pools of dozens of models) fits route by the prompt's neighbours.
-    # An added model's neighbour column holds its scores on the training prompts it was scored on (its prior on the
-    # others), unclipped: it is chosen near where it is truly best, not only where its overall prior leads.
+    # An added model's neighbour column holds its scores on the training prompts it was scored on (on the others the
+    # fitted models' mean plus its overall difference from them), unclipped: it is chosen near where it is truly
+    # best, not only where its overall prior leads.
     from finerouter.data.synthetic import make_synthetic_routing_data
     from finerouter.routing.mixing import MixingChoice
     from finerouter.routing.onboarding import scores_on_training_prompts
@@ -425,7 +426,6 @@ def test_an_added_model_joins_the_neighbour_source_with_its_scores_on_the_traini
     loaded = FineRouter.load(added.save(tmp_path / "added"))
     assert np.array_equal(loaded.neighbour_scores_, added.neighbour_scores_)
     assert [d.model for d in loaded.route(data.prompts[:20])] == [d.model for d in added.route(data.prompts[:20])]
-    # prompts the router was not trained on are not in the neighbour source: the column is its prior there
-    assert scores_on_training_prompts(router, router.encoder_.encode(["a prompt never seen"]), np.array([0.5])).size \
-        == data.n_prompts and np.isnan(scores_on_training_prompts(
-            router, router.encoder_.encode(["a prompt never seen"]), np.array([0.5]))).all()
+    # a prompt the router was not trained on matches no training prompt: it adds no score to the column
+    unseen = scores_on_training_prompts(router, router.encoder_.encode(["a prompt never seen"]), np.array([0.5]))
+    assert unseen.size == data.n_prompts and np.isnan(unseen).all()

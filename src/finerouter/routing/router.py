@@ -280,7 +280,8 @@ class FineRouter(Component):
         self.out_of_fold_ = None  # the cross-validation's out-of-fold scores (fitting.OutOfFold; not saved)
         if self.mixing == "cv":
             mixing, calibration = fitting.cross_validate_mixing(
-                self, dataset, encoder, embeddings, desc_emb, descriptions, groups, neighbours_first=regime.weak_tasks(others)
+                self, dataset, encoder, embeddings, desc_emb, descriptions, groups,
+                neighbours_first=regime.weak_tasks(others),
             )
         else:
             mixing, calibration = fitting.fixed_mixing(self)

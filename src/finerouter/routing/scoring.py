@@ -112,13 +112,12 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     # added models: their stage-2 estimates clipped to the fitted models' range; their priors and neighbour means
     # not (reference_models)
     s2 = clip_to_reference(stage2, ref)
-    nb = neighbours
-    raw = raw_mix(estimate_weights, s2, stage1, router.global_prior_, nb)
+    raw = raw_mix(estimate_weights, s2, stage1, router.global_prior_, neighbours)
     if router.mixing_.scale == "raw":
         # a stack routes by the raw mix the expected scores calibrate (the same weights): computed once
         same = np.array_equal(weights, estimate_weights)
         final = minmax_rows(raw, ref) if same else routing_mix(
-            weights, "raw", s2, stage1, router.global_prior_, nb, ref)
+            weights, "raw", s2, stage1, router.global_prior_, neighbours, ref)
     else:
         w2, w1, wg, wn = weights
         final = w2 * minmax_rows(s2, ref) + w1 * (minmax_rows(stage1, ref) if per_prompt
@@ -126,7 +125,7 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
         if wg:
             final += wg * global_normalised(router)
         if wn:
-            final += wn * minmax_rows(nb, ref)
+            final += wn * minmax_rows(neighbours, ref)
     expected = router.calibration_(raw)
     return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64), expected)
 
