@@ -54,7 +54,12 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
     prices = shared_data_dir() / "dcrouter" / "prices.csv" if name == "dcrouter" else None
     data = read_routing_data(dataset_path(name), prices=prices, name=name)
     t = time.perf_counter()
-    emb, encoder = embed_dataset(data, args.encoder, args.cache_dir)
+    spec = args.encoder
+    if args.truncation is not None:
+        from finerouter.encoders import get_encoder
+
+        spec = get_encoder(args.encoder, truncation=args.truncation)
+    emb, encoder = embed_dataset(data, spec, args.cache_dir)
     print(f"[{name}] {data}; embeddings {emb.shape} in {time.perf_counter() - t:.1f}s", flush=True)
 
     def progress(description: str, done: int, total: int) -> None:
@@ -112,6 +117,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--test-size", type=float, default=0.2)
     ap.add_argument("--encoder", default=None, help="sentence-transformers model (default: packaged MiniLM)")
+    ap.add_argument("--truncation", default=None, choices=["head", "tail", "head_tail"],
+                    help="which tokens of a prompt longer than the encoder's window it reads (default: the encoder's)")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     ap.add_argument("--out", type=Path, default=ROOT / "results")
     ap.add_argument("--verbose", action="store_true")

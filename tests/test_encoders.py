@@ -21,6 +21,7 @@ from finerouter.encoders.probes import PROBE_SENTENCES, fingerprint_from_probes
 from finerouter.errors import EncoderError, ParameterError
 
 DEFAULT_NAME = "sentence-transformers/all-MiniLM-L6-v2|msl=256"
+DEFAULT_ID = DEFAULT_MODEL_ID
 
 
 def test_import_and_construction_load_nothing_heavy():
@@ -320,3 +321,59 @@ def test_a_megabyte_prompt_is_cut_before_tokenising_without_changing_its_embeddi
     assert seen and max(seen) <= minilm.max_chars < len(big)
     np.testing.assert_allclose(emb[:1], reference, atol=1e-6)
     np.testing.assert_allclose(emb[:1], minilm.encode([big[: minilm.max_chars]]), atol=1e-6)
+
+
+# --- which part of a long prompt the model reads ------------------------------------------------------
+
+_PREAMBLE = "Answer the science question with one letter. " + " ".join(
+    f"Example {i}: which gas do plants take in from the air? A) oxygen B) carbon dioxide C) helium. Answer: B."
+    for i in range(40)
+)  # a shared few-shot preamble of about 4,000 characters, far beyond 256 tokens
+_QUESTIONS = ["Why does ice float on liquid water?", "Which planet in the solar system has the longest day?"]
+
+
+def test_truncation_is_validated_named_and_recorded():
+    with pytest.raises(ParameterError, match="'truncation' parameter of SentenceTransformerEncoder"):
+        SentenceTransformerEncoder(truncation="middle")
+    assert SentenceTransformerEncoder(truncation="head", precision="float32").name == DEFAULT_ID + "|msl=256"
+    for mode in ("tail", "head_tail"):
+        enc = SentenceTransformerEncoder(truncation=mode, precision="float32")
+        assert enc.name == f"{DEFAULT_ID}|msl=256|trunc={mode}"  # caches and artifacts never mix two cuts
+        assert enc.config()["truncation"] == mode
+        assert SentenceTransformerEncoder.from_config(enc.config()).name == enc.name
+    # An artifact written before the option existed read the head of long prompts, and keeps doing so.
+    old = {"model": None, "max_seq_length": 256, "batch_size": 64, "precision": "float32"}
+    assert SentenceTransformerEncoder.from_config(old).truncation == "head"
+
+
+def test_the_window_keeps_the_end_of_a_long_prompt_under_tail_and_head_tail():
+    texts = [_PREAMBLE + " " + q for q in _QUESTIONS] + ["a short prompt"]
+    head = SentenceTransformerEncoder(truncation="head", precision="float32")
+    assert head.window_texts(texts) == [t[: head.max_chars] for t in texts]
+    for mode in ("tail", "head_tail"):
+        enc = SentenceTransformerEncoder(truncation=mode, precision="float32")
+        windows = enc.window_texts(texts)
+        assert windows[2] == "a short prompt"  # what fits is read whole
+        for text, window, question in zip(texts, windows, _QUESTIONS):
+            assert window.endswith(question) and len(window) < len(text)
+            assert enc.count_tokens([window])[0] <= enc.max_seq_length - 2  # the model reads all of it
+            if mode == "tail":
+                assert text.endswith(window)
+            else:
+                start, _, end = window.partition("\n")
+                assert text.startswith(start) and text.endswith(end) and len(start) > 0
+                assert enc.count_tokens([start])[0] == int((enc.max_seq_length - 2 - 2) * 0.25)
+    with pytest.raises(ParameterError, match=r"texts\[1\] must be a str"):
+        SentenceTransformerEncoder(truncation="tail").encode(["a", 3])
+
+
+@pytest.mark.slow
+def test_prompts_that_share_a_long_preamble_differ_only_when_their_ends_are_read(minilm):
+    texts = [_PREAMBLE + " " + q for q in _QUESTIONS]
+    a, b = minilm.encode(texts)
+    np.testing.assert_allclose(a, b, atol=1e-6)  # the head: the preamble alone, the same for both
+    for mode in ("tail", "head_tail"):
+        enc = SentenceTransformerEncoder(truncation=mode, precision="float32")
+        a, b = enc.encode(texts)
+        assert a @ b < 0.98
+        np.testing.assert_allclose(enc.encode(["a short prompt"]), minilm.encode(["a short prompt"]), atol=1e-6)

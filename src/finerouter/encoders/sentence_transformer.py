@@ -31,6 +31,10 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL_ID, "all-MiniLM-L6-v2", "minilm", "default"}
 _PRECISIONS = ("float32", "bfloat16", "auto")
+TRUNCATIONS = ("head", "tail", "head_tail")
+"""How a text longer than the encoder's window is cut (see :class:`SentenceTransformerEncoder`)."""
+HEAD_TAIL_HEAD_SHARE = 0.25
+"""With ``truncation="head_tail"``, the share of the window given to the text's first tokens (the rest to its last)."""
 _PROGRESS_MIN_TEXTS = 2048
 
 MAX_CHARS_PER_TOKEN = 32
@@ -42,6 +46,9 @@ and code take a few characters per token, so the cut changes nothing the model r
 ``max_seq_length`` tokens average more than 32 characters each (long runs of whitespace, or words longer than
 the tokenizer's word limit, which it reads as one unknown token)."""
 
+
+_WINDOW_SLACK = 2
+"""Tokens left free when a text is cut to head and tail: re-tokenised, the joined text may differ at the joint."""
 
 COUNT_TOKENS_MAX_CHARS = 1 << 16
 """:meth:`SentenceTransformerEncoder.count_tokens` tokenises at most this many characters of a text and scales the
@@ -115,6 +122,10 @@ class SentenceTransformerEncoder(Component):
             either way.
         show_progress_bar: ``None`` shows a bar for inputs of 2,048 texts or more when stderr is a terminal.
         trust_remote_code: passed to sentence-transformers for models that ship their own code.
+        truncation: which tokens of a text longer than the window the model reads. ``"head"``: its first
+            ``max_seq_length`` (what sentence-transformers does). ``"tail"``: its last. ``"head_tail"``: a
+            quarter of the window from its start and the rest from its end. Prompts that share a long preamble
+            (a system prompt, few-shot examples) are the same text to ``"head"``: the question comes last.
 
     ``name`` is e.g. ``"sentence-transformers/all-MiniLM-L6-v2|msl=256"`` (``"|bf16"`` appended when it runs
     in bfloat16, whose vectors differ slightly, so caches and artifacts never mix the two precisions). For a
@@ -130,6 +141,7 @@ class SentenceTransformerEncoder(Component):
         "precision": [Options(*_PRECISIONS)],
         "show_progress_bar": [BOOLEAN, NoneValue()],
         "trust_remote_code": [BOOLEAN],
+        "truncation": [Options(*TRUNCATIONS)],
     }
 
     def __init__(
@@ -142,6 +154,7 @@ class SentenceTransformerEncoder(Component):
         *,
         show_progress_bar: bool | None = None,
         trust_remote_code: bool = False,
+        truncation: str = "head",
     ) -> None:
         self.model = model
         self.max_seq_length = max_seq_length
@@ -150,6 +163,7 @@ class SentenceTransformerEncoder(Component):
         self.precision = precision
         self.show_progress_bar = show_progress_bar
         self.trust_remote_code = trust_remote_code
+        self.truncation = truncation
         self._validate_params()  # eagerly: an encoder is used, not fitted
         self._st: Any = None
         self._lock = threading.Lock()
@@ -218,6 +232,8 @@ class SentenceTransformerEncoder(Component):
             else:
                 base = f"{path.name}@{_sample_hash(path)}"
             name = f"{base}|msl={self.max_seq_length}"
+            if self.truncation != "head":
+                name += f"|trunc={self.truncation}"
             if self.resolved_precision == "bfloat16":
                 name += "|bf16"
             self._name = name
@@ -236,7 +252,8 @@ class SentenceTransformerEncoder(Component):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(model={self.model!r}, max_seq_length={self.max_seq_length}, "
-            f"batch_size={self.batch_size}, device={self.device!r}, precision={self.precision!r})"
+            f"batch_size={self.batch_size}, device={self.device!r}, precision={self.precision!r}, "
+            f"truncation={self.truncation!r})"
         )
 
     # -- loading ----------------------------------------------------------------------------------------
@@ -299,11 +316,9 @@ class SentenceTransformerEncoder(Component):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts``: float32 ``(len(texts), dim)``, rows of unit L2 norm.
 
-        Only the first :attr:`max_chars` characters of a text reach the tokenizer.
+        A text longer than the window is cut as :attr:`truncation` says (:meth:`window_texts`).
         """
-        texts = check_texts(texts, type(self).__name__)
-        cap = self.max_chars
-        texts = [t[:cap] for t in texts]  # a no-op (same object) for the texts that are shorter
+        texts = self.window_texts(check_texts(texts, type(self).__name__))
         model = self._load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -328,6 +343,51 @@ class SentenceTransformerEncoder(Component):
         if emb.ndim != 2 or emb.shape[0] != len(texts) or not np.isfinite(emb).all():
             raise EncoderError(f"Encoder {self.name!r} returned invalid embeddings of shape {emb.shape}.")
         return l2_normalise(emb)
+
+    def window_texts(self, texts: Sequence[str]) -> list[str]:
+        """The part of each text the model reads, as text: at most :attr:`max_chars` characters.
+
+        ``"head"``: the first :attr:`max_chars` characters (the model's tokenizer then keeps the first
+        ``max_seq_length`` tokens). ``"tail"`` and ``"head_tail"``: a text that may not fit the window (more
+        characters than it has tokens) is tokenised once, and the characters of its first and last tokens are
+        kept (``"tail"``: none from the start), joined by a line break; a text that fits is returned as it is.
+        """
+        cap = self.max_chars
+        if self.truncation == "head":
+            return [t[:cap] for t in texts]  # a no-op (same object) for the texts that are shorter
+        out = list(texts)
+        long = [i for i, t in enumerate(texts) if len(t) > self.max_seq_length - 2 - _WINDOW_SLACK]
+        if not long:
+            return out  # a token covers at least one character: these fit
+        with self._lock:
+            tokenizer = self._counting_tokenizer()
+            budget = max(2, self.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False) - _WINDOW_SLACK)
+            kw = dict(add_special_tokens=False, truncation=False, return_offsets_mapping=True,
+                      return_attention_mask=False, return_token_type_ids=False, verbose=False)
+            n_head = int(budget * HEAD_TAIL_HEAD_SHARE) if self.truncation == "head_tail" else 0
+            n_tail = budget - n_head
+            try:
+                if not getattr(tokenizer, "is_fast", False):  # no character offsets: the kept tokens, decoded
+                    return [_decoded_window(tokenizer, t, cap, budget, n_head) for t in texts]
+                heads = tokenizer([texts[i][:cap] for i in long], **kw)["offset_mapping"]
+                tails = tokenizer([texts[i][-cap:] for i in long], **kw)["offset_mapping"]
+            except Exception as exc:
+                raise EncoderError(f"Tokenizer of {self.name!r} failed to cut {len(long)} texts to its window: "
+                                   f"{exc}") from exc
+        for i, head, tail in zip(long, heads, tails):
+            text = texts[i]
+            if len(text) <= cap and len(head) <= budget:
+                continue  # it fits
+            head_end = head[n_head - 1][1] if n_head else 0
+            base = len(text) - min(len(text), cap)  # where the tokenised tail starts in the text
+            tail_start = base + (tail[-n_tail][0] if len(tail) >= n_tail else 0)
+            if tail_start <= head_end:
+                out[i] = text[:cap]
+            elif n_head:
+                out[i] = text[:head_end] + "\n" + text[tail_start:]
+            else:
+                out[i] = text[tail_start:]
+        return out
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """How many tokens this encoder's tokenizer makes of each text (whole text, no special tokens).
@@ -407,14 +467,18 @@ class SentenceTransformerEncoder(Component):
             "max_seq_length": self.max_seq_length,
             "batch_size": self.batch_size,
             "precision": self.resolved_precision,  # "auto" resolved: rebuilt, it embeds as this one does
+            "truncation": self.truncation,
             "name": self.name,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> SentenceTransformerEncoder:
-        """The encoder that :meth:`config` described (its ``name`` is derived, not read)."""
-        keys = ("model", "max_seq_length", "batch_size", "precision")
-        return cls(**{k: config[k] for k in keys if k in config})
+        """The encoder that :meth:`config` described (its ``name`` is derived, not read). A config written before
+        ``truncation`` existed read the head of long texts, and so does the encoder rebuilt from it."""
+        keys = ("model", "max_seq_length", "batch_size", "precision", "truncation")
+        kwargs = {k: config[k] for k in keys if k in config}
+        kwargs.setdefault("truncation", "head")
+        return cls(**kwargs)
 
     @staticmethod
     def check_loadable(config: dict[str, Any]) -> str | None:
@@ -429,6 +493,16 @@ class SentenceTransformerEncoder(Component):
             "FineRouter.load(path, encoder=SentenceTransformerEncoder(precision='bfloat16')), to accept slow, "
             "emulated bfloat16."
         )
+
+
+def _decoded_window(tokenizer: Any, text: str, cap: int, budget: int, n_head: int) -> str:
+    """:meth:`SentenceTransformerEncoder.window_texts` for a tokenizer without character offsets (a slow one)."""
+    ids = tokenizer(text[:cap] if n_head else text[-cap:], add_special_tokens=False, truncation=False)["input_ids"]
+    if len(text) <= cap and len(ids) <= budget:
+        return text
+    tail = tokenizer(text[-cap:], add_special_tokens=False, truncation=False)["input_ids"] if n_head else ids
+    head = tokenizer.decode(ids[:n_head]) + "\n" if n_head else ""
+    return head + tokenizer.decode(tail[-(budget - n_head):])
 
 
 def check_texts(texts: Any, owner: str) -> list[str]:
@@ -452,6 +526,7 @@ __all__ = [
     "COUNT_TOKENS_MAX_CHARS",
     "DEFAULT_MODEL_ID",
     "MAX_CHARS_PER_TOKEN",
+    "TRUNCATIONS",
     "SentenceTransformerEncoder",
     "check_texts",
     "cpu_supports_bf16",
