@@ -12,6 +12,7 @@ from finerouter.encoders import (
     DEFAULT_MODEL_ID,
     CachedEncoder,
     SentenceTransformerEncoder,
+    for_corpus,
     get_encoder,
     l2_normalise,
     probe_distance,
@@ -301,11 +302,20 @@ def test_texts_are_cut_to_what_the_encoder_can_read():
 
 
 @pytest.mark.slow
-def test_a_megabyte_prompt_is_cut_before_tokenising_without_changing_its_embedding(minilm, monkeypatch):
+@pytest.mark.parametrize("truncation", ["head", "tail", "head_tail"])
+def test_a_megabyte_prompt_is_cut_before_tokenising_without_changing_its_embedding(minilm, monkeypatch, truncation):
+    enc = SentenceTransformerEncoder(truncation=truncation, precision="float32")
     big = _long_text(1_000_000)
     model = minilm._load()
-    # What the model reads of the whole text, tokenised in full (as sentence-transformers does on its own).
-    reference = l2_normalise(model.encode([big], convert_to_numpy=True, normalize_embeddings=False))
+    if truncation == "head":
+        # What the model reads of the whole text, tokenised in full (as sentence-transformers does on its own).
+        reference = l2_normalise(model.encode([big], convert_to_numpy=True, normalize_embeddings=False))
+    else:  # the last tokens of the whole text (and, for head_tail, its first), tokenised in full
+        ids = model.tokenizer(big, add_special_tokens=False)["input_ids"]
+        n_head = int((enc.max_seq_length - 4) * 0.25) if truncation == "head_tail" else 0
+        tail = model.tokenizer.decode(ids[-(enc.max_seq_length - 4 - n_head):])
+        head = model.tokenizer.decode(ids[:n_head]) + "\n" if n_head else ""
+        reference = minilm.encode([head + tail])
 
     seen: list[int] = []
     tokenizer_class = type(model.tokenizer)
@@ -317,10 +327,9 @@ def test_a_megabyte_prompt_is_cut_before_tokenising_without_changing_its_embeddi
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(tokenizer_class, "__call__", spy)
-    emb = minilm.encode([big, "a short prompt"])
-    assert seen and max(seen) <= minilm.max_chars < len(big)
-    np.testing.assert_allclose(emb[:1], reference, atol=1e-6)
-    np.testing.assert_allclose(emb[:1], minilm.encode([big[: minilm.max_chars]]), atol=1e-6)
+    emb = enc.encode([big, "a short prompt"])
+    assert seen and max(seen) <= enc.max_chars < len(big)
+    np.testing.assert_allclose(emb[:1], reference, atol=1e-6 if truncation == "head" else 0.02)
 
 
 # --- which part of a long prompt the model reads ------------------------------------------------------
@@ -341,9 +350,34 @@ def test_truncation_is_validated_named_and_recorded():
         assert enc.name == f"{DEFAULT_ID}|msl=256|trunc={mode}"  # caches and artifacts never mix two cuts
         assert enc.config()["truncation"] == mode
         assert SentenceTransformerEncoder.from_config(enc.config()).name == enc.name
-    # An artifact written before the option existed read the head of long prompts, and keeps doing so.
+    # An artifact written before the option existed read the head of long prompts, and keeps doing so; so
+    # does one whose "auto" was never resolved to anything else.
     old = {"model": None, "max_seq_length": 256, "batch_size": 64, "precision": "float32"}
     assert SentenceTransformerEncoder.from_config(old).truncation == "head"
+    assert SentenceTransformerEncoder.from_config({**old, "truncation": "auto"}).truncation == "head"
+    auto = SentenceTransformerEncoder(precision="float32")
+    assert auto.truncation == "auto" and auto.name == DEFAULT_NAME  # it reads the head until a corpus says not to
+
+
+def test_auto_truncation_reads_head_and_tail_only_for_a_corpus_that_shares_its_first_tokens(tmp_path):
+    shared = [_PREAMBLE + f" Question {i}: " + q for i, q in enumerate(_QUESTIONS * 10)]
+    distinct = [f"Prompt {i} about topic {i * 7}: " + _PREAMBLE[i * 50:] for i in range(20)]
+    auto = SentenceTransformerEncoder(precision="float32")
+    assert auto.window_texts(shared) == [t[: auto.max_chars] for t in shared]  # unresolved: the head
+    chosen = auto.for_corpus(shared + ["a short prompt"] * 3)
+    assert chosen is not auto and chosen.truncation == "head_tail" and chosen.name.endswith("|trunc=head_tail")
+    assert chosen.window_texts(shared[:1])[0].endswith(_QUESTIONS[0])
+    assert auto.for_corpus(distinct) is auto  # long prompts whose heads differ: read as before
+    assert auto.for_corpus(["short"] * 5) is auto
+    head = SentenceTransformerEncoder(truncation="head", precision="float32")
+    assert head.for_corpus(shared) is head  # an explicit choice stands
+    # A share below the threshold (one prompt in 25 collides) keeps the head.
+    assert auto.for_corpus(shared[:2] + distinct + ["x"] * 3 + [f"p{i}" for i in range(30)]) is auto
+    cached = get_encoder(None, cache_dir=tmp_path, precision="float32")
+    assert for_corpus(cached, distinct) is cached
+    wrapped = for_corpus(cached, shared)
+    assert isinstance(wrapped, CachedEncoder) and wrapped.name == chosen.name and wrapped.cache_dir == tmp_path
+    assert wrapped.directory != cached.directory  # never mixes vectors of two cuts
 
 
 def test_the_window_keeps_the_end_of_a_long_prompt_under_tail_and_head_tail():

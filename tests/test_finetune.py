@@ -64,14 +64,17 @@ def test_the_output_is_a_sentence_transformers_folder_with_its_own_identity(tune
     assert not checkpoint_dir(out).exists()
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
     assert (out / "modules.json").is_file() and (out / "model.safetensors").is_file()
-    encoder = SentenceTransformerEncoder(model=out)
+    record = json.loads((out / RECORD_FILE).read_text())
+    encoder = SentenceTransformerEncoder(model=out, truncation=record["settings"]["truncation"])
     assert encoder.name.startswith("encoder@") and encoder.name != minilm.name
     assert tuner.encoder_.name == encoder.name
+    # It reads long prompts as it was trained to: the base's "auto" choice for these prompts.
+    base = SentenceTransformerEncoder(max_seq_length=32).for_corpus(planted.prompts)
+    assert record["settings"]["truncation"] == ("head" if base.truncation == "auto" else base.truncation)
     emb = encoder.encode(planted.prompts[:8])
     assert emb.shape == (8, 384) and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert not np.allclose(emb, minilm.encode(planted.prompts[:8]), atol=1e-3)
-    record = json.loads((out / RECORD_FILE).read_text())
-    assert record["settings"]["base"] == SentenceTransformerEncoder(max_seq_length=32).name
+    assert record["settings"]["base"] == base.name
     assert record["best_epoch"] == 2 and len(record["history"]) == 2
     # the prompt without any observed score is left out; NaN scores elsewhere give finite losses
     assert tuner.n_fit_ + tuner.n_dev_ == planted.n_prompts - 1

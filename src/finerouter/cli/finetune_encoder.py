@@ -25,6 +25,7 @@ def finetune_encoder(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps or auto."),
     threads: int | None = typer.Option(None, "--threads", help="torch threads on the CPU (default: min(4, cores))."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run the code a --base model ships (e.g. Stella): only for models you trust."),
+    truncation: str | None = typer.Option(None, "--truncation", help="Which tokens of a long prompt the encoder reads: head, tail or head_tail (default: the encoder's default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last finished epoch (same options and data)."),
     rescale: bool = typer.Option(False, "--rescale", help="Min-max rescale each model's scores into [0, 1]."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow reading RouterBench's .pkl (unpickling runs code: only for files you trust)."),
@@ -41,7 +42,7 @@ def finetune_encoder(
         tuner = EncoderFineTuner(
             base=base, epochs=epochs, lr=lr, batch_size=batch_size, max_seq_length=max_seq_length,
             dev_fraction=dev_fraction, patience=patience, seed=seed, device=device, threads=threads,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=trust_remote_code, truncation=truncation,
         )
         tuner._validate_params()  # fail on bad options before reading the data
         dataset = read_routing_data(data, rescale=rescale, allow_pickle=allow_pickle)

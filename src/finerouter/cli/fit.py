@@ -14,6 +14,7 @@ def fit(
     out: Path = typer.Option(..., "--out", help="Directory to write the router artifact to: a new or empty folder, or a previous router artifact (replaced atomically)."),
     prices: Path | None = typer.Option(None, "--prices", help="CSV model,input_usd_per_mtok,output_usd_per_mtok."),
     encoder: str | None = typer.Option(None, "--encoder", help="sentence-transformers model name or path (default: packaged all-MiniLM-L6-v2)."),
+    truncation: str | None = typer.Option(None, "--truncation", help="Which tokens of a prompt longer than the encoder's window it reads: head, tail or head_tail (default: the encoder's default)."),
     cache_dir: Path | None = typer.Option(Path(".finerouter_cache"), "--cache-dir", help="Embedding cache directory."),
     alpha: float = typer.Option(0.5, "--alpha", help="Weight of stage 2 in the final score."),
     seed: int = typer.Option(0, "--seed"),
@@ -62,6 +63,10 @@ def fit(
                 describe_url, describe_model, api_key_env=describe_key_env,
                 cache_dir=None if cache_dir is None else cache_dir / "descriptions", engine=engine,
             )
+        if truncation is not None:
+            from finerouter.encoders import get_encoder
+
+            encoder = get_encoder(encoder, truncation=truncation)
         router = FineRouter(
             encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed,
             refine_task_labels=_TASK_LABELS[task_labels], label_prior=task_labels != "ignore", engine=engine,

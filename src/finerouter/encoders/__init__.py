@@ -8,6 +8,7 @@ torch nor sentence-transformers; the model loads on the first ``encode``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from finerouter.encoders.base import Encoder, l2_normalise
@@ -54,6 +55,14 @@ def get_encoder(
     return encoder
 
 
+def for_corpus(encoder: Encoder, texts: Sequence[str]) -> Encoder:
+    """The encoder to embed the corpus ``texts`` (and prompts like them) with: ``encoder.for_corpus(texts)`` where
+    it has one (:meth:`SentenceTransformerEncoder.for_corpus`: with ``truncation="auto"``, a copy that reads the
+    head and tail of long texts when many of them share their first tokens), else ``encoder``."""
+    choose = getattr(encoder, "for_corpus", None)
+    return encoder if choose is None else choose(texts)
+
+
 __all__ = [
     "DEFAULT_MODEL_ID",
     "CachedEncoder",
@@ -61,6 +70,7 @@ __all__ = [
     "EncoderFineTuner",
     "SentenceTransformerEncoder",
     "fingerprint",
+    "for_corpus",
     "get_encoder",
     "is_encoder",
     "l2_normalise",

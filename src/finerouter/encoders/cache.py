@@ -133,6 +133,16 @@ class CachedEncoder:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.encoder!r}, cache_dir={str(self.cache_dir)!r})"
 
+    def for_corpus(self, texts: Sequence[str]) -> CachedEncoder:
+        """The cache over the wrapped encoder's :func:`~finerouter.encoders.for_corpus` choice (itself if that
+        is the wrapped encoder)."""
+        from finerouter.encoders import for_corpus
+
+        inner = for_corpus(self.encoder, texts)
+        if inner is self.encoder:
+            return self
+        return type(self)(inner, self.cache_dir, shard_size=self.shard_size, max_shards=self.max_shards)
+
     @property
     def directory(self) -> Path:
         """This encoder's folder inside ``cache_dir``."""

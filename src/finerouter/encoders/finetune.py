@@ -37,12 +37,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from finerouter._training import TRAINING_PARAMETER_CONSTRAINTS, import_torch, resolve_device, resolved_seed
-from finerouter._validation import BOOLEAN, Constraint, InstanceOf, Interval, NonEmptyString, NoneValue
+from finerouter._validation import BOOLEAN, Constraint, InstanceOf, Interval, NonEmptyString, NoneValue, Options
 from finerouter.base import Component
 from finerouter.data.dataset import RoutingDataset, split_indices
 from finerouter.encoders import finetune_state as ckpt_io
 from finerouter.encoders.finetune_state import RECORD_FILE
-from finerouter.encoders.sentence_transformer import MAX_CHARS_PER_TOKEN, SentenceTransformerEncoder
+from finerouter.encoders.sentence_transformer import DEFAULT_TRUNCATION, TRUNCATIONS, SentenceTransformerEncoder
 from finerouter.errors import DataError, ParameterError
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ class EncoderFineTuner(Component):
         threads: torch threads while training on the CPU (None: ``min(4, os.cpu_count())``); restored afterwards.
         trust_remote_code: passed to sentence-transformers for models that ship their own code (e.g. Stella);
             the returned encoder gets it too.
+        truncation: which tokens of a long prompt the encoder reads, while training and after
+            (:class:`SentenceTransformerEncoder`'s option; None: its default).
 
     After :meth:`fit`: ``encoder_`` (the fine-tuned :class:`SentenceTransformerEncoder`), ``history_`` (per epoch:
     ``epoch``, ``train_mse``, ``dev_mse``, ``seconds``, ``prompts_per_second``), ``baseline_dev_mse_`` (the frozen
@@ -98,6 +100,7 @@ class EncoderFineTuner(Component):
         "device": [NonEmptyString()],
         "threads": [NoneValue(), Interval("int", 1, None)],
         "trust_remote_code": [BOOLEAN],
+        "truncation": [NoneValue(), Options(*TRUNCATIONS)],
     }
 
     def __init__(
@@ -117,6 +120,7 @@ class EncoderFineTuner(Component):
         device: str = "cpu",
         threads: int | None = None,
         trust_remote_code: bool = False,
+        truncation: str | None = None,
     ) -> None:
         self.base = base
         self.epochs = epochs
@@ -133,6 +137,7 @@ class EncoderFineTuner(Component):
         self.device = device
         self.threads = threads
         self.trust_remote_code = trust_remote_code
+        self.truncation = truncation
 
     # ------------------------------------------------------------------------------------------------ fit
     def fit(
@@ -164,8 +169,10 @@ class EncoderFineTuner(Component):
             raise ParameterError(f"EncoderFineTuner.fit expects a RoutingDataset. Got {type(dataset).__name__}.")
         out_dir = Path(out_dir)
         ckpt = ckpt_io.checkpoint_dir(out_dir)
-        base_name = SentenceTransformerEncoder(self.base, max_seq_length=self.max_seq_length).name
-        settings = self._settings(base_name)
+        base = SentenceTransformerEncoder(self.base, max_seq_length=self.max_seq_length,
+                                          truncation=DEFAULT_TRUNCATION if self.truncation is None else self.truncation)
+        base = base.for_corpus(dataset.prompts)  # "auto": the head, unless the prompts share their first tokens
+        settings = self._settings(base.name, "head" if base.truncation == "auto" else base.truncation)
         data_hash = ckpt_io.data_hash(dataset)
         ckpt_io.remove_stale_temporaries(ckpt)
         ckpt_io.remove_stale_temporaries(out_dir)
@@ -193,11 +200,12 @@ class EncoderFineTuner(Component):
             record = self._train(dataset, out_dir, ckpt, state, settings, data_hash, progress or _no_progress)
         return self._finish(out_dir, record)
 
-    def _settings(self, base_name: str) -> dict[str, Any]:
-        """The parameters that shape the result (not where it runs), with the base named by its identity."""
+    def _settings(self, base_name: str, truncation: str) -> dict[str, Any]:
+        """The parameters that shape the result (not where it runs), with the base named by its identity and the
+        truncation the prompts are read with."""
         params = self.get_params(deep=False)
         params = {k: v for k, v in params.items() if k not in ("base", "device", "threads", "trust_remote_code")}
-        return {"base": base_name, **params, "seed": resolved_seed(self.seed)}
+        return {"base": base_name, **params, "seed": resolved_seed(self.seed), "truncation": truncation}
 
     def _finish(self, out_dir: Path, record: dict[str, Any]) -> SentenceTransformerEncoder:
         """Set the fitted attributes from the output's record; the encoder loads lazily from ``out_dir``."""
@@ -207,7 +215,8 @@ class EncoderFineTuner(Component):
         self.best_dev_mse_ = _nan_if_none(record["best_dev_mse"])
         self.seed_ = int(record["settings"]["seed"])
         self.n_fit_, self.n_dev_ = int(record["data"]["n_fit"]), int(record["data"]["n_dev"])
-        self.encoder_ = SentenceTransformerEncoder(model=out_dir, trust_remote_code=self.trust_remote_code)
+        self.encoder_ = SentenceTransformerEncoder(model=out_dir, trust_remote_code=self.trust_remote_code,
+                                                   truncation=record["settings"].get("truncation", "head"))
         return self.encoder_
 
     # ------------------------------------------------------------------------------------------- training
@@ -217,13 +226,12 @@ class EncoderFineTuner(Component):
     ) -> dict[str, Any]:
         """Train from the base (``state`` None) or from the checkpoint's state; write the output; its record."""
         encoder = SentenceTransformerEncoder(self.base, max_seq_length=self.max_seq_length, device=self.device,
-                                             trust_remote_code=self.trust_remote_code)
+                                             trust_remote_code=self.trust_remote_code, truncation=settings["truncation"])
         device = resolve_device(encoder.resolved_device, type(self).__name__)
         seed = settings["seed"]
         fit_rows, dev_rows = self._split(dataset, seed)
-        cap = self.max_seq_length * MAX_CHARS_PER_TOKEN
         job = _Job(
-            texts=[p[:cap] for p in dataset.prompts], scores=dataset.scores, fit_rows=fit_rows, dev_rows=dev_rows,
+            texts=encoder.window_texts(dataset.prompts), scores=dataset.scores, fit_rows=fit_rows, dev_rows=dev_rows,
             device=device, batch_size=self.batch_size, progress=progress,
         )
         if state is None:

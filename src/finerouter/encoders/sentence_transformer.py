@@ -8,7 +8,6 @@ on where the model is installed, so embedding caches and router artifacts move b
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import sys
@@ -21,7 +20,9 @@ import numpy as np
 
 from finerouter._validation import BOOLEAN, Constraint, InstanceOf, Interval, NonEmptyString, NoneValue, Options
 from finerouter.base import Component
+from finerouter.encoders import windows
 from finerouter.encoders.base import l2_normalise
+from finerouter.encoders.identity import sample_hash
 from finerouter.errors import EncoderError, ParameterError
 
 logger = logging.getLogger(__name__)
@@ -31,10 +32,10 @@ DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 _DEFAULT_ALIASES = {DEFAULT_MODEL_ID, "all-MiniLM-L6-v2", "minilm", "default"}
 _PRECISIONS = ("float32", "bfloat16", "auto")
-TRUNCATIONS = ("head", "tail", "head_tail")
+TRUNCATIONS = ("auto", "head", "tail", "head_tail")
 """How a text longer than the encoder's window is cut (see :class:`SentenceTransformerEncoder`)."""
-HEAD_TAIL_HEAD_SHARE = 0.25
-"""With ``truncation="head_tail"``, the share of the window given to the text's first tokens (the rest to its last)."""
+DEFAULT_TRUNCATION = "auto"
+"""The encoder's default ``truncation``."""
 _PROGRESS_MIN_TEXTS = 2048
 
 MAX_CHARS_PER_TOKEN = 32
@@ -46,9 +47,6 @@ and code take a few characters per token, so the cut changes nothing the model r
 ``max_seq_length`` tokens average more than 32 characters each (long runs of whitespace, or words longer than
 the tokenizer's word limit, which it reads as one unknown token)."""
 
-
-_WINDOW_SLACK = 2
-"""Tokens left free when a text is cut to head and tail: re-tokenised, the joined text may differ at the joint."""
 
 COUNT_TOKENS_MAX_CHARS = 1 << 16
 """:meth:`SentenceTransformerEncoder.count_tokens` tokenises at most this many characters of a text and scales the
@@ -80,29 +78,6 @@ def cpu_supports_bf16() -> bool:
     return False
 
 
-def _sample_hash(folder: Path) -> str:
-    """Cheap content hash of a local model folder: small config files in full, weights sampled.
-
-    Weight files can be gigabytes, so from each we hash its size and three 64 KiB windows (start, middle,
-    end); two checkpoints fine-tuned from the same base differ in every window.
-    """
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        if rel.startswith(".") or rel.lower().startswith("readme"):
-            continue
-        size = path.stat().st_size
-        h.update(f"{rel}\0{size}\0".encode())
-        if path.suffix in {".json", ".txt", ".model"} and size <= (4 << 20):
-            h.update(path.read_bytes())
-        elif path.suffix in {".safetensors", ".bin", ".pt", ".onnx"}:
-            with open(path, "rb") as fh:
-                for start in (0, max(0, size // 2 - (1 << 15)), max(0, size - (1 << 16))):
-                    fh.seek(start)
-                    h.update(fh.read(1 << 16))
-    return h.hexdigest()[:12]
-
-
 class SentenceTransformerEncoder(Component):
     """Embed texts with any sentence-transformers model.
 
@@ -124,8 +99,10 @@ class SentenceTransformerEncoder(Component):
         trust_remote_code: passed to sentence-transformers for models that ship their own code.
         truncation: which tokens of a text longer than the window the model reads. ``"head"``: its first
             ``max_seq_length`` (what sentence-transformers does). ``"tail"``: its last. ``"head_tail"``: a
-            quarter of the window from its start and the rest from its end. Prompts that share a long preamble
-            (a system prompt, few-shot examples) are the same text to ``"head"``: the question comes last.
+            quarter of the window from its start and the rest from its end. ``"auto"`` (default): the head,
+            unless the training prompts share their first tokens (a system prompt, few-shot examples, which
+            make every such prompt the same text to ``"head"``): then :meth:`for_corpus`, which a router's
+            ``fit`` calls, gives a ``"head_tail"`` copy.
 
     ``name`` is e.g. ``"sentence-transformers/all-MiniLM-L6-v2|msl=256"`` (``"|bf16"`` appended when it runs
     in bfloat16, whose vectors differ slightly, so caches and artifacts never mix the two precisions). For a
@@ -154,7 +131,7 @@ class SentenceTransformerEncoder(Component):
         *,
         show_progress_bar: bool | None = None,
         trust_remote_code: bool = False,
-        truncation: str = "head",
+        truncation: str = DEFAULT_TRUNCATION,
     ) -> None:
         self.model = model
         self.max_seq_length = max_seq_length
@@ -230,9 +207,9 @@ class SentenceTransformerEncoder(Component):
             elif self._is_packaged(path):
                 base = DEFAULT_MODEL_ID
             else:
-                base = f"{path.name}@{_sample_hash(path)}"
+                base = f"{path.name}@{sample_hash(path)}"
             name = f"{base}|msl={self.max_seq_length}"
-            if self.truncation != "head":
+            if self.truncation not in ("head", "auto"):  # "auto" reads the head until for_corpus says otherwise
                 name += f"|trunc={self.truncation}"
             if self.resolved_precision == "bfloat16":
                 name += "|bf16"
@@ -345,49 +322,30 @@ class SentenceTransformerEncoder(Component):
         return l2_normalise(emb)
 
     def window_texts(self, texts: Sequence[str]) -> list[str]:
-        """The part of each text the model reads, as text: at most :attr:`max_chars` characters.
-
-        ``"head"``: the first :attr:`max_chars` characters (the model's tokenizer then keeps the first
-        ``max_seq_length`` tokens). ``"tail"`` and ``"head_tail"``: a text that may not fit the window (more
-        characters than it has tokens) is tokenised once, and the characters of its first and last tokens are
-        kept (``"tail"``: none from the start), joined by a line break; a text that fits is returned as it is.
-        """
-        cap = self.max_chars
-        if self.truncation == "head":
-            return [t[:cap] for t in texts]  # a no-op (same object) for the texts that are shorter
-        out = list(texts)
-        long = [i for i, t in enumerate(texts) if len(t) > self.max_seq_length - 2 - _WINDOW_SLACK]
-        if not long:
-            return out  # a token covers at least one character: these fit
+        """The part of each text the model reads, as text (at most :attr:`max_chars` characters; see
+        :func:`finerouter.encoders.windows.window_texts`)."""
+        if self.truncation in ("head", "auto"):
+            return [t[: self.max_chars] for t in texts]  # a no-op (same object) for the texts that are shorter
         with self._lock:
-            tokenizer = self._counting_tokenizer()
-            budget = max(2, self.max_seq_length - tokenizer.num_special_tokens_to_add(pair=False) - _WINDOW_SLACK)
-            kw = dict(add_special_tokens=False, truncation=False, return_offsets_mapping=True,
-                      return_attention_mask=False, return_token_type_ids=False, verbose=False)
-            n_head = int(budget * HEAD_TAIL_HEAD_SHARE) if self.truncation == "head_tail" else 0
-            n_tail = budget - n_head
-            try:
-                if not getattr(tokenizer, "is_fast", False):  # no character offsets: the kept tokens, decoded
-                    return [_decoded_window(tokenizer, t, cap, budget, n_head) for t in texts]
-                heads = tokenizer([texts[i][:cap] for i in long], **kw)["offset_mapping"]
-                tails = tokenizer([texts[i][-cap:] for i in long], **kw)["offset_mapping"]
-            except Exception as exc:
-                raise EncoderError(f"Tokenizer of {self.name!r} failed to cut {len(long)} texts to its window: "
-                                   f"{exc}") from exc
-        for i, head, tail in zip(long, heads, tails):
-            text = texts[i]
-            if len(text) <= cap and len(head) <= budget:
-                continue  # it fits
-            head_end = head[n_head - 1][1] if n_head else 0
-            base = len(text) - min(len(text), cap)  # where the tokenised tail starts in the text
-            tail_start = base + (tail[-n_tail][0] if len(tail) >= n_tail else 0)
-            if tail_start <= head_end:
-                out[i] = text[:cap]
-            elif n_head:
-                out[i] = text[:head_end] + "\n" + text[tail_start:]
-            else:
-                out[i] = text[tail_start:]
-        return out
+            return windows.window_texts(self._counting_tokenizer(), texts, self.max_seq_length, self.truncation,
+                                        self.max_chars, self.name)
+
+    def for_corpus(self, texts: Sequence[str]) -> SentenceTransformerEncoder:
+        """The encoder to embed ``texts`` (and later prompts like them) with: itself, unless ``truncation`` is
+        ``"auto"`` and many of the texts share the first half of their window with another
+        (:func:`finerouter.encoders.windows.shared_head_share`), then a copy that reads head and tail."""
+        if self.truncation != "auto":
+            return self
+        with self._lock:
+            share = windows.shared_head_share(self._counting_tokenizer(), texts, self.max_seq_length,
+                                              self.max_chars)
+        if share < windows.SHARED_HEAD_SHARE:
+            return self
+        logger.info("%.0f%% of the prompts share the first half of the encoder's window with another: reading "
+                    "the head and tail of long prompts (truncation='head_tail')", 100 * share)
+        copy = type(self)(**{**self.get_params(deep=False), "truncation": "head_tail"})
+        copy._st = self._st  # the same weights; only the text it reads differs
+        return copy
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """How many tokens this encoder's tokenizer makes of each text (whole text, no special tokens).
@@ -398,31 +356,11 @@ class SentenceTransformerEncoder(Component):
         scaled by its length, so one huge prompt costs bounded time. Calls are serialised on a tokenizer
         instance of their own, so counting never disturbs a concurrent :meth:`encode`.
         """
-        if isinstance(texts, (str, bytes)):
-            raise ParameterError(f"{type(self).__name__}.count_tokens expects a sequence of str, not a single "
-                                 f"{type(texts).__name__}.")
-        items = list(texts)
-        for i, t in enumerate(items):
-            if not isinstance(t, str):
-                raise ParameterError(f"{type(self).__name__}.count_tokens: texts[{i}] must be a str. "
-                                     f"Got {type(t).__name__}.")
+        items = check_texts(texts, type(self).__name__, "count_tokens")
         if not items:
             return []
-        cap = COUNT_TOKENS_MAX_CHARS
         with self._lock:
-            tokenizer = self._counting_tokenizer()
-            try:
-                ids = tokenizer([t[:cap] for t in items], add_special_tokens=False, truncation=False,
-                                return_attention_mask=False, return_token_type_ids=False, verbose=False)["input_ids"]
-            except Exception as exc:
-                raise EncoderError(f"Tokenizer of {self.name!r} failed on {len(items)} texts: {exc}") from exc
-        counts = []
-        for text, row in zip(items, ids):
-            n = len(row)
-            if len(text) > cap:
-                n = round(n * len(text) / cap)
-            counts.append(n)
-        return counts
+            return windows.count_tokens(self._counting_tokenizer(), items, COUNT_TOKENS_MAX_CHARS, self.name)
 
     def _counting_tokenizer(self) -> Any:
         """The tokenizer :meth:`count_tokens` uses, loaded once per model source (caller holds the lock)."""
@@ -478,6 +416,8 @@ class SentenceTransformerEncoder(Component):
         keys = ("model", "max_seq_length", "batch_size", "precision", "truncation")
         kwargs = {k: config[k] for k in keys if k in config}
         kwargs.setdefault("truncation", "head")
+        if kwargs["truncation"] == "auto":  # it embedded as the head: the router was fitted so
+            kwargs["truncation"] = "head"
         return cls(**kwargs)
 
     @staticmethod
@@ -495,27 +435,18 @@ class SentenceTransformerEncoder(Component):
         )
 
 
-def _decoded_window(tokenizer: Any, text: str, cap: int, budget: int, n_head: int) -> str:
-    """:meth:`SentenceTransformerEncoder.window_texts` for a tokenizer without character offsets (a slow one)."""
-    ids = tokenizer(text[:cap] if n_head else text[-cap:], add_special_tokens=False, truncation=False)["input_ids"]
-    if len(text) <= cap and len(ids) <= budget:
-        return text
-    tail = tokenizer(text[-cap:], add_special_tokens=False, truncation=False)["input_ids"] if n_head else ids
-    head = tokenizer.decode(ids[:n_head]) + "\n" if n_head else ""
-    return head + tokenizer.decode(tail[-(budget - n_head):])
-
-
-def check_texts(texts: Any, owner: str) -> list[str]:
-    """``texts`` as a list of str, or a ParameterError naming the first bad item."""
+def check_texts(texts: Any, owner: str, method: str = "encode") -> list[str]:
+    """``texts`` as a list of str, or a ParameterError naming the first bad item (and ``owner.method``)."""
+    where = f"{owner}.{method}"
     if isinstance(texts, (str, bytes)):
-        raise ParameterError(f"{owner}.encode expects a sequence of str, not a single {type(texts).__name__}.")
+        raise ParameterError(f"{where} expects a sequence of str, not a single {type(texts).__name__}.")
     try:
         items = list(texts)
     except TypeError as exc:
-        raise ParameterError(f"{owner}.encode expects a sequence of str. Got {type(texts).__name__}.") from exc
+        raise ParameterError(f"{where} expects a sequence of str. Got {type(texts).__name__}.") from exc
     for i, t in enumerate(items):
         if not isinstance(t, str):
-            raise ParameterError(f"{owner}.encode: texts[{i}] must be a str. Got {type(t).__name__}.")
+            raise ParameterError(f"{where}: texts[{i}] must be a str. Got {type(t).__name__}.")
     return items
 
 
@@ -525,6 +456,7 @@ _check_texts = check_texts  # former private name, kept for existing importers
 __all__ = [
     "COUNT_TOKENS_MAX_CHARS",
     "DEFAULT_MODEL_ID",
+    "DEFAULT_TRUNCATION",
     "MAX_CHARS_PER_TOKEN",
     "TRUNCATIONS",
     "SentenceTransformerEncoder",

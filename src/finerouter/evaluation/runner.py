@@ -59,11 +59,11 @@ def embed_dataset(
             more routers, reads the vectors back instead of embedding again.
         engine: where the embedding runs (:func:`finerouter.engines.embed_texts`; None: here).
     """
-    from finerouter.encoders import get_encoder
+    from finerouter.encoders import for_corpus, get_encoder
     from finerouter.engines.embedding import embed_texts
 
-    enc = get_encoder(encoder, cache_dir=cache_dir)
     unique = list(dict.fromkeys(dataset.prompts))
+    enc = for_corpus(get_encoder(encoder, cache_dir=cache_dir), unique)
     vectors = np.asarray(embed_texts(enc, unique, engine), dtype=np.float32)
     row = {p: i for i, p in enumerate(unique)}
     return vectors[[row[p] for p in dataset.prompts]], enc

@@ -247,6 +247,9 @@ class FineRouter(Component):
         encoder = self._resolve_encoder()
         prompts = dataset.prompts
         if embeddings is None:
+            from finerouter.encoders import for_corpus
+
+            encoder = for_corpus(encoder, prompts)  # truncation "auto": how long prompts like these are read
             logger.info("embedding %d prompts with %s", len(prompts), encoder.name)
             embeddings = embed_texts(encoder, prompts, self.engine)
         embeddings = np.asarray(embeddings, dtype=np.float32)
