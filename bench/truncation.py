@@ -74,7 +74,8 @@ def _strip(name: str, data, routers: list[str], seeds: int) -> None:
     for t, g in groups.items():
         common = os.path.commonprefix(g)
         starts[t] = common[: common.rfind("\n\n") + 2] if len(common) > 200 and "\n\n" in common else ""
-    print(f"{name}: shared starts removed, characters per task: " + ", ".join(f"{t} {len(s)}" for t, s in starts.items()))
+    print(f"{name}: shared starts removed, characters per task: "
+          + ", ".join(f"{t} {len(s)}" for t, s in starts.items()))
     texts = [p[len(starts[t]):] for p, t in zip(data.prompts, data.tasks)]
     encoder = get_encoder(None, cache_dir=".finerouter_cache", truncation="head")
     unique = list(dict.fromkeys(texts))

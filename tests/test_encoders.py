@@ -411,3 +411,26 @@ def test_prompts_that_share_a_long_preamble_differ_only_when_their_ends_are_read
         a, b = enc.encode(texts)
         assert a @ b < 0.98
         np.testing.assert_allclose(enc.encode(["a short prompt"]), minilm.encode(["a short prompt"]), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_router_fitted_on_prompts_with_a_shared_preamble_reads_their_ends_and_saves_that(minilm, tmp_path):
+    from finerouter.data.synthetic import make_synthetic_routing_data
+    from finerouter.routing.router import FineRouter
+
+    base = make_synthetic_routing_data(n_prompts=120, n_models=4, seed=0)
+    data = base.subset(range(base.n_prompts))
+    data.prompts = [_PREAMBLE + "\n\n" + p for p in base.prompts]  # every prompt opens with the same examples
+    fast = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
+    router = FineRouter(encoder=minilm, seed=0, mixing="paper", ensemble_size=1, **fast).fit(data)
+    assert router.encoder_.name == DEFAULT_NAME + "|trunc=head_tail" and minilm.truncation == "auto"
+    emb = router.encoder_.encode(data.prompts[:2])
+    assert emb[0] @ emb[1] < 0.99  # the questions are read: two prompts are two texts
+    loaded = FineRouter.load(router.save(tmp_path / "router"))
+    assert _manifest_encoder(tmp_path / "router")["config"]["truncation"] == "head_tail"
+    assert loaded.encoder_.name == router.encoder_.name
+    assert FineRouter.load(tmp_path / "router", encoder="minilm").encoder_.name == router.encoder_.name
+    assert [d.model for d in loaded.route(data.prompts[:20])] == [d.model for d in router.route(data.prompts[:20])]
+    # The same questions without the preamble: a corpus whose heads differ is read from the head, as before.
+    plain = FineRouter(encoder=minilm, seed=0, mixing="paper", ensemble_size=1, **fast).fit(base)
+    assert plain.encoder_.name == DEFAULT_NAME

@@ -42,7 +42,7 @@ def discover(
     from finerouter.data.readers import read_routing_data
     from finerouter.describe import PromptDescriber
     from finerouter.discovery import TaskDiscovery
-    from finerouter.encoders import get_encoder
+    from finerouter.encoders import for_corpus, get_encoder
 
     err_console = console()
     with cli_errors():
@@ -57,7 +57,7 @@ def discover(
         dataset = read_routing_data(data, prices=prices, rescale=rescale)
         err_console.print(f"[bold]data[/]: {dataset}")
         descriptions = PromptDescriber().describe(dataset.prompts)
-        text_encoder = get_encoder(encoder, cache_dir=cache_dir)
+        text_encoder = for_corpus(get_encoder(encoder, cache_dir=cache_dir), descriptions)  # as FineRouter.fit reads
         chunks = []
         with Progress(
             TextColumn("embedding descriptions"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

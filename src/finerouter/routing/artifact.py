@@ -207,8 +207,9 @@ def load_encoder(info: dict[str, Any], encoder: Any, cache_dir: Any, path: Path)
 
     if encoder is not None and not isinstance(encoder, str):
         return CachedEncoder(encoder, cache_dir) if cache_dir is not None else encoder
-    if isinstance(encoder, str):
-        return get_encoder(encoder, cache_dir=cache_dir)
+    if isinstance(encoder, str):  # read long prompts as the router was fitted to (an "auto" never resolves here)
+        cut = (info.get("config") or {}).get("truncation")
+        return get_encoder(encoder, cache_dir=cache_dir, **({"truncation": cut} if cut in ("tail", "head_tail") else {}))
     config = info.get("config")
     qualified = info.get("class")
     if config is None and info.get("spec") is not None:  # formats 1-2: a sentence-transformers spec
