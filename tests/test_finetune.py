@@ -200,3 +200,26 @@ def test_cli_fine_tunes_and_fit_uses_the_result(planted, tmp_path):
     router = FineRouter.load(router_dir)
     assert router.encoder_.name == SentenceTransformerEncoder(model=encoder_dir).name
     assert router.route(planted.prompts[0]).model in planted.models
+
+
+@pytest.mark.slow
+def test_cli_fit_and_finetune_encoder_take_a_truncation(planted, tmp_path):
+    from typer.testing import CliRunner
+
+    from finerouter.cli.main import app
+    from finerouter.routing.router import FineRouter
+
+    table = tmp_path / "train.csv"
+    planted.write(table)
+    runner = CliRunner()
+    fit = runner.invoke(app, ["fit", "--data", str(table), "--truncation", "tail", "--out", str(tmp_path / "router"),
+                              "--ensemble-size", "1"])  # fmt: skip
+    assert fit.exit_code == 0, fit.output
+    assert FineRouter.load(tmp_path / "router").encoder_.name.endswith("|msl=256|trunc=tail")
+    bad = runner.invoke(app, ["fit", "--data", str(table), "--truncation", "middle", "--out", str(tmp_path / "r2")])
+    assert bad.exit_code == 2 and "'truncation' parameter" in bad.output
+    tuned = runner.invoke(app, ["finetune-encoder", "--data", str(table), "--out", str(tmp_path / "enc"), "--epochs",
+                                "1", "--max-seq-length", "32", "--threads", "1", "--truncation", "head_tail"])  # fmt: skip
+    assert tuned.exit_code == 0, tuned.output
+    record = json.loads((tmp_path / "enc" / RECORD_FILE).read_text())
+    assert record["settings"]["truncation"] == "head_tail"
