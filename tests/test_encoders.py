@@ -424,6 +424,7 @@ def test_a_router_fitted_on_prompts_with_a_shared_preamble_reads_their_ends_and_
     fast = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
     router = FineRouter(encoder=minilm, seed=0, mixing="paper", ensemble_size=1, **fast).fit(data)
     assert router.encoder_.name == DEFAULT_NAME + "|trunc=head_tail" and minilm.truncation == "auto"
+    assert router.fit_summary_["encoder"] == router.encoder_.name
     emb = router.encoder_.encode(data.prompts[:2])
     assert emb[0] @ emb[1] < 0.99  # the questions are read: two prompts are two texts
     loaded = FineRouter.load(router.save(tmp_path / "router"))

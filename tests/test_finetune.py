@@ -216,6 +216,14 @@ def test_cli_fit_and_finetune_encoder_take_a_truncation(planted, tmp_path):
                               "--ensemble-size", "1"])  # fmt: skip
     assert fit.exit_code == 0, fit.output
     assert FineRouter.load(tmp_path / "router").encoder_.name.endswith("|msl=256|trunc=tail")
+    shared = planted.subset(range(planted.n_prompts))
+    shared.prompts = ["Worked examples, then one question. " * 60 + p for p in planted.prompts]
+    shared.write(tmp_path / "shared.csv")
+    auto = runner.invoke(app, ["fit", "--data", str(tmp_path / "shared.csv"), "--out", str(tmp_path / "r3"),
+                               "--ensemble-size", "1"])  # fmt: skip
+    assert auto.exit_code == 0, auto.output
+    assert "reads the start and the end of long prompts" in auto.output
+    assert FineRouter.load(tmp_path / "r3").encoder_.name.endswith("|trunc=head_tail")
     bad = runner.invoke(app, ["fit", "--data", str(table), "--truncation", "middle", "--out", str(tmp_path / "r2")])
     assert bad.exit_code == 2 and "'truncation' parameter" in bad.output
     tuned = runner.invoke(app, ["finetune-encoder", "--data", str(table), "--out", str(tmp_path / "enc"), "--epochs",

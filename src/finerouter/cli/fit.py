@@ -86,6 +86,9 @@ def fit(
             f"{_neighbour_note(router.settings_.get('neighbours'), 1.0 - summary['share_in_tasks'])}"
             f"fit {summary['seconds']['total']:.1f}s"
         )
+        if truncation is None and router.encoder_.name.endswith("|trunc=head_tail"):  # "auto" chose it
+            err_console.print("many training prompts open with the same text (a system prompt or examples): the "
+                              "encoder reads the start and the end of long prompts (--truncation to choose)")
 
 
 def _neighbour_note(offered: bool, others_share: float) -> str:

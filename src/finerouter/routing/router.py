@@ -314,7 +314,7 @@ class FineRouter(Component):
         timings["total"] = time.perf_counter() - t0
         self.fit_summary_ = fitting.fit_summary(dataset, parts, groups is not None, label_choice, mixing, timings)
         self.fit_summary_["ensemble"] = ensemble.summary(self)
-        self.fit_summary_["settings"] = dict(self.settings_)
+        self.fit_summary_.update(settings=dict(self.settings_), encoder=encoder.name)  # the cut it chose, too
         logger.info("fit done: %s", self.fit_summary_)
         return self
 
