@@ -435,3 +435,17 @@ def test_a_router_fitted_on_prompts_with_a_shared_preamble_reads_their_ends_and_
     # The same questions without the preamble: a corpus whose heads differ is read from the head, as before.
     plain = FineRouter(encoder=minilm, seed=0, mixing="paper", ensemble_size=1, **fast).fit(base)
     assert plain.encoder_.name == DEFAULT_NAME
+
+
+def test_the_shared_head_share_counts_unique_prompts_and_reads_a_bounded_sample():
+    from finerouter.encoders.windows import shared_head_share
+
+    tokenizer = SentenceTransformerEncoder(precision="float32")._counting_tokenizer()
+    shared = [_PREAMBLE + q for q in ("one", "two", "three", "four")]
+    distinct = [f"Prompt {i}: " + _PREAMBLE[i * 40:] for i in range(16)]
+    assert shared_head_share(tokenizer, shared + distinct, 256, 8192) == pytest.approx(4 / 20)
+    assert shared_head_share(tokenizer, shared * 5 + distinct, 256, 8192) == pytest.approx(4 / 20)  # duplicates once
+    assert shared_head_share(tokenizer, distinct + ["short"] * 3, 256, 8192) == 0.0
+    assert shared_head_share(tokenizer, [], 256, 8192) == 0.0
+    # 10 evenly spaced of the 20 unique prompts (0, 2, 4, ..., 16, 19): two of the shared ones, over 10.
+    assert shared_head_share(tokenizer, shared + distinct, 256, 8192, max_texts=10) == pytest.approx(0.2)

@@ -343,9 +343,9 @@ class SentenceTransformerEncoder(Component):
             return self
         logger.info("%.0f%% of the prompts share the first half of the encoder's window with another: reading "
                     "the head and tail of long prompts (truncation='head_tail')", 100 * share)
-        copy = type(self)(**{**self.get_params(deep=False), "truncation": "head_tail"})
-        copy._st = self._st  # the same weights; only the text it reads differs
-        return copy
+        chosen = type(self)(**{**self.get_params(deep=False), "truncation": "head_tail"})
+        chosen._st = self._st  # the same weights; only the text it reads differs
+        return chosen
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """How many tokens this encoder's tokenizer makes of each text (whole text, no special tokens).

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from finerouter.errors import EncoderError
 
 HEAD_TAIL_HEAD_SHARE = 0.25
@@ -26,6 +28,9 @@ WINDOW_SLACK = 2
 SHARED_HEAD_SHARE = 0.05
 """``truncation="auto"`` reads head and tail when at least this share of the unique texts share the first half of
 their window with another text."""
+
+SHARE_SAMPLE = 20_000
+""":func:`shared_head_share` reads at most this many unique texts."""
 
 
 def window_budget(tokenizer: Any, max_seq_length: int) -> int:
@@ -86,16 +91,20 @@ def _decoded_window(tokenizer: Any, text: str, cap: int, budget: int, n_head: in
     return head + tokenizer.decode(tail[-(budget - n_head):])
 
 
-def shared_head_share(tokenizer: Any, texts: Sequence[str], max_seq_length: int, cap: int) -> float:
+def shared_head_share(tokenizer: Any, texts: Sequence[str], max_seq_length: int, cap: int,
+                      max_texts: int = SHARE_SAMPLE) -> float:
     """Share of the unique ``texts`` whose first half-window of tokens is also the start of another text's.
 
     To a model that reads the head, such texts are mostly (or wholly) their shared start. Texts shorter than
     half a window are never counted. Sorting the token prefixes puts every text next to the one it shares
-    most with.
+    most with. Of more than ``max_texts`` unique texts, an evenly spaced ``max_texts`` are read (each cut to
+    ``cap // 2`` characters, as much as half a window can hold), so the cost is bounded.
     """
     unique = list(dict.fromkeys(texts))
+    if len(unique) > max_texts:
+        unique = [unique[i] for i in np.linspace(0, len(unique) - 1, max_texts).astype(int)]
     half = window_budget(tokenizer, max_seq_length) // 2
-    long = [t[:cap] for t in unique if len(t) > half]
+    long = [t[: cap // 2] for t in unique if len(t) > half]
     if len(unique) < 2 or len(long) < 2:
         return 0.0
     try:
@@ -122,5 +131,13 @@ def count_tokens(tokenizer: Any, texts: Sequence[str], cap: int, name: str = "en
     return [len(row) if len(text) <= cap else round(len(row) * len(text) / cap) for text, row in zip(texts, ids)]
 
 
-__all__ = ["HEAD_TAIL_HEAD_SHARE", "SHARED_HEAD_SHARE", "WINDOW_SLACK", "count_tokens", "shared_head_share",
-           "window_budget", "window_texts"]
+__all__ = [
+    "HEAD_TAIL_HEAD_SHARE",
+    "SHARED_HEAD_SHARE",
+    "SHARE_SAMPLE",
+    "WINDOW_SLACK",
+    "count_tokens",
+    "shared_head_share",
+    "window_budget",
+    "window_texts",
+]
