@@ -7,7 +7,8 @@ short prompt to warm up, then routes ``--n`` distinct prompts of 2,000 character
 encoder's 256 tokens: the baseline), ``--n`` distinct prompts of ``--chars`` characters one at a time, and one
 batch of eight. Prints the median and max time per prompt of both, the batch's time, and the process's RSS
 before and after the long prompts (read from /proc/self/statm, so Linux only) and its peak. ``--uncapped`` sets
-``MAX_CHARS_PER_TOKEN`` so high that nothing is cut, to show what tokenising the whole text costs.
+``MAX_CHARS_PER_TOKEN`` so high that nothing is cut, to show what tokenising the whole text costs;
+``--truncation head_tail`` (or ``tail``) fits the router with that cut, to show what reading the end costs.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _router(path: Path | None):
+def _router(path: Path | None, truncation: str | None):
+    from finerouter.encoders import get_encoder
     from finerouter.routing.router import FineRouter
 
     if path is not None:
@@ -45,7 +47,8 @@ def _router(path: Path | None):
 
     data = make_synthetic_routing_data(n_prompts=120, n_models=4, seed=0)
     fast = {"classifier": {"epochs": 5}, "quality": {"epochs_general": 3, "epochs_task": 2}}
-    return FineRouter(seed=0, **fast).fit(data)
+    encoder = None if truncation is None else get_encoder(None, truncation=truncation)
+    return FineRouter(seed=0, encoder=encoder, **fast).fit(data)
 
 
 def main() -> None:
@@ -54,6 +57,8 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=1_000_000, help="characters per long prompt")
     parser.add_argument("--router", type=Path, default=None, help="a saved router (default: fit a small one)")
     parser.add_argument("--uncapped", action="store_true", help="tokenise whole texts (the behaviour before the cut)")
+    parser.add_argument("--truncation", default=None, choices=["head", "tail", "head_tail"],
+                        help="which tokens the fitted router's encoder reads (default: the encoder's)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -62,7 +67,7 @@ def main() -> None:
 
     if args.uncapped:
         sentence_transformer.MAX_CHARS_PER_TOKEN = 10**12
-    router = _router(args.router)
+    router = _router(args.router, args.truncation)
     rng = np.random.default_rng(0)
     body = " ".join(_WORDS[i] for i in rng.integers(0, len(_WORDS), size=args.chars // 5 + 1))
     router.route("Warm up: what is 2 + 2?")
@@ -90,7 +95,7 @@ def main() -> None:
     del batch
     rss_after = _rss_mib()
 
-    cap = "uncapped" if args.uncapped else f"cut at {router.encoder_.max_chars:,} chars"
+    cap = "uncapped" if args.uncapped else f"cut at {router.encoder_.max_chars:,} chars; {router.encoder_.name}"
     print(f"{args.n} prompts of {args.chars:,} characters ({cap}), routed one at a time")
     print(f"time per prompt: median {statistics.median(seconds):.3f} s, max {max(seconds):.3f} s "
           f"(2,000-character prompts: median {statistics.median(baseline):.3f} s, max {max(baseline):.3f} s)")

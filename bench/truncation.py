@@ -34,9 +34,12 @@ def _stats(name: str, data, sample: int) -> None:
     budget = window_budget(tokenizer, auto.max_seq_length)
     longer = np.mean([n > budget for n in auto.count_tokens(unique)])
     share = shared_head_share(tokenizer, unique, auto.max_seq_length, auto.max_chars)
-    chosen = for_corpus(auto, unique)
+    t0 = time.perf_counter()
+    chosen = for_corpus(auto, data.prompts)  # what a fit does before it embeds
+    seconds = time.perf_counter() - t0
     print(f"{name}: {len(unique)} unique prompts, {longer:.1%} longer than the window, {share:.1%} share the first "
-          f"half of their window with another; truncation='auto' reads {chosen.truncation.replace('auto', 'head')}")
+          f"half of their window with another; truncation='auto' reads {chosen.truncation.replace('auto', 'head')} "
+          f"(chosen in {seconds:.1f} s)")
     if data.tasks is None:
         return
     encoders = {cut: SentenceTransformerEncoder(truncation=cut, precision="float32")
