@@ -431,6 +431,8 @@ def test_a_router_fitted_on_prompts_with_a_shared_preamble_reads_their_ends_and_
     assert _manifest_encoder(tmp_path / "router")["config"]["truncation"] == "head_tail"
     assert loaded.encoder_.name == router.encoder_.name
     assert FineRouter.load(tmp_path / "router", encoder="minilm").encoder_.name == router.encoder_.name
+    with pytest.warns(UserWarning, match="reading prompts longer than its window at other tokens"):
+        FineRouter.load(tmp_path / "router", encoder=SentenceTransformerEncoder(truncation="head"))
     assert [d.model for d in loaded.route(data.prompts[:20])] == [d.model for d in router.route(data.prompts[:20])]
     # The same questions without the preamble: a corpus whose heads differ is read from the head, as before.
     plain = FineRouter(encoder=minilm, seed=0, mixing="paper", ensemble_size=1, **fast).fit(base)

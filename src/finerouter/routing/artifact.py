@@ -243,12 +243,24 @@ def check_encoder(encoder: Any, saved_probes: np.ndarray, info: dict[str, Any], 
             f"{path}: encoder mismatch: the router was trained with {info.get('name')!r} (dim {saved.shape[1]}), "
             f"but {encoder.name!r} gives dim {encoder.dim}"
         )
+    saved_name, name = str(info.get("name", "")), str(encoder.name)
+    if saved_name != name and _without_cut(saved_name) == _without_cut(name):  # the probes are short: they cannot tell
+        warnings.warn(
+            f"{path}: the router was fitted with {saved_name!r} and is given {name!r}: the same model, reading "
+            "prompts longer than its window at other tokens, so routing them will differ from the fit's",
+            stacklevel=3,
+        )
     cosine = probe_agreement(probe_embeddings(encoder), saved)
     if cosine < MIN_PROBE_COSINE:
         raise ArtifactError(
             f"{path}: encoder mismatch: {encoder.name!r} embeds the probe sentences differently from the encoder "
             f"the router was trained with ({info.get('name')!r}; min cosine {cosine:.3f} < {MIN_PROBE_COSINE})"
         )
+
+
+def _without_cut(name: str) -> str:
+    """An encoder name without its ``|trunc=...`` part (which tokens of a long text it reads)."""
+    return "|".join(part for part in name.split("|") if not part.startswith("trunc="))
 
 
 # ------------------------------------------------------------------------------------------------- components
