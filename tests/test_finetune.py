@@ -226,8 +226,9 @@ def test_cli_fit_and_finetune_encoder_take_a_truncation(planted, tmp_path):
     assert FineRouter.load(tmp_path / "r3").encoder_.name.endswith("|trunc=head_tail")
     bad = runner.invoke(app, ["fit", "--data", str(table), "--truncation", "middle", "--out", str(tmp_path / "r2")])
     assert bad.exit_code == 2 and "'truncation' parameter" in bad.output
-    tuned = runner.invoke(app, ["finetune-encoder", "--data", str(table), "--out", str(tmp_path / "enc"), "--epochs",
-                                "1", "--max-seq-length", "32", "--threads", "1", "--truncation", "head_tail"])  # fmt: skip
+    tuned = runner.invoke(app, ["finetune-encoder", "--data", str(table), "--out", str(tmp_path / "enc"),
+                                "--epochs", "1", "--max-seq-length", "32", "--threads", "1",
+                                "--truncation", "head_tail"])  # fmt: skip
     assert tuned.exit_code == 0, tuned.output
     record = json.loads((tmp_path / "enc" / RECORD_FILE).read_text())
     assert record["settings"]["truncation"] == "head_tail"

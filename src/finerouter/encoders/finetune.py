@@ -226,7 +226,8 @@ class EncoderFineTuner(Component):
     ) -> dict[str, Any]:
         """Train from the base (``state`` None) or from the checkpoint's state; write the output; its record."""
         encoder = SentenceTransformerEncoder(self.base, max_seq_length=self.max_seq_length, device=self.device,
-                                             trust_remote_code=self.trust_remote_code, truncation=settings["truncation"])
+                                             trust_remote_code=self.trust_remote_code,
+                                             truncation=settings["truncation"])
         device = resolve_device(encoder.resolved_device, type(self).__name__)
         seed = settings["seed"]
         fit_rows, dev_rows = self._split(dataset, seed)

@@ -209,7 +209,8 @@ def load_encoder(info: dict[str, Any], encoder: Any, cache_dir: Any, path: Path)
         return CachedEncoder(encoder, cache_dir) if cache_dir is not None else encoder
     if isinstance(encoder, str):  # read long prompts as the router was fitted to (an "auto" never resolves here)
         cut = (info.get("config") or {}).get("truncation")
-        return get_encoder(encoder, cache_dir=cache_dir, **({"truncation": cut} if cut in ("tail", "head_tail") else {}))
+        kw = {"truncation": cut} if cut in ("tail", "head_tail") else {}
+        return get_encoder(encoder, cache_dir=cache_dir, **kw)
     config = info.get("config")
     qualified = info.get("class")
     if config is None and info.get("spec") is not None:  # formats 1-2: a sentence-transformers spec
