@@ -363,3 +363,18 @@ def test_parameter_validation():
         OpenAIDescriber("http://x/v1", "m", timeout_s=0)
     d = OpenAIDescriber("http://x/v1/", "gpt-x")
     assert d.base_url == "http://x/v1" and d.name.startswith("openai:gpt-x|")
+
+
+def test_a_long_prompt_reaches_the_llm_with_its_start_and_its_end(server):
+    from finerouter.describe.base import ELISION, truncate_middle
+
+    preamble = "Worked example: the capital of France is Paris. " * 200  # 9,800 characters of shared examples
+    prompts = [preamble + f"Now solve exercise item-{i}." for i in range(2)]
+    out = _describer(server, None, max_prompt_chars=1000).describe(prompts)
+    assert out == ["Task of kind item-0.", "Task of kind item-1."]  # the server read each prompt's own question
+    for req in server.requests[-2:]:
+        sent = req["body"]["messages"][1]["content"].removeprefix("<prompt>\n").removesuffix("\n</prompt>")
+        assert len(sent) <= 1000 and ELISION in sent and sent.startswith("Worked example")
+    cut = truncate_middle("a" * 50 + " middle " * 100 + "the end", 200)
+    assert len(cut) <= 200 and cut.startswith("a" * 45) and cut.endswith("the end") and ELISION in cut
+    assert truncate_middle("short", 200) == "short" and truncate_middle("x" * 300, None) == "x" * 300

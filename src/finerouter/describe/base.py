@@ -60,6 +60,32 @@ def truncate(text: str, max_chars: int | None) -> str:
     return cut.rstrip()
 
 
+ELISION = " [...] "
+"""What :func:`truncate_middle` puts where it cut."""
+
+
+def truncate_middle(text: str, max_chars: int | None, head_share: float = 0.25) -> str:
+    """``text`` cut to at most ``max_chars`` characters by dropping its middle: about ``head_share`` of them from
+    its start and the rest from its end, at word boundaries when near, joined by :data:`ELISION`.
+
+    What an LLM is asked about a prompt usually comes last (the question after few-shot examples or a pasted
+    document), and prompts that open with the same preamble would all look alike cut at the head.
+    """
+    if max_chars is None or len(text) <= max_chars:
+        return text
+    room = max_chars - len(ELISION)
+    if room < 20:
+        return truncate(text, max_chars)
+    n_head = int(room * head_share)
+    n_tail = room - n_head
+    head = truncate(text, n_head) if n_head else ""
+    tail = text[-n_tail:]
+    space = tail.find(" ")
+    if 0 <= space <= n_tail * 0.2:
+        tail = tail[space + 1 :]
+    return head + ELISION + tail.lstrip()
+
+
 class PromptDescriber(Component):
     """The offline default: a prompt's description is the prompt itself (optionally truncated).
 
@@ -90,4 +116,4 @@ class PromptDescriber(Component):
         return truncate(items[0], self.max_chars or 300)
 
 
-__all__ = ["Describer", "PromptDescriber", "check_prompts", "truncate"]
+__all__ = ["ELISION", "Describer", "PromptDescriber", "check_prompts", "truncate", "truncate_middle"]

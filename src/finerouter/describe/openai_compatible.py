@@ -29,7 +29,7 @@ from typing import Any, ClassVar, TypeVar
 
 from finerouter._validation import Constraint, HasMethods, InstanceOf, Interval, NonEmptyString, NoneValue, Pattern
 from finerouter.base import Component
-from finerouter.describe.base import check_prompts, truncate
+from finerouter.describe.base import check_prompts, truncate_middle
 from finerouter.errors import DescriptionError, ParameterError
 
 logger = logging.getLogger(__name__)
@@ -96,7 +96,9 @@ class OpenAIDescriber(Component):
         transport: an ``httpx.AsyncBaseTransport`` (e.g. ``httpx.MockTransport``) to use instead of the network.
         summary_instruction: the system instruction of :meth:`summarize`.
         temperature, max_tokens: sampling settings sent with every request.
-        max_prompt_chars: prompts longer than this are truncated before being sent.
+        max_prompt_chars: prompts longer than this are cut before being sent: a quarter from their start and the
+            rest from their end, the middle replaced by ``" [...] "`` (:func:`describe.base.truncate_middle`: the
+            question of a few-shot prompt comes last). Cluster summaries cut their examples the same way.
         backoff_s, max_backoff_s: the first retry waits about ``backoff_s``, each next one twice as long
             (with jitter), capped at ``max_backoff_s``; a ``Retry-After`` header is honoured up to the cap.
         engine: None, or a distributed :class:`finerouter.engines.Engine` whose workers send the requests, at most
@@ -205,7 +207,8 @@ class OpenAIDescriber(Component):
             One description per prompt; a prompt whose requests all failed gets its own text back.
         """
         items = check_prompts(prompts, f"{type(self).__name__}.describe")
-        jobs = {p: self._messages(self.instruction, truncate(p, self.max_prompt_chars)) for p in dict.fromkeys(items)}
+        jobs = {p: self._messages(self.instruction, truncate_middle(p, self.max_prompt_chars))
+                for p in dict.fromkeys(items)}
         keys = {p: self._key(self.instruction, p) for p in jobs}
         done = _run_sync(lambda: self._run(jobs, keys, progress))
         return [done[p] for p in items]
@@ -231,11 +234,11 @@ class OpenAIDescriber(Component):
             if not items:
                 raise ParameterError(f"{owner} needs at least one example per cluster.")
             per = max(200, self.max_prompt_chars // len(items))
-            body = "\n\n".join(f"Example {i + 1}:\n{truncate(e, per)}" for i, e in enumerate(items))
+            body = "\n\n".join(f"Example {i + 1}:\n{truncate_middle(e, per)}" for i, e in enumerate(items))
             order.append(body)
             jobs[body] = self._messages(self.summary_instruction, body)
             keys[body] = self._key(self.summary_instruction, body)
-            fallback[body] = truncate(items[0], 300)
+            fallback[body] = truncate_middle(items[0], 300)
         done = _run_sync(lambda: self._run(jobs, keys, progress, fallback))
         return [done[b] for b in order]
 
