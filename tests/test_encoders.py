@@ -434,9 +434,18 @@ def test_a_router_fitted_on_prompts_with_a_shared_preamble_reads_their_ends_and_
     with pytest.warns(UserWarning, match="reading prompts longer than its window at other tokens"):
         FineRouter.load(tmp_path / "router", encoder=SentenceTransformerEncoder(truncation="head"))
     assert [d.model for d in loaded.route(data.prompts[:20])] == [d.model for d in router.route(data.prompts[:20])]
+    # The task classifier embeds each task's central prompt whole (cut as prompts are), not its first 160
+    # characters, which are the preamble for every task.
+    from finerouter.routing.fitting import task_texts
+
+    texts = task_texts(router, router.encoder_, router.catalog_)
+    assert router.catalog_.n_tasks >= 2 and len(set(texts)) == router.catalog_.n_tasks
+    assert all(t.startswith(_PREAMBLE[:100]) and t in data.prompts for t in texts)
+    assert len({task.description for task in router.catalog_.tasks}) == 1  # what it would have embedded
     # The same questions without the preamble: a corpus whose heads differ is read from the head, as before.
     plain = FineRouter(encoder=minilm, seed=0, mixing="paper", ensemble_size=1, **fast).fit(base)
     assert plain.encoder_.name == DEFAULT_NAME
+    assert task_texts(plain, plain.encoder_, plain.catalog_) == [t.description for t in plain.catalog_.tasks]
 
 
 def test_the_shared_head_share_counts_unique_prompts_and_reads_a_bounded_sample():

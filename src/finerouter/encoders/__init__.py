@@ -63,6 +63,15 @@ def for_corpus(encoder: Encoder, texts: Sequence[str]) -> Encoder:
     return encoder if choose is None else choose(texts)
 
 
+def reads_head(encoder: Encoder) -> bool:
+    """Whether ``encoder`` (or the encoder a cache wraps) reads a long text's first tokens only: its
+    ``truncation`` is ``"head"`` or an unresolved ``"auto"``, or it has none (an encoder of your own)."""
+    inner: Any = encoder
+    while not hasattr(inner, "truncation") and hasattr(inner, "encoder"):
+        inner = inner.encoder
+    return getattr(inner, "truncation", "head") in ("head", "auto")
+
+
 __all__ = [
     "DEFAULT_MODEL_ID",
     "CachedEncoder",
@@ -76,4 +85,5 @@ __all__ = [
     "l2_normalise",
     "probe_distance",
     "probe_embeddings",
+    "reads_head",
 ]

@@ -114,8 +114,20 @@ def fit_classifier(router: Any, encoder: Any, embeddings: np.ndarray, discovery:
     catalog = discovery.catalog_
     if catalog.n_tasks == 0:
         return None
-    task_embeddings = encoder.encode([task.description for task in catalog.tasks])
+    task_embeddings = encoder.encode(task_texts(router, encoder, catalog))
     return router.make_component("classifier").fit(embeddings, discovery.labels_, task_embeddings)
+
+
+def task_texts(router: Any, encoder: Any, catalog: Any) -> list[str]:
+    """What the classifier embeds for each task: its description. Offline (no describer) that is the task's most
+    central prompt cut to 160 characters; where the encoder reads the ends of long prompts (a corpus whose prompts
+    share a preamble: ``truncation="auto"``) those characters are the preamble, the same for every task of one
+    benchmark, so there the central prompt is embedded whole and the encoder cuts it as it cuts prompts."""
+    from finerouter.encoders import reads_head
+
+    if router.describer is None and not reads_head(encoder):
+        return [task.examples[0] if task.examples else task.description for task in catalog.tasks]
+    return [task.description for task in catalog.tasks]
 
 
 def fit_parts(
@@ -371,6 +383,7 @@ __all__ = [
     "fit_parts",
     "final_label_prior",
     "fit_summary",
+    "task_texts",
     "fixed_mixing",
     "label_names",
     "stage1_matrix",
