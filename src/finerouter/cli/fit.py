@@ -36,6 +36,7 @@ def fit(
 ) -> None:
     """Train Stage 1 (task discovery + classifier) and Stage 2 (quality estimator); save the router."""
     from finerouter.data.readers import read_routing_data
+    from finerouter.encoders import get_encoder, reads_head
     from finerouter.routing.router import FineRouter, check_save_destination
 
     err_console = console()
@@ -64,8 +65,6 @@ def fit(
                 cache_dir=None if cache_dir is None else cache_dir / "descriptions", engine=engine,
             )
         if truncation is not None:
-            from finerouter.encoders import get_encoder
-
             encoder = get_encoder(encoder, truncation=truncation)
         router = FineRouter(
             encoder=encoder, describer=describer, alpha=alpha, prices=prices, cache_dir=cache_dir, seed=seed,
@@ -86,7 +85,7 @@ def fit(
             f"{_neighbour_note(router.settings_.get('neighbours'), 1.0 - summary['share_in_tasks'])}"
             f"fit {summary['seconds']['total']:.1f}s"
         )
-        if truncation is None and router.encoder_.name.endswith("|trunc=head_tail"):  # "auto" chose it
+        if truncation is None and not reads_head(router.encoder_):  # "auto" chose head and tail
             err_console.print("many training prompts open with the same text (a system prompt or examples): the "
                               "encoder reads the start and the end of long prompts (--truncation to choose)")
 

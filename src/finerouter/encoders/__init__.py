@@ -65,11 +65,12 @@ def for_corpus(encoder: Encoder, texts: Sequence[str]) -> Encoder:
 
 def reads_head(encoder: Encoder) -> bool:
     """Whether ``encoder`` (or the encoder a cache wraps) reads a long text's first tokens only: its
-    ``truncation`` is ``"head"`` or an unresolved ``"auto"``, or it has none (an encoder of your own)."""
+    ``resolved_truncation`` is ``"head"`` (an unresolved ``"auto"`` included), or it has none (an encoder of
+    your own)."""
     inner: Any = encoder
-    while not hasattr(inner, "truncation") and hasattr(inner, "encoder"):
+    while not hasattr(inner, "resolved_truncation") and hasattr(inner, "encoder"):
         inner = inner.encoder
-    return getattr(inner, "truncation", "head") in ("head", "auto")
+    return getattr(inner, "resolved_truncation", "head") == "head"
 
 
 __all__ = [

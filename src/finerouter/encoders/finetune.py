@@ -172,7 +172,7 @@ class EncoderFineTuner(Component):
         base = SentenceTransformerEncoder(self.base, max_seq_length=self.max_seq_length,
                                           truncation=DEFAULT_TRUNCATION if self.truncation is None else self.truncation)
         base = base.for_corpus(dataset.prompts)  # "auto": the head, unless the prompts share their first tokens
-        settings = self._settings(base.name, "head" if base.truncation == "auto" else base.truncation)
+        settings = self._settings(base.name, base.resolved_truncation)
         data_hash = ckpt_io.data_hash(dataset)
         ckpt_io.remove_stale_temporaries(ckpt)
         ckpt_io.remove_stale_temporaries(out_dir)

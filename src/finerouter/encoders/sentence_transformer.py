@@ -198,6 +198,11 @@ class SentenceTransformerEncoder(Component):
         return "bfloat16" if self.resolved_device == "cpu" and cpu_supports_bf16() else "float32"
 
     @property
+    def resolved_truncation(self) -> str:
+        """The cut it reads long texts with now: ``"auto"`` reads the head until :meth:`for_corpus` says otherwise."""
+        return "head" if self.truncation == "auto" else self.truncation
+
+    @property
     def name(self) -> str:
         """Model identity plus the settings that change the vectors (see the class docstring)."""
         if self._name is None:
@@ -209,8 +214,8 @@ class SentenceTransformerEncoder(Component):
             else:
                 base = f"{path.name}@{sample_hash(path)}"
             name = f"{base}|msl={self.max_seq_length}"
-            if self.truncation not in ("head", "auto"):  # "auto" reads the head until for_corpus says otherwise
-                name += f"|trunc={self.truncation}"
+            if self.resolved_truncation != "head":
+                name += f"|trunc={self.resolved_truncation}"
             if self.resolved_precision == "bfloat16":
                 name += "|bf16"
             self._name = name
@@ -324,7 +329,7 @@ class SentenceTransformerEncoder(Component):
     def window_texts(self, texts: Sequence[str]) -> list[str]:
         """The part of each text the model reads, as text (at most :attr:`max_chars` characters; see
         :func:`finerouter.encoders.windows.window_texts`)."""
-        if self.truncation in ("head", "auto"):
+        if self.resolved_truncation == "head":
             return [t[: self.max_chars] for t in texts]  # a no-op (same object) for the texts that are shorter
         with self._lock:
             return windows.window_texts(self._counting_tokenizer(), texts, self.max_seq_length, self.truncation,

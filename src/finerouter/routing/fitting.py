@@ -383,10 +383,10 @@ __all__ = [
     "fit_parts",
     "final_label_prior",
     "fit_summary",
-    "task_texts",
     "fixed_mixing",
     "label_names",
     "stage1_matrix",
     "stage1_prior",
     "task_label_groups",
+    "task_texts",
 ]
