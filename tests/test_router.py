@@ -137,7 +137,7 @@ def test_scores_are_the_components_combined(fitted, synthetic_split, n):
     from finerouter.routing.assignment import soft_stage1
     from finerouter.routing.ensemble import members_of
     from finerouter.routing.mixing import mix
-    from finerouter.routing.neighbours import fit_ridge, local_estimates
+    from finerouter.routing.neighbours import neighbour_means
 
     _, test = synthetic_split
     emb = fitted.encoder_.encode(test.prompts[:n])
@@ -156,10 +156,7 @@ def test_scores_are_the_components_combined(fitted, synthetic_split, n):
             np.testing.assert_allclose(scores.confidence, conf)
         neighbours = None
         if fit.neighbour_embeddings_ is not None:
-            penalty = fit.mixing_.neighbour_ridge
-            ridge = None if penalty is None else fit_ridge(fit.neighbour_embeddings_, fit.neighbour_scores_, penalty)
-            neighbours = local_estimates(emb, fit.neighbour_embeddings_, fit.neighbour_scores_, fit.mixing_.neighbour_k,
-                                         ridge)
+            neighbours = neighbour_means(emb, fit.neighbour_embeddings_, fit.neighbour_scores_, fit.mixing_.neighbour_k)
         finals.append(mix(fit.mixing_.vector(), stage2, stage1, fit.global_prior_, neighbours))
         stage2s.append(stage2)
     np.testing.assert_allclose(scores.stage2, np.mean(stage2s, axis=0), atol=1e-6)

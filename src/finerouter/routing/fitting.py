@@ -30,7 +30,7 @@ from finerouter.routing.mixing import (
     shrink_task_means,
 )
 
-from finerouter.routing.neighbours import choose_k, choose_ridge, fit_ridge, local_estimates
+from finerouter.routing.neighbours import choose_k, neighbour_means
 
 logger = logging.getLogger(__name__)
 
@@ -329,10 +329,8 @@ def cross_validate_mixing(
         stage2[held] = parts.quality._predict(emb, task)
         global_prior[held] = parts.global_prior[None, :]
         if neighbours is not None:
-            # k and the ridge penalty chosen on the other folds only, as at fit on all prompts
-            k, penalty = choose_k(embeddings[rest], scores[rest]), choose_ridge(embeddings[rest], scores[rest])
-            ridge = None if penalty is None else fit_ridge(embeddings[rest], scores[rest], penalty)
-            neighbours[held] = local_estimates(emb, embeddings[rest], scores[rest], k, ridge)
+            k = choose_k(embeddings[rest], scores[rest])  # on the other folds only, as at fit on all prompts
+            neighbours[held] = neighbour_means(emb, embeddings[rest], scores[rest], k)
     done = np.isfinite(global_prior).any(axis=1)
     if not done.any():  # no fold could be fitted: no evidence that routing helps
         logger.info("mixing: too few prompts for cross-validation; routing like the best single model")
@@ -358,8 +356,8 @@ def cross_validate_mixing(
     assignment = choose_assignment(choices)
     choice, stage1 = choices[assignment], stage1s[assignment]
     choice.folds, choice.assignment = folds, assignment
-    if choice.uses_neighbours:  # its smoothing, chosen on every training prompt as each fold's was
-        choice.neighbour_k, choice.neighbour_ridge = choose_k(embeddings, scores), choose_ridge(embeddings, scores)
+    if choice.uses_neighbours:  # its number of neighbours, chosen on every training prompt as each fold's was
+        choice.neighbour_k = choose_k(embeddings, scores)
     if len(choices) > 1:
         choice.assignment_quality = {name: effective_quality(c) for name, c in choices.items()}
         logger.info("stage-1 assignment: out-of-fold routing quality %s -> %s",

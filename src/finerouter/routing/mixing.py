@@ -102,9 +102,6 @@ class MixingChoice:
             (:func:`finerouter.routing.neighbours.choose_k` on the training data); None: not chosen (no neighbour
             source, or an artifact saved before it was), which routes with :func:`~finerouter.routing.neighbours.
             default_k`.
-        neighbour_ridge: the penalty of the ridge regression the neighbour source averages with its neighbour
-            means (:func:`finerouter.routing.neighbours.choose_ridge` on the training data); None: the neighbour
-            means alone (no neighbour source, or an artifact saved before the ridge).
         default: the weights of the default mix the others had to beat by ``min_gain_se`` standard errors
             (:func:`choose_weights`' first candidate); None where no cross-validation chose (``"fixed"``, too
             few prompts) and in artifacts saved before it was recorded.
@@ -124,7 +121,6 @@ class MixingChoice:
     assignment_quality: dict[str, float] | None = None
     replaced: dict[str, Any] | None = None
     neighbour_k: int | None = None
-    neighbour_ridge: float | None = None
     default: dict[str, float] | None = None
 
     def vector(self) -> np.ndarray:

@@ -1,23 +1,12 @@
-"""A local score source: each model's mean score on a prompt's nearest training prompts, averaged with a ridge
-regression of its scores on the prompt embedding.
+"""A non-parametric score source: each model's mean score on a prompt's nearest training prompts.
 
 Where data is thin (a few hundred scored prompts) or the pool is large and mostly dominated, a parametric
 estimator has little to learn from, while the neighbours' observed scores are an unbiased, if noisy, local
 estimate. FineRouter offers it to its cross-validated mixing as a fourth source
 (:mod:`finerouter.routing.mixing`): it enters the final score only if the held-out folds say it routes better.
-
-Two smoothers of the same training scores err differently: the neighbour mean averages a prompt's ``k`` nearest
-prompts and ignores the rest, a ridge regression (:func:`fit_ridge`) draws one linear trend per model through all of
-them and shrinks it toward the model's mean score as its penalty grows. Their equal average
-(:func:`local_estimates`) routed judge-scored 55-model pools of 400 and 800 prompts at least as well as the
-neighbour mean alone in mean over five seeds on each shared dataset, and better than the ridge alone on most
-(``bench/local_source.py``; docs/models.md). Both choose their smoothing on the training prompts by leave-one-out
-routing quality (:func:`choose_k`, :func:`choose_ridge`); ties take the smoother estimate.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,10 +14,6 @@ import numpy as np
 _BLOCK_ROWS = 1024
 #: The numbers of neighbours :func:`choose_k` weighs (each capped at the training prompts less one).
 K_GRID = (5, 10, 20, 40, 80, 160)
-#: The ridge penalties :func:`choose_ridge` weighs (on unit-norm sentence embeddings, unscaled sums of squares).
-RIDGE_GRID = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
-#: :func:`choose_ridge` chooses on at most this many training prompts (a seeded sample beyond).
-RIDGE_CHOICE_PROMPTS = 20_000
 
 
 def _filled(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,96 +103,4 @@ def choose_k(reference: np.ndarray, reference_scores: np.ndarray, grid: tuple[in
     return int(ks[int(np.argmax(totals))])
 
 
-@dataclass(frozen=True)
-class RidgeFit:
-    """A ridge regression of each model's scores on the prompt embedding, with an unpenalised intercept:
-    ``predict(x) = (x - mean_x) @ coef + mean_y``. ``mean_x`` ``(d,)``, ``coef`` ``(d, m)``, ``mean_y`` ``(m,)``
-    (NaN for a model never observed, which then predicts NaN); ``penalty`` the L2 penalty it was fitted with."""
-
-    mean_x: np.ndarray
-    coef: np.ndarray
-    mean_y: np.ndarray
-    penalty: float
-
-    def predict(self, queries: np.ndarray) -> np.ndarray:
-        """``(q, m)`` the predicted scores of ``queries`` ``(q, d)``."""
-        return (np.asarray(queries, dtype=np.float64) - self.mean_x) @ self.coef + self.mean_y[None, :]
-
-
-def _centred(reference: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(mean_x, centred x, mean_y, centred y)``: a score not observed counts as its model's mean (no pull)."""
-    x = np.asarray(reference, dtype=np.float64)
-    observed, _, overall = _filled(np.asarray(scores, dtype=np.float64))
-    y = np.where(observed, scores, np.nan_to_num(overall, nan=0.0)[None, :])
-    mean_x = x.mean(axis=0)
-    return mean_x, x - mean_x, overall, y - np.nan_to_num(overall, nan=0.0)[None, :]
-
-
-def fit_ridge(reference: np.ndarray, reference_scores: np.ndarray, penalty: float) -> RidgeFit:
-    """The ridge regression of ``reference_scores`` ``(n, m)`` (NaN = not evaluated) on ``reference`` ``(n, d)``
-    with L2 ``penalty`` (> 0)."""
-    mean_x, xc, mean_y, yc = _centred(reference, reference_scores)
-    gram = xc.T @ xc
-    gram[np.diag_indices_from(gram)] += float(penalty)
-    coef = np.linalg.solve(gram, xc.T @ yc)
-    return RidgeFit(mean_x, coef, mean_y, float(penalty))
-
-
-def choose_ridge(
-    reference: np.ndarray, reference_scores: np.ndarray, grid: tuple[float, ...] = RIDGE_GRID, seed: int = 0
-) -> float | None:
-    """The ridge penalty of ``grid`` that routes the training prompts best, each by a fit without itself.
-
-    The leave-one-out predictions of a ridge regression with an intercept are exact in closed form (the
-    residual over one minus the prompt's leverage), so every penalty costs one pass over a thin SVD of the
-    centred embeddings. Each prompt is routed to the highest predicted of its observed models and scores that
-    model's true score; the highest mean wins, ties the larger penalty (the smoother fit). On more than
-    :data:`RIDGE_CHOICE_PROMPTS` prompts, a seeded sample of that many chooses. None when fewer than 3 prompts or
-    an empty grid leave nothing to choose on.
-    """
-    scores = np.asarray(reference_scores, dtype=np.float64)
-    n = scores.shape[0]
-    grid = tuple(sorted({float(g) for g in grid if float(g) > 0}))
-    if n < 3 or not grid:
-        return None
-    rows = np.arange(n)
-    if n > RIDGE_CHOICE_PROMPTS:
-        rows = np.sort(np.random.default_rng(seed).choice(n, size=RIDGE_CHOICE_PROMPTS, replace=False))
-    scores = scores[rows]
-    _, xc, mean_y, yc = _centred(np.asarray(reference)[rows], scores)
-    mean_y = np.nan_to_num(mean_y, nan=0.0)
-    u, s, _ = np.linalg.svd(xc, full_matrices=False)
-    uty = u.T @ yc
-    own = np.isfinite(scores)
-    routable = own.any(axis=1)
-    best, best_quality = grid[0], -np.inf
-    for penalty in grid:
-        shrink = s**2 / (s**2 + penalty)
-        fitted = u @ (shrink[:, None] * uty)  # centred fit; the intercept's leverage is 1/n
-        leverage = np.einsum("ij,j,ij->i", u, shrink, u) + 1.0 / rows.size
-        loo = yc - (yc - fitted) / np.maximum(1.0 - leverage, 1e-9)[:, None] + mean_y[None, :]
-        pick = np.argmax(np.where(own, loo, -np.inf), axis=1)
-        quality = scores[np.arange(rows.size), pick][routable].mean() if routable.any() else -np.inf
-        if quality >= best_quality:  # ties: the larger penalty (the grid is ascending)
-            best, best_quality = penalty, quality
-    return best
-
-
-def local_estimates(
-    queries: np.ndarray, reference: np.ndarray, reference_scores: np.ndarray, k: int | None = None,
-    ridge: RidgeFit | None = None,
-) -> np.ndarray:
-    """``(q, m)`` the neighbour source: :func:`neighbour_means` over ``k`` neighbours, averaged half and half with
-    ``ridge``'s predictions where one is given (a model the ridge cannot predict keeps its neighbour mean); the
-    neighbour mean alone without it (artifacts saved before the ridge)."""
-    means = neighbour_means(queries, reference, reference_scores, k)
-    if ridge is None:
-        return means
-    predicted = ridge.predict(queries)
-    return np.where(np.isfinite(predicted), 0.5 * (means + predicted), means)
-
-
-__all__ = [
-    "K_GRID", "RIDGE_CHOICE_PROMPTS", "RIDGE_GRID", "RidgeFit", "choose_k", "choose_ridge", "default_k", "fit_ridge",
-    "local_estimates", "neighbour_means",
-]  # fmt: skip
+__all__ = ["K_GRID", "choose_k", "default_k", "neighbour_means"]

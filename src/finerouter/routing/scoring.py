@@ -11,7 +11,7 @@ import numpy as np
 from finerouter.routing.assignment import soft_stage1, uses_soft_prior
 from finerouter.routing.ensemble import average_scores, members_of
 from finerouter.routing.mixing import raw_mix, routing_mix
-from finerouter.routing.neighbours import RidgeFit, fit_ridge, local_estimates
+from finerouter.routing.neighbours import neighbour_means
 from finerouter.routing.policy import clip_to_reference, minmax_rows
 
 
@@ -105,8 +105,8 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     weights = router.mixing_.vector()
     neighbours = None
     if getattr(router, "neighbour_embeddings_", None) is not None:
-        neighbours = local_estimates(emb, router.neighbour_embeddings_, router.neighbour_scores_,
-                                     router.mixing_.neighbour_k, neighbour_ridge(router))
+        neighbours = neighbour_means(emb, router.neighbour_embeddings_, router.neighbour_scores_,
+                                     router.mixing_.neighbour_k)
     estimate_weights = router.mixing_.estimate_vector()
     ref = reference_models(router)
     # added models: their stage-2 estimates clipped to the fitted models' range; their priors and neighbour means
@@ -130,19 +130,4 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64), expected)
 
 
-def neighbour_ridge(router: Any) -> RidgeFit | None:
-    """The ridge regression the router's neighbour source averages with its neighbour means (None: the means
-    alone), fitted on its kept training prompts with the penalty its mixing chose. Fitted once per set of kept
-    arrays and penalty, and refitted when they change (a model added or retired gives the router new arrays)."""
-    penalty = getattr(router.mixing_, "neighbour_ridge", None)
-    if penalty is None:
-        return None
-    emb, scores = router.neighbour_embeddings_, router.neighbour_scores_
-    cached = getattr(router, "_neighbour_ridge", None)
-    if cached is None or cached[0] is not emb or cached[1] is not scores or cached[2].penalty != penalty:
-        cached = (emb, scores, fit_ridge(emb, scores, penalty))
-        router._neighbour_ridge = cached
-    return cached[2]
-
-
-__all__ = ["RouterScores", "global_normalised", "neighbour_ridge", "reference_models", "score", "stage1_normalised"]
+__all__ = ["RouterScores", "global_normalised", "reference_models", "score", "stage1_normalised"]
