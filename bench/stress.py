@@ -13,7 +13,7 @@ stratified by task, N seeds) in these settings:
 * ``judge<M>/<size>`` (``judge<M>-nolabels/<size>`` with ``--judge-drop-labels``): the same kind of pool scored
   as an LLM judge would, by :func:`finerouter.evaluation.stress.judge_pool` (continuous scores in [0, 1] with
   per-answer noise; no ties), at ``--judge-sizes``; with ``--judge-drop-labels`` without the benchmark labels,
-  as chat prompts come.
+  as chat prompts come; ``--judge-concentration`` sets the judge's noise (``judge<M>-nolabels-c<value>/<size>``).
 
 Prints, per setting, each router's mean quality ± std over seeds, its share of the best-single -> oracle
 headroom, and on how many seeds it routed at least as well as the best single model; writes
@@ -89,10 +89,12 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if pool == "blend" and blended is None:
             blended = blend_pool(data, n_models=args.blend_models, seed=0)
         if pool == "judge" and judged is None:
-            judged = judge_pool(data, n_models=args.blend_models, drop_labels=args.judge_drop_labels, seed=0)
+            judged = judge_pool(data, n_models=args.blend_models, drop_labels=args.judge_drop_labels,
+                                concentration=args.judge_concentration, seed=0)
         d = {"pool": pooled, "blend": blended, "judge": judged}.get(pool) or data
         label = {"blend": f"blend{args.blend_models}",
-                 "judge": f"judge{args.blend_models}{'-nolabels' if args.judge_drop_labels else ''}"}.get(pool, pool)
+                 "judge": f"judge{args.blend_models}{'-nolabels' if args.judge_drop_labels else ''}"
+                          f"{'' if args.judge_concentration == 8.0 else f'-c{args.judge_concentration:g}'}"}.get(pool, pool)
         key = f"{label}/{'all' if size is None else size}"
         t = time.perf_counter()
         res = run_evaluation(
@@ -152,6 +154,9 @@ def main() -> None:
     ap.add_argument("--blend-models", type=int, default=55, help="models in the blended and judged pools")
     ap.add_argument("--judge-sizes", default="", help="training sizes for the judge-scored pool (e.g. 800)")
     ap.add_argument("--judge-drop-labels", action="store_true", help="the judge-scored pool without task labels")
+    ap.add_argument("--judge-concentration", type=float, default=8.0,
+                    help="the judge's Beta concentration (judge_pool's; higher: less per-answer noise, '-c<value>' "
+                         "in the setting's name when not 8)")
     ap.add_argument("--routers", default=",".join(ROUTERS))
     ap.add_argument("--seeds", default="5", help="a number of seeds (0..N-1) or a comma-separated list of seeds")
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
