@@ -57,6 +57,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "resolution05": {"discovery": {"resolution": 0.5}},
     # Stage 2's phase 1 early-stopped on dev routing quality instead of dev MSE (QualityEstimator(stop_on=...))
     "stop_routing": {"quality": {"stop_on": "routing"}},
+    # models outside every group's coverage set left out of Stage 2 (QualityEstimator(prune_coverage=...))
+    "prune": {"quality": {"prune_coverage": 0.8}},
     # the neighbour source (routing/neighbours.py) among the mixing candidates, on top of the defaults
     "neighbours": {"neighbours": True},
 }

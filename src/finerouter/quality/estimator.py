@@ -43,11 +43,12 @@ from finerouter._training import (
     stratified_dev_split,
     torch_threads_for,
 )
-from finerouter._validation import Constraint, Interval, Options, check_is_fitted
+from finerouter._validation import Constraint, Interval, NoneValue, Options, check_is_fitted
 from finerouter.base import Component
 from finerouter.errors import ArtifactError, DataError
 from finerouter.quality.inference import StackedAdapters
 from finerouter.quality.layout import AdapterLayout
+from finerouter.quality.pruning import models_to_prune
 from finerouter.quality.training import TrainingSettings, train_general_adapters, train_task_adapters
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,9 @@ class QualityEstimator(Component):
             the general copy's routing of the task's dev prompts).
         seed: seeds initialisation, the dev split and batch order. None: 0; inside FineRouter, the router's seed.
         device: torch device used for training ("cpu", "cuda"...); inference is numpy.
+        prune_coverage: None (every model in Stage 2, the paper's) or a share ``δ`` in (0, 1]: models outside every
+            training group's coverage set at ``δ`` (:mod:`finerouter.quality.pruning`) are left out of training and
+            predicted at their mean training score.
 
     Attributes (after ``fit``):
         n_models_: m; n_features_in_: d; n_tasks_: T; n_slots_: A (task adapters).
@@ -97,6 +101,7 @@ class QualityEstimator(Component):
         dev_mse_general_: best phase-1 dev MSE over observed scores (NaN without a dev set).
         fit_seconds_: ``{"general": s, "task": s}`` wall time of each training phase.
         tasks_specialised_: how many tasks kept trained task adapters (beat the general copy on dev rows).
+        pruned_: ``{model index: its mean training score}`` for the models pruned (empty without pruning).
     """
 
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {
@@ -106,6 +111,7 @@ class QualityEstimator(Component):
         "epochs_task": [Interval("int", 0, None)],
         **TRAINING_PARAMETER_CONSTRAINTS,
         "stop_on": [Options("mse", "routing")],
+        "prune_coverage": [Interval("float", 0.0, 1.0, closed="right"), NoneValue()],
     }
 
     def __init__(
@@ -122,6 +128,7 @@ class QualityEstimator(Component):
         seed: int | None = None,
         device: str = "cpu",
         stop_on: str = "mse",
+        prune_coverage: float | None = None,
     ) -> None:
         self.model_dim = model_dim
         self.hidden = hidden
@@ -135,6 +142,7 @@ class QualityEstimator(Component):
         self.seed = seed
         self.device = device
         self.stop_on = stop_on
+        self.prune_coverage = prune_coverage
 
     @staticmethod
     def _check_candidates(candidates: Any, n_models: int) -> list[list[int]]:
@@ -198,6 +206,12 @@ class QualityEstimator(Component):
         observed = ~np.isnan(y)
         if not observed.any():
             raise DataError("'scores' has no observed value: every entry is NaN.")
+        self.pruned_: dict[int, float] = {}
+        if self.prune_coverage is not None:  # left out of training; predicted at their mean (quality/pruning.py)
+            means = np.nanmean(np.where(observed, y, np.nan), axis=0)
+            self.pruned_ = {j: float(means[j]) for j in models_to_prune(y, labels, float(self.prune_coverage))}
+            observed = observed.copy()
+            observed[:, list(self.pruned_)] = False
         settings = TrainingSettings(
             model_dim=int(self.model_dim),
             hidden=int(self.hidden),
@@ -251,7 +265,7 @@ class QualityEstimator(Component):
         """General adapters only: (n, d) embeddings -> (n, m) float32 predicted quality scores."""
         emb = self._check_embeddings(embeddings)
         with single_thread_blas(emb.shape[0]):
-            return self._adapters.predict_general(emb)
+            return self._at_means(self._adapters.predict_general(emb))
 
     def predict(self, embeddings: Any, task_labels: Any = None) -> np.ndarray:
         """Predicted quality of every model: task adapters for the task's candidates, general ones elsewhere.
@@ -266,12 +280,20 @@ class QualityEstimator(Component):
         emb = self._check_embeddings(embeddings)
         labels = None if task_labels is None else check_labels(task_labels, emb.shape[0], self.n_tasks_, "task_labels")
         with single_thread_blas(emb.shape[0]):
-            return self._adapters.predict(emb, labels)
+            return self._at_means(self._adapters.predict(emb, labels))
 
     def _predict(self, emb: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         """:meth:`predict` for inputs the caller already checked (the router calls it directly): ``emb`` a
         C-contiguous (n, d) float32 array, ``labels`` (n,) int64 task ids or None."""
-        return self._adapters.predict(emb, labels)
+        return self._at_means(self._adapters.predict(emb, labels))
+
+    def _at_means(self, predicted: np.ndarray) -> np.ndarray:
+        """``predicted`` ``(n, m)`` with every pruned model's column at its mean training score."""
+        pruned = getattr(self, "pruned_", None)
+        if pruned:
+            cols = list(pruned)
+            predicted[:, cols] = np.asarray([pruned[j] for j in cols], dtype=predicted.dtype)[None, :]
+        return predicted
 
     # ------------------------------------------------------------------ state
     def to_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -289,6 +311,7 @@ class QualityEstimator(Component):
             "n_epochs_task": int(self.n_epochs_task_),
             "dev_mse_general": self.dev_mse_general_,
             "tasks_specialised": int(self.tasks_specialised_),
+            "pruned": {str(j): float(v) for j, v in sorted(getattr(self, "pruned_", {}).items())},
             "fit_seconds": dict(getattr(self, "fit_seconds_", {})),
             "history_general": copy.deepcopy(self.history_general_),
             "history_task": copy.deepcopy(self.history_task_),
@@ -354,6 +377,12 @@ class QualityEstimator(Component):
         dev_mse = config.get("dev_mse_general")
         obj.dev_mse_general_ = float("nan") if dev_mse is None else float(dev_mse)
         obj.tasks_specialised_ = int(config.get("tasks_specialised", 0))
+        try:  # a state saved before pruning has none
+            obj.pruned_ = {int(j): float(v) for j, v in (config.get("pruned") or {}).items()}
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactError(f"QualityEstimator state's 'pruned' is malformed: {exc}") from exc
+        if any(not 0 <= j < m for j in obj.pruned_):
+            raise ArtifactError(f"QualityEstimator state prunes models outside [0, {m - 1}]: {sorted(obj.pruned_)}.")
         obj.fit_seconds_ = dict(config.get("fit_seconds") or {})
         obj.history_general_ = list(config.get("history_general") or [])
         obj.history_task_ = list(config.get("history_task") or [])

@@ -262,7 +262,9 @@ def rebuild_estimator(
         "task_w2": np.stack(slots["w2"]) if slots["w2"] else np.zeros((0, h), np.float32),
         "task_b2": np.stack(slots["b2"]) if slots["b2"] else np.zeros(0, np.float32),
     }
-    config = dict(config, n_models=int(stacked["general_b2"].shape[0]), candidates=[list(map(int, c)) for c in candidates])
+    pruned = {str(keep.index(int(j))): v for j, v in (config.get("pruned") or {}).items() if int(j) in keep}
+    config = dict(config, n_models=int(stacked["general_b2"].shape[0]), candidates=[list(map(int, c)) for c in candidates],
+                  pruned=pruned)  # a pruned model keeps its mean where it stays; an added model is never pruned
     return QualityEstimator.from_state(config, {**stacked, **task_arrays})
 
 
