@@ -248,8 +248,8 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
         r.fit(train, x_train)
     by_name = {r.name: r for r in routers}
     fitted = by_name["finerouter"].router_
-    own_fits = ("label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_ensemble", "soft_prior",
-                "soft_ensemble", "single_fit")
+    own_fits = ("label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_pruning",
+                "with_ensemble", "soft_prior", "soft_ensemble", "single_fit")
     shared = [r for r in routers if r.name not in own_fits]
     assert all(r.router_ is fitted for r in shared)  # one FineRouter fit for the four variants
     assert fitted.refine_task_labels == "auto"
@@ -269,6 +269,10 @@ def test_finerouter_variants_share_one_fit_and_route_by_their_stage(split, rando
     assert "stack:stage2+stage1" in with_stacking.mixing_.oof_quality
     np.testing.assert_allclose(by_name["with_stacking"].predict_scores(x_test),
                                with_stacking.score_embeddings(x_test).final)
+    pruning = by_name["with_pruning"].router_  # a fit of its own, Stage 2 pruned; the other quality settings kept
+    assert pruning is not fitted and pruning.quality == {**small["quality"], "prune_coverage": 0.8}
+    assert fitted.quality_.prune_coverage is None and fitted.fit_summary_["stage2_pruned"] == []
+    np.testing.assert_allclose(by_name["with_pruning"].predict_scores(x_test), pruning.score_embeddings(x_test).final)
     ensemble = by_name["with_ensemble"].router_  # a fit of its own: three seeds
     assert ensemble is not fitted and [m.seed for m in ensemble.members_] == [1, 2]
     assert ensemble.settings_["stage1_assignment"] == "hard"

@@ -109,7 +109,7 @@ def test_a_router_with_pruning_routes_saves_loads_and_onboards(tmp_path):
     settings = {**FAST_SETTINGS, "quality": {**FAST_SETTINGS["quality"], "prune_coverage": 0.8}}
     router = FineRouter(encoder=FakeEncoder(), seed=0, **settings).fit(data)
     pruned = {router.models_[j] for j in router.quality_.pruned_}
-    assert {"weak-a", "weak-b"} <= pruned
+    assert {"weak-a", "weak-b"} <= pruned and set(router.fit_summary_["stage2_pruned"]) == pruned
     prompts = data.prompts[:25]
     loaded = FineRouter.load(router.save(tmp_path / "r"))
     assert loaded.quality_.pruned_ == router.quality_.pruned_

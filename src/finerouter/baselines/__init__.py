@@ -57,6 +57,7 @@ ROUTERS: dict[str, Callable[..., Router]] = {
     "paper_mixing": _variant("paper_mixing"),
     "with_neighbours": _variant("with_neighbours"),
     "with_stacking": _variant("with_stacking"),
+    "with_pruning": _variant("with_pruning"),
     "with_ensemble": _variant("with_ensemble"),
     "soft_prior": _variant("soft_prior"),
     "soft_ensemble": _variant("soft_ensemble"),
@@ -67,7 +68,7 @@ ROUTERS: dict[str, Callable[..., Router]] = {
 #: Routers that wrap FineRouter (need its stack: discovery, classifier, quality estimator).
 FINEROUTER_VARIANTS = (
     "stage1_embedding", "stage1_classifier", "stage2_only", "label_free", "refined", "paper_mixing", "with_neighbours",
-    "with_stacking", "with_ensemble", "soft_prior", "soft_ensemble", "single_fit", "finerouter",
+    "with_stacking", "with_pruning", "with_ensemble", "soft_prior", "soft_ensemble", "single_fit", "finerouter",
 )
 
 

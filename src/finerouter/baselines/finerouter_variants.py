@@ -17,6 +17,8 @@ with the same settings share a single fit per training split.
   (``neighbours=True``, :mod:`finerouter.routing.neighbours`).
 * ``with_stacking``: the full router whose cross-validated mixing defaults to the stacked shrinkage mix
   (``stacking=True``, :mod:`finerouter.routing.stacking`).
+* ``with_pruning``: the full router whose Stage 2 leaves out the models never near the best on any group of its
+  training prompts (``quality={"prune_coverage": 0.8}``, :mod:`finerouter.quality.pruning`).
 * ``single_fit``: the full router as one fit with hard task assignment (``ensemble_size=1``,
   ``stage1_assignment="hard"``): the default before the small-data settings (:mod:`finerouter.routing.regime`),
   and the default's own choice above :data:`~finerouter.routing.regime.SMALL_DATA_PROMPTS` prompts.
@@ -46,12 +48,14 @@ logger = logging.getLogger(__name__)
 
 VARIANTS = (
     "finerouter", "stage2_only", "stage1_classifier", "stage1_embedding", "label_free", "refined", "paper_mixing",
-    "with_neighbours", "with_stacking", "with_ensemble", "soft_prior", "soft_ensemble", "single_fit",
+    "with_neighbours", "with_stacking", "with_pruning", "with_ensemble", "soft_prior", "soft_ensemble", "single_fit",
 )
 _LABEL_MODE = {"label_free": False, "refined": True}
+#: ``with_pruning``'s coverage share (the paper's candidate coverage, delta).
+PRUNE_COVERAGE = 0.8
 #: Variants that are the full router with other settings: their final scores route.
-_FULL = ("finerouter", "label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_ensemble",
-         "soft_prior", "soft_ensemble", "single_fit")
+_FULL = ("finerouter", "label_free", "refined", "paper_mixing", "with_neighbours", "with_stacking", "with_pruning",
+         "with_ensemble", "soft_prior", "soft_ensemble", "single_fit")
 #: ``(ensemble_size, stage1_assignment)`` of the variants that fix them (the others keep the defaults, "auto").
 _FIT_SHAPE = {"paper_mixing": (1, "hard"), "single_fit": (1, "hard"), "with_ensemble": (3, "hard"),
               "soft_prior": (1, "soft"), "soft_ensemble": (3, "soft")}
@@ -118,6 +122,8 @@ class FineRouterVariant(Router):
             params["neighbours"] = True
         if self.variant == "with_stacking":
             params["stacking"] = True
+        if self.variant == "with_pruning":  # Stage 2 without the models never near the best (quality/pruning.py)
+            params["quality"] = {**(params.get("quality") or {}), "prune_coverage": PRUNE_COVERAGE}
         if self.variant in _FIT_SHAPE:
             params["ensemble_size"], params["stage1_assignment"] = _FIT_SHAPE[self.variant]
         return params

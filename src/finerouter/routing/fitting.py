@@ -181,6 +181,8 @@ def fit_summary(
         "share_in_tasks": float(np.mean(labels >= 0)),
         "mean_candidates": float(np.mean([len(c) for c in parts.candidates])) if parts.candidates else 0.0,
         "share_assigned_by_classifier": float(np.mean(parts.train_tasks >= 0)),
+        # the models Stage 2 leaves out (QualityEstimator(prune_coverage=...)), at their mean training score
+        "stage2_pruned": [dataset.models[j] for j in sorted(getattr(parts.quality, "pruned_", {}))],
         "mixing": mixing.to_dict(),
         "seconds": {k: round(v, 3) for k, v in timings.items()},
     }
