@@ -23,8 +23,12 @@ def test_the_coverage_set_adds_models_by_mean_until_enough_prompts_have_their_be
     # a tie reaches the best: with 0/1 scores every prompt model 1 also solves is covered by model 0
     ties = np.array([[1, 1, 0], [1, 1, 0], [0, 1, 1], [1, 0, 0]], dtype=float)
     assert coverage_set(ties, 0.75) == [0] and coverage_set(ties, 1.0) == [0, 1]
-    # unscored entries neither reach nor count; a prompt nobody was scored on is left out; unscored models last
-    sparse = np.array([[np.nan, 0.5, np.nan], [0.9, 0.1, np.nan], [np.nan] * 3])
+    # only prompts where the choice matters count: with 6 more prompts every model gets wrong, model 0 alone still
+    # reaches 3 of the 4 that decide anything, as before (counting them, it would reach 9 of 10 and be enough)
+    hard = np.vstack([ties, np.zeros((6, 3))])
+    assert coverage_set(hard, 0.8) == [0, 1] and coverage_set(np.ones((3, 3)), 0.8) == []
+    # unscored entries neither reach nor count; a prompt with one scored model or none decides nothing
+    sparse = np.array([[np.nan, 0.5, np.nan], [0.9, 0.1, np.nan], [0.2, 0.6, np.nan], [np.nan] * 3])
     assert coverage_set(sparse, 1.0) == [0, 1] and coverage_set(np.full((2, 2), np.nan), 0.8) == []
 
 

@@ -5,7 +5,8 @@ hundred noisy scores a dominated model's estimate now and then rises above the l
 the per-prompt min-max range that the mixing normalises by. With ``QualityEstimator(prune_coverage=δ)`` the
 estimator keeps, per group of training prompts (each task, and Others), the models that the paper's coverage rule
 would make candidates there: models in order of their mean score on the group, added until at least ``δ`` of the
-group's prompts have their best score reached by a kept model (a tie counts), plus the best model overall. Every
+group's prompts where the choice matters (not every model tied) have their best score reached by a kept model (a tie
+with the best counts), plus the best model overall. Every
 other model is *pruned*: it is left out of Stage 2's training, and Stage 2 predicts its mean training score on every
 prompt, so it stays routable through the priors (the stage-1 and global priors still rank it) but its noise no
 longer moves a decision.
@@ -30,13 +31,19 @@ def _means(scores: np.ndarray) -> np.ndarray:
 
 def coverage_set(scores: np.ndarray, coverage: float) -> list[int]:
     """The models of ``scores`` ``(n, m)`` (NaN = not evaluated), in order of their mean, up to the first whose
-    addition makes at least ``coverage`` of the prompts have their best score reached by one of them. Prompts no
-    model was scored on are left out; models never scored come last and are never needed."""
+    addition makes at least ``coverage`` of the prompts have their best score reached by one of them. Only prompts
+    where the choice matters count: a prompt whose scored models all tie (every model right, or every one wrong) needs
+    none of them, and a prompt no model was scored on is left out. Empty when no prompt counts; models never scored
+    come last and are never needed."""
     scores = np.asarray(scores, dtype=np.float64)
     scored = np.isfinite(scores).any(axis=1)
-    scores = scores[scored]
-    if scores.shape[0] == 0:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        spread = np.nanmax(scores, axis=1) - np.nanmin(scores, axis=1)
+    deciding = scored & (np.nan_to_num(spread, nan=0.0) > _TIE)  # where every scored model ties, none is needed
+    if not deciding.any():
         return []
+    scores = scores[deciding]
     means = _means(scores)
     order = np.argsort(-np.nan_to_num(means, nan=-np.inf), kind="stable")
     best = np.nanmax(scores, axis=1)
