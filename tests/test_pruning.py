@@ -43,6 +43,9 @@ def test_models_never_in_any_groups_coverage_set_are_pruned_but_never_the_best_o
     # every prompt its own group: a model best on a single prompt is kept
     scores[7, 4] = 5.0
     assert models_to_prune(scores, np.arange(n), 1.0) == [3]
+    # a model never scored is not pruned (no mean to stand in for it)
+    unscored = np.column_stack([scores, np.full(n, np.nan)])
+    assert models_to_prune(unscored, groups, 0.8) == [3, 4]  # model 5 never scored: kept
     # the best model overall stays though no group needs it
     flat = np.tile([0.5, 0.9, 0.1], (6, 1))
     flat[:, 0] = [1, 1, 1, 0, 0, 0]

@@ -208,8 +208,8 @@ class QualityEstimator(Component):
             raise DataError("'scores' has no observed value: every entry is NaN.")
         self.pruned_: dict[int, float] = {}
         if self.prune_coverage is not None:  # left out of training; predicted at their mean (quality/pruning.py)
-            means = np.nanmean(np.where(observed, y, np.nan), axis=0)
-            self.pruned_ = {j: float(means[j]) for j in models_to_prune(y, labels, float(self.prune_coverage))}
+            pruned = models_to_prune(y, labels, float(self.prune_coverage))  # scored models only: finite means
+            self.pruned_ = {j: float(np.mean(y[observed[:, j], j])) for j in pruned}
             observed = observed.copy()
             observed[:, list(self.pruned_)] = False
         settings = TrainingSettings(

@@ -6,10 +6,9 @@ the per-prompt min-max range that the mixing normalises by. With ``QualityEstima
 estimator keeps, per group of training prompts (each task, and Others), the models that the paper's coverage rule
 would make candidates there: models in order of their mean score on the group, added until at least ``δ`` of the
 group's prompts where the choice matters (not every model tied) have their best score reached by a kept model (a tie
-with the best counts), plus the best model overall. Every
-other model is *pruned*: it is left out of Stage 2's training, and Stage 2 predicts its mean training score on every
-prompt, so it stays routable through the priors (the stage-1 and global priors still rank it) but its noise no
-longer moves a decision.
+with the best counts), plus the best model overall. Every other scored model is *pruned*: it is left out of Stage 2's
+training, and Stage 2 predicts its mean training score on every prompt, so it stays routable through the priors (the
+stage-1 and global priors still rank it) but its noise no longer moves a decision.
 """
 
 from __future__ import annotations
@@ -60,7 +59,8 @@ def coverage_set(scores: np.ndarray, coverage: float) -> list[int]:
 
 
 def models_to_prune(scores: np.ndarray, groups: np.ndarray, coverage: float) -> list[int]:
-    """``sorted`` indices of the models never in any group's :func:`coverage_set` nor the best overall.
+    """``sorted`` indices of the scored models never in any group's :func:`coverage_set` nor the best overall (a
+    model never scored has no mean to stand in for it, and keeps its adapter).
 
     Args:
         scores: ``(n, m)`` training scores (NaN = not evaluated).
@@ -75,7 +75,7 @@ def models_to_prune(scores: np.ndarray, groups: np.ndarray, coverage: float) -> 
     means = _means(scores)
     if np.isfinite(means).any():
         kept.add(int(np.nanargmax(means)))
-    return [j for j in range(scores.shape[1]) if j not in kept]
+    return [j for j in range(scores.shape[1]) if j not in kept and np.isfinite(means[j])]
 
 
 __all__ = ["coverage_set", "models_to_prune"]
