@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from finerouter.encoders.base import Encoder, l2_normalise
-from finerouter.encoders.cache import CachedEncoder, is_encoder
+from finerouter.encoders.cache import CachedEncoder, is_encoder, unwrap_encoder
 from finerouter.encoders.finetune import EncoderFineTuner
 from finerouter.encoders.probes import fingerprint, probe_distance, probe_embeddings
 from finerouter.encoders.sentence_transformer import DEFAULT_MODEL_ID, SentenceTransformerEncoder
@@ -67,10 +67,7 @@ def reads_head(encoder: Encoder) -> bool:
     """Whether ``encoder`` (or the encoder a cache wraps) reads a long text's first tokens only: its
     ``resolved_truncation`` is ``"head"`` (an unresolved ``"auto"`` included), or it has none (an encoder of
     your own)."""
-    inner: Any = encoder
-    while not hasattr(inner, "resolved_truncation") and hasattr(inner, "encoder"):
-        inner = inner.encoder
-    return getattr(inner, "resolved_truncation", "head") == "head"
+    return getattr(unwrap_encoder(encoder), "resolved_truncation", "head") == "head"
 
 
 __all__ = [
@@ -87,4 +84,5 @@ __all__ = [
     "probe_distance",
     "probe_embeddings",
     "reads_head",
+    "unwrap_encoder",
 ]

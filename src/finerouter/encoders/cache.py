@@ -344,4 +344,9 @@ class CachedEncoder:
 
 
 
-__all__ = ["CachedEncoder", "is_encoder", "merge_plan"]
+def unwrap_encoder(encoder: Any) -> Any:
+    """The encoder behind a :class:`CachedEncoder` (``encoder`` itself otherwise)."""
+    return encoder.encoder if isinstance(encoder, CachedEncoder) else encoder
+
+
+__all__ = ["CachedEncoder", "is_encoder", "merge_plan", "unwrap_encoder"]

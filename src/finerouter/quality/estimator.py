@@ -45,6 +45,7 @@ from finerouter._training import (
 )
 from finerouter._validation import Constraint, Interval, NoneValue, Options, check_is_fitted
 from finerouter.base import Component
+from finerouter.discovery.ranking import nanmean_columns
 from finerouter.errors import ArtifactError, DataError
 from finerouter.quality.inference import StackedAdapters
 from finerouter.quality.layout import AdapterLayout
@@ -208,8 +209,8 @@ class QualityEstimator(Component):
             raise DataError("'scores' has no observed value: every entry is NaN.")
         self.pruned_: dict[int, float] = {}
         if self.prune_coverage is not None:  # left out of training; predicted at their mean (quality/pruning.py)
-            pruned = models_to_prune(y, labels, float(self.prune_coverage))  # scored models only: finite means
-            self.pruned_ = {j: float(np.mean(y[observed[:, j], j])) for j in pruned}
+            means = nanmean_columns(y)  # finite for every pruned model: only scored models are pruned
+            self.pruned_ = {j: float(means[j]) for j in models_to_prune(y, labels, float(self.prune_coverage))}
             observed = observed.copy()
             observed[:, list(self.pruned_)] = False
         settings = TrainingSettings(
@@ -280,7 +281,7 @@ class QualityEstimator(Component):
         emb = self._check_embeddings(embeddings)
         labels = None if task_labels is None else check_labels(task_labels, emb.shape[0], self.n_tasks_, "task_labels")
         with single_thread_blas(emb.shape[0]):
-            return self._at_means(self._adapters.predict(emb, labels))
+            return self._predict(emb, labels)
 
     def _predict(self, emb: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         """:meth:`predict` for inputs the caller already checked (the router calls it directly): ``emb`` a

@@ -17,15 +17,10 @@ import warnings
 
 import numpy as np
 
+from finerouter.discovery.ranking import nanmean_columns
+
 #: A score within this of a prompt's best counts as reaching it (ties in 0/1 and rounded scores).
 _TIE = 1e-9
-
-
-def _means(scores: np.ndarray) -> np.ndarray:
-    """``(m,)`` each model's mean observed score (NaN for a model never scored, without a warning)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(scores, axis=0)
 
 
 def coverage_set(scores: np.ndarray, coverage: float) -> list[int]:
@@ -43,7 +38,7 @@ def coverage_set(scores: np.ndarray, coverage: float) -> list[int]:
     if not deciding.any():
         return []
     scores = scores[deciding]
-    means = _means(scores)
+    means = nanmean_columns(scores)
     order = np.argsort(-np.nan_to_num(means, nan=-np.inf), kind="stable")
     best = np.nanmax(scores, axis=1)
     reached = np.zeros(scores.shape[0], dtype=bool)
@@ -72,7 +67,7 @@ def models_to_prune(scores: np.ndarray, groups: np.ndarray, coverage: float) -> 
     kept: set[int] = set()
     for g in np.unique(groups):
         kept.update(coverage_set(scores[groups == g], coverage))
-    means = _means(scores)
+    means = nanmean_columns(scores)
     if np.isfinite(means).any():
         kept.add(int(np.nanargmax(means)))
     return [j for j in range(scores.shape[1]) if j not in kept and np.isfinite(means[j])]

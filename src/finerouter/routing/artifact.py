@@ -152,13 +152,6 @@ def check_save_destination(path: str | Path, *, force: bool = False) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------- encoder
-def unwrap_encoder(encoder: Any) -> Any:
-    """The encoder behind a :class:`finerouter.encoders.CachedEncoder` (``encoder`` itself otherwise)."""
-    from finerouter.encoders import CachedEncoder
-
-    return encoder.encoder if isinstance(encoder, CachedEncoder) else encoder
-
-
 def encoder_identity(encoder: Any) -> tuple[dict[str, Any], np.ndarray]:
     """``(manifest entry, probe embeddings)`` that identify ``encoder``.
 
@@ -166,6 +159,7 @@ def encoder_identity(encoder: Any) -> tuple[dict[str, Any], np.ndarray]:
     implements ``config()`` (and its class ``from_config``), its class and config, from which :func:`load_encoder`
     rebuilds it. The ``(8, dim)`` probe embeddings are what :func:`check_encoder` compares a given encoder with.
     """
+    from finerouter.encoders import unwrap_encoder
     from finerouter.encoders.probes import fingerprint_from_probes, probe_embeddings
 
     probes = probe_embeddings(encoder)
