@@ -24,11 +24,12 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
 - **Costs**: a price for ``X`` (a prices table, per-prompt costs in the data, or a flat cost per prompt), in the
   router's own cost model.
 
-The mixing weights and the calibration stay as they are, with one exception
+The mixing weights and the calibration stay as they are, with two exceptions
 (:mod:`finerouter.routing.onboarding_mixing`): a router whose cross-validation chose to route falls back to the
 best single model, now the added one, when the added model's lead over the best fitted model, on the prompts where
 routing with it would not choose it, exceeds the gain routing was estimated to bring over that model by a standard
-error. The scale the weights were chosen on stays
+error; and a router that had fallen back routes again by its best routing mix when its estimated routing gain plus
+what the added model adds to it (cross-fitted on the new prompts) is positive. The scale the weights were chosen on stays
 too: once a model is added, each prompt's scores are min-max normalised over the fitted models only
 (:func:`finerouter.routing.scoring.reference_models`), the added model placed on that scale, so that a model which
 is never best leaves every decision as it was. The router's ``provenance_`` records, per model, ``"fitted"`` or
@@ -55,7 +56,7 @@ from finerouter.routing.onboarding_data import (
     NewModelScores,
     new_model_scores,
 )
-from finerouter.routing.onboarding_mixing import lead_over_best, mixing_after_adding, task_weights
+from finerouter.routing.onboarding_mixing import lead_over_best, mixing_after_adding, resumed_mixing, task_weights
 from finerouter.routing.scoring import score
 
 logger = logging.getLogger(__name__)
@@ -405,6 +406,11 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
         out.members_ = []  # this fit alone (its members are added below): where would its mix choose the new model?
         picked = np.argmax(score(out, emb).final, axis=1) == len(models)
     mixing, why = mixing_after_adding(router, name, global_prior, lead_over_best(router, new, tasks, picked))
+    if picked is None:  # a fit that fell back: would routing, with the new model, now gain?
+        mixing, resumed = resumed_mixing(router, out, name, new, emb, tasks, seed)
+        if resumed is not None:
+            event["resumed_routing"] = resumed
+            logger.info("the router routes again: with %r its gain over the best single model is %s", name, resumed)
     if why is not None:
         event["fell_back_to_new_model"] = why
         logger.info("the router falls back to %r alone: where routing would not choose it, it leads the best fitted "

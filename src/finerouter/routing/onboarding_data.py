@@ -36,6 +36,14 @@ class NewModelScores:
     source: str
     labels: list[str] | None = None
 
+    def subset(self, rows: np.ndarray) -> NewModelScores:
+        """The same data restricted to the prompts ``rows`` (integer indices), in that order."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return NewModelScores(
+            [self.prompts[i] for i in rows], self.scores[rows], None if self.costs is None else self.costs[rows],
+            self.others[rows], self.source, None if self.labels is None else [self.labels[i] for i in rows],
+        )  # fmt: skip
+
 
 def _read_table(
     path: str | os.PathLike[str], name: str

@@ -1,5 +1,7 @@
 """The mixing a router routes with once a model was added (:func:`finerouter.routing.onboarding.add_model`): the
-same as before, unless the new model alone is, on the evidence, better than the old routing."""
+same as before, unless the new model alone is, on the evidence, better than the old routing
+(:func:`mixing_after_adding`), or a router that fell back to its best single model would, with the new model, gain by
+routing (:func:`resumed_mixing`)."""
 
 from __future__ import annotations
 
@@ -40,14 +42,20 @@ def lead_over_best(router: Any, new: NewModelScores, tasks: np.ndarray, picked: 
     gain = getattr(router.mixing_, "gain", None)
     if picked is not None and gain is not None:
         diff = np.where(np.asarray(picked, dtype=bool), float(gain), diff)
-    diff = diff[rows]
-    n_tasks = router.catalog_.n_tasks
-    group = np.where(tasks[rows] >= 0, tasks[rows], n_tasks)
+    return task_weighted_mean(diff[rows], tasks[rows], router.catalog_)
+
+
+def task_weighted_mean(values: np.ndarray, tasks: np.ndarray, catalog: Any) -> tuple[float, float]:
+    """``(mean, standard error)`` of per-prompt ``values`` over prompts of ``tasks`` (-1: Others), each weighted by
+    its task's share of the training prompts over the task's share of these prompts: the mean on the traffic the
+    router was fitted on, whatever mix of tasks the prompts were chosen from."""
+    n_tasks = catalog.n_tasks
+    group = np.where(tasks >= 0, tasks, n_tasks)
     sample_share = np.bincount(group, minlength=n_tasks + 1) / group.size
-    weight = task_weights(router.catalog_)[group] / sample_share[group]
+    weight = task_weights(catalog)[group] / sample_share[group]
     weight = weight / weight.sum()
-    lead = float(weight @ diff)
-    return lead, float(np.sqrt(np.sum(weight**2 * (diff - lead) ** 2)))
+    mean = float(weight @ values)
+    return mean, float(np.sqrt(np.sum(weight**2 * (values - mean) ** 2)))
 
 
 #: How many standard errors (of the lead and the routing gain together) the new model's lead over the best fitted
@@ -92,4 +100,79 @@ def mixing_after_adding(router: Any, name: str, global_prior: np.ndarray, lead: 
                     "routing_gain_se": round(float(mixing.gain_se or 0.0), 4)}  # fmt: skip
 
 
-__all__ = ["FALLBACK_SE", "lead_over_best", "mixing_after_adding", "task_weights"]
+#: The folds of the new prompts over which :func:`resumed_mixing` cross-fits the new model's columns.
+RESUME_FOLDS = 3
+
+
+def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb: np.ndarray, tasks: np.ndarray,
+                   seed: int | None) -> tuple[Any, dict[str, float] | None]:  # fmt: skip
+    """The mixing of ``added`` (``router`` with model ``name`` added) when ``router`` fell back to its best single
+    model, and why it changed (None: unchanged, still the fallback).
+
+    A fit falls back when its cross-validation estimated that routing among its models gains nothing over their best
+    single model (``mixing_.gain`` ≤ 0). A new model can change that: ahead of that model on some tasks and behind it
+    on others, it is worth routing to, and a refit with it would route (routerdc: zephyr added to fits that had
+    fallen back was picked on 0% of the test prompts, the refit's fits all routed and picked it on 68%). The gain
+    routing would have with the new model is the old routing's cross-validated gain plus what the new model adds:
+    on each new prompt where the best routing mix (``estimate_weights``) would choose it, its score minus the score
+    of the model the mix would choose without it (0 elsewhere), task-weighted as :func:`lead_over_best` weighs. That
+    difference is cross-fitted: in each of :data:`RESUME_FOLDS` folds of the new prompts, the new model's priors,
+    label prior, neighbour scores and, when the mix weighs Stage 2, its general adapter are learned from the other
+    folds only, so a prompt never picks the new model from its own score. Where the sum is positive (the fit's own
+    rule for routing at all), ``added`` routes by the best routing mix; the fallback it replaced is kept
+    (``replaced``) and restored when the model is retired. Unchanged where the router did not fall back, where the
+    new model leads the old best model (the fallback routes to it then), where the best routing mix is the best
+    single model or on the score scale, and with fewer than ``RESUME_FOLDS * MIN_PROMPTS`` new prompts that carry
+    every other model's score (the difference needs them)."""
+    from finerouter.quality.onboarding import rebuild_estimator, train_new_model
+    from finerouter.routing.label_prior import new_label_column
+    from finerouter.routing.onboarding import _with_parts, new_prior_column, scores_on_training_prompts
+    from finerouter.routing.scoring import score
+
+    mixing = router.mixing_
+    mix = getattr(mixing, "estimate_weights", None) or {}
+    if (mixing is None or mixing.method != "fallback" or mixing.gain is None or mixing.scale != "normalised"
+            or mix.get("global", 0.0) >= 1.0 or added.global_prior_[-1] > np.nanmax(router.global_prior_)):
+        return mixing, None
+    m = len(router.models_)
+    rows = np.flatnonzero(np.isfinite(new.scores) & np.isfinite(new.others).all(axis=1))
+    if rows.size < RESUME_FOLDS * MIN_PROMPTS:
+        return mixing, None
+    routing = dataclasses.replace(mixing, weights={s: float(mix.get(s, 0.0)) for s in SOURCES}, method="cv",
+                                  replaced=None)  # fmt: skip
+    fold = np.random.default_rng(router.seed if seed is None else seed).permutation(rows.size) % RESUME_FOLDS
+    diff = np.zeros(rows.size)
+    for f in range(RESUME_FOLDS):
+        held = rows[fold == f]
+        rest = np.setdiff1d(np.arange(new.scores.size), held)
+        part, e_part = new.subset(rest), emb[rest]
+        prior = new_prior_column(router, part, tasks[rest])
+        quality = added.quality_
+        if mix.get("stage2", 0.0) > 0:
+            fit = train_new_model(router.quality_, e_part, part.scores, tasks[rest], seed)
+            quality = rebuild_estimator(router.quality_, list(range(m)), [
+                [added.models_.index(c) for c in t.candidates] for t in added.catalog_.tasks], fit)  # fmt: skip
+        trial = _with_parts(router, added.models_, added.catalog_, quality, np.column_stack([router.stage1_, prior]),
+                            np.r_[router.global_prior_, float(prior @ task_weights(router.catalog_))],
+                            added.cost_model_, {}, {}, scores_on_training_prompts(router, e_part, part.scores))  # fmt: skip
+        if getattr(router, "label_prior_", None) is not None:
+            trial.label_prior_ = router.label_prior_.with_column(
+                new_label_column(router.label_prior_, part.scores, part.others, e_part, MIN_PROMPTS, part.labels))
+        trial.mixing_, trial.members_ = routing, []
+        final = score(trial, emb[held]).final
+        picked = np.argmax(final, axis=1) == m
+        without = np.argmax(final[:, :m], axis=1)
+        diff[fold == f] = np.where(picked, new.scores[held] - new.others[held, without], 0.0)
+    added_gain, added_se = task_weighted_mean(diff, tasks[rows], router.catalog_)
+    value = float(mixing.gain) + added_gain
+    if not value > 0:
+        return mixing, None
+    choice = dataclasses.replace(routing, replaced={"model": name, "mixing": mixing.to_dict()})
+    return choice, {"routing_gain": round(float(mixing.gain), 4), "routing_gain_se": round(float(mixing.gain_se or 0.0), 4),
+                    "added_gain": round(added_gain, 4), "added_gain_se": round(added_se, 4)}  # fmt: skip
+
+
+__all__ = [
+    "FALLBACK_SE", "RESUME_FOLDS", "lead_over_best", "mixing_after_adding", "resumed_mixing", "task_weighted_mean",
+    "task_weights",
+]  # fmt: skip
