@@ -144,11 +144,16 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     result.update(seconds=seconds, n_prompts=int(sample.n_prompts),
                                   change=added.fit_summary_["model_changes"][-1], fits=len(every),
                                   fits_falling_back_to_x=sum("fell_back_to_new_model" in f.fit_summary_[
-                                      "model_changes"][-1] for f in every))  # fmt: skip
+                                      "model_changes"][-1] for f in every),
+                                  fits_fallen_back=sum(getattr(f.mixing_, "method", None) == "fallback"
+                                                       for f in [without, *members_of(without)]),
+                                  fits_routing_again=sum("resumed_routing" in f.fit_summary_["model_changes"][-1]
+                                                         for f in every))  # fmt: skip
                     rec["added"][f"{chooser}/{n}"] = result
                     print(f"  {x}: {chooser} N={n}: quality {result['quality']:.4f} (refit {rec['refit']['quality']:.4f}, "
                           f"without {rec['without']['quality']:.4f}), x recall {result['x_recall']:.3f} "
-                          f"(refit {rec['refit']['x_recall']:.3f}), {seconds:.1f}s", flush=True)  # fmt: skip
+                          f"(refit {rec['refit']['x_recall']:.3f}), {seconds:.1f}s; fits fallen back {result['fits_fallen_back']}, "
+                          f"routing again {result['fits_routing_again']}", flush=True)  # fmt: skip
             records.append(rec)
     return {"dataset": name, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "records": records}  # fmt: skip

@@ -6,12 +6,15 @@ routing (:func:`resumed_mixing`)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any
 
 import numpy as np
 
 from finerouter.routing.mixing import SOURCES
 from finerouter.routing.onboarding_data import MIN_PROMPTS, NewModelScores
+
+logger = logging.getLogger(__name__)
 
 
 def task_weights(catalog: Any) -> np.ndarray:
@@ -165,6 +168,8 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
         diff[fold == f] = np.where(picked, new.scores[held] - new.others[held, without], 0.0)
     added_gain, added_se = task_weighted_mean(diff, tasks[rows], router.catalog_)
     value = float(mixing.gain) + added_gain
+    logger.debug("a fit that fell back, with %r added: routing gain %.4f + added gain %.4f ± %.4f (picked on %d of %d "
+                 "new prompts)", name, mixing.gain, added_gain, added_se, int(np.count_nonzero(diff)), rows.size)
     if not value > 0:
         return mixing, None
     choice = dataclasses.replace(routing, replaced={"model": name, "mixing": mixing.to_dict()})
