@@ -122,7 +122,8 @@ def main() -> None:
             data = blend_pool(data, n_models=55, seed=0)
         emb = np.asarray(emb, dtype=np.float32)
         for seed in (int(s) for s in args.seeds.split(",")):
-            r = {"dataset": name, "pool": args.pool, **run_seed(data, emb, seed, args.train_size, args.svd_dim, routers)}
+            r = {"dataset": name, "pool": args.pool,
+                 **run_seed(data, emb, seed, args.train_size, args.svd_dim, routers)}  # fmt: skip
             rows.append(r)
             print(f"{name} seed {seed} ({r['n_fit']} fit / {r['n_val']} dev prompts): "
                   + ", ".join(f"{k} {v:.4f}" for k, v in r.items() if "/" in k)
@@ -130,7 +131,8 @@ def main() -> None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(args).items()}, "results": rows},
                                            indent=1) + "\n")  # fmt: skip
-    print("\n| dataset | router | seeds | embedding | hybrid | hybrid − embedding (seeds above / below) | best single |")
+    print("\n| dataset | router | seeds | embedding | hybrid | hybrid − embedding (seeds above / below) "
+          "| best single |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for name in args.datasets.split(","):
         rs = [r for r in rows if r["dataset"] == name]

@@ -152,8 +152,9 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     rec["added"][f"{chooser}/{n}"] = result
                     print(f"  {x}: {chooser} N={n}: quality {result['quality']:.4f} (refit {rec['refit']['quality']:.4f}, "
                           f"without {rec['without']['quality']:.4f}), x recall {result['x_recall']:.3f} "
-                          f"(refit {rec['refit']['x_recall']:.3f}), {seconds:.1f}s; fits fallen back {result['fits_fallen_back']}, "
-                          f"routing again {result['fits_routing_again']}", flush=True)  # fmt: skip
+                          f"(refit {rec['refit']['x_recall']:.3f}), {seconds:.1f}s; fits fallen back "
+                          f"{result['fits_fallen_back']}, routing again {result['fits_routing_again']}",
+                          flush=True)  # fmt: skip
             records.append(rec)
     return {"dataset": name, "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "records": records}  # fmt: skip

@@ -50,7 +50,7 @@ def test_a_router_that_fell_back_routes_again_when_an_added_specialist_makes_rou
     added = with_column(router, train, "specialist", specialist)
     assert added.global_prior_[-1] < router.global_prior_.max()  # it does not lead overall: no fallback to it
     why = added.fit_summary_["model_changes"][-1]["resumed_routing"]
-    assert why["routing_gain"] + why["added_gain"] > 0 and why["added_gain"] > 0
+    assert why["routing_gain"] + why["added_gain"] > 0 and why["added_gain"] > 0 and why["picked_prompts"] > 0
     assert added.mixing_.method == "cv" and added.mixing_.weights == {
         s: router.mixing_.estimate_weights.get(s, 0.0) for s in added.mixing_.weights}  # fmt: skip
     test_tasks = assign_tasks(router, router.encoder_.encode(test.prompts))
@@ -70,7 +70,8 @@ def test_a_router_that_fell_back_routes_again_when_an_added_specialist_makes_rou
 def test_a_model_routing_would_not_gain_from_leaves_the_fallback(fallen):
     router, train, _, _ = fallen
     best = np.asarray(train.scores)[:, 0]
-    for name, column in (("behind", np.clip(best - 0.2, 0, 1)), ("noise", np.random.default_rng(3).uniform(0, 1, best.size))):
+    noise = np.random.default_rng(3).uniform(0, 1, best.size)
+    for name, column in (("behind", np.clip(best - 0.2, 0, 1)), ("noise", noise)):
         added = with_column(router, train, name, column)
         assert added.mixing_ is router.mixing_, name
         assert "resumed_routing" not in added.fit_summary_["model_changes"][-1]

@@ -29,8 +29,8 @@ The mixing weights and the calibration stay as they are, with two exceptions
 best single model, now the added one, when the added model's lead over the best fitted model, on the prompts where
 routing with it would not choose it, exceeds the gain routing was estimated to bring over that model by a standard
 error; and a router that had fallen back routes again by its best routing mix when its estimated routing gain plus
-what the added model adds to it (cross-fitted on the new prompts) is positive. The scale the weights were chosen on stays
-too: once a model is added, each prompt's scores are min-max normalised over the fitted models only
+what the added model adds to it (cross-fitted on the new prompts) is positive. The scale the weights were chosen on
+stays too: once a model is added, each prompt's scores are min-max normalised over the fitted models only
 (:func:`finerouter.routing.scoring.reference_models`), the added model placed on that scale, so that a model which
 is never best leaves every decision as it was. The router's ``provenance_`` records, per model, ``"fitted"`` or
 ``{"added": n_prompts}``, and is saved in the artifact's manifest.

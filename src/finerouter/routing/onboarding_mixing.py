@@ -144,7 +144,7 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
     routing = dataclasses.replace(mixing, weights={s: float(mix.get(s, 0.0)) for s in SOURCES}, method="cv",
                                   replaced=None)  # fmt: skip
     fold = np.random.default_rng(router.seed if seed is None else seed).permutation(rows.size) % RESUME_FOLDS
-    diff = np.zeros(rows.size)
+    diff, chosen = np.zeros(rows.size), np.zeros(rows.size, dtype=bool)
     for f in range(RESUME_FOLDS):
         held = rows[fold == f]
         rest = np.setdiff1d(np.arange(new.scores.size), held)
@@ -155,9 +155,11 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
             fit = train_new_model(router.quality_, e_part, part.scores, tasks[rest], seed)
             quality = rebuild_estimator(router.quality_, list(range(m)), [
                 [added.models_.index(c) for c in t.candidates] for t in added.catalog_.tasks], fit)  # fmt: skip
-        trial = _with_parts(router, added.models_, added.catalog_, quality, np.column_stack([router.stage1_, prior]),
-                            np.r_[router.global_prior_, float(prior @ task_weights(router.catalog_))],
-                            added.cost_model_, {}, {}, scores_on_training_prompts(router, e_part, part.scores))  # fmt: skip
+        trial = _with_parts(
+            router, added.models_, added.catalog_, quality, np.column_stack([router.stage1_, prior]),
+            np.r_[router.global_prior_, float(prior @ task_weights(router.catalog_))], added.cost_model_, {}, {},
+            scores_on_training_prompts(router, e_part, part.scores),
+        )  # fmt: skip
         if getattr(router, "label_prior_", None) is not None:
             trial.label_prior_ = router.label_prior_.with_column(
                 new_label_column(router.label_prior_, part.scores, part.others, e_part, MIN_PROMPTS, part.labels))
@@ -166,15 +168,17 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
         picked = np.argmax(final, axis=1) == m
         without = np.argmax(final[:, :m], axis=1)
         diff[fold == f] = np.where(picked, new.scores[held] - new.others[held, without], 0.0)
+        chosen[fold == f] = picked
     added_gain, added_se = task_weighted_mean(diff, tasks[rows], router.catalog_)
     value = float(mixing.gain) + added_gain
     logger.debug("a fit that fell back, with %r added: routing gain %.4f + added gain %.4f ± %.4f (picked on %d of %d "
-                 "new prompts)", name, mixing.gain, added_gain, added_se, int(np.count_nonzero(diff)), rows.size)
+                 "new prompts)", name, mixing.gain, added_gain, added_se, int(chosen.sum()), rows.size)
     if not value > 0:
         return mixing, None
     choice = dataclasses.replace(routing, replaced={"model": name, "mixing": mixing.to_dict()})
-    return choice, {"routing_gain": round(float(mixing.gain), 4), "routing_gain_se": round(float(mixing.gain_se or 0.0), 4),
-                    "added_gain": round(added_gain, 4), "added_gain_se": round(added_se, 4)}  # fmt: skip
+    return choice, {"routing_gain": round(float(mixing.gain), 4),
+                    "routing_gain_se": round(float(mixing.gain_se or 0.0), 4), "added_gain": round(added_gain, 4),
+                    "added_gain_se": round(added_se, 4), "picked_prompts": int(chosen.sum())}  # fmt: skip
 
 
 __all__ = [
