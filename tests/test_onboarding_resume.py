@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from finerouter import FineRouter
+from finerouter.cli.main import app
 from finerouter.data.dataset import RoutingDataset
 from finerouter.data.synthetic import make_synthetic_routing_data
 from finerouter.routing.onboarding import assign_tasks
@@ -98,3 +101,21 @@ def test_the_added_gain_is_weighted_by_the_tasks_training_shares(fallen):
     share = sizes[:-1] / sizes[:-1].sum()  # Others has no sampled prompt: the weights renormalise over the tasks
     assert mean == pytest.approx(float(share @ np.arange(router.catalog_.n_tasks)))
     assert se > 0
+
+
+def test_the_add_model_command_says_which_fits_route_again(fallen, tmp_path):
+    router, train, _, target = fallen
+    tasks = assign_tasks(router, router.encoder_.encode(train.prompts))
+    specialist = np.where(tasks == target, 1.0, np.clip(np.asarray(train.scores)[:, 0] - 0.5, 0, 1))
+    scores = np.asarray(train.scores)
+    table = {"prompt": train.prompts, **{f"score::{m}": scores[:, j] for j, m in enumerate(train.models)},
+             "score::specialist": specialist}  # fmt: skip
+    pd.DataFrame(table).iloc[:150].to_csv(tmp_path / "specialist.csv", index=False)
+    router.save(tmp_path / "router")
+    res = CliRunner().invoke(app, ["add-model", "--router", str(tmp_path / "router"), "--data",
+                                   str(tmp_path / "specialist.csv"), "--model", "specialist", "--cost", "0.001",
+                                   "--out", str(tmp_path / "out")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())  # the console wraps long lines
+    assert "1 of 1 fits had fallen back to the best single model and route again with specialist" in said
+    assert FineRouter.load(tmp_path / "out").mixing_.method == "cv"

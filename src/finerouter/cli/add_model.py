@@ -24,6 +24,7 @@ def add_model(
 ) -> None:
     """Add --model from --data (its embedding, adapters, task priors and candidates learned with everything else
     frozen) and/or retire --remove models; save the result to --out."""
+    from finerouter.routing.ensemble import members_of
     from finerouter.routing.router import FineRouter, check_save_destination
 
     err_console = console()
@@ -47,5 +48,14 @@ def add_model(
                 f"[bold]added[/] {model} from {event['n_prompts']} prompts: a candidate in "
                 f"{event['candidate_of_tasks']} of {current.catalog_.n_tasks} tasks ({event['seconds']:.1f}s)"
             )
+            fits = [current, *members_of(current)]
+            changes = [f.fit_summary_["model_changes"][-1] for f in fits]
+            for key, what in (
+                ("fell_back_to_new_model", f"now route by {model} alone (it leads routing's gain)"),
+                ("resumed_routing", f"had fallen back to the best single model and route again with {model}"),
+            ):
+                hits = sum(key in c for c in changes)
+                if hits:
+                    err_console.print(f"{hits} of {len(fits)} fits {what}")
         current.save(out, force=force)
         err_console.print(f"[green]saved[/] {out}: {len(current.models_)} models")
