@@ -147,8 +147,10 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
                                       "model_changes"][-1] for f in every),
                                   fits_fallen_back=sum(getattr(f.mixing_, "method", None) == "fallback"
                                                        for f in [without, *members_of(without)]),
-                                  fits_routing_again=sum("resumed_routing" in f.fit_summary_["model_changes"][-1]
-                                                         for f in every))  # fmt: skip
+                                  fits_routing_again=sum(f.fit_summary_["model_changes"][-1].get(
+                                      "fallback_reweighed", {}).get("routes_again", False) for f in every),
+                                  fallback_evidence=[f.fit_summary_["model_changes"][-1].get("fallback_reweighed")
+                                                     for f in every])  # fmt: skip
                     rec["added"][f"{chooser}/{n}"] = result
                     print(f"  {x}: {chooser} N={n}: quality {result['quality']:.4f} (refit {rec['refit']['quality']:.4f}, "
                           f"without {rec['without']['quality']:.4f}), x recall {result['x_recall']:.3f} "

@@ -52,8 +52,9 @@ def test_a_router_that_fell_back_routes_again_when_an_added_specialist_makes_rou
     specialist = np.where(tasks == target, 1.0, np.clip(best - 0.5, 0, 1))  # ahead on one task, far behind elsewhere
     added = with_column(router, train, "specialist", specialist)
     assert added.global_prior_[-1] < router.global_prior_.max()  # it does not lead overall: no fallback to it
-    why = added.fit_summary_["model_changes"][-1]["resumed_routing"]
-    assert why["routing_gain"] + why["added_gain"] > 0 and why["added_gain"] > 0 and why["picked_prompts"] > 0
+    why = added.fit_summary_["model_changes"][-1]["fallback_reweighed"]
+    assert why["routes_again"] and why["routing_gain"] + why["added_gain"] > 0 and why["added_gain"] > 0
+    assert 0 < why["picked_prompts"] < why["new_prompts"] <= 150
     assert added.mixing_.method == "cv" and added.mixing_.weights == {
         s: router.mixing_.estimate_weights.get(s, 0.0) for s in added.mixing_.weights}  # fmt: skip
     test_tasks = assign_tasks(router, router.encoder_.encode(test.prompts))
@@ -77,7 +78,7 @@ def test_a_model_routing_would_not_gain_from_leaves_the_fallback(fallen):
     for name, column in (("behind", np.clip(best - 0.2, 0, 1)), ("noise", noise)):
         added = with_column(router, train, name, column)
         assert added.mixing_ is router.mixing_, name
-        assert "resumed_routing" not in added.fit_summary_["model_changes"][-1]
+        assert not added.fit_summary_["model_changes"][-1]["fallback_reweighed"]["routes_again"]
 
 
 def test_too_few_prompts_with_the_other_models_scores_leave_the_fallback(fallen):

@@ -50,11 +50,12 @@ def add_model(
             )
             fits = [current, *members_of(current)]
             changes = [f.fit_summary_["model_changes"][-1] for f in fits]
-            for key, what in (
-                ("fell_back_to_new_model", f"now route by {model} alone (it leads routing's gain)"),
-                ("resumed_routing", f"had fallen back to the best single model and route again with {model}"),
-            ):
-                hits = sum(key in c for c in changes)
+            for hits, what in (
+                (sum("fell_back_to_new_model" in c for c in changes), f"now route by {model} alone (it leads "
+                 "routing's gain)"),
+                (sum(c.get("fallback_reweighed", {}).get("routes_again", False) for c in changes),
+                 f"had fallen back to the best single model and route again with {model}"),
+            ):  # fmt: skip
                 if hits:
                     err_console.print(f"{hits} of {len(fits)} fits {what}")
         current.save(out, force=force)

@@ -407,10 +407,10 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
         picked = np.argmax(score(out, emb).final, axis=1) == len(models)
     mixing, why = mixing_after_adding(router, name, global_prior, lead_over_best(router, new, tasks, picked))
     if picked is None:  # a fit that fell back: would routing, with the new model, now gain?
-        mixing, resumed = resumed_mixing(router, out, name, new, emb, tasks, seed)
-        if resumed is not None:
-            event["resumed_routing"] = resumed
-            logger.info("the router routes again: with %r its gain over the best single model is %s", name, resumed)
+        mixing, evidence = resumed_mixing(router, out, name, new, emb, tasks, seed)
+        if evidence is not None:
+            event["fallback_reweighed"] = evidence
+            logger.info("a fit that fell back, with %r added: %s", name, evidence)
     if why is not None:
         event["fell_back_to_new_model"] = why
         logger.info("the router falls back to %r alone: where routing would not choose it, it leads the best fitted "

@@ -108,9 +108,11 @@ RESUME_FOLDS = 3
 
 
 def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb: np.ndarray, tasks: np.ndarray,
-                   seed: int | None) -> tuple[Any, dict[str, float] | None]:  # fmt: skip
+                   seed: int | None) -> tuple[Any, dict[str, Any] | None]:  # fmt: skip
     """The mixing of ``added`` (``router`` with model ``name`` added) when ``router`` fell back to its best single
-    model, and why it changed (None: unchanged, still the fallback).
+    model, and the evidence it was re-weighed on (None: not re-weighed, the fallback kept; else the routing gain, the
+    added gain with its standard error, on how many of how many new prompts the mix would pick the new model, and
+    ``routes_again``).
 
     A fit falls back when its cross-validation estimated that routing among its models gains nothing over their best
     single model (``mixing_.gain`` ≤ 0). A new model can change that: ahead of that model on some tasks and behind it
@@ -171,14 +173,13 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
         chosen[fold == f] = picked
     added_gain, added_se = task_weighted_mean(diff, tasks[rows], router.catalog_)
     value = float(mixing.gain) + added_gain
-    logger.debug("a fit that fell back, with %r added: routing gain %.4f + added gain %.4f ± %.4f (picked on %d of %d "
-                 "new prompts)", name, mixing.gain, added_gain, added_se, int(chosen.sum()), rows.size)
+    evidence = {"routing_gain": round(float(mixing.gain), 4), "routing_gain_se": round(float(mixing.gain_se or 0.0), 4),
+                "added_gain": round(added_gain, 4), "added_gain_se": round(added_se, 4),
+                "picked_prompts": int(chosen.sum()), "new_prompts": int(rows.size),
+                "routes_again": bool(value > 0)}  # fmt: skip
     if not value > 0:
-        return mixing, None
-    choice = dataclasses.replace(routing, replaced={"model": name, "mixing": mixing.to_dict()})
-    return choice, {"routing_gain": round(float(mixing.gain), 4),
-                    "routing_gain_se": round(float(mixing.gain_se or 0.0), 4), "added_gain": round(added_gain, 4),
-                    "added_gain_se": round(added_se, 4), "picked_prompts": int(chosen.sum())}  # fmt: skip
+        return mixing, evidence
+    return dataclasses.replace(routing, replaced={"model": name, "mixing": mixing.to_dict()}), evidence
 
 
 __all__ = [
