@@ -120,3 +120,8 @@ def test_the_add_model_command_says_which_fits_route_again(fallen, tmp_path):
     said = " ".join(res.output.split())  # the console wraps long lines
     assert "1 of 1 fits had fallen back to the best single model and route again with specialist" in said
     assert FineRouter.load(tmp_path / "out").mixing_.method == "cv"
+    res = CliRunner().invoke(app, ["add-model", "--router", str(tmp_path / "out"), "--remove", "specialist",
+                                   "--out", str(tmp_path / "back")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "1 of 1 fits return to the mixing they had before specialist was added" in " ".join(res.output.split())
+    assert FineRouter.load(tmp_path / "back").mixing_ == router.mixing_  # the fallback, as fitted

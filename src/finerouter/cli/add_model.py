@@ -40,6 +40,10 @@ def add_model(
         for name in remove:
             current = current.remove_model(name)
             err_console.print(f"[bold]removed[/] {name}")
+            fits = [current, *members_of(current)]
+            restored = sum("restored_mixing" in f.fit_summary_["model_changes"][-1] for f in fits)
+            if restored:
+                err_console.print(f"{restored} of {len(fits)} fits return to the mixing they had before {name} was added")
         if model is not None:
             with err_console.status(f"adding {model} (embedding its prompts, training its adapters)..."):
                 current = current.add_model(model, data, cost=prices if prices is not None else cost, seed=seed)
