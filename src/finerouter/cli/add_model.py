@@ -43,7 +43,8 @@ def add_model(
             fits = [current, *members_of(current)]
             restored = sum("restored_mixing" in f.fit_summary_["model_changes"][-1] for f in fits)
             if restored:
-                err_console.print(f"{restored} of {len(fits)} fits return to the mixing they had before {name} was added")
+                err_console.print(f"{restored} of {len(fits)} fits return to the mixing they had before {name} "
+                                  "was added")
         if model is not None:
             with err_console.status(f"adding {model} (embedding its prompts, training its adapters)..."):
                 current = current.add_model(model, data, cost=prices if prices is not None else cost, seed=seed)
