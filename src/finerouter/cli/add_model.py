@@ -4,6 +4,7 @@ without refitting; writes a new router artifact."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,7 +25,6 @@ def add_model(
 ) -> None:
     """Add --model from --data (its embedding, adapters, task priors and candidates learned with everything else
     frozen) and/or retire --remove models; save the result to --out."""
-    from finerouter.routing.ensemble import members_of
     from finerouter.routing.router import FineRouter, check_save_destination
 
     err_console = console()
@@ -40,10 +40,10 @@ def add_model(
         for name in remove:
             current = current.remove_model(name)
             err_console.print(f"[bold]removed[/] {name}")
-            fits = [current, *members_of(current)]
-            restored = sum("restored_mixing" in f.fit_summary_["model_changes"][-1] for f in fits)
+            changes = _last_changes(current)
+            restored = sum("restored_mixing" in c for c in changes)
             if restored:
-                err_console.print(f"{restored} of {len(fits)} fits return to the mixing they had before {name} "
+                err_console.print(f"{restored} of {len(changes)} fits return to the mixing they had before {name} "
                                   "was added")
         if model is not None:
             with err_console.status(f"adding {model} (embedding its prompts, training its adapters)..."):
@@ -53,8 +53,7 @@ def add_model(
                 f"[bold]added[/] {model} from {event['n_prompts']} prompts: a candidate in "
                 f"{event['candidate_of_tasks']} of {current.catalog_.n_tasks} tasks ({event['seconds']:.1f}s)"
             )
-            fits = [current, *members_of(current)]
-            changes = [f.fit_summary_["model_changes"][-1] for f in fits]
+            changes = _last_changes(current)
             for hits, what in (
                 (sum("fell_back_to_new_model" in c for c in changes), f"now route by {model} alone (it leads "
                  "routing's gain)"),
@@ -62,6 +61,13 @@ def add_model(
                  f"had fallen back to the best single model and route again with {model}"),
             ):  # fmt: skip
                 if hits:
-                    err_console.print(f"{hits} of {len(fits)} fits {what}")
+                    err_console.print(f"{hits} of {len(changes)} fits {what}")
         current.save(out, force=force)
         err_console.print(f"[green]saved[/] {out}: {len(current.models_)} models")
+
+
+def _last_changes(router: Any) -> list[dict[str, Any]]:
+    """Each fit's record of the last model change: the router's and its ensemble members'."""
+    from finerouter.routing.ensemble import members_of
+
+    return [fit.fit_summary_["model_changes"][-1] for fit in (router, *members_of(router))]

@@ -51,11 +51,7 @@ import numpy as np
 from finerouter.errors import ParameterError
 from finerouter.routing.ensemble import members_of, with_members
 from finerouter.routing.label_prior import new_label_column
-from finerouter.routing.onboarding_data import (
-    MIN_PROMPTS,
-    NewModelScores,
-    new_model_scores,
-)
+from finerouter.routing.onboarding_data import MIN_PROMPTS, NewModelScores, new_model_scores
 from finerouter.routing.onboarding_mixing import lead_over_best, mixing_after_adding, resumed_mixing, task_weights
 from finerouter.routing.scoring import score
 
@@ -98,6 +94,18 @@ def new_prior_column(router: Any, new: NewModelScores, tasks: np.ndarray) -> np.
     if router.stage1_statistic == "mean" and router.stage1_shrinkage:
         return shrink_task_means(scores[:, None], tasks, n_tasks)[:, 0]
     return _per_task(scores, tasks, n_tasks, np.mean if router.stage1_statistic == "mean" else np.median)
+
+
+def new_columns(router: Any, new: NewModelScores, emb: np.ndarray, tasks: np.ndarray) -> tuple[Any, ...]:
+    """``(prior, stage1, global prior, label prior or None)``, each with the new model's column learned from ``new``
+    (prompts ``emb`` of tasks ``tasks``): what :func:`add_model`, and each trial of
+    :func:`~finerouter.routing.onboarding_mixing.resumed_mixing`, builds its router from."""
+    prior = new_prior_column(router, new, tasks)
+    global_prior = np.r_[router.global_prior_, float(prior @ task_weights(router.catalog_))]
+    label = getattr(router, "label_prior_", None)  # the labels' prior gets the new model's column too
+    if label is not None:
+        label = label.with_column(new_label_column(label, new.scores, new.others, emb, MIN_PROMPTS, new.labels))
+    return prior, np.column_stack([router.stage1_, prior]), global_prior, label
 
 
 def _per_task(values: np.ndarray, tasks: np.ndarray, n_tasks: int, stat: Any) -> np.ndarray:
@@ -360,11 +368,7 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
             f"model {name!r} is already one of the router's models {router.models_}; remove it first "
             "(remove_model) to add it again from new data"
         )
-    from finerouter.quality.onboarding import (
-        rebuild_estimator,
-        train_new_model,
-        train_new_task_adapters,
-    )
+    from finerouter.quality.onboarding import rebuild_estimator, train_new_model, train_new_task_adapters
 
     t0 = time.perf_counter()
     seed = router.seed if seed is None else seed
@@ -374,9 +378,7 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
     emb = np.ascontiguousarray(router.encoder_.encode(new.prompts), dtype=np.float32)
     tasks = assign_tasks(router, emb)
     catalog = router.catalog_
-    prior = new_prior_column(router, new, tasks)
-    stage1 = np.column_stack([router.stage1_, prior])
-    global_prior = np.r_[router.global_prior_, float(prior @ task_weights(catalog))]
+    prior, stage1, global_prior, label_prior = new_columns(router, new, emb, tasks)
     rankings, candidates, coverage, rules = updated_candidates(router, new, tasks, prior, stage1)
     all_models = models + [name]
     rankings = [[name if m == "\0new" else m for m in row] for row in rankings]
@@ -398,9 +400,8 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
     observed = scores_on_training_prompts(router, emb, new.scores)
     out = _with_parts(router, all_models, new_catalog, quality, stage1, global_prior, cost_model, provenance, event,
                       observed)
-    if getattr(router, "label_prior_", None) is not None:  # the labels' prior gets the new model's column too
-        out.label_prior_ = router.label_prior_.with_column(
-            new_label_column(router.label_prior_, new.scores, new.others, emb, MIN_PROMPTS, new.labels))
+    if label_prior is not None:
+        out.label_prior_ = label_prior
     picked = None
     if router.mixing_ is not None and router.mixing_.method == "cv":  # else no fallback to weigh (onboarding_mixing)
         out.members_ = []  # this fit alone (its members are added below): where would its mix choose the new model?

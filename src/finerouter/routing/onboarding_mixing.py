@@ -130,8 +130,7 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
     single model or on the score scale, and with fewer than ``RESUME_FOLDS * MIN_PROMPTS`` new prompts that carry
     every other model's score (the difference needs them)."""
     from finerouter.quality.onboarding import rebuild_estimator, train_new_model
-    from finerouter.routing.label_prior import new_label_column
-    from finerouter.routing.onboarding import _with_parts, new_prior_column, scores_on_training_prompts
+    from finerouter.routing.onboarding import _with_parts, new_columns, scores_on_training_prompts
     from finerouter.routing.scoring import score
 
     mixing = router.mixing_
@@ -151,20 +150,16 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
         held = rows[fold == f]
         rest = np.setdiff1d(np.arange(new.scores.size), held)
         part, e_part = new.subset(rest), emb[rest]
-        prior = new_prior_column(router, part, tasks[rest])
+        _, stage1, global_prior, label_prior = new_columns(router, part, e_part, tasks[rest])
         quality = added.quality_
         if mix.get("stage2", 0.0) > 0:
             fit = train_new_model(router.quality_, e_part, part.scores, tasks[rest], seed)
             quality = rebuild_estimator(router.quality_, list(range(m)), [
                 [added.models_.index(c) for c in t.candidates] for t in added.catalog_.tasks], fit)  # fmt: skip
-        trial = _with_parts(
-            router, added.models_, added.catalog_, quality, np.column_stack([router.stage1_, prior]),
-            np.r_[router.global_prior_, float(prior @ task_weights(router.catalog_))], added.cost_model_, {}, {},
-            scores_on_training_prompts(router, e_part, part.scores),
-        )  # fmt: skip
-        if getattr(router, "label_prior_", None) is not None:
-            trial.label_prior_ = router.label_prior_.with_column(
-                new_label_column(router.label_prior_, part.scores, part.others, e_part, MIN_PROMPTS, part.labels))
+        trial = _with_parts(router, added.models_, added.catalog_, quality, stage1, global_prior, added.cost_model_,
+                            {}, {}, scores_on_training_prompts(router, e_part, part.scores))  # fmt: skip
+        if label_prior is not None:
+            trial.label_prior_ = label_prior
         trial.mixing_, trial.members_ = routing, []
         final = score(trial, emb[held]).final
         picked = np.argmax(final, axis=1) == m
