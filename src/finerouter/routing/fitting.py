@@ -91,6 +91,43 @@ def stage1_matrix(catalog: Any, scores: np.ndarray, labels: np.ndarray, statisti
     return np.where(np.isnan(out), overall[None, :], out)
 
 
+#: Folds of the cross-fitted task assignment of the training prompts that the stage-1 prior is taken over.
+PRIOR_FOLDS = 5
+
+
+def routed_tasks(router: Any, embeddings: np.ndarray, discovery: Any, task_embeddings: np.ndarray | None) -> np.ndarray:
+    """``(n,)`` each training prompt's task as routing would give it: the task classifier's prediction, cross-fitted
+    in :data:`PRIOR_FOLDS` folds (a classifier fitted on the other folds' task labels assigns each fold), -1 for
+    Others. What the stage-1 prior averages over (:func:`prior_rows`).
+
+    Discovery forms its tasks from the prompts' model rankings, so the models that rank first on a task's member
+    prompts do better there than on the prompts the classifier, reading the prompt alone, sends to that task at
+    routing: a prior over the members overstates each task's leading models (measured in docs/models.md). Each
+    prompt's task here depends on its text only, as at routing. A fold that cannot be fitted keeps its prompts'
+    discovered tasks."""
+    labels = np.asarray(discovery.labels_, dtype=np.int64)
+    n = labels.size
+    if task_embeddings is None or discovery.catalog_.n_tasks == 0 or n < 2 * PRIOR_FOLDS:
+        return labels.copy()
+    fold = np.random.default_rng(router.seed + 7727).permutation(n) % PRIOR_FOLDS
+    out = labels.copy()
+    for f in range(PRIOR_FOLDS):
+        held, rest = fold == f, fold != f
+        if not (labels[rest] >= 0).any():
+            continue
+        classifier = router.make_component("classifier").fit(embeddings[rest], labels[rest], task_embeddings)
+        out[held] = classifier.predict(embeddings[held])[0]
+    return out
+
+
+def prior_rows(router: Any, embeddings: np.ndarray, discovery: Any, task_embeddings: np.ndarray | None) -> np.ndarray:
+    """``(n,)`` the task each training prompt counts toward in the stage-1 prior: the cross-fitted routed task
+    (:func:`routed_tasks`), or with ``mixing="paper"`` the task discovery put it in, as the paper's task medians."""
+    if router.mixing == "paper":
+        return np.asarray(discovery.labels_)
+    return routed_tasks(router, embeddings, discovery, task_embeddings)
+
+
 def stage1_prior(router: Any, catalog: Any, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """``(T+1, m)`` the stage-1 prior of ``catalog`` (shrunk task means by default; see ``stage1_shrinkage``)."""
     if router.stage1_statistic == "mean" and router.stage1_shrinkage:
@@ -110,12 +147,15 @@ def discover(
 
 
 def fit_classifier(router: Any, encoder: Any, embeddings: np.ndarray, discovery: Any) -> Any:
-    """The task classifier for ``discovery``'s tasks (None without tasks); task texts embedded by ``encoder``."""
+    """The task classifier for ``discovery``'s tasks (None without tasks); task texts embedded by ``encoder``.
+    The task texts' embeddings are the classifier's ``task_text_embeddings_``."""
     catalog = discovery.catalog_
     if catalog.n_tasks == 0:
         return None
-    task_embeddings = encoder.encode(task_texts(router, encoder, catalog))
-    return router.make_component("classifier").fit(embeddings, discovery.labels_, task_embeddings)
+    task_embeddings = np.asarray(encoder.encode(task_texts(router, encoder, catalog)), dtype=np.float32)
+    classifier = router.make_component("classifier").fit(embeddings, discovery.labels_, task_embeddings)
+    classifier.task_text_embeddings_ = task_embeddings
+    return classifier
 
 
 def task_texts(router: Any, encoder: Any, catalog: Any) -> list[str]:
@@ -161,7 +201,10 @@ def fit_parts(
     candidates = [[index[c] for c in task.candidates] for task in catalog.tasks]
     quality = router.make_component("quality").fit(embeddings, scores, train_tasks, candidates)
     seconds["quality"] = time.perf_counter() - t
-    stage1 = stage1_prior(router, catalog, scores, discovery.labels_)
+    t = time.perf_counter()
+    rows = prior_rows(router, embeddings, discovery, getattr(classifier, "task_text_embeddings_", None))
+    stage1 = stage1_prior(router, catalog, scores, rows)
+    seconds["stage1_prior"] = time.perf_counter() - t
     global_prior = nanmean_columns(np.asarray(scores, dtype=np.float64))
     return FittedParts(discovery, classifier, quality, stage1, global_prior, train_tasks, candidates, seconds)
 
@@ -217,7 +260,8 @@ def choose_refinement(
     for name, groups in (("label_free", None), ("refined", [dataset.tasks[i] for i in fit_i])):
         disc = discover(router, desc_emb[fit_i], scores[fit_i], dataset.models, prompts, desc, groups)
         clf = fit_classifier(router, encoder, embeddings[fit_i], disc)
-        prior = stage1_prior(router, disc.catalog_, scores[fit_i], disc.labels_)
+        rows = prior_rows(router, embeddings[fit_i], disc, getattr(clf, "task_text_embeddings_", None))
+        prior = stage1_prior(router, disc.catalog_, scores[fit_i], rows)
         n_tasks = disc.catalog_.n_tasks
         task = clf.predict(embeddings[dev_i])[0] if clf is not None else np.full(dev_i.size, -1)
         rows = np.where(task >= 0, task, n_tasks)
@@ -377,6 +421,7 @@ def cross_validate_mixing(
 
 
 __all__ = [
+    "PRIOR_FOLDS",
     "FittedParts",
     "choose_refinement",
     "cross_validate_mixing",
@@ -387,6 +432,8 @@ __all__ = [
     "fit_summary",
     "fixed_mixing",
     "label_names",
+    "prior_rows",
+    "routed_tasks",
     "stage1_matrix",
     "stage1_prior",
     "task_label_groups",
