@@ -79,3 +79,4 @@ def test_a_fitted_router_keeps_the_prior_over_its_routed_tasks(fitted):
     rows = fitting.routed_tasks(router, emb, router.discovery_, router.classifier_.task_text_embeddings_)
     np.testing.assert_allclose(router.stage1_, shrink_task_means(np.asarray(data.scores, dtype=np.float64), rows,
                                                                  router.catalog_.n_tasks), atol=1e-12)  # fmt: skip
+    assert router.fit_summary_["seconds"]["stage1_prior"] >= 0.0
