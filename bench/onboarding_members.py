@@ -5,9 +5,9 @@ with every model, the router fitted without X; the same split and training cut):
 prompts chosen by `suggest_prompts` (as the bench does), and for the refit and the added router it prints, per fit
 of the ensemble, the stage-1 prior it routes with, its mixing weights and method, and the share of test prompts on
 which each score source alone and the fit's routing score put X first; then each router's test quality and share
-routed to X; and, where both routers route some fit by the label prior, X's column of it per label beside the best
-other model's, with X's mean paired difference from the other models per label on the N prompts and on the whole
-training part.
+routed to X; and, where both routers route some fit by the label prior (the first such fit of each), X's column of it
+per label beside the best other model's, with X's mean paired difference from the other models per label on the N
+prompts and on the whole training part.
 
     .venv/bin/python bench/onboarding_members.py --dataset routerdc --seed 0 \\
         --model HuggingFaceH4/zephyr-7b-beta --routers-dir /work/routers_lp
@@ -65,7 +65,10 @@ def main() -> None:
                   f"X first by stage 1 {first[0]:.2f}, stage 2 {first[1]:.2f}, routing score {first[2]:.2f}")  # fmt: skip
         picks = np.array([data.models.index(d.model) for d in router.route(test.prompts)])
         print(f"  {label}: test quality {mean_quality(test.scores, picks):.4f}, routed to X {np.mean(picks == data.models.index(x)):.2f}")
-    if refit.label_prior_ is not None and added.label_prior_ is not None:
+    # the first fit of each ensemble that routes by a label prior (each fit keeps the prior it chose)
+    with_label = [next((f for f in [r, *members_of(r)] if f.label_prior_ is not None), None) for r in (refit, added)]
+    if with_label[0] is not None and with_label[1] is not None:
+        refit, added = with_label
         lr, la = refit.label_prior_, added.label_prior_
         rest_r = [refit.models_.index(m) for m in refit.models_ if m != x]
         rest_a = [added.models_.index(m) for m in added.models_ if m != x]
