@@ -260,8 +260,8 @@ def choose_refinement(
     for name, groups in (("label_free", None), ("refined", [dataset.tasks[i] for i in fit_i])):
         disc = discover(router, desc_emb[fit_i], scores[fit_i], dataset.models, prompts, desc, groups)
         clf = fit_classifier(router, encoder, embeddings[fit_i], disc)
-        rows = prior_rows(router, embeddings[fit_i], disc, getattr(clf, "task_text_embeddings_", None))
-        prior = stage1_prior(router, disc.catalog_, scores[fit_i], rows)
+        counted = prior_rows(router, embeddings[fit_i], disc, getattr(clf, "task_text_embeddings_", None))
+        prior = stage1_prior(router, disc.catalog_, scores[fit_i], counted)
         n_tasks = disc.catalog_.n_tasks
         task = clf.predict(embeddings[dev_i])[0] if clf is not None else np.full(dev_i.size, -1)
         rows = np.where(task >= 0, task, n_tasks)
