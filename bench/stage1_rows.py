@@ -85,8 +85,8 @@ def run_seed(name: str, data: Any, emb: np.ndarray, encoder: Any, seed: int, siz
             rec[key] = parts.quality(np.nan_to_num(prior[rows], nan=-1.0))
             rec[f"{key}_optimism"] = optimism(prior, rows, truth)
         rec["seconds"] = round(time.perf_counter() - t, 1)
-        print(f"{name} seed {seed} ({len(prompts)} fit prompts) {setting}: {n_tasks} tasks, members {rec['members']:.4f} "
-              f"(optimism {rec['members_optimism']:+.4f}), routed {rec['routed']:.4f} (optimism "
+        print(f"{name} seed {seed} ({len(prompts)} fit prompts) {setting}: {n_tasks} tasks, members "
+              f"{rec['members']:.4f} (optimism {rec['members_optimism']:+.4f}), routed {rec['routed']:.4f} (optimism "
               f"{rec['routed_optimism']:+.4f}), routed − members {rec['routed'] - rec['members']:+.4f}; best single "
               f"{rec['best_single']:.4f}; same task {rec['routed_equals_member']:.2f}", flush=True)  # fmt: skip
         out.append(rec)
@@ -118,7 +118,8 @@ def main() -> None:
         have = [r for r in records if (r["dataset"], r["n_fit"], r["setting"]) == key]
         diff = np.array([r["routed"] - r["members"] for r in have])
         print(f"| {key[0]} | {key[1]} | {key[2]} | {len(have)} | {np.mean([r['members'] for r in have]):.4f} | "
-              f"{np.mean([r['routed'] for r in have]):.4f} | {diff.mean():+.4f} ({diff.min():+.4f}, {diff.max():+.4f}) | "
+              f"{np.mean([r['routed'] for r in have]):.4f} | {diff.mean():+.4f} "
+              f"({diff.min():+.4f}, {diff.max():+.4f}) | "
               f"{np.mean([r['members_optimism'] for r in have]):+.4f} / "
               f"{np.mean([r['routed_optimism'] for r in have]):+.4f} |")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

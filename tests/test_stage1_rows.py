@@ -21,7 +21,7 @@ def _two_regions(n_per: int = 40, moved: int = 6, seed: int = 0):
     rng = np.random.default_rng(seed)
     d = 8
     centres = np.eye(d, dtype=np.float32)[:2] * 3.0
-    emb = np.vstack([centres[0] + 0.3 * rng.standard_normal((n_per, d)), centres[1] + 0.3 * rng.standard_normal((n_per, d))])
+    emb = np.vstack([c + 0.3 * rng.standard_normal((n_per, d)) for c in centres])
     emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
     labels = np.r_[np.zeros(n_per), np.ones(n_per)].astype(np.int64)
     labels[:moved] = 1
