@@ -2,7 +2,8 @@
 
 Each run writes ``<out>/<dataset>.json``; this reads any number of them, pools the records of each dataset (a
 record is one seed and one held-out model; a record repeated across files, same seed and model, is an error) and
-prints the bench's summary over all of them, then one row per seed, so that the issue's averages over held-out
+prints the bench's summary over all of them (and the share of test prompts routed to the held-out model, beside
+how often it is picked where truly best), then one row per seed, so that the issue's averages over held-out
 models and seeds come from the saved outputs and nothing is added up by hand.
 
     .venv/bin/python bench/onboarding_summary.py bench/results/onboarding_routed/*/routerdc.json
@@ -16,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from onboarding import summary_rows  # bench/onboarding.py, beside this script
 
@@ -38,18 +41,21 @@ def pooled(paths: list[Path]) -> dict[str, dict[str, Any]]:
 
 def table(records: list[dict[str, Any]]) -> list[str]:
     lines = ["| seeds | prompts chosen by / N | runs | added | refit | never knew X | added − refit | "
-             "X picked where truly best: added / refit | seconds to add / refit |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+             "X picked where truly best: added / refit | share of prompts routed to X: added / refit | "
+             "seconds to add / refit |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     seeds = sorted({r["seed"] for r in records})
-    groups = [("all " + ",".join(map(str, seeds)), records)] + [
-        (str(s), [r for r in records if r["seed"] == s]) for s in seeds] if len(seeds) > 1 else [(str(seeds[0]), records)]  # fmt: skip
+    groups = [("all " + ",".join(map(str, seeds)), records)] if len(seeds) > 1 else []
+    groups += [(str(s), [r for r in records if r["seed"] == s]) for s in seeds]
     for label, recs in groups:
         for row in summary_rows({"records": recs}):
             refit = "not recorded" if row["refit_seconds"] is None else f"{row['refit_seconds']:.0f}"
+            have = [r for r in recs if row["setting"] in r["added"]]
+            share = (np.mean([r["added"][row["setting"]]["x_share"] for r in have]),
+                     np.mean([r["refit"]["x_share"] for r in have]))  # fmt: skip
             lines.append(
                 f"| {label} | {row['setting']} | {row['runs']} | {row['added']:.4f} | {row['refit']:.4f} | "
                 f"{row['without']:.4f} | {row['added_minus_refit']:+.4f} | {row['x_recall_added']:.3f} / "
-                f"{row['x_recall_refit']:.3f} | {row['add_seconds']:.1f} / {refit} |"
+                f"{row['x_recall_refit']:.3f} | {share[0]:.3f} / {share[1]:.3f} | {row['add_seconds']:.1f} / {refit} |"
             )
     return lines
 
