@@ -90,10 +90,14 @@ def fitted(args: argparse.Namespace, key: str, train: Any, seed: int) -> tuple[A
     return router, seconds
 
 
-def split_and_cut(data: Any, seed: int, test_size: float, train_size: int) -> tuple[Any, Any]:
+def split_and_cut(data: Any, seed: int, test_size: float, train_size: int, dev: bool = False) -> tuple[Any, Any]:
     """``(train, test)``: the 80/20 split by unique prompt of ``seed``, the training part cut to ``train_size``
-    prompts at random (0: all)."""
+    prompts at random (0: all). With ``dev``, the test part is never read: ``(train, test)`` are the training part
+    split again 80/20 by unique prompt (seed + 100) into a fit part (cut as above) and a dev part, on which choices
+    about ``add_model`` are made."""
     train, test = data.split(test_size, seed=seed)
+    if dev:
+        train, test = train.split(0.2, seed=100 + seed)
     if train_size and train_size < train.n_prompts:
         train = train.subset(np.sort(np.random.default_rng(seed).choice(train.n_prompts, train_size, replace=False)))
     return train, test
@@ -111,9 +115,11 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
         data = judge_pool(data, args.judge, drop_labels=args.judge_drop_labels, seed=0)
         name = f"{name}_judge{args.judge}{'-nolabels' if args.judge_drop_labels else ''}"
+    if args.dev:  # its own fits (the saved routers' keys name the part they were fitted on)
+        name = f"{name}_dev"
     records: list[dict[str, Any]] = []
     for seed in args.seeds:
-        train, test = split_and_cut(data, seed, args.test_size, args.train_size)
+        train, test = split_and_cut(data, seed, args.test_size, args.train_size, args.dev)
         if args.test_limit and args.test_limit < test.n_prompts:
             test = test.subset(np.sort(np.random.default_rng(seed + 1).choice(test.n_prompts, args.test_limit, replace=False)))
         refit, refit_seconds = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_refit", train, seed)
@@ -225,7 +231,16 @@ def main() -> None:
     ap.add_argument("--judge-drop-labels", action="store_true", help="the judge-scored pool without task labels")
     ap.add_argument("--routers-dir", type=Path, default=None,
                     help="save the refit and never-knew routers here, and load them from here when present")
+    ap.add_argument("--dev", action="store_true",
+                    help="never read the test part: fit on 80%% of the training part, route the other 20%% (seed + 100)")
+    ap.add_argument("--paired-targets", choices=("on", "off"), default=None,
+                    help="train the added model's adapters on its scores less the fitted models' shared residual "
+                         "or on its raw scores (default: the library's quality.onboarding.PAIRED_TARGETS)")
     args = ap.parse_args()
+    if args.paired_targets is not None:
+        import finerouter.quality.onboarding as quality_onboarding
+
+        quality_onboarding.PAIRED_TARGETS = args.paired_targets == "on"
     args.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     args.n = [int(s) for s in args.n.split(",") if s.strip()]
     args.choosers = [c.strip() for c in args.choosers.split(",") if c.strip()]

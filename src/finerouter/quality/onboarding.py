@@ -51,6 +51,9 @@ DEV_FRACTION = 0.25
 FINE_TUNE_LR_FACTOR = 0.3
 #: The fewest epochs the new model's general adapter is fine-tuned for (early stopping may keep an earlier one).
 MIN_EPOCHS = 20
+#: Train the new model's adapters on :func:`paired_targets` (its scores less the fitted models' shared residual on
+#: the same prompts) rather than on its raw scores.
+PAIRED_TARGETS = False
 _GENERAL_KEYS = ("model_embeddings", "w1_prompt", "w1_model", "b1", "w2", "b2")
 
 
@@ -97,6 +100,25 @@ def nearest_model(estimator: Any, emb: np.ndarray, y: np.ndarray) -> tuple[int, 
     mse = np.mean((resid - resid.mean(axis=0, keepdims=True)) ** 2, axis=0)
     j = int(np.argmin(mse))
     return j, float(mse[j])
+
+
+def paired_targets(estimator: Any, emb: np.ndarray, y: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """``(n,)`` the new model's training targets: its scores ``y`` less, per prompt, the mean residual of the
+    fitted models scored there (``others`` ``(n, m)``, NaN: not scored) from their general adapters' predictions on
+    ``emb``; ``y`` itself where no other model was scored, or with :data:`PAIRED_TARGETS` off.
+
+    A control variate: what makes a prompt harder or easier than its embedding says is largely shared by every
+    model (a hard question is hard for all), and the other models' scores on the same prompt measure it. Taken out,
+    the new model's few hundred scores say more about where it differs from the others, which is what routing
+    reads; the expected target is unchanged where the fitted models' predictions are unbiased."""
+    y = np.asarray(y, dtype=np.float64)
+    others = np.asarray(others, dtype=np.float64)
+    if not PAIRED_TARGETS or others.size == 0:
+        return y
+    seen = np.isfinite(others)
+    resid = np.where(seen, others - estimator.predict_general(emb).astype(np.float64), 0.0)
+    count = seen.sum(axis=1)
+    return y - np.where(count > 0, resid.sum(axis=1) / np.maximum(count, 1), 0.0)
 
 
 def train_new_model(
@@ -269,6 +291,7 @@ def rebuild_estimator(
 
 
 __all__ = [
-    "NewModelFit", "general_arrays", "nearest_model", "rebuild_estimator", "train_new_model",
+    "NewModelFit", "PAIRED_TARGETS", "general_arrays", "nearest_model", "paired_targets", "rebuild_estimator",
+    "train_new_model",
     "train_new_task_adapters", "training_settings",
 ]  # fmt: skip

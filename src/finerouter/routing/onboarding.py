@@ -368,7 +368,8 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
             f"model {name!r} is already one of the router's models {router.models_}; remove it first "
             "(remove_model) to add it again from new data"
         )
-    from finerouter.quality.onboarding import rebuild_estimator, train_new_model, train_new_task_adapters
+    from finerouter.quality.onboarding import (paired_targets, rebuild_estimator, train_new_model,
+                                               train_new_task_adapters)
 
     t0 = time.perf_counter()
     seed = router.seed if seed is None else seed
@@ -384,9 +385,10 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
     rankings = [[name if m == "\0new" else m for m in row] for row in rankings]
     candidates = [[name if m == "\0new" else m for m in row] for row in candidates]
     cand_idx = [[all_models.index(c) for c in row] for row in candidates]
-    fit = train_new_model(router.quality_, emb, new.scores, tasks, seed)
+    target = paired_targets(router.quality_, emb, new.scores, new.others)  # stage 2 learns from these
+    fit = train_new_model(router.quality_, emb, target, tasks, seed)
     new_tasks = [t for t, row in enumerate(cand_idx) if len(models) in row]
-    train_new_task_adapters(router.quality_, fit, emb, new.scores, tasks, new_tasks, seed)
+    train_new_task_adapters(router.quality_, fit, emb, target, tasks, new_tasks, seed)
     quality = rebuild_estimator(router.quality_, list(range(len(models))), cand_idx, fit)
     overall = float(np.median(new.scores))
     medians = np.array([float(np.median(new.scores[tasks == t])) if (tasks == t).any() else overall
