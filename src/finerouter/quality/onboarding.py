@@ -18,6 +18,9 @@ Adding a model ``X`` from its scores on a few prompts:
 3. :func:`rebuild_estimator` splices the new weights into a new estimator: old adapters are reused where the
    (task, model) pair is still a candidate, a model that newly became a candidate of a task gets a copy of its
    general adapter there, and a retired model's adapters are dropped.
+
+With :data:`PAIRED_TARGETS`, steps 1 and 2 learn from :func:`paired_targets` instead of the raw scores; it is off by
+default: on dev parts it changed nothing beyond noise (docs/onboarding.md).
 """
 
 from __future__ import annotations
@@ -111,10 +114,10 @@ def paired_targets(estimator: Any, emb: np.ndarray, y: np.ndarray, others: np.nd
     model (a hard question is hard for all), and the other models' scores on the same prompt measure it. Taken out,
     the new model's few hundred scores say more about where it differs from the others, which is what routing
     reads; the expected target is unchanged where the fitted models' predictions are unbiased."""
+    if not PAIRED_TARGETS or np.size(others) == 0:
+        return y  # as given: with the option off, add_model trains exactly as before it existed
     y = np.asarray(y, dtype=np.float64)
     others = np.asarray(others, dtype=np.float64)
-    if not PAIRED_TARGETS or others.size == 0:
-        return y
     seen = np.isfinite(others)
     resid = np.where(seen, others - estimator.predict_general(emb).astype(np.float64), 0.0)
     count = seen.sum(axis=1)
@@ -291,7 +294,6 @@ def rebuild_estimator(
 
 
 __all__ = [
-    "NewModelFit", "PAIRED_TARGETS", "general_arrays", "nearest_model", "paired_targets", "rebuild_estimator",
-    "train_new_model",
+    "NewModelFit", "general_arrays", "nearest_model", "paired_targets", "rebuild_estimator", "train_new_model",
     "train_new_task_adapters", "training_settings",
 ]  # fmt: skip
