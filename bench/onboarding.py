@@ -190,6 +190,8 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             "setting": key, "runs": len(have), "added": float(added.mean()), "refit": float(refit.mean()),
             "without": float(without.mean()), "added_minus_refit": float((added - refit).mean()),
             "x_recall_added": float(recall_added), "x_recall_refit": float(recall_refit),
+            "x_share_added": float(np.mean([r["added"][key]["x_share"] for r in have])),
+            "x_share_refit": float(np.mean([r["refit"]["x_share"] for r in have])),
             "add_seconds": float(np.mean([r["added"][key]["seconds"] for r in have])),
             "refit_seconds": mean_known([r["refit_seconds"] for r in have]),
         })  # fmt: skip

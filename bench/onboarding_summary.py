@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from onboarding import summary_rows  # bench/onboarding.py, beside this script
 
 
@@ -49,13 +47,10 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     for label, recs in groups:
         for row in summary_rows({"records": recs}):
             refit = "not recorded" if row["refit_seconds"] is None else f"{row['refit_seconds']:.0f}"
-            have = [r for r in recs if row["setting"] in r["added"]]
-            share = (np.mean([r["added"][row["setting"]]["x_share"] for r in have]),
-                     np.mean([r["refit"]["x_share"] for r in have]))  # fmt: skip
             lines.append(
                 f"| {label} | {row['setting']} | {row['runs']} | {row['added']:.4f} | {row['refit']:.4f} | "
                 f"{row['without']:.4f} | {row['added_minus_refit']:+.4f} | {row['x_recall_added']:.3f} / "
-                f"{row['x_recall_refit']:.3f} | {share[0]:.3f} / {share[1]:.3f} | {row['add_seconds']:.1f} / {refit} |"
+                f"{row['x_recall_refit']:.3f} | {row['x_share_added']:.3f} / {row['x_share_refit']:.3f} | {row['add_seconds']:.1f} / {refit} |"
             )
     return lines
 
