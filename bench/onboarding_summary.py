@@ -50,7 +50,8 @@ def table(records: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"| {label} | {row['setting']} | {row['runs']} | {row['added']:.4f} | {row['refit']:.4f} | "
                 f"{row['without']:.4f} | {row['added_minus_refit']:+.4f} | {row['x_recall_added']:.3f} / "
-                f"{row['x_recall_refit']:.3f} | {row['x_share_added']:.3f} / {row['x_share_refit']:.3f} | {row['add_seconds']:.1f} / {refit} |"
+                f"{row['x_recall_refit']:.3f} | {row['x_share_added']:.3f} / {row['x_share_refit']:.3f} | "
+                f"{row['add_seconds']:.1f} / {refit} |"
             )
     return lines
 
