@@ -174,8 +174,15 @@ def mean_known(values: list[float | None]) -> float | None:
     return float(np.mean(known)) if known else None
 
 
+def paired_se(diff: np.ndarray) -> float:
+    """The standard error of the mean of per-run differences (NaN with fewer than two), the runs taken as independent:
+    the held-out models of one seed share its refit, so it is a rough guide to the noise, not a test."""
+    return float(np.std(diff, ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
+
+
 def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per (chooser, N): means over held-out models and seeds."""
+    """One row per (chooser, N): means over held-out models and seeds, and the standard errors of the differences
+    (:func:`paired_se`)."""
     recs = result["records"]
     keys = sorted({k for r in recs for k in r["added"]}, key=lambda k: (k.split("/")[0], int(k.split("/")[1])))
     rows = []
@@ -186,10 +193,13 @@ def summary_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         without = np.array([r["without"]["quality"] for r in have])
         recall_added = np.nanmean([r["added"][key]["x_recall"] for r in have])
         recall_refit = np.nanmean([r["refit"]["x_recall"] for r in have])
+        recall_diff = np.array([r["added"][key]["x_recall"] - r["refit"]["x_recall"] for r in have], dtype=float)
         rows.append({
             "setting": key, "runs": len(have), "added": float(added.mean()), "refit": float(refit.mean()),
             "without": float(without.mean()), "added_minus_refit": float((added - refit).mean()),
+            "added_minus_refit_se": paired_se(added - refit),
             "x_recall_added": float(recall_added), "x_recall_refit": float(recall_refit),
+            "x_recall_diff_se": paired_se(recall_diff[np.isfinite(recall_diff)]),
             "x_share_added": float(np.mean([r["added"][key]["x_share"] for r in have])),
             "x_share_refit": float(np.mean([r["refit"]["x_share"] for r in have])),
             "add_seconds": float(np.mean([r["added"][key]["seconds"] for r in have])),

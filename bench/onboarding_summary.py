@@ -3,7 +3,8 @@
 Each run writes ``<out>/<dataset>.json``; this reads any number of them, pools the records of each dataset (a
 record is one seed and one held-out model; a record repeated across files, same seed and model, is an error) and
 prints the bench's summary over all of them (and the share of test prompts routed to the held-out model, beside
-how often it is picked where truly best), then one row per seed, so that the issue's averages over held-out
+how often it is picked where truly best; each difference with its standard error over the runs,
+`onboarding.paired_se`), then one row per seed, so that the issue's averages over held-out
 models and seeds come from the saved outputs and nothing is added up by hand.
 
     .venv/bin/python bench/onboarding_summary.py bench/results/onboarding_routed/*/routerdc.json
@@ -49,8 +50,10 @@ def table(records: list[dict[str, Any]]) -> list[str]:
             refit = "not recorded" if row["refit_seconds"] is None else f"{row['refit_seconds']:.0f}"
             lines.append(
                 f"| {label} | {row['setting']} | {row['runs']} | {row['added']:.4f} | {row['refit']:.4f} | "
-                f"{row['without']:.4f} | {row['added_minus_refit']:+.4f} | {row['x_recall_added']:.3f} / "
-                f"{row['x_recall_refit']:.3f} | {row['x_share_added']:.3f} / {row['x_share_refit']:.3f} | "
+                f"{row['without']:.4f} | {row['added_minus_refit']:+.4f} ± {row['added_minus_refit_se']:.4f} | "
+                f"{row['x_recall_added']:.3f} / {row['x_recall_refit']:.3f} "
+                f"({row['x_recall_added'] - row['x_recall_refit']:+.3f} ± {row['x_recall_diff_se']:.3f}) | "
+                f"{row['x_share_added']:.3f} / {row['x_share_refit']:.3f} | "
                 f"{row['add_seconds']:.1f} / {refit} |"
             )
     return lines

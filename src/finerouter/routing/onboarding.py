@@ -25,15 +25,15 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
   router's own cost model.
 
 The mixing weights and the calibration stay as they are, with two exceptions
-(:mod:`finerouter.routing.onboarding_mixing`): a router whose cross-validation chose to route falls back to the
-best single model, now the added one, when the added model's lead over the best fitted model, on the prompts where
-routing with it would not choose it, exceeds the gain routing was estimated to bring over that model by a standard
-error; and a router that had fallen back routes again by its best routing mix when its estimated routing gain plus
-what the added model adds to it (cross-fitted on the new prompts) is positive. The scale the weights were chosen on
+(:mod:`finerouter.routing.onboarding_mixing`): a router whose cross-validation chose to route falls back to the best
+single model, now the added one, when the added model's lead over the best fitted model, on the prompts where routing
+with it would not choose it (cross-fitted), exceeds the gain routing was estimated to bring over that model by a
+standard error; and a router that had fallen back routes again by its best routing mix when its estimated routing gain
+plus what the added model adds to it (cross-fitted on the new prompts) is positive. The scale the weights were chosen on
 stays too: once a model is added, each prompt's scores are min-max normalised over the fitted models only
-(:func:`finerouter.routing.scoring.reference_models`), the added model placed on that scale, so that a model which
-is never best leaves every decision as it was. The router's ``provenance_`` records, per model, ``"fitted"`` or
-``{"added": n_prompts}``, and is saved in the artifact's manifest.
+(:func:`finerouter.routing.scoring.reference_models`), the added model placed on that scale, so that a model which is
+never best leaves every decision as it was. The router's ``provenance_`` records, per model, ``"fitted"`` or ``{"added":
+n_prompts}``, and is saved in the artifact's manifest.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ from finerouter.errors import ParameterError
 from finerouter.routing.ensemble import members_of, with_members
 from finerouter.routing.label_prior import new_label_column
 from finerouter.routing.onboarding_data import MIN_PROMPTS, NewModelScores, new_model_scores
-from finerouter.routing.onboarding_mixing import lead_over_best, mixing_after_adding, resumed_mixing, task_weights
-from finerouter.routing.scoring import score
+from finerouter.routing.onboarding_mixing import (lead_over_best, mixing_after_adding, new_model_picks, resumed_mixing,
+                                                 task_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -396,7 +396,8 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
     new_catalog = _catalog_with(catalog, all_models, rankings, candidates, coverage, medians)
     provenance = {**model_provenance(router), name: {"added": len(new.prompts)}}
     event = {"added": name, "n_prompts": len(new.prompts), "candidate_of_tasks": len(new_tasks),
-             "candidate_rules": rules, "warm_start": models[fit.warm_start], "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+             "candidate_rules": rules, "warm_start": models[fit.warm_start],
+             "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
     logger.info("added model %r from %d prompts: candidate in %d of %d tasks (%.1fs)", name, len(new.prompts),
                 len(new_tasks), catalog.n_tasks, event["seconds"])  # fmt: skip
     observed = scores_on_training_prompts(router, emb, new.scores)
@@ -404,12 +405,10 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
                       observed)
     if label_prior is not None:
         out.label_prior_ = label_prior
-    picked = None
-    if router.mixing_ is not None and router.mixing_.method == "cv":  # else no fallback to weigh (onboarding_mixing)
-        out.members_ = []  # this fit alone (its members are added below): where would its mix choose the new model?
-        picked = np.argmax(score(out, emb).final, axis=1) == len(models)
+    routes = router.mixing_ is not None and router.mixing_.method == "cv"  # else no fallback to weigh
+    picked = new_model_picks(router, out, new, emb, tasks, seed) if routes else None  # where this fit would choose it
     mixing, why = mixing_after_adding(router, name, global_prior, lead_over_best(router, new, tasks, picked))
-    if picked is None:  # a fit that fell back: would routing, with the new model, now gain?
+    if not routes:  # a fit that fell back: would routing, with the new model, now gain?
         mixing, evidence = resumed_mixing(router, out, name, new, emb, tasks, seed)
         if evidence is not None:
             event["fallback_reweighed"] = evidence

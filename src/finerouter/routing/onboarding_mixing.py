@@ -1,10 +1,12 @@
 """The mixing a router routes with once a model was added (:func:`finerouter.routing.onboarding.add_model`): the
 same as before, unless the new model alone is, on the evidence, better than the old routing
 (:func:`mixing_after_adding`), or a router that fell back to its best single model would, with the new model, gain by
-routing (:func:`resumed_mixing`)."""
+routing (:func:`resumed_mixing`). Both weigh where the router would choose the new model on its new prompts, judged
+cross-fitted (:func:`cross_fitted_choices`): each prompt by the new model's columns learned from the other prompts."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from typing import Any
@@ -33,10 +35,12 @@ def lead_over_best(router: Any, new: NewModelScores, tasks: np.ndarray, picked: 
     prompts over the task's share of the new prompts, so that prompts chosen to cover the tasks (``suggest-prompts``
     over-samples small ones) estimate the lead on the traffic the router was fitted on.
 
-    ``picked``: ``(n,)`` True where the router with the new model, still routing by its mix, would choose it. Routing
-    and the new model alone then choose the same there, so those prompts count with the lead that leaves the two
-    even (the router's estimated routing gain, ``mixing_.gain``): the lead is then the new model's over the routing
-    it would replace on the prompts where it would not be chosen (:func:`mixing_after_adding`)."""
+    ``picked``: ``(n,)`` True where the router with the new model, still routing by its mix, would choose it
+    (:func:`new_model_picks`: cross-fitted, so that the prompts it is not chosen on are not those where its own scores
+    happened to be low). Routing and the new model alone then choose the same there, so those prompts count with the
+    lead that leaves the two even (the router's estimated routing gain, ``mixing_.gain``): the lead is then the new
+    model's over the routing it would replace on the prompts where it would not be chosen
+    (:func:`mixing_after_adding`)."""
     best = int(np.nanargmax(router.global_prior_))
     diff = new.scores - new.others[:, best]
     rows = np.isfinite(diff)
@@ -71,21 +75,21 @@ def mixing_after_adding(router: Any, name: str, global_prior: np.ndarray, lead: 
     """The mixing a router routes with once a model was added (the last entry of ``global_prior``; ``lead``:
     :func:`lead_over_best`), and why it changed (None: unchanged).
 
-    A router whose cross-validation chose to route (``mixing_.method == "cv"``) did so because routing among its
-    models was estimated to gain ``mixing_.gain`` over their best single model. A new model that leads that model by
-    more, by :data:`FALLBACK_SE` standard errors of the difference, is on that evidence better alone than the old
-    routing: the router then falls back to the best single model, now the new one, as a refit would (adding GPT-4
-    back to a RouterBench-subset router fitted without it: every refit falls back to GPT-4, while the old mix chose
-    it on 40% to 100% of test prompts). The lead counts only where routing with the new model would not choose it
-    (``lead_over_best``'s ``picked``; elsewhere the two choose alike): a new model ahead on some tasks and behind the
-    old routing on the rest is better routed than alone (dcrouter: nemotron-51b added back from 300 random prompts led
-    the best fitted model by 0.10 ± 0.03 over every prompt, more than routing's 0.065; the router fell back and routed
-    0.6175 against the refit's 0.6417). The margin guards against a lead estimated from a few dozen prompts (on
-    routerdc, point estimates of 0.04 for a true lead of 0.01 made routers that gain 0.03 fall back and lose it).
-    Its expected scores (the calibrated raw mix) stay as they were, and the choice it replaced is kept
-    (``replaced``): :func:`remove_model` restores it when ``name`` is retired. A router that already falls back
-    routes by the global prior, where the new model wins when it leads; fixed weights (``mixing="paper"``) are the
-    user's and stay."""
+    A router whose cross-validation chose to route (``mixing_.method == "cv"``) did so because routing among its models
+    was estimated to gain ``mixing_.gain`` over their best single model. A new model that leads that model by more, by
+    :data:`FALLBACK_SE` standard errors of the difference, is on that evidence better alone than the old routing: the
+    router then falls back to the best single model, now the new one, as a refit would (adding GPT-4 back to a
+    RouterBench-subset router fitted without it: every refit falls back to GPT-4, while the old mix chose it on 40% to
+    100% of test prompts). The lead counts only where routing with the new model would not choose it
+    (``lead_over_best``'s ``picked``, judged cross-fitted; elsewhere the two choose alike): a new model ahead on some
+    tasks and behind the old routing on the rest is better routed than alone (dcrouter: nemotron-51b added back from 300
+    random prompts led the best fitted model by 0.10 ± 0.03 over every prompt, more than routing's 0.065; the router
+    fell back and routed 0.6175 against the refit's 0.6417). The margin guards against a lead estimated from a few dozen
+    prompts (on routerdc, point estimates of 0.04 for a true lead of 0.01 made routers that gain 0.03 fall back and lose
+    it). Its expected scores (the calibrated raw mix) stay as they were, and the choice it replaced is kept
+    (``replaced``): :func:`remove_model` restores it when ``name`` is retired. A router that already falls back routes
+    by the global prior, where the new model wins when it leads; fixed weights (``mixing="paper"``) are the user's and
+    stay."""
     mixing = router.mixing_
     if mixing is None or mixing.method != "cv" or mixing.gain is None:
         return mixing, None
@@ -103,9 +107,74 @@ def mixing_after_adding(router: Any, name: str, global_prior: np.ndarray, lead: 
                     "routing_gain_se": round(float(mixing.gain_se or 0.0), 4)}  # fmt: skip
 
 
-#: The folds of the new prompts over which :func:`resumed_mixing` cross-fits the new model's columns.
+#: The folds of the new prompts over which the new model's columns are cross-fitted (:func:`cross_fitted_choices`).
 RESUME_FOLDS = 3
 
+
+
+def cross_fit_folds(n: int, seed: int | None) -> np.ndarray:
+    """``(n,)`` the fold in ``[0, RESUME_FOLDS)`` of each of ``n`` new prompts: a seeded permutation, balanced."""
+    return np.random.default_rng(seed).permutation(n) % RESUME_FOLDS
+
+def cross_fitted_choices(router: Any, added: Any, new: NewModelScores, emb: np.ndarray, tasks: np.ndarray,
+                         seed: int | None, mixing: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """``(chosen, without)`` over the new prompts ``rows``: True where ``added`` (``router`` with the new model
+    added, the last of its models), routing by ``mixing`` alone (no members), would choose the new model, and the
+    fitted model it would choose without it.
+
+    Cross-fitted: in each of :data:`RESUME_FOLDS` folds of ``rows``, the new model's priors, label prior, neighbour
+    scores and, when ``mixing`` weighs Stage 2, its general adapter are learned from the other new prompts only, so
+    that no prompt is judged by a column learned from its own score. Judged in-sample instead, the new model is
+    chosen where its own scores happened to be high, and the prompts where it is not chosen are those where they
+    happened to be low: what it would gain there is underestimated."""
+    from finerouter.quality.onboarding import rebuild_estimator, train_new_model
+    from finerouter.routing.onboarding import _with_parts, new_columns, scores_on_training_prompts
+    from finerouter.routing.scoring import score
+
+    m = len(router.models_)
+    fold = cross_fit_folds(rows.size, router.seed if seed is None else seed)
+    chosen, without = np.zeros(rows.size, dtype=bool), np.zeros(rows.size, dtype=np.int64)
+    cand = [[added.models_.index(c) for c in t.candidates] for t in added.catalog_.tasks]
+    for f in range(RESUME_FOLDS):
+        held = rows[fold == f]
+        rest = np.setdiff1d(np.arange(new.scores.size), held)
+        part, e_part = new.subset(rest), emb[rest]
+        _, stage1, global_prior, label_prior = new_columns(router, part, e_part, tasks[rest])
+        quality = added.quality_
+        if mixing.weights.get("stage2", 0.0) > 0:
+            fit = train_new_model(router.quality_, e_part, part.scores, tasks[rest], seed)
+            quality = rebuild_estimator(router.quality_, list(range(m)), cand, fit)
+        trial = _with_parts(router, added.models_, added.catalog_, quality, stage1, global_prior, added.cost_model_,
+                            {}, {}, scores_on_training_prompts(router, e_part, part.scores))  # fmt: skip
+        if label_prior is not None:
+            trial.label_prior_ = label_prior
+        trial.mixing_, trial.members_ = mixing, []
+        final = score(trial, emb[held]).final
+        chosen[fold == f] = np.argmax(final, axis=1) == m
+        without[fold == f] = np.argmax(final[:, :m], axis=1)
+    return chosen, without
+
+
+
+def new_model_picks(router: Any, added: Any, new: NewModelScores, emb: np.ndarray, tasks: np.ndarray,
+                    seed: int | None) -> np.ndarray | None:  # fmt: skip
+    """``(n,)`` True where ``added`` (``router`` with the new model), routing by ``router``'s own mixing, would choose
+    the new model on each new prompt: what :func:`lead_over_best` counts as ``picked``. Cross-fitted
+    (:func:`cross_fitted_choices`) given at least ``RESUME_FOLDS * MIN_PROMPTS`` scored prompts, else in-sample.
+    None where the new model's global prior does not lead the router's best model's: the router cannot fall back to
+    it then (:func:`mixing_after_adding`), so nothing needs judging."""
+    from finerouter.routing.scoring import score
+
+    if not added.global_prior_[-1] > np.nanmax(router.global_prior_):
+        return None
+    rows = np.flatnonzero(np.isfinite(new.scores))
+    if rows.size >= RESUME_FOLDS * MIN_PROMPTS:
+        picked = np.zeros(new.scores.size, dtype=bool)
+        picked[rows] = cross_fitted_choices(router, added, new, emb, tasks, seed, router.mixing_, rows)[0]
+        return picked
+    trial = copy.copy(added)
+    trial.mixing_, trial.members_ = router.mixing_, []
+    return np.argmax(score(trial, emb).final, axis=1) == len(router.models_)
 
 def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb: np.ndarray, tasks: np.ndarray,
                    seed: int | None) -> tuple[Any, dict[str, Any] | None]:  # fmt: skip
@@ -129,43 +198,18 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
     new model leads the old best model (the fallback routes to it then), where the best routing mix is the best
     single model or on the score scale, and with fewer than ``RESUME_FOLDS * MIN_PROMPTS`` new prompts that carry
     every other model's score (the difference needs them)."""
-    from finerouter.quality.onboarding import rebuild_estimator, train_new_model
-    from finerouter.routing.onboarding import _with_parts, new_columns, scores_on_training_prompts
-    from finerouter.routing.scoring import score
-
     mixing = router.mixing_
     mix = getattr(mixing, "estimate_weights", None) or {}
     if (mixing is None or mixing.method != "fallback" or mixing.gain is None or mixing.scale != "normalised"
             or mix.get("global", 0.0) >= 1.0 or added.global_prior_[-1] > np.nanmax(router.global_prior_)):
         return mixing, None
-    m = len(router.models_)
     rows = np.flatnonzero(np.isfinite(new.scores) & np.isfinite(new.others).all(axis=1))
     if rows.size < RESUME_FOLDS * MIN_PROMPTS:
         return mixing, None
     routing = dataclasses.replace(mixing, weights={s: float(mix.get(s, 0.0)) for s in SOURCES}, method="cv",
                                   replaced=None)  # fmt: skip
-    fold = np.random.default_rng(router.seed if seed is None else seed).permutation(rows.size) % RESUME_FOLDS
-    diff, chosen = np.zeros(rows.size), np.zeros(rows.size, dtype=bool)
-    for f in range(RESUME_FOLDS):
-        held = rows[fold == f]
-        rest = np.setdiff1d(np.arange(new.scores.size), held)
-        part, e_part = new.subset(rest), emb[rest]
-        _, stage1, global_prior, label_prior = new_columns(router, part, e_part, tasks[rest])
-        quality = added.quality_
-        if mix.get("stage2", 0.0) > 0:
-            fit = train_new_model(router.quality_, e_part, part.scores, tasks[rest], seed)
-            quality = rebuild_estimator(router.quality_, list(range(m)), [
-                [added.models_.index(c) for c in t.candidates] for t in added.catalog_.tasks], fit)  # fmt: skip
-        trial = _with_parts(router, added.models_, added.catalog_, quality, stage1, global_prior, added.cost_model_,
-                            {}, {}, scores_on_training_prompts(router, e_part, part.scores))  # fmt: skip
-        if label_prior is not None:
-            trial.label_prior_ = label_prior
-        trial.mixing_, trial.members_ = routing, []
-        final = score(trial, emb[held]).final
-        picked = np.argmax(final, axis=1) == m
-        without = np.argmax(final[:, :m], axis=1)
-        diff[fold == f] = np.where(picked, new.scores[held] - new.others[held, without], 0.0)
-        chosen[fold == f] = picked
+    chosen, without = cross_fitted_choices(router, added, new, emb, tasks, seed, routing, rows)
+    diff = np.where(chosen, new.scores[rows] - new.others[rows, without], 0.0)
     added_gain, added_se = task_weighted_mean(diff, tasks[rows], router.catalog_)
     value = float(mixing.gain) + added_gain
     evidence = {"routing_gain": round(float(mixing.gain), 4), "routing_gain_se": round(float(mixing.gain_se or 0.0), 4),
@@ -178,6 +222,6 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
 
 
 __all__ = [
-    "FALLBACK_SE", "RESUME_FOLDS", "lead_over_best", "mixing_after_adding", "resumed_mixing", "task_weighted_mean",
-    "task_weights",
+    "FALLBACK_SE", "RESUME_FOLDS", "cross_fit_folds", "cross_fitted_choices", "lead_over_best", "mixing_after_adding",
+    "new_model_picks", "resumed_mixing", "task_weighted_mean", "task_weights",
 ]  # fmt: skip
