@@ -32,8 +32,8 @@ standard error; and a router that had fallen back routes again by its best routi
 plus what the added model adds to it (cross-fitted on the new prompts) is positive. The scale the weights were chosen on
 stays too: once a model is added, each prompt's scores are min-max normalised over the fitted models only
 (:func:`finerouter.routing.scoring.reference_models`), the added model placed on that scale, so that a model which is
-never best leaves every decision as it was. The router's ``provenance_`` records, per model, ``"fitted"`` or ``{"added":
-n_prompts}``, and is saved in the artifact's manifest.
+never best leaves every decision as it was. The router's ``provenance_`` records, per model, ``"fitted"`` or
+``{"added": n_prompts}``, and is saved in the artifact's manifest.
 """
 
 from __future__ import annotations

@@ -111,7 +111,6 @@ def mixing_after_adding(router: Any, name: str, global_prior: np.ndarray, lead: 
 RESUME_FOLDS = 3
 
 
-
 def cross_fit_folds(n: int, seed: int | None) -> np.ndarray:
     """``(n,)`` the fold in ``[0, RESUME_FOLDS)`` of each of ``n`` new prompts: a seeded permutation, balanced."""
     return np.random.default_rng(seed).permutation(n) % RESUME_FOLDS
