@@ -5,7 +5,8 @@ with every model, the router fitted without X; the same split and training cut):
 prompts chosen by `suggest_prompts` (as the bench does), and for the refit and the added router it prints, per fit
 of the ensemble, the stage-1 prior it routes with, its mixing weights and method, and the share of test prompts on
 which each score source alone and the fit's routing score put X first; then each router's test quality and share
-routed to X; and, where both routers route some fit by the label prior (the first such fit of each), X's column of it
+routed to X; per fit that routes, the evidence for falling back to X alone, where X is picked on the new prompts
+judged in-sample and cross-fitted; and, where both routers route some fit by the label prior (the first such fit of each), X's column of it
 per label beside the best other model's, with X's mean paired difference from the other models per label on the N
 prompts and on the whole training part.
 
@@ -65,6 +66,7 @@ def main() -> None:
                   f"X first by stage 1 {first[0]:.2f}, stage 2 {first[1]:.2f}, routing score {first[2]:.2f}")  # fmt: skip
         picks = np.array([data.models.index(d.model) for d in router.route(test.prompts)])
         print(f"  {label}: test quality {mean_quality(test.scores, picks):.4f}, routed to X {np.mean(picks == data.models.index(x)):.2f}")
+    fallback_evidence(without, added, sample, x)
     # the first fit of each ensemble that routes by a label prior (each fit keeps the prior it chose)
     with_label = [next((f for f in [r, *members_of(r)] if f.label_prior_ is not None), None) for r in (refit, added)]
     if with_label[0] is not None and with_label[1] is not None:
@@ -86,6 +88,41 @@ def main() -> None:
             _, d_t = paired(train, jx_train, label)
             print(f"    {label:<22} {lr.means[i, refit.models_.index(x)]:.3f} / {la.means[i, -1]:.3f} | "
                   f"{lr.means[i, rest_r].max():.3f} / {la.means[i, rest_a].max():.3f} | {d_s:+.3f} ({n_s}) | {d_t:+.3f}")
+
+
+def fallback_evidence(without, added, sample, x) -> None:
+    """Per fit that routes, the evidence for falling back to X alone (`onboarding_mixing.mixing_after_adding`): X's
+    lead over the best fitted model, with the new prompts where routing would choose X counted at the routing gain,
+    those prompts judged in-sample (X's columns learned from every new prompt, the rule before 2026-12-05, session
+    25) and cross-fitted (`onboarding_mixing.cross_fitted_choices`, today's rule)."""
+    import copy
+
+    from finerouter.routing.ensemble import members_of
+    from finerouter.routing.onboarding import assign_tasks
+    from finerouter.routing.onboarding_data import new_model_scores
+    from finerouter.routing.onboarding_mixing import FALLBACK_SE, cross_fitted_choices, lead_over_best
+    from finerouter.routing.scoring import score
+
+    print("  fallback to X alone, per routing fit: where X is picked on the new prompts | lead over the best fitted "
+          "model − routing gain vs the margin (FALLBACK_SE standard errors)")
+    for k, (fit, fit_added) in enumerate(zip([without, *members_of(without)], [added, *members_of(added)])):
+        m = fit.mixing_
+        if m is None or m.method != "cv":
+            print(f"    fit {k}: {m.method if m is not None else 'no mixing'}, no fallback to weigh")
+            continue
+        new = new_model_scores(sample, x, fit.models_)
+        emb = np.ascontiguousarray(fit.encoder_.encode(new.prompts), dtype=np.float32)
+        tasks = assign_tasks(fit, emb)
+        trial = copy.copy(fit_added)
+        trial.mixing_, trial.members_ = m, []
+        in_sample = np.argmax(score(trial, emb).final, axis=1) == len(fit.models_)
+        crossed, _ = cross_fitted_choices(fit, fit_added, new, emb, tasks, fit.seed, m, np.arange(new.scores.size))
+        for how, picked in (("in-sample", in_sample), ("cross-fitted", crossed)):
+            lead, se = lead_over_best(fit, new, tasks, picked)
+            margin = FALLBACK_SE * float(np.hypot(se, m.gain_se or 0.0))
+            print(f"    fit {k} {how:<12} picked {picked.mean():.3f}: lead {lead:+.4f} ± {se:.4f}, gain {m.gain:+.4f} "
+                  f"± {m.gain_se or 0:.4f}, lead − gain {lead - m.gain:+.4f} vs margin {margin:.4f}: "
+                  f"{'falls back' if lead - m.gain > margin else 'keeps routing'}")  # fmt: skip
 
 
 if __name__ == "__main__":
