@@ -62,7 +62,7 @@ def test_a_prompt_is_never_judged_by_its_own_score(routing):
     assert new_model_picks(router, added, new, emb, tasks, 0) is None  # it does not lead: no fallback to weigh
     # the new model made perfect on one fold's prompts: what the other folds learn changes, never how those prompts
     # are judged (in-sample, they now choose it)
-    fold = cross_fit_folds(judged.size, router.seed) == 0
+    fold = cross_fit_folds(judged.size, 0) == 0  # the folds of seed 0, as judged above
     column = behind.copy()
     column[rows[fold]] = 1.0
     other, new2, _, _ = added_with(router, train, column, rows)
@@ -77,8 +77,9 @@ def test_a_prompt_is_never_judged_by_its_own_score(routing):
 def test_too_few_prompts_to_cross_fit_are_judged_in_sample(routing):
     router, train = routing
     rows = np.arange(RESUME_FOLDS * MIN_PROMPTS - 1)
-    column = np.clip(np.asarray(train.scores)[:, 0] + 0.3, 0, 1)  # ahead of the first model: chosen somewhere
+    column = np.clip(np.asarray(train.scores)[:, 0] + 0.3, 0, 1)  # far ahead of every model: it leads, so is judged
     added, new, emb, tasks = added_with(router, train, column, rows)
-    _, stage1, global_prior, label = new_columns(router, new, emb, tasks)  # the columns from every prompt
+    _, stage1, global_prior, _ = new_columns(router, new, emb, tasks)  # the columns from every prompt
+    assert global_prior[-1] > router.global_prior_.max()
     assert np.array_equal(added.stage1_, stage1) and np.array_equal(added.global_prior_, global_prior)
     assert np.array_equal(new_model_picks(router, added, new, emb, tasks, 0), in_sample_picks(router, added, emb))
