@@ -6,9 +6,9 @@ prompts chosen by `suggest_prompts` (as the bench does), and for the refit and t
 of the ensemble, the stage-1 prior it routes with, its mixing weights and method, and the share of test prompts on
 which each score source alone and the fit's routing score put X first; then each router's test quality and share
 routed to X; per fit that routes, the evidence for falling back to X alone, where X is picked on the new prompts
-judged in-sample and cross-fitted; and, where both routers route some fit by the label prior (the first such fit of each), X's column of it
-per label beside the best other model's, with X's mean paired difference from the other models per label on the N
-prompts and on the whole training part.
+judged in-sample and cross-fitted; and, where both routers route some fit by the label prior (the first such fit of
+each), X's column of it per label beside the best other model's, with X's mean paired difference from the other
+models per label on the N prompts and on the whole training part.
 
     .venv/bin/python bench/onboarding_members.py --dataset routerdc --seed 0 \\
         --model HuggingFaceH4/zephyr-7b-beta --routers-dir /work/routers_lp
@@ -95,13 +95,10 @@ def fallback_evidence(without, added, sample, x) -> None:
     lead over the best fitted model, with the new prompts where routing would choose X counted at the routing gain,
     those prompts judged in-sample (X's columns learned from every new prompt, the rule before 2026-12-05, session
     25) and cross-fitted (`onboarding_mixing.cross_fitted_choices`, today's rule)."""
-    import copy
-
     from finerouter.routing.ensemble import members_of
     from finerouter.routing.onboarding import assign_tasks
     from finerouter.routing.onboarding_data import new_model_scores
-    from finerouter.routing.onboarding_mixing import FALLBACK_SE, cross_fitted_choices, lead_over_best
-    from finerouter.routing.scoring import score
+    from finerouter.routing.onboarding_mixing import FALLBACK_SE, cross_fitted_choices, in_sample_picks, lead_over_best
 
     print("  fallback to X alone, per routing fit: where X is picked on the new prompts | lead over the best fitted "
           "model − routing gain vs the margin (FALLBACK_SE standard errors)")
@@ -113,9 +110,7 @@ def fallback_evidence(without, added, sample, x) -> None:
         new = new_model_scores(sample, x, fit.models_)
         emb = np.ascontiguousarray(fit.encoder_.encode(new.prompts), dtype=np.float32)
         tasks = assign_tasks(fit, emb)
-        trial = copy.copy(fit_added)
-        trial.mixing_, trial.members_ = m, []
-        in_sample = np.argmax(score(trial, emb).final, axis=1) == len(fit.models_)
+        in_sample = in_sample_picks(fit, fit_added, m, emb)
         crossed, _ = cross_fitted_choices(fit, fit_added, new, emb, tasks, fit.seed, m, np.arange(new.scores.size))
         for how, picked in (("in-sample", in_sample), ("cross-fitted", crossed)):
             lead, se = lead_over_best(fit, new, tasks, picked)

@@ -52,6 +52,13 @@ def lead_over_best(router: Any, new: NewModelScores, tasks: np.ndarray, picked: 
     return task_weighted_mean(diff[rows], tasks[rows], router.catalog_)
 
 
+def leads(router: Any, global_prior: np.ndarray) -> bool:
+    """Whether the added model (the last entry of ``global_prior``) leads ``router``'s best model by global prior: the
+    one case the router can fall back to it (:func:`mixing_after_adding`) and a fallback needs no re-weighing
+    (:func:`resumed_mixing`: it routes to the new model then)."""
+    return bool(global_prior[-1] > np.nanmax(router.global_prior_))
+
+
 def task_weighted_mean(values: np.ndarray, tasks: np.ndarray, catalog: Any) -> tuple[float, float]:
     """``(mean, standard error)`` of per-prompt ``values`` over prompts of ``tasks`` (-1: Others), each weighted by
     its task's share of the training prompts over the task's share of these prompts: the mean on the traffic the
@@ -96,7 +103,7 @@ def mixing_after_adding(router: Any, name: str, global_prior: np.ndarray, lead: 
     value, se = lead
     margin = FALLBACK_SE * float(np.hypot(se, mixing.gain_se or 0.0))
     # routing by the global prior must then pick the new model
-    if not (value - mixing.gain > margin and global_prior[-1] > np.nanmax(router.global_prior_)):
+    if not (value - mixing.gain > margin and leads(router, global_prior)):
         return mixing, None
     choice = dataclasses.replace(
         mixing, weights={s: float(s == "global") for s in SOURCES}, method="fallback", scale="normalised",
@@ -154,6 +161,15 @@ def cross_fitted_choices(router: Any, added: Any, new: NewModelScores, emb: np.n
     return chosen, without
 
 
+def in_sample_picks(router: Any, added: Any, mixing: Any, emb: np.ndarray) -> np.ndarray:
+    """``(n,)`` True where ``added`` (``router`` with the new model), routing by ``mixing`` alone (no members), would
+    choose the new model on prompts ``emb``, its columns as learned from every new prompt."""
+    from finerouter.routing.scoring import score
+
+    trial = copy.copy(added)
+    trial.mixing_, trial.members_ = mixing, []
+    return np.argmax(score(trial, emb).final, axis=1) == len(router.models_)
+
 
 def new_model_picks(router: Any, added: Any, new: NewModelScores, emb: np.ndarray, tasks: np.ndarray,
                     seed: int | None) -> np.ndarray | None:  # fmt: skip
@@ -162,18 +178,14 @@ def new_model_picks(router: Any, added: Any, new: NewModelScores, emb: np.ndarra
     (:func:`cross_fitted_choices`) given at least ``RESUME_FOLDS * MIN_PROMPTS`` scored prompts, else in-sample.
     None where the new model's global prior does not lead the router's best model's: the router cannot fall back to
     it then (:func:`mixing_after_adding`), so nothing needs judging."""
-    from finerouter.routing.scoring import score
-
-    if not added.global_prior_[-1] > np.nanmax(router.global_prior_):
+    if not leads(router, added.global_prior_):
         return None
     rows = np.flatnonzero(np.isfinite(new.scores))
     if rows.size >= RESUME_FOLDS * MIN_PROMPTS:
         picked = np.zeros(new.scores.size, dtype=bool)
         picked[rows] = cross_fitted_choices(router, added, new, emb, tasks, seed, router.mixing_, rows)[0]
         return picked
-    trial = copy.copy(added)
-    trial.mixing_, trial.members_ = router.mixing_, []
-    return np.argmax(score(trial, emb).final, axis=1) == len(router.models_)
+    return in_sample_picks(router, added, router.mixing_, emb)
 
 def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb: np.ndarray, tasks: np.ndarray,
                    seed: int | None) -> tuple[Any, dict[str, Any] | None]:  # fmt: skip
@@ -200,7 +212,7 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
     mixing = router.mixing_
     mix = getattr(mixing, "estimate_weights", None) or {}
     if (mixing is None or mixing.method != "fallback" or mixing.gain is None or mixing.scale != "normalised"
-            or mix.get("global", 0.0) >= 1.0 or added.global_prior_[-1] > np.nanmax(router.global_prior_)):
+            or mix.get("global", 0.0) >= 1.0 or leads(router, added.global_prior_)):
         return mixing, None
     rows = np.flatnonzero(np.isfinite(new.scores) & np.isfinite(new.others).all(axis=1))
     if rows.size < RESUME_FOLDS * MIN_PROMPTS:
@@ -221,6 +233,6 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
 
 
 __all__ = [
-    "FALLBACK_SE", "RESUME_FOLDS", "cross_fit_folds", "cross_fitted_choices", "lead_over_best", "mixing_after_adding",
-    "new_model_picks", "resumed_mixing", "task_weighted_mean", "task_weights",
+    "FALLBACK_SE", "RESUME_FOLDS", "cross_fit_folds", "cross_fitted_choices", "in_sample_picks", "lead_over_best",
+    "leads", "mixing_after_adding", "new_model_picks", "resumed_mixing", "task_weighted_mean", "task_weights",
 ]  # fmt: skip
