@@ -7,7 +7,9 @@ optionally cut to ``--train-size`` prompts), and for each held-out model X:
 * ``without``: FineRouter fitted on the training part without X (the router that never knew X);
 * ``added/<chooser>/<N>``: ``without`` + ``add_model(X)`` from X's scores on N training prompts, chosen by
   ``suggest_prompts`` (``suggest``) or at random (``random``); the other models' scores on those prompts are in the
-  data too, as they are in the training table.
+  data too, as they are in the training table. ``--draw D`` draws those prompts again (another seed), the fits
+  unchanged, so that several runs show how much a result owes to which prompts were drawn
+  (``bench/onboarding_summary.py`` averages the draws of each seed and model).
 
 Each router routes the test part (tolerance 0); quality is the mean true score of the chosen model. For X, "truly
 best" prompts are the test prompts where X's score is strictly above every other model's; ``x_recall`` is the share
@@ -32,6 +34,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent
+#: ``--draw D`` draws the suggested prompts with seed ``seed + DRAW_STRIDE * D`` (draw 0: the split's own seed).
+DRAW_STRIDE = 1000
 DATASETS = ("dcrouter", "routerbench_subset", "routerdc")
 
 
@@ -130,15 +134,16 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
             rest = [m for m in data.models if m != x]
             without, without_seconds = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_without_{x.replace('/', '_')}",
                                               train.select_models(rest), seed)
-            rec: dict[str, Any] = {"seed": seed, "model": x, "train_prompts": train.n_prompts,
+            rec: dict[str, Any] = {"seed": seed, "model": x, "draw": args.draw, "train_prompts": train.n_prompts,
                                    "refit_seconds": refit_seconds, "without_seconds": without_seconds,
                                    "refit": evaluate(refit, test, x), "without": evaluate(without, test, x), "added": {}}  # fmt: skip
             for chooser in args.choosers:
                 for n in args.n:
                     if chooser == "suggest":
-                        idx = suggest_prompts(without, n, train.prompts, seed=seed)
+                        idx = suggest_prompts(without, n, train.prompts, seed=seed + DRAW_STRIDE * args.draw)
                     else:
-                        idx = np.random.default_rng([seed, n]).choice(train.n_prompts, min(n, train.n_prompts), replace=False)
+                        idx = np.random.default_rng([seed, n] + ([args.draw] if args.draw else [])).choice(
+                            train.n_prompts, min(n, train.n_prompts), replace=False)
                     sample = train.subset(np.sort(idx))
                     if not np.isfinite(sample.scores[:, sample.models.index(x)]).any():
                         continue
@@ -241,6 +246,9 @@ def main() -> None:
     ap.add_argument("--judge", type=int, default=0,
                     help="grow each dataset to this many judge-scored models first (evaluation.stress.judge_pool; 0: as is)")
     ap.add_argument("--judge-drop-labels", action="store_true", help="the judge-scored pool without task labels")
+    ap.add_argument("--draw", type=int, default=0,
+                    help="which draw of the new model's prompts (0: the split's seed, as before; D > 0: another draw "
+                         "of the same size, to measure how much a result owes to the draw)")
     ap.add_argument("--routers-dir", type=Path, default=None,
                     help="save the refit and never-knew routers here, and load them from here when present")
     ap.add_argument("--dev", action="store_true",

@@ -19,27 +19,54 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from onboarding import summary_rows  # bench/onboarding.py, beside this script
 
 
 def pooled(paths: list[Path]) -> dict[str, dict[str, Any]]:
-    """Per dataset, the records of every file, each (seed, model) once; the files each dataset's came from."""
+    """Per dataset, the records of every file, each (seed, model, draw) once; the files each dataset's came from."""
     out: dict[str, dict[str, Any]] = {}
     for path in paths:
         result = json.loads(path.read_text())
         entry = out.setdefault(result["dataset"], {"records": [], "files": []})
-        seen = {(r["seed"], r["model"]) for r in entry["records"]}
+        seen = {(r["seed"], r["model"], r.get("draw", 0)) for r in entry["records"]}
         for rec in result["records"]:
-            if (rec["seed"], rec["model"]) in seen:
-                raise SystemExit(f"{path}: seed {rec['seed']}, model {rec['model']!r} is already in "
-                                 f"{entry['files']}; pass each run once")  # fmt: skip
+            if (rec["seed"], rec["model"], rec.get("draw", 0)) in seen:
+                raise SystemExit(f"{path}: seed {rec['seed']}, model {rec['model']!r}, draw {rec.get('draw', 0)} is "
+                                 f"already in {entry['files']}; pass each run once")  # fmt: skip
         entry["records"] += result["records"]
         entry["files"].append(str(path))
     return out
 
 
+#: What an added router's result averages over draws of the new model's prompts (:func:`over_draws`).
+AVERAGED = ("quality", "x_share", "x_recall", "seconds")
+
+
+def over_draws(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per (seed, model): where several draws of the new model's prompts were run (``onboarding.py
+    --draw``), the added routers' quality, share, pick rate and seconds averaged over them (the pick rate over the
+    draws where the model is truly best somewhere), so that each seed and model is one run, as the fits are; its
+    ``draws`` says how many. The refit and the never-knew router are the same fits in every draw."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault((rec["seed"], rec["model"]), []).append(rec)
+    out = []
+    for recs in groups.values():
+        first = dict(recs[0], draws=len(recs), added={})
+        for key in {k for r in recs for k in r["added"]}:
+            runs = [r["added"][key] for r in recs if key in r["added"]]
+            first["added"][key] = dict(runs[0], **{f: float(np.nanmean([run[f] for run in runs])) for f in AVERAGED
+                                                   if any(np.isfinite(run[f]) for run in runs)})  # fmt: skip
+        out.append(first)
+    return out
+
+
 def table(records: list[dict[str, Any]]) -> list[str]:
-    lines = ["| seeds | prompts chosen by / N | runs | added | refit | never knew X | added − refit | "
+    records = over_draws(records)
+    draws = sorted({r["draws"] for r in records})
+    lines = [f"draws of the new model's prompts per seed and model: {', '.join(map(str, draws))}", "",
+             "| seeds | prompts chosen by / N | runs | added | refit | never knew X | added − refit | "
              "X picked where truly best: added / refit | share of prompts routed to X: added / refit | "
              "seconds to add / refit |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     seeds = sorted({r["seed"] for r in records})
