@@ -84,7 +84,7 @@ def fitted(args: argparse.Namespace, key: str, train: Any, seed: int) -> tuple[A
     timing = None if args.routers_dir is None else args.routers_dir / f"{key}.seconds.json"
     if path is not None and (path / "manifest.json").exists():
         seconds = json.loads(timing.read_text())["fit_seconds"] if timing is not None and timing.exists() else None
-        return FineRouter.load(path, cache_dir=args.cache_dir), seconds
+        return with_task_shares(FineRouter.load(path, cache_dir=args.cache_dir), train), seconds
     t = time.perf_counter()
     router = FineRouter(cache_dir=args.cache_dir, seed=seed).fit(train)
     seconds = time.perf_counter() - t
@@ -92,6 +92,18 @@ def fitted(args: argparse.Namespace, key: str, train: Any, seed: int) -> tuple[A
         router.save(path)
         timing.write_text(json.dumps({"fit_seconds": seconds}) + "\n")
     return router, seconds
+
+
+def with_task_shares(router: Any, train: Any) -> Any:
+    """``router``, saved before fits recorded how their classifier routes the training prompts (the tasks' shares
+    of the traffic, which ``add_model`` weighs new prompts by), with those shares recorded from ``train``, the
+    prompts it was fitted on: what its fit would have recorded (``onboarding_mixing.record_task_shares``)."""
+    from finerouter.routing.ensemble import members_of
+    from finerouter.routing.onboarding_mixing import record_task_shares
+
+    if all("task_shares" in (getattr(f, "fit_summary_", None) or {}) for f in (router, *members_of(router))):
+        return router
+    return record_task_shares(router, router.encoder_.encode(train.prompts))
 
 
 def split_and_cut(data: Any, seed: int, test_size: float, train_size: int, dev: bool = False) -> tuple[Any, Any]:

@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
     args = ap.parse_args()
 
-    from onboarding import split_and_cut  # bench/onboarding.py, beside this script
+    from onboarding import split_and_cut, with_task_shares  # bench/onboarding.py, beside this script
 
     from finerouter import FineRouter
     from finerouter.data.locate import dataset_path
@@ -47,8 +47,9 @@ def main() -> None:
     data = read_routing_data(dataset_path(name), name=name)
     train, test = split_and_cut(data, seed, args.test_size, args.train_size)  # as bench/onboarding.py does
     stem = f"{name}_s{seed}_n{train.n_prompts}"
-    refit = FineRouter.load(args.routers_dir / f"{stem}_refit", cache_dir=args.cache_dir)
-    without = FineRouter.load(args.routers_dir / f"{stem}_without_{x.replace('/', '_')}", cache_dir=args.cache_dir)
+    refit = with_task_shares(FineRouter.load(args.routers_dir / f"{stem}_refit", cache_dir=args.cache_dir), train)
+    without = with_task_shares(FineRouter.load(args.routers_dir / f"{stem}_without_{x.replace('/', '_')}",
+                                               cache_dir=args.cache_dir), train)  # fmt: skip
     sample = train.subset(np.sort(suggest_prompts(without, args.n, train.prompts, seed=seed)))
     added = without.add_model(x, sample)
     emb = refit.encoder_.encode(test.prompts)

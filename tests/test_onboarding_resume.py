@@ -95,10 +95,10 @@ def test_too_few_prompts_with_the_other_models_scores_leave_the_fallback(fallen)
 
 def test_the_added_gain_is_weighted_by_the_tasks_training_shares(fallen):
     router, _, _, _ = fallen
-    sizes = np.array([t.size for t in router.catalog_.tasks] + [router.catalog_.others.size], dtype=float)
+    sizes = np.asarray(router.fit_summary_["task_shares"])  # the training prompts as the classifier routes them
     tasks = np.repeat(np.arange(router.catalog_.n_tasks), 10)  # every task sampled alike, Others never
     values = tasks.astype(float)
-    mean, se = task_weighted_mean(values, tasks, router.catalog_)
+    mean, se = task_weighted_mean(values, tasks, router)
     share = sizes[:-1] / sizes[:-1].sum()  # Others has no sampled prompt: the weights renormalise over the tasks
     assert mean == pytest.approx(float(share @ np.arange(router.catalog_.n_tasks)))
     assert se > 0

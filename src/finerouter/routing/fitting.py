@@ -209,6 +209,13 @@ def fit_parts(
     return FittedParts(discovery, classifier, quality, stage1, global_prior, train_tasks, candidates, seconds)
 
 
+def routed_shares(tasks: np.ndarray, n_tasks: int) -> list[float]:
+    """``T + 1`` shares: of prompts the classifier assigned tasks ``tasks`` (-1: Others), each task's (last: Others)."""
+    group = np.where(np.asarray(tasks) >= 0, tasks, n_tasks)
+    counts = np.bincount(group, minlength=n_tasks + 1).astype(np.float64)
+    return (counts / max(counts.sum(), 1.0)).tolist()
+
+
 def fit_summary(
     dataset: Any, parts: FittedParts, refined: bool, label_choice: dict[str, Any], mixing: MixingChoice,
     timings: dict[str, float],
@@ -224,6 +231,8 @@ def fit_summary(
         "share_in_tasks": float(np.mean(labels >= 0)),
         "mean_candidates": float(np.mean([len(c) for c in parts.candidates])) if parts.candidates else 0.0,
         "share_assigned_by_classifier": float(np.mean(parts.train_tasks >= 0)),
+        # each task's share of the training prompts as the classifier routes them (last: Others): the traffic's mix
+        "task_shares": routed_shares(parts.train_tasks, parts.discovery.catalog_.n_tasks),
         # the models Stage 2 leaves out (QualityEstimator(prune_coverage=...)), at their mean training score
         "stage2_pruned": [dataset.models[j] for j in sorted(getattr(parts.quality, "pruned_", {}))],
         "mixing": mixing.to_dict(),
@@ -433,6 +442,7 @@ __all__ = [
     "fixed_mixing",
     "label_names",
     "prior_rows",
+    "routed_shares",
     "routed_tasks",
     "stage1_matrix",
     "stage1_prior",

@@ -9,8 +9,9 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
 - **Stage-1 prior**: each prompt is assigned a task by the router's classifier; ``X``'s column of ``stage1_``
   is, per task, the router's mean prior plus ``X``'s difference from the other models on the same prompts (when
   the data carries their scores), or ``X``'s own mean, shrunk toward its overall value where a task saw few of its
-  prompts (:func:`new_prior_column`). Its global prior is the task values weighted by the tasks' training sizes,
-  so that prompts chosen to over-sample small tasks do not skew it.
+  prompts (:func:`new_prior_column`). Its global prior is the task values weighted by the tasks' shares of the
+  router's traffic (its training prompts as its classifier routes them; ``onboarding_mixing.task_weights``), so that
+  prompts chosen to over-sample small tasks do not skew it.
 - **Candidates**: a task with at least :data:`MIN_TASK_PROMPTS` new prompts that also carry every other model's
   score gets its candidate set recomputed by the δ-coverage rule of discovery
   (:func:`finerouter.discovery.candidates.adaptive_candidates`) on those prompts: ``X`` enters the task's fused
@@ -101,7 +102,7 @@ def new_columns(router: Any, new: NewModelScores, emb: np.ndarray, tasks: np.nda
     (prompts ``emb`` of tasks ``tasks``): what :func:`add_model`, and each trial of
     :func:`~finerouter.routing.onboarding_mixing.resumed_mixing`, builds its router from."""
     prior = new_prior_column(router, new, tasks)
-    global_prior = np.r_[router.global_prior_, float(prior @ task_weights(router.catalog_))]
+    global_prior = np.r_[router.global_prior_, float(prior @ task_weights(router))]
     label = getattr(router, "label_prior_", None)  # the labels' prior gets the new model's column too
     if label is not None:
         label = label.with_column(new_label_column(label, new.scores, new.others, emb, MIN_PROMPTS, new.labels))
@@ -135,7 +136,7 @@ def updated_candidates(
     complete = np.isfinite(full).all(axis=1)
     delta = float(router.discovery_.delta if router.discovery_ is not None else 0.8)
     epsilon = float(getattr(router.discovery_, "epsilon", 60))
-    tie = np.r_[router.global_prior_, prior @ task_weights(catalog)]
+    tie = np.r_[router.global_prior_, prior @ task_weights(router)]
     rankings, candidates, coverage = [], [], []
     counts = {"coverage_rule": 0, "prior_rule": 0, "no_prompts": 0}
     new_index = len(models)

@@ -91,7 +91,8 @@ def save_members(router: Any, tmp: Path) -> list[dict[str, Any]]:
         save_arrays(folder / "router.safetensors", {"stage1": member.stage1_, "calibration_x": member.calibration_.x,
                                                      "calibration_y": member.calibration_.y, **_label_arrays(member)})  # fmt: skip
         entries.append({"folder": f"members/{i}", "seed": int(member.seed), "n_tasks": member.catalog_.n_tasks,
-                        "mixing_weights": member.mixing_.to_dict(), "label_prior_labels": _label_names(member)})  # fmt: skip
+                        "mixing_weights": member.mixing_.to_dict(), "label_prior_labels": _label_names(member),
+                        "task_shares": (getattr(member, "fit_summary_", None) or {}).get("task_shares")})  # fmt: skip
     return entries
 
 
@@ -160,6 +161,7 @@ def load_members(
         member.neighbour_embeddings_ = shared.get("neighbour_embeddings") if member.mixing_.uses_neighbours else None
         member.neighbour_scores_ = shared.get("neighbour_scores") if member.mixing_.uses_neighbours else None
         member.settings_ = {**router.settings_, "ensemble_size": 1}
+        member.fit_summary_ = {} if entry.get("task_shares") is None else {"task_shares": entry["task_shares"]}
         share_with_member(member, router)
         members.append(member)
     return members

@@ -46,7 +46,7 @@ def suggest_prompts(router: Any, n: int, prompts: Any, *, seed: int = 0) -> np.n
     tasks = assign_tasks(router, emb)
     n_tasks = router.catalog_.n_tasks
     group = np.where(tasks >= 0, tasks, n_tasks)
-    weight = task_weights(router.catalog_) * (1.0 + task_closeness(router))
+    weight = task_weights(router) * (1.0 + task_closeness(router))
     rng = np.random.default_rng(seed)
     members = {g: list(rng.permutation(unique[group == g])) for g in np.unique(group)}
     order = sorted(members, key=lambda g: (-weight[g], g))
