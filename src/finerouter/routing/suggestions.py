@@ -26,9 +26,9 @@ def suggest_prompts(router: Any, n: int, prompts: Any, *, seed: int = 0) -> np.n
 
     Prompts are assigned tasks by the router's classifier (as routing does) and drawn at random (seeded) inside each
     task. Every task with prompts gets one before any gets two while ``n`` allows; then each task's quota grows with
-    its share of the training prompts times ``1 + closeness`` (:func:`task_closeness`): larger tasks and tasks whose
-    best two models are close get more. The list interleaves the tasks, larger weights first, so any prefix of it
-    is itself a stratified choice.
+    its share of the router's traffic (:func:`~finerouter.routing.onboarding_mixing.task_weights`) times
+    ``1 + closeness`` (:func:`task_closeness`): larger tasks and tasks whose best two models are close get more. The
+    list interleaves the tasks, larger weights first, so any prefix of it is itself a stratified choice.
     """
     router._check_fitted()
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
