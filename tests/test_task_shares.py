@@ -53,7 +53,8 @@ def test_the_shares_survive_saving_and_a_router_saved_without_them_can_be_given_
     for fit in (loaded, *members_of(loaded)):  # as an artifact saved before fits recorded them
         del fit.fit_summary_["task_shares"]
     sizes = np.array([t.size for t in loaded.catalog_.tasks] + [loaded.catalog_.others.size], dtype=float)
-    np.testing.assert_allclose(task_weights(loaded), sizes / sizes.sum())  # the fallback: discovery's sizes
+    with pytest.warns(UserWarning, match="record_task_shares"):  # the fallback: discovery's sizes, and a warning
+        np.testing.assert_allclose(task_weights(loaded), sizes / sizes.sum())
     record_task_shares(loaded, loaded.encoder_.encode(train.prompts))
     for fit, again in zip([router, *members_of(router)], [loaded, *members_of(loaded)], strict=True):
         np.testing.assert_allclose(task_weights(again), task_weights(fit), atol=1e-12)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,10 @@ def task_weights(router: Any) -> np.ndarray:
     if shares is not None and len(shares) == n and float(np.sum(shares)) > 0:
         shares = np.asarray(shares, dtype=np.float64)
         return shares / shares.sum()
+    warnings.warn("this router was fitted before routers recorded their tasks' shares of the training prompts "
+                  "(fit_summary_['task_shares']): new prompts are weighed by discovery's task sizes instead; "
+                  "finerouter.routing.onboarding_mixing.record_task_shares(router, embeddings of its training "
+                  "prompts) records them", UserWarning, stacklevel=2)  # fmt: skip
     catalog = router.catalog_
     sizes = np.array([t.size for t in catalog.tasks] + [catalog.others.size], dtype=np.float64)
     return sizes / sizes.sum() if sizes.sum() > 0 else np.full(n, 1.0 / n)
