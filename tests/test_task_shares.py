@@ -5,6 +5,8 @@ suggest-prompts shares its prompts by."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -80,3 +82,16 @@ def test_over_every_training_prompt_the_weighted_lead_is_the_plain_mean(fitted):
     weighted, _ = task_weighted_mean(values[heavy], tasks[heavy], router)
     assert weighted == pytest.approx(float(np.mean(values)), abs=1e-12)
     assert float(np.mean(values)) < float(np.mean(values[heavy]))
+
+
+def test_prompts_only_of_tasks_without_traffic_count_alike(fitted):
+    router, _ = fitted
+    shares = task_weights(router)
+    empty = int(np.flatnonzero(shares == 0)[0]) if (shares == 0).any() else None
+    if empty is None:  # make one: a router whose classifier routed no training prompt to task 0
+        router = copy.copy(router)
+        router.fit_summary_ = {**router.fit_summary_, "task_shares": [0.0, *shares[1:]]}
+        empty = 0
+    tasks = np.full(4, empty if empty < router.catalog_.n_tasks else -1)
+    mean, se = task_weighted_mean(np.array([0.0, 1.0, 1.0, 0.0]), tasks, router)
+    assert mean == pytest.approx(0.5) and np.isfinite(se)

@@ -26,8 +26,8 @@ def task_weights(router: Any) -> np.ndarray:
     for a router saved before). New prompts are given tasks by that classifier, so these are the shares that weigh
     them back to the traffic the router was fitted on. Discovery's task sizes, the fallback for a router without
     them, can be far from it (routerdc, 1,500 prompts: the classifier routes the training prompts to tasks in shares
-    a total variation of 0.22 to 0.25 away from the tasks' sizes, and to Others none of the 8% discovery left
-    there)."""
+    a total variation of 0.22 to 0.25 away from the tasks' sizes, and to Others none of the up to 8% discovery
+    left there)."""
     n = router.catalog_.n_tasks + 1
     shares = (getattr(router, "fit_summary_", None) or {}).get("task_shares")
     if shares is not None and len(shares) == n and float(np.sum(shares)) > 0:
@@ -99,7 +99,8 @@ def task_weighted_mean(values: np.ndarray, tasks: np.ndarray, router: Any) -> tu
     group = np.where(tasks >= 0, tasks, n_tasks)
     sample_share = np.bincount(group, minlength=n_tasks + 1) / group.size
     weight = task_weights(router)[group] / sample_share[group]
-    weight = weight / weight.sum()
+    # prompts only of tasks the classifier routed no training prompt to: nothing to weigh them back to, alike
+    weight = weight / weight.sum() if weight.sum() > 0 else np.full(values.size, 1.0 / values.size)
     mean = float(weight @ values)
     return mean, float(np.sqrt(np.sum(weight**2 * (values - mean) ** 2)))
 
