@@ -4,6 +4,7 @@ commands. A FakeEncoder router on synthetic data, fitted once per module."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import Counter
 
@@ -210,6 +211,33 @@ def test_cli_add_model_remove_and_suggest_prompts(fitted, tmp_path):
                               "--out", str(tmp_path / "out2"), "--cache-dir", str(tmp_path / "c")])
     assert res.exit_code == 2 and "unknown model 'nope'" in res.output
     assert not (tmp_path / "out2").exists()
+
+
+def test_cli_add_model_records_the_task_shares_of_an_older_router(fitted, tmp_path):
+    from finerouter.data.readers import read_routing_data
+    from finerouter.routing.ensemble import members_of
+    from finerouter.routing.onboarding_mixing import record_task_shares, task_weights
+
+    router, train, _, target = fitted
+    old = copy.deepcopy(router)
+    for fit in (old, *members_of(old)):  # as saved before fits recorded them
+        fit.fit_summary_ = {k: v for k, v in fit.fit_summary_.items() if k != "task_shares"}
+    old.save(tmp_path / "old")
+    train.write(tmp_path / "train.csv")
+    with_star(router, train, target).write(tmp_path / "star.csv")
+    res = CliRunner().invoke(app, ["add-model", "--router", str(tmp_path / "old"), "--data", str(tmp_path / "star.csv"),
+                                   "--model", STAR, "--cost", "0.001", "--train-data", str(tmp_path / "train.csv"),
+                                   "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")])
+    assert res.exit_code == 0, res.output
+    assert "recorded the tasks' shares" in res.output
+    added = FineRouter.load(tmp_path / "out")
+    # what the router's classifier makes of the table's prompts (the reader merges the synthetic data's repeated
+    # prompts, which the in-memory fit counted once per row)
+    table = read_routing_data(tmp_path / "train.csv")
+    expected = record_task_shares(copy.deepcopy(old), old.encoder_.encode(table.prompts))
+    for fit, again in zip([expected, *members_of(expected)], [added, *members_of(added)], strict=True):
+        np.testing.assert_allclose(task_weights(again), task_weights(fit), atol=1e-12)
+        assert "task_shares" in again.fit_summary_
 
 
 @pytest.mark.parametrize("mixing", ["paper", "cv"])

@@ -21,6 +21,7 @@ def add_model(
     remove: list[str] = typer.Option([], "--remove", help="A model to retire (repeatable); done before adding --model."),
     cache_dir: Path | None = typer.Option(Path(".finerouter_cache"), "--cache-dir", help="Embedding cache directory."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the new model's training (default: the router's)."),
+    train_data: Path | None = typer.Option(None, "--train-data", help="The table the router was fitted on, for a router saved before routers recorded how their classifier routes the training prompts: records those shares from it (the new prompts are weighed back to the traffic by them)."),
     force: bool = typer.Option(False, "--force", help="Replace --out even if it is not a previous router artifact (deletes what it holds)."),
 ) -> None:
     """Add --model from --data (its embedding, adapters, task priors and candidates learned with everything else
@@ -37,6 +38,13 @@ def add_model(
             raise typer.BadParameter("give the new model's cost by --prices or by --cost, not both")
         check_save_destination(out, force=force)  # before any work: a refusal costs nothing
         current = FineRouter.load(router, cache_dir=cache_dir)
+        if train_data is not None:
+            from finerouter.data.readers import read_routing_data
+            from finerouter.routing.onboarding_mixing import record_task_shares
+
+            fitted_on = read_routing_data(train_data)
+            record_task_shares(current, current.encoder_.encode(fitted_on.prompts))
+            err_console.print(f"recorded the tasks' shares of {len(fitted_on.prompts)} training prompts")
         for name in remove:
             current = current.remove_model(name)
             err_console.print(f"[bold]removed[/] {name}")

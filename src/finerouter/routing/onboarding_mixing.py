@@ -36,7 +36,8 @@ def task_weights(router: Any) -> np.ndarray:
     warnings.warn("this router was fitted before routers recorded their tasks' shares of the training prompts "
                   "(fit_summary_['task_shares']): new prompts are weighed by discovery's task sizes instead; "
                   "finerouter.routing.onboarding_mixing.record_task_shares(router, embeddings of its training "
-                  "prompts) records them", UserWarning, stacklevel=2)  # fmt: skip
+                  "prompts), or `finerouter add-model --train-data TABLE`, records them", UserWarning,
+                  stacklevel=2)  # fmt: skip
     catalog = router.catalog_
     sizes = np.array([t.size for t in catalog.tasks] + [catalog.others.size], dtype=np.float64)
     return sizes / sizes.sum() if sizes.sum() > 0 else np.full(n, 1.0 / n)
