@@ -111,6 +111,14 @@ def task_weighted_mean(values: np.ndarray, tasks: np.ndarray, router: Any) -> tu
 FALLBACK_SE = 1.0
 
 
+def lead_beyond_gain(lead: tuple[float, float], mixing: Any) -> tuple[float, float]:
+    """``(lead − gain, margin)``: how far the new model's lead over the best fitted model (``lead``: value and standard
+    error, :func:`lead_over_best`) exceeds the gain routing by ``mixing`` was estimated to bring, and the margin it must
+    exceed for the router to fall back to it (:data:`FALLBACK_SE` standard errors of the two together)."""
+    value, se = lead
+    return value - float(mixing.gain), FALLBACK_SE * float(np.hypot(se, mixing.gain_se or 0.0))
+
+
 def mixing_after_adding(router: Any, name: str, global_prior: np.ndarray, lead: tuple[float, float]
                         ) -> tuple[Any, dict[str, float] | None]:  # fmt: skip
     """The mixing a router routes with once a model was added (the last entry of ``global_prior``; ``lead``:
@@ -134,17 +142,17 @@ def mixing_after_adding(router: Any, name: str, global_prior: np.ndarray, lead: 
     mixing = router.mixing_
     if mixing is None or mixing.method != "cv" or mixing.gain is None:
         return mixing, None
-    value, se = lead
-    margin = FALLBACK_SE * float(np.hypot(se, mixing.gain_se or 0.0))
+    beyond, margin = lead_beyond_gain(lead, mixing)
     # routing by the global prior must then pick the new model
-    if not (value - mixing.gain > margin and leads(router, global_prior)):
+    if not (beyond > margin and leads(router, global_prior)):
         return mixing, None
     choice = dataclasses.replace(
         mixing, weights={s: float(s == "global") for s in SOURCES}, method="fallback", scale="normalised",
         estimate_weights=mixing.estimate_weights or dict(mixing.weights),
         replaced={"model": name, "mixing": mixing.to_dict()},
     )  # fmt: skip
-    return choice, {"lead": round(value, 4), "lead_se": round(se, 4), "routing_gain": round(float(mixing.gain), 4),
+    return choice, {"lead": round(lead[0], 4), "lead_se": round(lead[1], 4),
+                    "routing_gain": round(float(mixing.gain), 4),
                     "routing_gain_se": round(float(mixing.gain_se or 0.0), 4)}  # fmt: skip
 
 
@@ -267,7 +275,7 @@ def resumed_mixing(router: Any, added: Any, name: str, new: NewModelScores, emb:
 
 
 __all__ = [
-    "FALLBACK_SE", "RESUME_FOLDS", "cross_fit_folds", "cross_fitted_choices", "in_sample_picks", "lead_over_best",
-    "leads", "mixing_after_adding", "new_model_picks", "record_task_shares", "resumed_mixing", "task_weighted_mean",
-    "task_weights",
+    "FALLBACK_SE", "RESUME_FOLDS", "cross_fit_folds", "cross_fitted_choices", "in_sample_picks", "lead_beyond_gain",
+    "lead_over_best", "leads", "mixing_after_adding", "new_model_picks", "record_task_shares", "resumed_mixing",
+    "task_weighted_mean", "task_weights",
 ]  # fmt: skip
