@@ -72,6 +72,24 @@ def evaluate(router: Any, test: Any, x: str) -> dict[str, float]:
     return out
 
 
+def router_key(dataset: str, seed: int, n_prompts: int, held_out: str | None = None) -> str:
+    """The name a fit is saved under in ``--routers-dir``: the refit with every model (``held_out`` None), or the
+    router fitted without ``held_out``, on ``n_prompts`` training prompts of the split of ``seed``."""
+    stem = f"{dataset}_s{seed}_n{n_prompts}"
+    return f"{stem}_refit" if held_out is None else f"{stem}_without_{held_out.replace('/', '_')}"
+
+
+def one_model_arguments(ap: argparse.ArgumentParser) -> None:
+    """The arguments of a bench that looks at one dataset, seed and held-out model on this bench's split and training
+    cut (``bench/onboarding_members.py``, ``bench/task_shares.py``)."""
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--train-size", type=int, default=1500)
+    ap.add_argument("--test-size", type=float, default=0.2)
+    ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
+
+
 def fitted(args: argparse.Namespace, key: str, train: Any, seed: int) -> tuple[Any, float | None]:
     """FineRouter fitted on ``train`` with ``seed``, and the seconds its fit took; with ``--routers-dir``, the router
     an earlier run saved there under ``key`` (each is saved after fitting), so that re-running the bench after a
@@ -138,13 +156,13 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
         train, test = split_and_cut(data, seed, args.test_size, args.train_size, args.dev)
         if args.test_limit and args.test_limit < test.n_prompts:
             test = test.subset(np.sort(np.random.default_rng(seed + 1).choice(test.n_prompts, args.test_limit, replace=False)))
-        refit, refit_seconds = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_refit", train, seed)
+        refit, refit_seconds = fitted(args, router_key(name, seed, train.n_prompts), train, seed)
         took = "loaded, fit time not recorded" if refit_seconds is None else f"{refit_seconds:.0f}s"
         print(f"[{name} seed {seed}] refit with all {data.n_models} models on {train.n_prompts} prompts: {took}",
               flush=True)  # fmt: skip
         for x in held_out_models(data, args.held_out):
             rest = [m for m in data.models if m != x]
-            without, without_seconds = fitted(args, f"{name}_s{seed}_n{train.n_prompts}_without_{x.replace('/', '_')}",
+            without, without_seconds = fitted(args, router_key(name, seed, train.n_prompts, x),
                                               train.select_models(rest), seed)
             rec: dict[str, Any] = {"seed": seed, "model": x, "draw": args.draw, "train_prompts": train.n_prompts,
                                    "refit_seconds": refit_seconds, "without_seconds": without_seconds,

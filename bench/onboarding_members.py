@@ -23,18 +23,13 @@ import numpy as np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--n", type=int, default=300)
-    ap.add_argument("--train-size", type=int, default=1500)
-    ap.add_argument("--test-size", type=float, default=0.2)
-    ap.add_argument("--routers-dir", type=Path, required=True)
-    ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
-    args = ap.parse_args()
+    from onboarding import one_model_arguments, router_key, split_and_cut, with_task_shares  # beside this script
 
-    from onboarding import split_and_cut, with_task_shares  # bench/onboarding.py, beside this script
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    one_model_arguments(ap)
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--routers-dir", type=Path, required=True)
+    args = ap.parse_args()
 
     from finerouter import FineRouter
     from finerouter.data.locate import dataset_path
@@ -46,10 +41,8 @@ def main() -> None:
     name, seed, x = args.dataset, args.seed, args.model
     data = read_routing_data(dataset_path(name), name=name)
     train, test = split_and_cut(data, seed, args.test_size, args.train_size)  # as bench/onboarding.py does
-    stem = f"{name}_s{seed}_n{train.n_prompts}"
-    refit = with_task_shares(FineRouter.load(args.routers_dir / f"{stem}_refit", cache_dir=args.cache_dir), train)
-    without = with_task_shares(FineRouter.load(args.routers_dir / f"{stem}_without_{x.replace('/', '_')}",
-                                               cache_dir=args.cache_dir), train)  # fmt: skip
+    saved = [args.routers_dir / router_key(name, seed, train.n_prompts, held) for held in (None, x)]
+    refit, without = (with_task_shares(FineRouter.load(path, cache_dir=args.cache_dir), train) for path in saved)
     sample = train.subset(np.sort(suggest_prompts(without, args.n, train.prompts, seed=seed)))
     added = without.add_model(x, sample)
     emb = refit.encoder_.encode(test.prompts)
@@ -99,7 +92,8 @@ def fallback_evidence(without, added, sample, x) -> None:
     from finerouter.routing.ensemble import members_of
     from finerouter.routing.onboarding import assign_tasks
     from finerouter.routing.onboarding_data import new_model_scores
-    from finerouter.routing.onboarding_mixing import FALLBACK_SE, cross_fitted_choices, in_sample_picks, lead_over_best
+    from finerouter.routing.onboarding_mixing import (cross_fitted_choices, in_sample_picks, lead_beyond_gain,
+                                                     lead_over_best)
 
     print("  fallback to X alone, per routing fit: where X is picked on the new prompts | lead over the best fitted "
           "model − routing gain vs the margin (FALLBACK_SE standard errors)")
@@ -115,10 +109,10 @@ def fallback_evidence(without, added, sample, x) -> None:
         crossed, _ = cross_fitted_choices(fit, fit_added, new, emb, tasks, fit.seed, m, np.arange(new.scores.size))
         for how, picked in (("in-sample", in_sample), ("cross-fitted", crossed)):
             lead, se = lead_over_best(fit, new, tasks, picked)
-            margin = FALLBACK_SE * float(np.hypot(se, m.gain_se or 0.0))
+            beyond, margin = lead_beyond_gain((lead, se), m)
             print(f"    fit {k} {how:<12} picked {picked.mean():.3f}: lead {lead:+.4f} ± {se:.4f}, gain {m.gain:+.4f} "
-                  f"± {m.gain_se or 0:.4f}, lead − gain {lead - m.gain:+.4f} vs margin {margin:.4f}: "
-                  f"{'falls back' if lead - m.gain > margin else 'keeps routing'}")  # fmt: skip
+                  f"± {m.gain_se or 0:.4f}, lead − gain {beyond:+.4f} vs margin {margin:.4f}: "
+                  f"{'falls back' if beyond > margin else 'keeps routing'}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -16,23 +16,19 @@ from __future__ import annotations
 
 import argparse
 import copy
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--train-size", type=int, default=1500)
-    ap.add_argument("--test-size", type=float, default=0.2)
-    ap.add_argument("--routers-dir", type=Path, default=None)
-    ap.add_argument("--cache-dir", type=Path, default=Path(".finerouter_cache"))
-    args = ap.parse_args()
+    from onboarding import fitted, one_model_arguments, router_key, split_and_cut  # bench/onboarding.py, beside this
 
-    from onboarding import fitted, split_and_cut  # bench/onboarding.py, beside this script
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    one_model_arguments(ap)
+    ap.add_argument("--routers-dir", type=Path, default=None)
+    args = ap.parse_args()
 
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
@@ -45,7 +41,7 @@ def main() -> None:
     train, _ = split_and_cut(data, args.seed, args.test_size, args.train_size)
     x = args.model
     rest = [m for m in data.models if m != x]
-    key = f"{args.dataset}_s{args.seed}_n{train.n_prompts}_without_{x.replace('/', '_')}"
+    key = router_key(args.dataset, args.seed, train.n_prompts, x)
     without, _ = fitted(args, key, train.select_models(rest), args.seed)  # records the shares if saved without them
     new = new_model_scores(train, x, without.models_)
     emb = np.ascontiguousarray(without.encoder_.encode(new.prompts), dtype=np.float32)
@@ -54,16 +50,17 @@ def main() -> None:
     print(f"{args.dataset}, seed {args.seed}, X = {x}; {train.n_prompts} training prompts; best fitted model by "
           f"global prior {without.models_[best]}; X's plain mean difference from it {plain:+.4f}")  # fmt: skip
     for k, fit in enumerate([without, *members_of(without)]):
-        catalog = fit.catalog_
-        sizes = np.array([t.size for t in catalog.tasks] + [catalog.others.size], dtype=np.float64)
-        sizes /= sizes.sum()
         shares = task_weights(fit)
         by_sizes = copy.copy(fit)
         by_sizes.fit_summary_ = {k2: v for k2, v in fit.fit_summary_.items() if k2 != "task_shares"}  # the old weights
         tasks = assign_tasks(fit, emb)
         now, _ = lead_over_best(fit, new, tasks)
-        before, _ = lead_over_best(by_sizes, new, tasks)
-        print(f"  fit {k}: {catalog.n_tasks} tasks; Others: {sizes[-1]:.3f} of discovery's prompts, {shares[-1]:.3f} "
+        with warnings.catch_warnings():  # discovery's sizes on purpose (task_weights warns that it falls back to them)
+            warnings.simplefilter("ignore", UserWarning)
+            sizes = task_weights(by_sizes)
+            before, _ = lead_over_best(by_sizes, new, tasks)
+        n_tasks = fit.catalog_.n_tasks
+        print(f"  fit {k}: {n_tasks} tasks; Others: {sizes[-1]:.3f} of discovery's prompts, {shares[-1]:.3f} "
               f"routed; total variation {0.5 * np.abs(sizes - shares).sum():.3f}; X's lead over every training "
               f"prompt weighted by discovery's sizes {before:+.4f}, by the routed shares {now:+.4f}")  # fmt: skip
 
