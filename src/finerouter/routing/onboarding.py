@@ -22,8 +22,7 @@ prompts (typically 100 to 1,000), everything the router already learned staying 
   the training prompts among its new prompts (:func:`scores_on_training_prompts`) and, on the others, the router's
   models' mean score there plus ``X``'s overall difference from them, so ``X``'s neighbour mean weighs its own
   scores by how many of the prompt's neighbours it was scored on.
-- **Costs**: a price for ``X`` (a prices table, per-prompt costs in the data, or a flat cost per prompt), in the
-  router's own cost model.
+- **Costs**: a price for ``X`` (a prices table, per-prompt costs in the data, or a flat price), in its cost model.
 
 The mixing weights and the calibration stay as they are, with two exceptions
 (:mod:`finerouter.routing.onboarding_mixing`): a router whose cross-validation chose to route falls back to the best
@@ -408,7 +407,8 @@ def add_model(router: Any, name: str, data: Any, cost: Any = None, *, seed: int 
         out.label_prior_ = label_prior
     routes = router.mixing_ is not None and router.mixing_.method == "cv"  # else no fallback to weigh
     picked = new_model_picks(router, out, new, emb, tasks, seed) if routes else None  # where this fit would choose it
-    mixing, why = mixing_after_adding(router, name, global_prior, lead_over_best(router, new, tasks, picked))
+    lead = None if picked is None else lead_over_best(router, new, tasks, picked)  # None: no fallback to weigh
+    mixing, why = (router.mixing_, None) if lead is None else mixing_after_adding(router, name, global_prior, lead)
     if not routes:  # a fit that fell back: would routing, with the new model, now gain?
         mixing, evidence = resumed_mixing(router, out, name, new, emb, tasks, seed)
         if evidence is not None:
