@@ -15,7 +15,8 @@ fit, hard assignment: that old default), and each with one fit and hard assignme
 ``soft_ensemble3_stack_nb`` (all four); on top of the defaults, discovery made coarser: ``tau03`` / ``tau02``
 (``tau`` 0.3 / 0.2: more graph edges kept), ``resolution05`` (Leiden resolution 0.5: fewer communities);
 ``stop_routing``: Stage 2 early-stopped on dev routing quality (``quality={"stop_on": "routing"}``);
-``neighbours``: the neighbour source among the mixing candidates (``neighbours=True``). With ``--knn`` the harness's kNN baseline (k tuned on its own dev splits of
+``neighbours``: the neighbour source among the mixing candidates (``neighbours=True``); ``default_ensemble3``: three
+fits, the rest the defaults (a ``stage1_assignment`` named outright, as in ``ensemble3``, takes the label prior out). With ``--knn`` the harness's kNN baseline (k tuned on its own dev splits of
 the fit part) is fitted on the same fit part as a reference row.
 
     .venv/bin/python bench/dev_variants.py --datasets routerdc,dcrouter --train-size 1500 --variants default,soft
@@ -47,6 +48,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "soft": {**_ONE, "stage1_assignment": "soft"},
     "ensemble3": {**_ONE, "ensemble_size": 3},
     "soft_ensemble3": {"stage1_assignment": "soft", "ensemble_size": 3},
+    # three fits, everything else the default (a stage1_assignment named outright takes the label prior out)
+    "default_ensemble3": {"ensemble_size": 3},
     "folds5": {**_ONE, "cv_folds": 5},
     "soft_folds5": {**_ONE, "stage1_assignment": "soft", "cv_folds": 5},
     "stack_nb": {**_ONE, "stacking": True, "neighbours": True},
