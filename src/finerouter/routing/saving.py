@@ -161,7 +161,10 @@ def load_members(
         member.neighbour_embeddings_ = shared.get("neighbour_embeddings") if member.mixing_.uses_neighbours else None
         member.neighbour_scores_ = shared.get("neighbour_scores") if member.mixing_.uses_neighbours else None
         member.settings_ = {**router.settings_, "ensemble_size": 1}
-        member.fit_summary_ = {} if entry.get("task_shares") is None else {"task_shares": entry["task_shares"]}
+        # what add_model and scoring read of a member's fit: its tasks' shares, and its training data's size (the
+        # router's: a member is fitted on the same prompts)
+        summary = {"task_shares": entry.get("task_shares"), "n_prompts": router.fit_summary_.get("n_prompts")}
+        member.fit_summary_ = {k: v for k, v in summary.items() if v is not None}
         share_with_member(member, router)
         members.append(member)
     return members

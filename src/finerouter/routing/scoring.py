@@ -56,6 +56,33 @@ def reference_models(router: Any) -> np.ndarray | None:
     return None if len(fitted) == len(router.models_) or len(fitted) < 2 else np.asarray(fitted, dtype=np.int64)
 
 
+def added_trust(router: Any) -> dict[int, float]:
+    """Per added model's column, how far its stage-2 estimate is trusted against its stage-1 prior: its new prompts
+    over the prompts the router was fitted on (at most 1; ``fit_summary_["n_prompts"]``), empty for a router as
+    fitted. An added model's adapters are learned, everything else frozen, from those few prompts (a few hundred
+    against the fitted models' thousands); left at the fitted models' stage-2 weight they spread its choices toward
+    the models it resembles, so its estimate is shrunk toward its paired prior by its share of the data
+    (:func:`_score_one`; docs/onboarding.md)."""
+    provenance = getattr(router, "provenance_", None) or {}
+    n_fit = (getattr(router, "fit_summary_", None) or {}).get("n_prompts")
+    out = {}
+    for j, m in enumerate(router.models_):
+        added = provenance.get(m)
+        if isinstance(added, dict) and added.get("added") and n_fit:
+            out[j] = min(1.0, float(added["added"]) / float(n_fit))
+    return out
+
+
+def _towards_prior(s2: np.ndarray, stage1: np.ndarray, trust: dict[int, float]) -> np.ndarray:
+    """``s2`` with each added model's column shrunk toward ``stage1``'s by :func:`added_trust`."""
+    if not trust:
+        return s2
+    s2 = s2.copy()
+    for j, lam in trust.items():
+        s2[:, j] = lam * s2[:, j] + (1.0 - lam) * stage1[:, j]
+    return s2
+
+
 def stage1_normalised(router: Any) -> np.ndarray:
     """``minmax_rows(stage1_)``, cached: normalising a task's row once equals normalising it per prompt."""
     cached = getattr(router, "_stage1_norm", None)
@@ -79,10 +106,13 @@ def score(router: Any, emb: np.ndarray) -> RouterScores:
     """Every score of a fitted router for ``emb``: checked ``(n, d)`` float32 embeddings. The hot path of
     routing: the components are called past their own input checks. A seed ensemble
     (:mod:`finerouter.routing.ensemble`) averages its fits' scores."""
-    return average_scores(_score_one(router, emb), [_score_one(member, emb) for member in members_of(router)])
+    trust = added_trust(router)  # the router's: its members share its models and training data
+    return average_scores(_score_one(router, emb, trust), [_score_one(m, emb, trust) for m in members_of(router)])
 
 
-def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
+def _score_one(router: Any, emb: np.ndarray, trust: dict[int, float] | None = None) -> RouterScores:
+    """One fit's scores; ``trust``: :func:`added_trust` of the router it belongs to (None: its own)."""
+    trust = added_trust(router) if trust is None else trust
     n = emb.shape[0]
     logits = None
     if router.classifier_ is not None:
@@ -112,16 +142,16 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     # added models: their stage-2 estimates clipped to the fitted models' range; their priors and neighbour means
     # not (reference_models)
     s2 = clip_to_reference(stage2, ref)
-    raw = raw_mix(estimate_weights, s2, stage1, router.global_prior_, neighbours)
+    raw = raw_mix(estimate_weights, _towards_prior(s2, stage1, trust), stage1, router.global_prior_, neighbours)
     if router.mixing_.scale == "raw":
         # a stack routes by the raw mix the expected scores calibrate (the same weights): computed once
         same = np.array_equal(weights, estimate_weights)
         final = minmax_rows(raw, ref) if same else routing_mix(
-            weights, "raw", s2, stage1, router.global_prior_, neighbours, ref)
+            weights, "raw", _towards_prior(s2, stage1, trust), stage1, router.global_prior_, neighbours, ref)
     else:
         w2, w1, wg, wn = weights
-        final = w2 * minmax_rows(s2, ref) + w1 * (minmax_rows(stage1, ref) if per_prompt
-                                                              else stage1_normalised(router)[rows])
+        n1 = minmax_rows(stage1, ref) if per_prompt else stage1_normalised(router)[rows]
+        final = w2 * _towards_prior(minmax_rows(s2, ref), n1, trust) + w1 * n1
         if wg:
             final += wg * global_normalised(router)
         if wn:
@@ -130,4 +160,4 @@ def _score_one(router: Any, emb: np.ndarray) -> RouterScores:
     return RouterScores(stage1, stage2, final, task, confidence.astype(np.float64), expected)
 
 
-__all__ = ["RouterScores", "global_normalised", "reference_models", "score", "stage1_normalised"]
+__all__ = ["RouterScores", "added_trust", "global_normalised", "reference_models", "score", "stage1_normalised"]
