@@ -60,9 +60,9 @@ def added_trust(router: Any) -> dict[int, float]:
     """Per added model's column, how far its stage-2 estimate is trusted against its stage-1 prior: its new prompts
     over the prompts the router was fitted on (at most 1; ``fit_summary_["n_prompts"]``), empty for a router as
     fitted. An added model's adapters are learned, everything else frozen, from those few prompts (a few hundred
-    against the fitted models' thousands); left at the fitted models' stage-2 weight they spread its choices toward
-    the models it resembles, so its estimate is shrunk toward its paired prior by its share of the data
-    (:func:`_score_one`; docs/onboarding.md)."""
+    against the fitted models' thousands); left at the fitted models' stage-2 weight they held the added model's
+    routing score down (it was chosen less often where truly best than by a refit), so its estimate is shrunk toward
+    its paired prior by its share of the data (:func:`_score_one`; measured in docs/onboarding.md)."""
     provenance = getattr(router, "provenance_", None) or {}
     n_fit = (getattr(router, "fit_summary_", None) or {}).get("n_prompts")
     out = {}
@@ -142,12 +142,13 @@ def _score_one(router: Any, emb: np.ndarray, trust: dict[int, float] | None = No
     # added models: their stage-2 estimates clipped to the fitted models' range; their priors and neighbour means
     # not (reference_models)
     s2 = clip_to_reference(stage2, ref)
-    raw = raw_mix(estimate_weights, _towards_prior(s2, stage1, trust), stage1, router.global_prior_, neighbours)
+    s2_raw = _towards_prior(s2, stage1, trust)  # added models' estimates shrunk toward their priors (added_trust)
+    raw = raw_mix(estimate_weights, s2_raw, stage1, router.global_prior_, neighbours)
     if router.mixing_.scale == "raw":
         # a stack routes by the raw mix the expected scores calibrate (the same weights): computed once
         same = np.array_equal(weights, estimate_weights)
         final = minmax_rows(raw, ref) if same else routing_mix(
-            weights, "raw", _towards_prior(s2, stage1, trust), stage1, router.global_prior_, neighbours, ref)
+            weights, "raw", s2_raw, stage1, router.global_prior_, neighbours, ref)
     else:
         w2, w1, wg, wn = weights
         n1 = minmax_rows(stage1, ref) if per_prompt else stage1_normalised(router)[rows]
