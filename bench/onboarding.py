@@ -204,8 +204,9 @@ def run_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def mean_known(values: list[float | None]) -> float | None:
-    """Mean of the values that were measured (fits loaded from ``--routers-dir`` without a recorded time are None)."""
-    known = [v for v in values if v is not None]
+    """Mean of the values that were measured (fits loaded from ``--routers-dir`` without a recorded time are None; a
+    pick rate is NaN where the model is truly best nowhere); None if none was."""
+    known = [v for v in values if v is not None and np.isfinite(v)]
     return float(np.mean(known)) if known else None
 
 

@@ -5,9 +5,10 @@ record is one seed and one held-out model; a record repeated across files, same 
 prints the bench's summary over all of them (and the share of test prompts routed to the held-out model, beside
 how often it is picked where truly best; each difference with its standard error over the runs,
 `onboarding.paired_se`), then one row per seed, so that the issue's averages over held-out
-models and seeds come from the saved outputs and nothing is added up by hand. ``--by-model SETTING`` adds one row per held-out
-model (`--by-model SETTING`; each seed, then over seeds): how many test prompts it is truly best on (what its pick rate is a share of), its
-pick rates and its shares of the routed prompts, added and refit, so that where the averages move can be seen.
+models and seeds come from the saved outputs and nothing is added up by hand. ``--by-model SETTING`` adds one row
+per held-out model (each seed, then over seeds): how many test prompts it is truly best on (what its pick rate is a
+share of), its pick rates and its shares of the routed prompts, added and refit, so that where the averages move can
+be seen.
 
     .venv/bin/python bench/onboarding_summary.py bench/results/onboarding_routed/*/routerdc.json
     .venv/bin/python bench/onboarding_summary.py bench/results/onboarding_routed/*/*.json --out summary.md
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from onboarding import summary_rows  # bench/onboarding.py, beside this script
+from onboarding import mean_known, summary_rows  # bench/onboarding.py, beside this script
 
 
 def pooled(paths: list[Path]) -> dict[str, dict[str, Any]]:
@@ -89,12 +90,6 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def known_mean(values: list[float]) -> float:
-    """The mean of the finite ``values`` (a pick rate is NaN where the model is truly best nowhere); NaN if none."""
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 def by_model(records: list[dict[str, Any]], setting: str) -> list[str]:
     """One row per (seed, held-out model), draws averaged (:func:`over_draws`), ordered by the refit's share of
     prompts routed to the model; then per model over seeds (prompts truly best summed, the rest averaged)."""
@@ -106,9 +101,10 @@ def by_model(records: list[dict[str, Any]], setting: str) -> list[str]:
              "share of prompts routed to it: added / refit |", "|---|---|---:|---:|---:|---:|"]  # fmt: skip
     for seed, model, best, rec_a, rec_r, sh_a, sh_r, draws in sorted(rows, key=lambda r: (r[0], -r[6], r[1])):
         lines.append(f"| {seed} | {model} | {draws} | {best} | {rec_a:.3f} / {rec_r:.3f} | {sh_a:.3f} / {sh_r:.3f} |")
-    for model in sorted({r[1] for r in rows}, key=lambda m: -np.mean([r[6] for r in rows if r[1] == m])):
+    for model in sorted({r[1] for r in rows}, key=lambda m: (-np.mean([r[6] for r in rows if r[1] == m]), m)):
         mine = [r for r in rows if r[1] == model]
-        mean = [known_mean([r[i] for r in mine]) for i in (3, 4, 5, 6)]
+        mean = [mean_known([r[i] for r in mine]) for i in (3, 4, 5, 6)]
+        mean = [float("nan") if m is None else m for m in mean]
         lines.append(f"| all | {model} | – | {sum(r[2] for r in mine)} | {mean[0]:.3f} / {mean[1]:.3f} | "
                      f"{mean[2]:.3f} / {mean[3]:.3f} |")  # fmt: skip
     return lines
