@@ -147,6 +147,22 @@ def test_lambda_curve_for_knn_the_cost_aware_baseline(results):
     assert lam["aiq_mean"] > results["zero_router"]["aiq_mean"]
 
 
+def test_lambda_curve_budgets_are_met_on_the_true_costs(results):
+    from finerouter.evaluation.aggregate import budget_met
+
+    met = results["routers"]["knn"]["lambda_curve"]["budget_met"]
+    # every budget of both seeds is positive (the cheapest model costs $0.001); costs here are per model, so the
+    # route-time estimates are the true costs and each batch lands at or just under its budget
+    assert met["points"] == 2 * 21 and met["tolerance"] == 0.05
+    assert 0.95 <= met["min_ratio"] <= met["max_ratio"] <= 1.0 + 1e-9
+    assert met["within_share"] == 1.0 and met["over_share"] == 0.0
+    # the summary over hand-made points: a ratio 6% over counts above, 4% under within, a zero budget not at all
+    lams = [{"spend_ratio": [1.06, 0.96, None]}, {"spend_ratio": [1.0]}, {}]
+    assert budget_met(lams) == {"points": 3, "tolerance": 0.05, "min_ratio": 0.96, "max_ratio": 1.06,
+                                "within_share": pytest.approx(2 / 3), "over_share": pytest.approx(1 / 3)}
+    assert budget_met([{}, {"spend_ratio": [None]}]) is None
+
+
 def test_calibration_of_expected_scores_is_reported_for_routers_that_give_them(results):
     from finerouter.evaluation import metrics
 
@@ -245,6 +261,8 @@ def test_write_outputs_report_and_figures(results, tmp_path):
     assert f"Zero router (the convex hull of the single models, no prompt read): AIQ {zero:.3f}" in report
     knn = saved["routers"]["knn"]
     assert f"| kNN | {knn['aiq_mean']:.3f} ± {knn['aiq_std']:.3f} |" in report
+    met = knn["lambda_curve"]["budget_met"]
+    assert f"kNN {met['min_ratio']:.3f}–{met['max_ratio']:.3f}, 100% of 42 within ±5%, 0% above." in report
     assert render_report(saved) == report
     assert "## Calibration of expected scores" in report
     assert f"| kNN | {knn['calibration']['ece_mean']:.3f} ± {knn['calibration']['ece_std']:.3f} |" in report

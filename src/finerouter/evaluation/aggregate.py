@@ -30,6 +30,21 @@ def _curve_mean(curves: list[dict[str, list[float]]]) -> dict[str, list[float]]:
     }
 
 
+def budget_met(lams: list[dict[str, Any]], tolerance: float = 0.05) -> dict[str, Any] | None:
+    """Whether the budgets a λ-curve asked for were met on the true costs: over every seed's points with a budget
+    (``spend_ratio``, realised mean cost / budget), the lowest and highest ratio, the share of points within
+    ``tolerance`` of the budget and the share above it by more. None when no point has a ratio (no costs, or a
+    record written before the ratio was kept)."""
+    ratios = np.asarray([r for lam in lams for r in (lam.get("spend_ratio") or []) if r is not None], dtype=float)
+    ratios = ratios[np.isfinite(ratios)]
+    if ratios.size == 0:
+        return None
+    return {"points": int(ratios.size), "tolerance": float(tolerance), "min_ratio": float(ratios.min()),
+            "max_ratio": float(ratios.max()),
+            "within_share": float(np.mean(np.abs(ratios - 1.0) <= tolerance + 1e-12)),
+            "over_share": float(np.mean(ratios > 1.0 + tolerance + 1e-12))}  # fmt: skip
+
+
 def _router_summary(
     recs: list[dict[str, Any]], models: list[str], tasks: list[str], best_q: list[Any], best_c: list[Any]
 ) -> dict[str, Any]:
@@ -108,6 +123,7 @@ def _router_summary(
             "cost_fraction_at_best_single_quality": [c["cost_fraction_at_best_single_quality"] for c in lams],
             "cost_weight": [c["cost_weight"] for c in lams],
         }
+        lam_out["budget_met"] = budget_met(lams)
         out["lambda_curve"] = lam_out
     if all("calibration" in r for r in recs):
         ece_mean, ece_std = metrics.mean_std([r["calibration"]["ece"] for r in recs])

@@ -199,6 +199,14 @@ def render_report(results: dict[str, Any]) -> str:
                         _number(sub.get("quality_at_25pct_best_single_cost")),
                         _number(sub.get("quality_at_50pct_best_single_cost")), "–", "–", "–",
                     ]))
+        met = [(n, rec["lambda_curve"]["budget_met"]) for n, rec in routers.items()
+               if (rec.get("lambda_curve") or {}).get("budget_met")]  # fmt: skip
+        if met:
+            lines.append("")
+            lines.append("Budgets met (λ-curves: the realised spend on the test prompts' true costs over the budget "
+                         "asked for, every seed's budgets): " + "; ".join(
+                f"{_display_name(n)} {b['min_ratio']:.3f}–{b['max_ratio']:.3f}, {b['within_share']:.0%} of "
+                f"{b['points']} within ±{b['tolerance']:.0%}, {b['over_share']:.0%} above" for n, b in met) + ".")
         points = [(n, rec) for n, rec in routers.items() if "curve" not in rec and rec.get("aiq_mean") is not None]
         if points:
             lines.append("")

@@ -266,7 +266,10 @@ def _lambda_curve(
     Budgets (USD per 1,000 prompts, on the route-time estimates) are spaced evenly from the always-cheapest
     spend (lambda = inf) to the best-expected spend (lambda = 0), ``steps`` of them; each is routed with
     :func:`finerouter.routing.policy.route_to_budget` (lambda solved, the critical breakpoint filled), so the
-    points spread evenly along the cost axis. Reported: the true mean cost and quality of each point.
+    points spread evenly along the cost axis. Reported: the true mean cost and quality of each point, and the
+    budget it was asked for (``budget``: USD per prompt, the budget per 1,000 over 1,000) with the realised spend
+    over it (``spend_ratio``: the true mean cost / ``budget``; None where the budget is 0), which says whether a
+    budget asked for is met on costs the router only estimated.
     """
     from finerouter.routing.policy import (
         choose_models_cost_aware,
@@ -276,14 +279,18 @@ def _lambda_curve(
 
     top = spend_per_1k(route_costs, choose_models_cost_aware(expected, route_costs, 0.0)[0])
     floor = spend_per_1k(route_costs, choose_models_cost_aware(expected, route_costs, np.inf)[0])
-    out: dict[str, list[float]] = {"budget_fraction": [], "cost_weight": [], "cost": [], "quality": []}
+    out: dict[str, list[Any]] = {"budget_fraction": [], "cost_weight": [], "cost": [], "quality": [], "budget": [],
+                                 "spend_ratio": []}  # fmt: skip
     for frac in np.linspace(0.0, 1.0, max(int(steps), 2)):
-        choice, _, lam = route_to_budget(expected, route_costs, floor + float(frac) * (top - floor))
+        budget_per_1k = floor + float(frac) * (top - floor)
+        choice, _, lam = route_to_budget(expected, route_costs, budget_per_1k)
         cost = metrics.mean_cost(true_costs, choice)
         out["budget_fraction"].append(float(frac))
         out["cost_weight"].append(float(lam))
         out["cost"].append(float("nan") if cost is None else cost)
         out["quality"].append(metrics.mean_quality(scores, choice))
+        out["budget"].append(budget_per_1k / 1000.0)
+        out["spend_ratio"].append(None if cost is None or budget_per_1k <= 0 else cost / (budget_per_1k / 1000.0))
     return out
 
 
