@@ -10,13 +10,18 @@ part's. No router is fitted. Printed per estimator, mean ± std over seeds:
 * ``MAPE``: mean absolute percentage error of the estimated vs the real cost, over every (test prompt, model) pair
   with a real cost;
 * ``spend error``: per model, |estimated total spend on the test prompts / real total spend − 1|, averaged over
-  models: what a budget sees, where over- and under-estimates cancel.
+  models: what a budget sees, where over- and under-estimates cancel;
+* ``task spend error``: the same per (model, source task), averaged: what a budget sees when routing sends one kind
+  of prompt to a model and another kind elsewhere, as cost-aware routing does.
 
 Estimators:
 
 * ``linear, characters``: the cost model before token counting (``cost = a + b · characters`` per model);
 * ``linear, MiniLM tokens``: the same fit on the router encoder's token counts (the packaged MiniLM tokenizer),
-  what a FineRouter with the default encoder fits now;
+  what a FineRouter with the default encoder fitted before the groups;
+* ``linear, MiniLM tokens, groups``: that fit corrected per group of similar training prompts (k-means on the MiniLM
+  embeddings, each group's shrunk mean residual per model: :class:`finerouter.routing.costs.ResidualGroups`), what
+  a FineRouter fits now and the evaluation runner's route-time costs use;
 * reference rows, not used for routing: ``median regression, MiniLM tokens`` (least absolute deviations on the
   same feature: a lower MAPE, but it estimates the median cost, so a batch's spend is biased low) and
   ``per-task linear (oracle tasks)``, the same linear fit per source task, using the test prompts' task labels,
@@ -42,16 +47,21 @@ def _fit_lad(x: np.ndarray, y: np.ndarray, iters: int = 60) -> np.ndarray:
     return coef
 
 
-def _errors(estimate: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """(MAPE over known cells, mean over models of |estimated spend / real spend - 1|)."""
+def _errors(estimate: np.ndarray, truth: np.ndarray, tasks: np.ndarray) -> tuple[float, float, float]:
+    """(MAPE over known cells, mean over models of |estimated spend / real spend - 1|, the same over (model,
+    task) pairs)."""
     known = np.isfinite(truth) & (truth > 0)
     mape = float(np.mean(np.abs(estimate[known] - truth[known]) / truth[known]))
-    spend = []
+    spend, task_spend = [], []
     for j in range(truth.shape[1]):
         ok = known[:, j] & np.isfinite(estimate[:, j])
         if ok.any():
             spend.append(abs(estimate[ok, j].sum() / truth[ok, j].sum() - 1.0))
-    return mape, float(np.mean(spend))
+        for task in np.unique(tasks):
+            rows = ok & (tasks == task)
+            if rows.any():
+                task_spend.append(abs(estimate[rows, j].sum() / truth[rows, j].sum() - 1.0))
+    return mape, float(np.mean(spend)), float(np.mean(task_spend))
 
 
 def main() -> None:
@@ -59,6 +69,7 @@ def main() -> None:
     ap.add_argument("--data", default="routerbench_subset", help="a shared dataset name or a table path")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--test-size", type=float, default=0.2)
+    ap.add_argument("--cache-dir", default=".finerouter_cache", help="embedding cache (for the groups)")
     args = ap.parse_args()
 
     from pathlib import Path
@@ -66,6 +77,7 @@ def main() -> None:
     from finerouter.data.dataset import split_indices
     from finerouter.data.locate import dataset_path
     from finerouter.data.readers import read_routing_data
+    from finerouter.encoders import for_corpus, get_encoder
     from finerouter.encoders.sentence_transformer import SentenceTransformerEncoder
     from finerouter.routing.costs import CostModel, TokenCounter, token_counter_for
 
@@ -77,6 +89,7 @@ def main() -> None:
     t = time.perf_counter()
     tokens = counter(data.prompts)  # counted once; CostModel counts the same way through the counter
     count_s = time.perf_counter() - t
+    emb = np.asarray(for_corpus(get_encoder(None, cache_dir=args.cache_dir), data.prompts).encode(data.prompts))
 
     index = {p: float(n) for p, n in zip(data.prompts, tokens)}
     precounted = TokenCounter(counter.name, lambda texts: [index[text] for text in texts])
@@ -92,6 +105,9 @@ def main() -> None:
             "linear, MiniLM tokens": CostModel.fit(
                 data.models, tr_prompts, data.costs[train], token_counter=precounted
             ).estimate(te_prompts),
+            "linear, MiniLM tokens, groups": CostModel.fit(
+                data.models, tr_prompts, data.costs[train], token_counter=precounted, embeddings=emb[train]
+            ).estimate(te_prompts, emb[test]),
         }
         lad = np.full(truth.shape, np.nan)
         per_task = np.full(truth.shape, np.nan)
@@ -108,16 +124,15 @@ def main() -> None:
         estimates["median regression, MiniLM tokens (reference)"] = lad
         estimates["per-task linear, oracle tasks (reference)"] = per_task
         for name, est in estimates.items():
-            rows.setdefault(name, []).append(_errors(est, truth))
+            rows.setdefault(name, []).append(_errors(est, truth, tasks[test]))
 
     print(f"{data.name}: {data.n_prompts} prompts x {data.n_models} models, {args.seeds} seeds, test size "
           f"{args.test_size}; MiniLM token counts of all prompts in {count_s:.2f}s "
           f"({np.mean([len(p) for p in data.prompts]) / np.mean(tokens):.2f} characters per token)")
-    print(f"{'estimator':48s} {'MAPE':>16s} {'spend error':>16s}")
+    print(f"{'estimator':48s} {'MAPE':>16s} {'spend error':>16s} {'task spend error':>18s}")
     for name, values in rows.items():
         arr = np.array(values)
-        print(f"{name:48s} {arr[:, 0].mean():7.1%} ± {arr[:, 0].std():5.1%} {arr[:, 1].mean():7.1%} ± "
-              f"{arr[:, 1].std():5.1%}")
+        print(f"{name:48s} " + " ".join(f"{arr[:, k].mean():7.1%} ± {arr[:, k].std():5.1%}" for k in range(3)))
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def run_evaluation(
     inputs = EvaluationInputs(dataset, emb, encoder, prices, params, tols)
     units: list[tuple[SeedSplit, list[str]]] = []
     for seed in seed_list:
-        split = prepare_seed(dataset, seed, test_size, train_size, prices)
+        split = prepare_seed(dataset, seed, test_size, train_size, prices, emb)
         singles.append(split.single)
         seed_meta.append(split.meta)
         logger.info(

@@ -51,10 +51,13 @@ class EvaluationInputs:
 
 
 def prepare_seed(
-    dataset: RoutingDataset, seed: int, test_size: float, train_size: int | None, prices: Any
+    dataset: RoutingDataset, seed: int, test_size: float, train_size: int | None, prices: Any,
+    embeddings: np.ndarray | None = None,
 ) -> SeedSplit:
     """Split by unique prompt with ``seed`` (cut to ``train_size``), drop unscored test prompts, and compute the
-    single models' results, the oracle and the costs every router of the seed is scored with."""
+    single models' results, the oracle and the costs every router of the seed is scored with (the route-time costs
+    corrected by groups of similar training prompts when the data's ``(n, d)`` ``embeddings`` are given:
+    :class:`~finerouter.routing.costs.ResidualGroups`)."""
     from finerouter.baselines.base import model_prior
     from finerouter.routing.costs import CostModel
 
@@ -76,7 +79,9 @@ def prepare_seed(
     true_costs = test.costs
     if true_costs is None and prices is not None:  # data read without prices: cost it like the reader would
         true_costs = np.asarray(prices.estimate_costs(test.prompts, models), dtype=np.float64)
-    route_costs = CostModel.fit(models, train.prompts, train.costs, prices).estimate(test.prompts)
+    emb_train, emb_test = (None, None) if embeddings is None else (embeddings[train_idx], embeddings[test_idx])
+    route_costs = CostModel.fit(models, train.prompts, train.costs, prices, embeddings=emb_train).estimate(
+        test.prompts, emb_test)
     n_test = test.n_prompts
     # reference points computed directly, so headroom is defined whichever routers run
     best_j = int(np.argmax(model_prior(train.scores)))

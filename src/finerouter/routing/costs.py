@@ -28,6 +28,17 @@ MIN_ANSWERS = 5
 
 INPUT_UNITS = ("characters", "tokens")
 
+COST_GROUPS = 16
+"""At most this many groups of training prompts (k-means on their embeddings) each correct the estimates by their
+mean residual per model: an answer's length, and so its cost, depends on the kind of prompt (an MBPP answer is code,
+an ARC answer a letter), which a fit on the prompt's length alone cannot see."""
+
+MIN_GROUP_PROMPTS = 50
+"""Prompts with observed costs per group (so fewer groups on little data; none under two groups' worth)."""
+
+GROUP_SHRINK = 20.0
+"""A group's mean residual for a model is shrunk toward 0 by ``n / (n + GROUP_SHRINK)`` (n: its observed costs)."""
+
 
 @dataclass(frozen=True)
 class TokenCounter:
@@ -41,6 +52,67 @@ class TokenCounter:
         if counts.shape != (len(texts),):
             raise EncoderError(f"token counter {self.name!r} returned {counts.size} counts for {len(texts)} texts")
         return counts
+
+
+@dataclass(frozen=True)
+class ResidualGroups:
+    """Per-group corrections of cost estimates: ``centres`` ``(k, d)`` unit-norm k-means centres of the training
+    prompts' embeddings, ``residuals`` ``(k, len(models))`` each group's shrunk mean of (observed − estimated) cost
+    per model. A prompt takes its nearest centre's (cosine) row; a model not in ``models`` (added later) gets 0."""
+
+    centres: np.ndarray
+    models: tuple[str, ...]
+    residuals: np.ndarray
+
+    @classmethod
+    def fit(cls, embeddings: np.ndarray, residuals: np.ndarray, models: Sequence[str], seed: int = 0
+            ) -> ResidualGroups | None:  # fmt: skip
+        """Groups from ``(n, d)`` embeddings and ``(n, m)`` residuals (NaN: no observed cost); None when fewer than
+        two groups' worth of prompts (:data:`MIN_GROUP_PROMPTS`) have a cost."""
+        from sklearn.cluster import KMeans
+
+        rows = np.isfinite(residuals).any(axis=1)
+        k = min(COST_GROUPS, int(rows.sum()) // MIN_GROUP_PROMPTS)
+        if k < 2:
+            return None
+        emb = _unit(np.asarray(embeddings, dtype=np.float64)[rows])
+        labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(emb)
+        centres = _unit(np.stack([emb[labels == g].mean(axis=0) for g in range(k)]))
+        res = residuals[rows]
+        table = np.zeros((k, res.shape[1]))
+        for g in range(k):
+            block = res[labels == g]
+            n = np.isfinite(block).sum(axis=0)
+            mean = np.nansum(block, axis=0) / np.maximum(n, 1)
+            table[g] = mean * n / (n + GROUP_SHRINK)
+        return cls(centres, tuple(models), table)
+
+    def correction(self, embeddings: np.ndarray, models: Sequence[str]) -> np.ndarray:
+        """``(n, len(models))`` the correction of each prompt's estimates (0 for models the groups do not know)."""
+        group = np.argmax(_unit(np.asarray(embeddings, dtype=np.float64)) @ self.centres.T, axis=1)
+        out = np.zeros((group.size, len(models)))
+        for j, model in enumerate(models):
+            if model in self.models:
+                out[:, j] = self.residuals[group, self.models.index(model)]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"centres": self.centres.round(6).tolist(), "models": list(self.models),
+                "residuals": self.residuals.tolist()}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> ResidualGroups:
+        centres = np.asarray(config["centres"], dtype=np.float64)
+        models = tuple(str(m) for m in config["models"])
+        residuals = np.asarray(config["residuals"], dtype=np.float64)
+        if centres.ndim != 2 or residuals.shape != (centres.shape[0], len(models)):
+            raise ArtifactError(f"the saved cost groups have centres {centres.shape} and residuals "
+                                f"{residuals.shape} for {len(models)} models")  # fmt: skip
+        return cls(centres, models, residuals)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def token_counter_for(encoder: Any) -> TokenCounter | None:
@@ -86,6 +158,7 @@ class CostModel:
         input_unit: what ``linear``'s slope multiplies: ``"characters"`` or ``"tokens"``.
         tokenizer: name of the tokenizer the input tokens were counted with at fit time (None: no tokenizer).
         token_counter: the counter to use at estimate time (not saved).
+        groups: per-group corrections by the prompt's embedding (:class:`ResidualGroups`), or None.
     """
 
     def __init__(
@@ -98,8 +171,10 @@ class CostModel:
         input_unit: str = "characters",
         tokenizer: str | None = None,
         token_counter: TokenCounter | None = None,
+        groups: ResidualGroups | None = None,
     ) -> None:
         self.models = list(models)
+        self.groups = groups
         self.prices = prices
         self.linear = None if linear is None else np.asarray(linear, dtype=np.float64)  # (m, 2): intercept, slope
         self.output_tokens = None if output_tokens is None else np.asarray(output_tokens, dtype=np.float64)
@@ -145,6 +220,7 @@ class CostModel:
         prices: Any = None,
         *,
         token_counter: TokenCounter | None = None,
+        embeddings: np.ndarray | None = None,
     ) -> CostModel:
         """Learn the estimates from ``prompts`` and their observed ``costs`` ``(n, m)`` (USD; None or NaN: unknown).
 
@@ -152,6 +228,9 @@ class CostModel:
         least :data:`MIN_ANSWERS` of them), and a linear fit for the models the table lacks. Without: the linear
         fit for every model. Without costs: the table's defaults, or none. ``token_counter`` counts input tokens
         (else characters); pass None for costs the reader computed from ``prices`` (:func:`observed_costs`).
+        With the prompts' ``embeddings`` ``(n, d)``, the residuals of those estimates on the observed costs are then
+        averaged per group of similar prompts (:class:`ResidualGroups`), and :meth:`estimate` adds a prompt's group's
+        mean when given its embedding.
         """
         models = list(models)
         unit = "tokens" if token_counter is not None else "characters"
@@ -168,7 +247,7 @@ class CostModel:
             base.output_tokens = _expected_answer_tokens(answers, models, float(prices.output_tokens))
             to_fit = [j for j, m in enumerate(models) if m not in prices and np.isfinite(costs[:, j]).any()]
             if not to_fit:
-                return base
+                return base._with_groups(prompts, costs, embeddings)
         lengths = base._linear_lengths(prompts, tokens)
         coef = np.full((len(models), 2), np.nan)
         for j in to_fit:
@@ -180,11 +259,21 @@ class CostModel:
             sol, *_ = np.linalg.lstsq(x, costs[ok, j], rcond=None)
             coef[j] = sol
         base.linear = coef
-        return base
+        return base._with_groups(prompts, costs, embeddings)
+
+    def _with_groups(self, prompts: Sequence[str], costs: np.ndarray, embeddings: np.ndarray | None) -> CostModel:
+        """This model with :class:`ResidualGroups` learned from its own residuals on ``costs`` (no embeddings, or
+        too few costs: unchanged)."""
+        if embeddings is not None:
+            estimated = self.estimate(prompts)
+            if estimated is not None:
+                self.groups = ResidualGroups.fit(embeddings, costs - estimated, self.models)
+        return self
 
     # ------------------------------------------------------------------ estimate
-    def estimate(self, prompts: Sequence[str]) -> np.ndarray | None:
-        """``(n, m)`` estimated USD cost, or None when costs are unknown (NaN for a model with no estimate)."""
+    def estimate(self, prompts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray | None:
+        """``(n, m)`` estimated USD cost, or None when costs are unknown (NaN for a model with no estimate); with the
+        prompts' ``embeddings`` and learned :attr:`groups`, corrected by each prompt's group (clipped at 0)."""
         if self.kind == "none":
             return None
         prompts = list(prompts)
@@ -201,6 +290,8 @@ class CostModel:
                 lengths = self._linear_lengths(prompts, tokens)
                 est = self.linear[None, :, 0] + lengths[:, None] * self.linear[None, :, 1]
                 out[:, rows] = np.clip(est[:, rows], 0.0, None)
+        if self.groups is not None and embeddings is not None:
+            out = np.clip(out + self.groups.correction(embeddings, self.models), 0.0, None)
         return out
 
     # ------------------------------------------------------------------ saving
@@ -216,6 +307,8 @@ class CostModel:
             config["output_tokens"] = [_json_float(v) for v in self.output_tokens]
         if self.linear is not None:
             config["linear"] = [[_json_float(v) for v in row] for row in self.linear]
+        if self.groups is not None:
+            config["groups"] = self.groups.to_dict()
         return config
 
     @classmethod
@@ -244,6 +337,7 @@ class CostModel:
             unit = str(config.get("input_unit", "characters"))
             tokenizer = config.get("tokenizer")
             tokenizer = None if tokenizer is None else str(tokenizer)
+            groups = None if config.get("groups") is None else ResidualGroups.from_dict(config["groups"])
         except (AttributeError, KeyError, TypeError, ValueError) as exc:  # DataError is a ValueError
             raise ArtifactError(f"the saved cost model is malformed ({exc})") from exc
         if unit not in INPUT_UNITS:
@@ -269,7 +363,7 @@ class CostModel:
                 tokenizer, token_counter.name,
             )
         return cls(models, prices=prices, linear=linear, output_tokens=output_tokens, input_unit=unit,
-                   tokenizer=tokenizer, token_counter=token_counter)
+                   tokenizer=tokenizer, token_counter=token_counter, groups=groups)
 
 
 def _json_float(value: float) -> float | None:

@@ -302,10 +302,10 @@ class FineRouter(Component):
         self.neighbour_embeddings_ = embeddings if mixing.uses_neighbours else None
         self.neighbour_scores_ = np.asarray(dataset.scores, dtype=np.float32) if mixing.uses_neighbours else None
         prices = self._resolve_prices()
-        # With a price table, costs the reader derived from one teach nothing (observed_costs); without one, they
-        # are the only cost information there is, and the linear fit learns them.
+        # costs a reader derived from the price table teach nothing (observed_costs); without a table, they are all
         costs = observed_costs(dataset) if prices is not None else dataset.costs
-        self.cost_model_ = CostModel.fit(dataset.models, prompts, costs, prices, token_counter=token_counter_for(encoder))
+        self.cost_model_ = CostModel.fit(dataset.models, prompts, costs, prices, embeddings=embeddings,
+                                         token_counter=token_counter_for(encoder))
         self.n_features_ = int(embeddings.shape[1])
         self.discovery_labels_ = discovery.labels_
         t = time.perf_counter()
@@ -336,9 +336,11 @@ class FineRouter(Component):
         return check_matrix(emb, "embeddings")
 
     def estimate_costs(self, prompts: Sequence[str]) -> np.ndarray | None:
-        """``(n, m)`` estimated USD cost per prompt and model, or None when costs are unknown."""
+        """``(n, m)`` estimated USD cost per prompt and model (embedding the prompts where the cost model needs
+        them), or None when costs are unknown."""
         self._check_fitted()
-        return self.cost_model_.estimate(prompts)
+        emb = self.encoder_.encode(list(prompts)) if getattr(self.cost_model_, "groups", None) is not None else None
+        return self.cost_model_.estimate(prompts, emb)
 
     # ------------------------------------------------------------------ routing
     def route(
@@ -393,9 +395,8 @@ class FineRouter(Component):
         self._check_fitted()
         # A few prompts: numpy's BLAS on one thread for the whole decision (one switch, see single_thread_blas).
         with single_thread_blas(len(prompts), force=True):
-            return self._route_embeddings(
-                embeddings, prompts, tolerance, allowed_models, max_cost, cost_weight, budget_per_1k
-            )
+            return self._route_embeddings(embeddings, prompts, tolerance, allowed_models, max_cost, cost_weight,
+                                          budget_per_1k)  # fmt: skip
 
     def _route_embeddings(
         self,
@@ -410,7 +411,7 @@ class FineRouter(Component):
         request = RoutingRequest.checked(tolerance, allowed_models, max_cost, cost_weight, budget_per_1k, self.models_)
         allowed = request.allowed_mask(self.models_)
         scores = score(self, self._check_embeddings(embeddings))
-        costs = self.cost_model_.estimate(prompts)
+        costs = self.cost_model_.estimate(prompts, embeddings)
         choice = choose(scores, costs, request, allowed)
         return build_decisions(
             prompts, self.models_, self.catalog_.tasks, scores, costs, choice, request, allowed, float(self.alpha)
