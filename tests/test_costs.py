@@ -282,6 +282,8 @@ def test_grouped_residuals_round_trip_and_need_enough_costed_prompts():
     assert few.groups is None
     no_costs = CostModel.fit(["a", "b"], prompts, None, embeddings=emb)
     assert no_costs.kind == "none" and no_costs.groups is None
+    exact = CostModel.fit(["a", "b"], prompts, grouped.estimate(prompts), embeddings=emb)  # nothing left to learn
+    assert exact.groups is None
     bad = grouped.to_dict()
     bad["groups"]["residuals"] = bad["groups"]["residuals"][:1]
     with pytest.raises(ArtifactError, match="cost groups"):
@@ -294,6 +296,7 @@ def test_a_router_routes_with_its_grouped_cost_estimates_and_keeps_them_when_sav
     from finerouter.testing import FAST_SETTINGS, FakeEncoder
 
     data = make_synthetic_routing_data(n_prompts=240, n_models=3, seed=1)
+    data.costs[:, 0] += np.where(np.asarray(data.tasks) == "programming", 2e-3, 0.0)  # code answers are long
     router = FineRouter(encoder=FakeEncoder(), mixing="paper", refine_task_labels=False, **FAST_SETTINGS).fit(data)
     assert router.cost_model_.groups is not None
     prompts = data.prompts[:12]

@@ -262,12 +262,14 @@ class CostModel:
         return base._with_groups(prompts, costs, embeddings)
 
     def _with_groups(self, prompts: Sequence[str], costs: np.ndarray, embeddings: np.ndarray | None) -> CostModel:
-        """This model with :class:`ResidualGroups` learned from its own residuals on ``costs`` (no embeddings, or
-        too few costs: unchanged)."""
-        if embeddings is not None:
-            estimated = self.estimate(prompts)
-            if estimated is not None:
-                self.groups = ResidualGroups.fit(embeddings, costs - estimated, self.models)
+        """This model with :class:`ResidualGroups` learned from its own residuals on ``costs`` (no embeddings, too
+        few costs, or costs that are these estimates to rounding, as a price table's own: unchanged)."""
+        estimated = None if embeddings is None else self.estimate(prompts)
+        if estimated is not None:
+            residuals = costs - estimated
+            scale = np.nanmean(np.abs(costs)) if np.isfinite(costs).any() else 0.0
+            if np.isfinite(residuals).any() and np.nanmax(np.abs(residuals)) > 1e-6 * scale:
+                self.groups = ResidualGroups.fit(embeddings, residuals, self.models)
         return self
 
     # ------------------------------------------------------------------ estimate
