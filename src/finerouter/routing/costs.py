@@ -75,7 +75,7 @@ class ResidualGroups:
         k = min(COST_GROUPS, int(rows.sum()) // MIN_GROUP_PROMPTS)
         if k < 2:
             return None
-        emb = _unit(np.asarray(embeddings, dtype=np.float64)[rows])
+        emb = _unit(np.asarray(embeddings)[rows])
         labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(emb)
         centres = _unit(np.stack([emb[labels == g].mean(axis=0) for g in range(k)]))
         res = residuals[rows]
@@ -89,7 +89,7 @@ class ResidualGroups:
 
     def correction(self, embeddings: np.ndarray, models: Sequence[str]) -> np.ndarray:
         """``(n, len(models))`` the correction of each prompt's estimates (0 for models the groups do not know)."""
-        group = np.argmax(_unit(np.asarray(embeddings, dtype=np.float64)) @ self.centres.T, axis=1)
+        group = np.argmax(_unit(embeddings) @ self.centres.T, axis=1)
         out = np.zeros((group.size, len(models)))
         for j, model in enumerate(models):
             if model in self.models:
@@ -112,7 +112,10 @@ class ResidualGroups:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    """Rows of ``x`` at unit L2 norm (:func:`~finerouter.encoders.base.l2_normalise`), as float64 for the k-means."""
+    from finerouter.encoders.base import l2_normalise
+
+    return l2_normalise(x).astype(np.float64)
 
 
 def token_counter_for(encoder: Any) -> TokenCounter | None:
@@ -247,7 +250,7 @@ class CostModel:
             base.output_tokens = _expected_answer_tokens(answers, models, float(prices.output_tokens))
             to_fit = [j for j, m in enumerate(models) if m not in prices and np.isfinite(costs[:, j]).any()]
             if not to_fit:
-                return base._with_groups(prompts, costs, embeddings)
+                return base._with_groups(prompts, tokens, costs, embeddings)
         lengths = base._linear_lengths(prompts, tokens)
         coef = np.full((len(models), 2), np.nan)
         for j in to_fit:
@@ -259,12 +262,14 @@ class CostModel:
             sol, *_ = np.linalg.lstsq(x, costs[ok, j], rcond=None)
             coef[j] = sol
         base.linear = coef
-        return base._with_groups(prompts, costs, embeddings)
+        return base._with_groups(prompts, tokens, costs, embeddings)
 
-    def _with_groups(self, prompts: Sequence[str], costs: np.ndarray, embeddings: np.ndarray | None) -> CostModel:
+    def _with_groups(self, prompts: Sequence[str], tokens: np.ndarray | None, costs: np.ndarray,
+                     embeddings: np.ndarray | None) -> CostModel:  # fmt: skip
         """This model with :class:`ResidualGroups` learned from its own residuals on ``costs`` (no embeddings, too
-        few costs, or costs that are these estimates to rounding, as a price table's own: unchanged)."""
-        estimated = None if embeddings is None else self.estimate(prompts)
+        few costs, or costs that are these estimates to rounding, as a price table's own: unchanged); ``tokens``: the
+        prompts' input token counts :meth:`fit` made (not counted twice)."""
+        estimated = None if embeddings is None or self.kind == "none" else self._estimate(list(prompts), tokens, None)
         if estimated is not None:
             residuals = costs - estimated
             scale = np.nanmean(np.abs(costs)) if np.isfinite(costs).any() else 0.0
@@ -279,7 +284,10 @@ class CostModel:
         if self.kind == "none":
             return None
         prompts = list(prompts)
-        tokens = self._input_tokens(prompts)
+        return self._estimate(prompts, self._input_tokens(prompts), embeddings)
+
+    def _estimate(self, prompts: list[str], tokens: np.ndarray | None, embeddings: np.ndarray | None) -> np.ndarray:
+        """:meth:`estimate` with the prompts' input token counts already made (:meth:`_input_tokens`)."""
         out = np.full((len(prompts), len(self.models)), np.nan)
         if self.prices is not None:
             out = np.asarray(

@@ -339,7 +339,7 @@ class FineRouter(Component):
         """``(n, m)`` estimated USD cost per prompt and model (embedding the prompts where the cost model needs
         them), or None when costs are unknown."""
         self._check_fitted()
-        emb = self.encoder_.encode(list(prompts)) if getattr(self.cost_model_, "groups", None) is not None else None
+        emb = self.encoder_.encode(list(prompts)) if self.cost_model_.groups is not None else None
         return self.cost_model_.estimate(prompts, emb)
 
     # ------------------------------------------------------------------ routing
