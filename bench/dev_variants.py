@@ -51,6 +51,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # three fits, everything else the default (a stage1_assignment named outright takes the label prior out)
     "default_ensemble3": {"ensemble_size": 3},
     "folds5": {**_ONE, "cv_folds": 5},
+    # the default with cv_folds="auto" (5 folds on at most 2,000 unique prompts, 3 above: routing/regime.py)
+    "folds_auto": {"cv_folds": "auto"},
     "soft_folds5": {**_ONE, "stage1_assignment": "soft", "cv_folds": 5},
     "stack_nb": {**_ONE, "stacking": True, "neighbours": True},
     "soft_ensemble3_stack_nb": {"stage1_assignment": "soft", "ensemble_size": 3, "stacking": True, "neighbours": True},
