@@ -305,3 +305,54 @@ def test_paired_shift_cancels_prompt_difficulty_and_needs_complete_prompts(rng):
     assert paired_shift(scores, others, labels, 2, min_prompts=6) is None
     assert paired_shift(scores, others, labels, 2, min_prompts=5) is not None
     assert paired_shift(scores, np.empty((n, 0)), labels, 2, min_prompts=5) is None
+
+
+def test_robust_truth_keeps_complete_rows_and_averages_to_the_truth_over_random_holes(rng):
+    from finerouter.routing.holes import robust_truth
+
+    truth = rng.random((4, 5))
+    estimate = rng.random(5)
+    assert np.array_equal(robust_truth(truth, estimate), truth)  # complete rows: the truth, bit for bit
+    holed = truth.copy()
+    holed[1] = np.nan  # no score at all: the estimate
+    holed[2, [0, 3]] = np.nan
+    out = robust_truth(holed, estimate)
+    np.testing.assert_array_equal(out[[0, 3]], truth[[0, 3]])
+    np.testing.assert_allclose(out[1], estimate)
+    np.testing.assert_allclose(out[2, [0, 3]], estimate[[0, 3]])
+    np.testing.assert_allclose(out[2, [1, 2, 4]], estimate[[1, 2, 4]] + (truth[2, [1, 2, 4]] - estimate[[1, 2, 4]]) / 0.6)
+    # over random draws of which 2 of 5 models a prompt was scored on, each entry averages to its true score
+    draws = []
+    for _ in range(4000):
+        h = np.full_like(truth, np.nan)
+        for i in range(truth.shape[0]):
+            j = rng.choice(5, 2, replace=False)
+            h[i, j] = truth[i, j]
+        draws.append(robust_truth(h, estimate))
+    np.testing.assert_allclose(np.mean(draws, axis=0), truth, atol=0.03)
+
+
+def test_choose_weights_routes_on_a_table_with_holes_where_the_prior_knows_a_locally_better_model(rng):
+    # model 0 is the best overall (0.7 everywhere); model 1 is better on half the prompts (0.85) and poor on the
+    # rest (0.2); stage 1 knows which half. Each prompt was scored on 2 of the 6 models, at random. Counted as its
+    # overall mean (0.525), an unscored pick of model 1 would hide its local lead: routing would seem to gain ~nothing.
+    n, m = 1500, 6
+    half = np.arange(n) % 2 == 0
+    rate = np.tile([0.7, 0.0, 0.4, 0.4, 0.3, 0.3], (n, 1))
+    rate[:, 1] = np.where(half, 0.85, 0.2)
+    truth = (rng.random((n, m)) < rate).astype(float)
+    stage1 = rate + rng.normal(0, 0.01, (n, m))
+    stage2 = stage1 + rng.normal(0, 0.05, (n, m))
+    global_prior = np.tile(rate.mean(axis=0), (n, 1))
+    fold = np.arange(n) % 3
+    holed = np.full_like(truth, np.nan)
+    for i in range(n):
+        j = rng.choice(m, 2, replace=False)
+        holed[i, j] = truth[i, j]
+    complete = choose_weights(stage2, stage1, global_prior, truth, fold)
+    choice = choose_weights(stage2, stage1, global_prior, holed, fold)
+    assert complete.method == "cv" and choice.method == "cv"
+    assert choice.gain > 0.03 and abs(choice.gain - complete.gain) < 0.04
+    # the mean-filled count would not have routed: model 1's unscored picks at its overall mean lose to model 0
+    mean_filled = np.where(np.isfinite(holed), holed, global_prior)
+    assert choose_weights(stage2, stage1, global_prior, mean_filled, fold).gain < choice.gain / 2

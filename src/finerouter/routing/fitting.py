@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from finerouter.routing.assignment import choose_assignment, effective_quality, soft_stage1, unchosen
+from finerouter.routing.holes import robust_truth
 from finerouter.routing.label_prior import LabelPrior, out_of_fold_label_prior, usable_labels
 from finerouter.routing.mixing import (
     CANDIDATE_MIXES,
@@ -248,7 +249,8 @@ def choose_refinement(
     The training rows are split 80/20 by unique prompt, stratified by label (seeded). On the 80% part, the
     label-free and the refined discovery are each fitted with their task classifier; each routes the dev
     prompts by its stage-1 prior alone (the assigned task's statistic per model; the better model overall
-    on exact ties), and the mean true score of the picked model (a missing score counts 0) is compared.
+    on exact ties), and the mean true score of the picked model (a missing score: the model's mean on the 80% part,
+    corrected on the prompt's observed scores, :func:`~finerouter.routing.holes.robust_truth`) is compared.
     Refining must do strictly better; ties keep the paper's label-free discovery. With too few rows to carve
     a dev part (no dev row, or under 10 fit rows) nothing is measured and the labels are refined. Stage 2 is
     not fitted here, and the classifiers see the catalogs' own task texts (no describer summaries, which would
@@ -256,13 +258,13 @@ def choose_refinement(
     """
     from finerouter.data.dataset import split_indices
     from finerouter.discovery.ranking import nanmean_columns
-    from finerouter.evaluation.metrics import mean_quality
-
     fit_i, dev_i = split_indices(dataset.prompts, dataset.tasks, 0.2, router.seed + 7919)
     if dev_i.size == 0 or fit_i.size < 10:
         return True, {}
     scores = np.asarray(dataset.scores, dtype=np.float64)
-    tie = 1e-9 * np.nan_to_num(nanmean_columns(scores[fit_i]), nan=-1.0)
+    means = nanmean_columns(scores[fit_i])
+    tie = 1e-9 * np.nan_to_num(means, nan=-1.0)
+    dev_truth = robust_truth(scores[dev_i], means)
     prompts = [dataset.prompts[i] for i in fit_i]
     desc = [descriptions[i] for i in fit_i]
     quality: dict[str, float] = {}
@@ -275,7 +277,7 @@ def choose_refinement(
         task = clf.predict(embeddings[dev_i])[0] if clf is not None else np.full(dev_i.size, -1)
         rows = np.where(task >= 0, task, n_tasks)
         pick = np.argmax(np.nan_to_num(prior[rows], nan=-1.0) + tie, axis=1)
-        quality[name] = mean_quality(scores[dev_i], pick)
+        quality[name] = float(dev_truth[np.arange(dev_i.size), pick].mean())
     refine = quality["refined"] > quality["label_free"]
     logger.info(
         "task labels: stage-1 routing quality on a dev part of the training data, label-free %.4f, refined "

@@ -31,6 +31,7 @@ import numpy as np
 
 from finerouter.errors import ParameterError
 from finerouter.evaluation.metrics import expected_calibration_error
+from finerouter.routing.holes import robust_truth
 from finerouter.routing.shrinkage import shrink_task_means
 
 logger = logging.getLogger(__name__)
@@ -236,7 +237,8 @@ def choose_weights(
         stage2: ``(n, m)`` out-of-fold stage-2 predictions.
         stage1: ``(n, m)`` out-of-fold stage-1 priors (the assigned task's mean per model).
         global_prior: ``(n, m)`` each model's mean score on the training folds of the prompt's fold.
-        truth: ``(n, m)`` true scores (NaN = not evaluated, counted 0 when picked).
+        truth: ``(n, m)`` true scores (NaN = not evaluated: a pick there counts as the model's ``global_prior``
+            on the row, corrected on the row's observed entries: :func:`~finerouter.routing.holes.robust_truth`).
         fold: ``(n,)`` the fold each prompt was held out in.
         candidates: the normalised mixes to choose from (3 or 4 weights each, see :data:`SOURCES`); the first is
             the default (unless ``stack_first``), and one must be the best single model ``(0, 0, 1)``.
@@ -254,7 +256,7 @@ def choose_weights(
     """
     from finerouter.routing.stacking import fit_stack
 
-    truth0 = np.nan_to_num(np.asarray(truth, dtype=np.float64), nan=0.0)
+    truth0 = robust_truth(truth, global_prior)
     n = truth0.shape[0]
     grid = np.stack([_four(c) for c in candidates]) if len(candidates) else np.zeros((0, len(SOURCES)))
     single_rows = np.flatnonzero((grid == [0.0, 0.0, 1.0, 0.0]).all(axis=1))
