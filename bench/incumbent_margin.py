@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from default_mix import quality  # noqa: E402
 from dev_variants import dev_split, load_pool  # noqa: E402
 
 from finerouter.routing.mixing import (  # noqa: E402
@@ -40,10 +41,6 @@ from finerouter.routing.mixing import (  # noqa: E402
 )
 
 MARGINS = (0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.01)
-
-
-def quality(truth: np.ndarray, picks: np.ndarray) -> float:
-    return float(np.nan_to_num(truth, nan=0.0)[np.arange(picks.size), picks].mean())
 
 
 def candidates_of(neighbours_offered: bool, neighbours_first: bool) -> tuple[tuple[float, ...], ...]:
@@ -175,13 +172,13 @@ def run_seed(data: Any, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(result: dict[str, Any]) -> list[str]:
+    """The rules' dev quality and gain over the best single model (mean ± SE over seeds), against ``fitted``."""
     recs = result["records"]
-    lines = [f"## {result['dataset']}", "", f"`{result['command']}`", "",
-             "| rule | dev quality | gain over best single (mean ± SE) | seeds ≥ best single | seeds above fitted |",
-             "|---|---:|---:|---:|---:|"]  # fmt: skip
+    head = "| rule | dev quality | gain over best single (mean ± SE) | seeds ≥ best single | seeds above fitted |"
+    lines = [f"## {result['dataset']}", "", f"`{result['command']}`", "", head, "|---|---:|---:|---:|---:|"]
     for name in recs[0]["rules"]:
         gains = np.array([r["rules"][name] - r["best_single"] for r in recs])
-        se = gains.std(ddof=1) / np.sqrt(gains.size) if gains.size > 1 else float("nan")
+        se = np.std(gains, ddof=1) / np.sqrt(gains.size) if gains.size > 1 else float("nan")
         vs = np.array([r["rules"][name] - r["rules"]["fitted"] for r in recs])
         lines.append(f"| {name} | {np.mean([r['rules'][name] for r in recs]):.4f} | {gains.mean():+.4f} ± {se:.4f} "
                      f"| {int((gains >= -1e-12).sum())}/{gains.size} | {int((vs > 1e-12).sum())} above, "

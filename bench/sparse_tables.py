@@ -84,7 +84,8 @@ def run(name: str, per_prompt: int, seed: int, rule: str, args: argparse.Namespa
            "oracle": float(np.mean(np.nanmax(test.scores, axis=1))), "seconds": round(seconds, 1),
            "mixing": [{"method": r.mixing_.method, "assignment": r.mixing_.assignment,
                        "weights": {k: v for k, v in r.mixing_.weights.items() if v},
-                       "oof_quality": {k: round(v, 4) for k, v in r.mixing_.oof_quality.items()}}
+                       "oof_quality": {k: round(v, 4) for k, v in r.mixing_.oof_quality.items()},
+                       "gain": r.mixing_.gain, "gain_se": r.mixing_.gain_se}
                       for r in [router, *getattr(router, "members_", [])]]}  # fmt: skip
     if sparse.tasks is not None:
         prior = LabelPrior.fit(router.encoder_.encode(sparse.prompts), sparse.tasks, sparse.scores, seed)
