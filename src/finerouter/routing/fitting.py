@@ -258,6 +258,7 @@ def choose_refinement(
     """
     from finerouter.data.dataset import split_indices
     from finerouter.discovery.ranking import nanmean_columns
+
     fit_i, dev_i = split_indices(dataset.prompts, dataset.tasks, 0.2, router.seed + 7919)
     if dev_i.size == 0 or fit_i.size < 10:
         return True, {}

@@ -15,8 +15,9 @@ scored on, and how it is counted decides the choice:
 share of the prompt's models that were observed, which averages to the true score when which models a prompt was
 scored on is random (as ``--sample-models`` draws them). A complete row is its truth exactly, so on complete tables
 every choice is as before. Measured (``bench/sparse_tables.py``, docs/models.md "Tables with holes"): fitted on
-dcrouter with 2 of its 9 models scored per training prompt, the router routes by the label prior and above the best
-single model, where counting unscored picks as 0 it routed below it.
+dcrouter with 2 of its 9 models scored per training prompt, the router routes its complete test split at 0.630 over
+5 seeds (the best single model 0.622, never below it), where counting unscored picks as 0 it routed 0.622, below the
+best single model on 2 seeds.
 """
 
 from __future__ import annotations
