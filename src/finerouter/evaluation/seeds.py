@@ -59,7 +59,7 @@ def prepare_seed(
     corrected by groups of similar training prompts when the data's ``(n, d)`` ``embeddings`` are given:
     :class:`~finerouter.routing.costs.ResidualGroups`)."""
     from finerouter.baselines.base import model_prior
-    from finerouter.routing.costs import CostModel, observed_costs
+    from finerouter.routing.costs import CostModel, costs_to_learn
 
     models = list(dataset.models)
     m = len(models)
@@ -80,10 +80,8 @@ def prepare_seed(
     if true_costs is None and prices is not None:  # data read without prices: cost it like the reader would
         true_costs = np.asarray(prices.estimate_costs(test.prompts, models), dtype=np.float64)
     emb_train, emb_test = (None, None) if embeddings is None else (embeddings[train_idx], embeddings[test_idx])
-    # as FineRouter.fit: costs the reader derived from the price table teach nothing (observed_costs)
-    learn_from = observed_costs(train) if prices is not None else train.costs
-    route_costs = CostModel.fit(models, train.prompts, learn_from, prices, embeddings=emb_train).estimate(
-        test.prompts, emb_test)
+    route_costs = CostModel.fit(models, train.prompts, costs_to_learn(train, prices), prices,
+                                embeddings=emb_train).estimate(test.prompts, emb_test)
     n_test = test.n_prompts
     # reference points computed directly, so headroom is defined whichever routers run
     best_j = int(np.argmax(model_prior(train.scores)))

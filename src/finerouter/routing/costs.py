@@ -138,6 +138,13 @@ def observed_costs(dataset: Any) -> np.ndarray | None:
     return dataset.costs
 
 
+def costs_to_learn(dataset: Any, prices: Any) -> np.ndarray | None:
+    """The costs :meth:`CostModel.fit` learns from, for ``FineRouter.fit`` and the evaluation alike: with a price
+    table, only observed ones (:func:`observed_costs`: costs the reader derived from the table teach nothing);
+    without one, the data's costs whatever their source, the only cost information there is."""
+    return observed_costs(dataset) if prices is not None else dataset.costs
+
+
 class CostModel:
     """Estimates the USD cost of sending each prompt to each model.
 

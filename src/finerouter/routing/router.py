@@ -24,7 +24,7 @@ from finerouter.errors import DataError, ParameterError
 from finerouter.routing import assignment, ensemble, fitting, regime
 from finerouter.routing.components import COMPONENTS, build_component
 from finerouter.routing.artifact import check_save_destination
-from finerouter.routing.costs import CostModel, observed_costs, token_counter_for
+from finerouter.routing.costs import CostModel, costs_to_learn, token_counter_for
 from finerouter.routing.decision import RoutingDecision
 from finerouter.routing.decisions import RoutingRequest, build_decisions, choose
 from finerouter.routing.scoring import RouterScores, score
@@ -302,10 +302,8 @@ class FineRouter(Component):
         self.neighbour_embeddings_ = embeddings if mixing.uses_neighbours else None
         self.neighbour_scores_ = np.asarray(dataset.scores, dtype=np.float32) if mixing.uses_neighbours else None
         prices = self._resolve_prices()
-        # costs a reader derived from the price table teach nothing (observed_costs); without a table, they are all
-        costs = observed_costs(dataset) if prices is not None else dataset.costs
-        self.cost_model_ = CostModel.fit(dataset.models, prompts, costs, prices, embeddings=embeddings,
-                                         token_counter=token_counter_for(encoder))
+        self.cost_model_ = CostModel.fit(dataset.models, prompts, costs_to_learn(dataset, prices), prices,
+                                         embeddings=embeddings, token_counter=token_counter_for(encoder))
         self.n_features_ = int(embeddings.shape[1])
         self.discovery_labels_ = discovery.labels_
         t = time.perf_counter()
