@@ -109,15 +109,22 @@ def table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def pool_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options of the benchmarks that replay fits on a pool (this one, ``incumbent_margin.py``): the datasets,
+    an optional judge-scored pool, the seeds and the embedding cache."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="routerdc,dcrouter")
     ap.add_argument("--judge", type=int, default=0, help="a judge-scored pool of this many models")
     ap.add_argument("--drop-labels", action="store_true")
-    ap.add_argument("--train-size", type=int, default=800)
     ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--fits", type=int, default=3, help="fits averaged, as the small-data ensemble")
     ap.add_argument("--cache-dir", default=".finerouter_cache")
+    return ap
+
+
+def main() -> None:
+    ap = pool_parser(__doc__)
+    ap.add_argument("--train-size", type=int, default=800)
+    ap.add_argument("--fits", type=int, default=3, help="fits averaged, as the small-data ensemble")
     ap.add_argument("--out", type=Path, default=Path("bench/results/default_mix"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from default_mix import quality  # noqa: E402
+from default_mix import pool_parser, quality  # noqa: E402
 from dev_variants import dev_split, load_pool  # noqa: E402
 
 from finerouter.routing.mixing import (  # noqa: E402
@@ -190,14 +190,9 @@ def table(result: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", default="routerdc,dcrouter")
-    ap.add_argument("--judge", type=int, default=0, help="a judge-scored pool of this many models")
-    ap.add_argument("--drop-labels", action="store_true")
+    ap = pool_parser(__doc__)
     ap.add_argument("--train-size", type=int, default=0, help="fit prompts (0: all)")
-    ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--fits", type=int, default=0, help="fits averaged (0: 3 on small data, else 1)")
-    ap.add_argument("--cache-dir", default=".finerouter_cache")
     ap.add_argument("--work", type=Path, default=Path(".finerouter_cache/incumbent_margin"))
     ap.add_argument("--out", type=Path, default=Path("bench/results/incumbent_margin"))
     args = ap.parse_args()

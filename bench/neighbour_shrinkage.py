@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dev_variants import dev_split  # noqa: E402
 
-from finerouter.routing.neighbours import K_GRID, choose_k, neighbour_means  # noqa: E402
+from finerouter.routing.neighbours import K_GRID, _filled, _means, choose_k, neighbour_means  # noqa: E402
 
 #: Pseudo-counts weighed by :func:`choose_k_c` (0: the raw means).
 C_GRID = (0.0, 2.0, 5.0, 10.0, 20.0, 40.0, 80.0)
@@ -39,9 +39,8 @@ VARIANTS = ("best_single", "knn", "shrunk")
 
 
 def _shrunk(sums: np.ndarray, counts: np.ndarray, overall: np.ndarray, c: float) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        raw = np.where(counts > 0, sums / np.maximum(counts, 1), overall[None, :])
-        return raw if c == 0 else (sums + c * overall[None, :]) / (counts + c)
+    """The neighbour means (``neighbours._means``) with pseudo-count ``c`` toward ``overall``."""
+    return _means(sums, counts, overall) if c == 0 else (sums + c * overall[None, :]) / (counts + c)
 
 
 def choose_k_c(reference: np.ndarray, scores: np.ndarray) -> tuple[int, float]:
@@ -49,9 +48,7 @@ def choose_k_c(reference: np.ndarray, scores: np.ndarray) -> tuple[int, float]:
     each prompt by its ``k`` nearest other prompts, among its observed models; ties to the smaller ``k`` and ``c``)."""
     n = reference.shape[0]
     ks = sorted({min(int(k), n - 1) for k in K_GRID})
-    observed = np.isfinite(scores)
-    filled = np.where(observed, scores, 0.0)
-    overall = filled.sum(axis=0) / np.maximum(observed.sum(axis=0), 1)
+    observed, filled, overall = _filled(scores)
     sims = reference @ reference.T
     np.fill_diagonal(sims, -np.inf)
     top = np.argpartition(-sims, ks[-1] - 1, axis=1)[:, :ks[-1]]
@@ -69,9 +66,7 @@ def choose_k_c(reference: np.ndarray, scores: np.ndarray) -> tuple[int, float]:
 
 
 def shrunk_means(queries: np.ndarray, reference: np.ndarray, scores: np.ndarray, k: int, c: float) -> np.ndarray:
-    observed = np.isfinite(scores)
-    filled = np.where(observed, scores, 0.0)
-    overall = filled.sum(axis=0) / np.maximum(observed.sum(axis=0), 1)
+    observed, filled, overall = _filled(scores)
     sims = queries @ reference.T
     top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
     return _shrunk(filled[top].sum(axis=1), observed[top].sum(axis=1), overall, c)

@@ -62,15 +62,13 @@ def sparse_copy(train: Any, per_prompt: int, seed: int) -> Any:
     return out
 
 
-def run(name: str, per_prompt: int, seed: int, rule: str, args: argparse.Namespace) -> dict[str, Any]:
+def run(data: Any, per_prompt: int, seed: int, rule: str, args: argparse.Namespace) -> dict[str, Any]:
     from finerouter import FineRouter
-    from finerouter.data.locate import dataset_path
-    from finerouter.data.readers import read_routing_data
     from finerouter.evaluation.metrics import mean_quality
     from finerouter.routing.label_prior import LabelPrior
 
     counting(rule)
-    data = read_routing_data(dataset_path(name), name=name)
+    name = data.name
     train, test = data.split(0.2, seed=seed)
     sparse = sparse_copy(train, per_prompt, seed)
     t = time.perf_counter()
@@ -107,11 +105,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results/sparse_tables"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = [run(name, int(k), int(seed), rule, args)
-            for name in args.datasets.split(",") for k in args.per_prompt.split(",")
-            for seed in args.seeds.split(",") for rule in args.count_unscored.split(",")]  # fmt: skip
+    from finerouter.data.locate import dataset_path
+    from finerouter.data.readers import read_routing_data
+
+    rows = []
+    for name in args.datasets.split(","):
+        data = read_routing_data(dataset_path(name), name=name)  # once: each run copies what it changes
+        rows += [run(data, int(k), int(seed), rule, args) for k in args.per_prompt.split(",")
+                 for seed in args.seeds.split(",") for rule in args.count_unscored.split(",")]  # fmt: skip
     lines = ["| dataset | scores per prompt | rule | seeds | router | best single | label prior alone | "
-             "router − best single (seeds above / below) | fits falling back |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "router − best single (seeds above / below) | fits falling back |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["per_prompt"], r["count_unscored"]), []).append(r)
@@ -123,7 +127,7 @@ def main() -> None:
                      f"{np.mean([r.get('label_prior_alone', np.nan) for r in rs]):.4f} | {d.mean():+.4f} "
                      f"({(d > 1e-12).sum()} / {(d < -1e-12).sum()}) | {falls}/{sum(len(r['mixing']) for r in rs)} |")
     print("\n".join(lines))
-    tag = f"{args.datasets.replace(',', '_')}_k{args.per_prompt.replace(',', '_')}_{args.count_unscored.replace(',', '_')}"
+    tag = "_".join([args.datasets, "k" + args.per_prompt, args.count_unscored]).replace(",", "_")
     (args.out / f"{tag}.json").write_text(json.dumps(
         {"command": "python bench/sparse_tables.py " + " ".join(sys.argv[1:]), "results": rows}, indent=1) + "\n")
     (args.out / f"{tag}.md").write_text("`python bench/sparse_tables.py " + " ".join(sys.argv[1:]) + "`\n\n"
